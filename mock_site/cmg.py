@@ -1,0 +1,266 @@
+"""The cloud management gateway: the published URL map, token and certificate checks, and forwarding to connection points.
+
+What the real CMG does and this one reproduces: it forwards only paths in its URL map, checks content length per
+endpoint, does not forward a request that carries an invalid token (``401 CMGService_Invalid_Token``), answers
+``AADAuthInfo`` for onboarded tenants, spreads requests round-robin over its connection points, serves content from its
+storage when it is content-enabled, and keeps the CMGService.log traffic statistics per request URI.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+from mock_site.asgi import BodyTooLarge, HttpRequest, read_body, respond, respond_error
+from mock_site.clock import Clock
+from mock_site.keys import CcmTokenVerifier, EntraTokenVerifier
+from mock_site.protocol import tokens, urlmap
+from mock_site.protocol.urlmap import AuthKind, Route, UrlMapError
+from mock_site.server import Receive, Scope, Send, client_cert_der
+from mock_site.upstream import RoundRobin, UpstreamError, forwardable
+
+log = logging.getLogger("mock_site.cmg")
+
+# Status texts the CMG answers with. The first is documented; the others are ours, in the same style.
+INVALID_TOKEN = "CMGService_Invalid_Token"
+CLIENT_CERT_REQUIRED = "CMGService_Client_Certificate_Required"  # synthetic: not the public ConfigMgr format
+NOT_IN_URL_MAP = "CMGService_Url_Not_Allowed"  # synthetic: not the public ConfigMgr format
+BAD_REQUEST = "CMGService_Bad_Request"  # synthetic: not the public ConfigMgr format
+TOO_LARGE = "CMGService_Request_Too_Large"  # synthetic: not the public ConfigMgr format
+TENANT_NOT_ONBOARDED = "CMGService_Tenant_Not_Onboarded"  # synthetic: not the public ConfigMgr format
+NO_CONNECTION_POINT = "CMGService_No_Connection_Point_Available"  # synthetic: not the public ConfigMgr format
+CONNECTION_POINT_TIMEOUT = "CMGService_Connection_Point_Timeout"  # synthetic: not the public ConfigMgr format
+
+#: Upper bound on any request body at the CMG, whatever the endpoint (the URL map sets tighter limits per endpoint).
+MAX_BODY_BYTES = 4 * 1024 * 1024
+
+#: Header the CMG uses to tell the connection point which client certificate it validated. The CMG strips any
+#: incoming header of that name, so a client cannot claim a certificate it did not present.
+CLIENT_CERT_HEADER = "x-cmg-client-cert"  # synthetic: not the public ConfigMgr format
+REQUEST_URI_HEADER = "x-cmg-request-uri"  # synthetic: not the public ConfigMgr format
+
+
+@dataclass(frozen=True, slots=True)
+class AadTenant:
+    """What AADAuthInfo hands out for an onboarded tenant."""
+
+    tenant_id: str
+    client_app_id: str
+    resource_uri: str
+
+
+class ContentStore:
+    """Synthetic content in the content-enabled CMG's cloud storage: deterministic bytes per package and size."""
+
+    def __init__(self, size_bytes: int) -> None:
+        self.size_bytes = size_bytes
+        self._cache: dict[str, bytes] = {}
+
+    def content(self, package_id: str, content_id: str) -> bytes:
+        key = f"{package_id}/{content_id}"
+        blob = self._cache.get(key)
+        if blob is None:
+            seed = hashlib.sha256(key.encode()).digest()
+            blob = (seed * (self.size_bytes // len(seed) + 1))[: self.size_bytes]
+            if len(self._cache) < 64:
+                self._cache[key] = blob
+        return blob
+
+
+class CmgApp:
+    """One CMG VM instance as an ASGI app."""
+
+    role = "cmg"
+
+    def __init__(
+        self,
+        *,
+        instance: int,
+        public_host: str,
+        connection_points: RoundRobin,
+        ccm_verifier: CcmTokenVerifier,
+        entra_verifier: EntraTokenVerifier,
+        tenants: Callable[[], Mapping[str, AadTenant]],
+        faults: Any,
+        metrics: Any,
+        stats: Any,
+        logs: Any,
+        content: ContentStore,
+        clock: Clock,
+        perf_counter: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        self.instance = instance
+        self.public_host = public_host
+        self.connection_points = connection_points
+        self.ccm_verifier = ccm_verifier
+        self.entra_verifier = entra_verifier
+        self.tenants = tenants
+        self.faults = faults
+        self.metrics = metrics
+        self.stats = stats
+        self.log = logs.writer("CMGService.log") if logs is not None else None
+        self.content = content
+        self.clock = clock
+        self.perf_counter = perf_counter
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        started = self.perf_counter()
+        request = HttpRequest.from_scope(scope)
+        sizes = {"request": 0, "response": 0, "status": 0}
+
+        async def counted_send(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                sizes["status"] = int(message["status"])
+            elif message["type"] == "http.response.body":
+                sizes["response"] += len(message.get("body", b""))
+            await send(message)
+
+        route: Route | None = None
+        try:
+            route = urlmap.match(request.path, request.query)
+            route = await self._handle(route, request, receive, counted_send, sizes)
+        except UrlMapError as refused:
+            status_text = NOT_IN_URL_MAP if refused.status == 404 else BAD_REQUEST
+            await respond_error(counted_send, refused.status, status_text, refused.reason)
+        finally:
+            elapsed = self.perf_counter() - started
+            endpoint = route.route_template if route is not None else "unmatched"
+            request_uri = route.request_uri if route is not None else "unmatched"
+            self.stats.record(request_uri, sizes["request"], sizes["response"], elapsed,
+                              responded=sizes["status"] != 0)
+            self.metrics.observe_request(endpoint, request.method, sizes["status"] or 499,
+                                         sizes["request"], sizes["response"], elapsed)
+
+    async def _handle(self, route: Route, request: HttpRequest, receive: Receive, send: Send,
+                      sizes: dict[str, int]) -> Route:
+        declared = request.declared_length()
+        limit = min(route.max_body_bytes, MAX_BODY_BYTES)
+        if declared is not None and (declared < 0 or declared > limit):
+            await respond_error(send, 413 if declared > limit else 400,
+                                TOO_LARGE if declared > limit else BAD_REQUEST,
+                                f"content length {declared} is over the {limit}-byte limit of {route.endpoint}"
+                                if declared > limit else "content length is not a number")
+            return route
+        try:
+            body = await read_body(receive, limit)
+        except BodyTooLarge as too_large:
+            await respond_error(send, 413, TOO_LARGE, f"body over the {too_large.limit}-byte limit of {route.endpoint}")
+            return route
+        sizes["request"] = len(body)
+
+        if route.endpoint == "AADAuthInfo":
+            await self._aad_auth_info(request, send)
+            return route
+
+        identity = await self._authenticate(route, request, send)
+        if identity is None:
+            return route
+
+        if route.endpoint == "downloadrestservice":
+            await self._serve_content(route, request, send)
+            return route
+
+        await self._forward(route, request, body, identity, send)
+        return route
+
+    async def _aad_auth_info(self, request: HttpRequest, send: Send) -> None:
+        tenant_id = request.query_params().get("TenantID", "").lower()
+        tenant = self.tenants().get(tenant_id)
+        fault = self.faults.trigger("tenant_not_onboarded", self.role)
+        if fault is not None and fault.params.get("tenant_id") in (None, "", tenant_id):
+            tenant = None
+        if tenant is None:
+            # synthetic: not the public ConfigMgr format (the reply body; the behaviour — no properties — is documented)
+            await respond(send, 404, b"{}", content_type="application/json", reason=TENANT_NOT_ONBOARDED,
+                          headers=[("x-cmg-status-text", TENANT_NOT_ONBOARDED)])
+            return
+        document = {"AADTENANTID": tenant.tenant_id, "AADCLIENTAPPID": tenant.client_app_id,
+                    "AADRESOURCEURI": tenant.resource_uri}
+        await respond(send, 200, json.dumps(document).encode(), content_type="application/json")
+
+    async def _authenticate(self, route: Route, request: HttpRequest, send: Send) -> dict[str, str] | None:
+        """Apply the route's auth rule; on failure answer and return None, else return headers to add downstream."""
+        if route.auth is AuthKind.NONE:
+            return {}
+        cert = client_cert_der(request.scope)
+        if route.auth is AuthKind.CLIENT_CERT_OR_TOKEN and cert:
+            # The TLS layer verified the chain against the site's root CA; pass on which certificate it was.
+            return {CLIENT_CERT_HEADER: base64.b64encode(cert).decode("ascii")}
+        token = request.bearer_token()
+        if token is None:
+            if route.auth is AuthKind.CLIENT_CERT_OR_TOKEN:
+                await respond_error(send, 403, CLIENT_CERT_REQUIRED, "no client certificate and no token")
+            else:
+                await respond_error(send, 401, INVALID_TOKEN, "no bearer token")
+            return None
+        try:
+            if route.auth is AuthKind.ENTRA_TOKEN:
+                await self.entra_verifier.verify(token)
+            elif self._verify_ccm(token):
+                await self.entra_verifier.verify(token)
+        except tokens.TokenRejected as rejected:
+            self.metrics.token_rejected(rejected.kind)
+            if self.log is not None:
+                self.log.warning(f"Rejected request to {route.request_uri}: token validation failed. {rejected.code}: "
+                                 f"{rejected.reason}")
+            await respond_error(send, 401, INVALID_TOKEN, rejected.code)
+            return None
+        return {}
+
+    def _verify_ccm(self, token: str) -> bool:
+        """Verify a CCM token; True means "not a CCM token at all: the caller must verify it as an Entra token".
+
+        CCM-token routes take a CCM token; registration carries an Entra token there instead (our wire choice, as the
+        protocol notes say), which must then be a valid Entra token.
+        """
+        try:
+            claims = self.ccm_verifier.verify(token)
+        except tokens.TokenRejected as rejected:
+            if rejected.kind in ("issuer", "unknown_key", "audience"):
+                return True
+            raise
+        fault = self.faults.trigger("ccm_token_expired", self.role)
+        if fault is not None and claims.get("iat", 0) <= fault.started_at:
+            raise tokens.TokenRejected("IDX10223", "the CCM token was expired by the site (fault ccm_token_expired)",
+                                       "expired")
+        return False
+
+    async def _serve_content(self, route: Route, request: HttpRequest, send: Send) -> None:
+        params = request.query_params()
+        blob = self.content.content(params.get("pid", ""), params.get("cid", ""))
+        await respond(send, 200, blob, content_type="application/octet-stream")
+
+    async def _forward(self, route: Route, request: HttpRequest, body: bytes, identity: dict[str, str],
+                       send: Send) -> None:
+        if self.faults.trigger("cp_disconnected", self.role) is not None:
+            await respond_error(send, 503, NO_CONNECTION_POINT, "no CMG connection point is connected")
+            return
+        headers = forwardable(request.headers)
+        headers.pop(CLIENT_CERT_HEADER, None)
+        headers.update(identity)
+        headers[REQUEST_URI_HEADER] = f"https://{self.public_host}{request.path}"
+        target = request.path + (f"?{request.query}" if request.query else "")
+        upstream = self.connection_points.next()
+        try:
+            answer = await upstream.request(request.method, target, headers, body)
+        except UpstreamError as failed:
+            self.metrics.forward_error(upstream.name, failed.kind)
+            if self.log is not None:
+                self.log.error(f"Failed to forward {route.request_uri} to {upstream.name}: {failed.detail}")
+            if failed.kind == "timeout":
+                await respond_error(send, 504, CONNECTION_POINT_TIMEOUT, upstream.name)
+            else:
+                await respond_error(send, 503, NO_CONNECTION_POINT, f"{upstream.name}: {failed.kind}")
+            return
+        passed = [(k, v) for k, v in answer.headers.items()
+                  if k in ("x-cmg-status-text", "x-ccm-error-code", "www-authenticate")]
+        await respond(send, answer.status, answer.body,
+                      content_type=answer.headers.get("content-type", "application/octet-stream"),
+                      headers=passed, reason=answer.reason or None)

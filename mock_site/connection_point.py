@@ -1,0 +1,136 @@
+"""The CMG connection point: rewrites the CMG's external URL to the MP's internal URL and forwards over mutual TLS.
+
+It logs each rewrite and each message to SMS_CLOUD_PROXYCONNECTOR.log in the shapes of the walk-through, maps failures
+behind it to the ``CMGConnector_*`` status texts the documentation names, and keeps the per-endpoint traffic report it
+writes every five minutes.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any, Callable
+
+from mock_site.asgi import BodyTooLarge, HttpRequest, read_body, respond, respond_error
+from mock_site.cmg import MAX_BODY_BYTES, REQUEST_URI_HEADER
+from mock_site.protocol import urlmap
+from mock_site.protocol.urlmap import UrlMapError
+from mock_site.server import Receive, Scope, Send
+from mock_site.upstream import Upstream, UpstreamError, forwardable
+
+# Documented status texts (FAULTS.md) and the ConfigMgr error code ccmsetup reports with them.
+CLIENT_CERT_REQUIRED = "CMGConnector_Clientcertificaterequired"
+UNAUTHORIZED = "CMGConnector_Unauthorized"
+INTERNAL_SERVER_ERROR = "CMGConnector_InternalServerError"
+SERVICE_UNAVAILABLE = "CMGConnector_ServiceUnavailable"  # synthetic: not the public ConfigMgr format
+GATEWAY_TIMEOUT = "CMGConnector_GatewayTimeout"  # synthetic: not the public ConfigMgr format
+BAD_REQUEST = "CMGConnector_BadRequest"  # synthetic: not the public ConfigMgr format
+ERROR_CODE_HEADER = "x-ccm-error-code"  # synthetic: not the public ConfigMgr format
+CMG_CONNECTOR_ERROR = "0x87d0027e"
+
+
+class ConnectionPointApp:
+    """One CMG connection point as an ASGI app: the CMG forwards to it, it forwards to the MP."""
+
+    role = "cp"
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        mp: Upstream,
+        mp_public_host: str,
+        faults: Any,
+        metrics: Any,
+        report: Any,
+        logs: Any,
+        verbose: bool = True,
+        perf_counter: Callable[[], float] = time.perf_counter,
+        new_message_id: Callable[[], str] = lambda: str(uuid.uuid4()),
+    ) -> None:
+        self.name = name
+        self.mp = mp
+        self.mp_public_host = mp_public_host
+        self.faults = faults
+        self.metrics = metrics
+        self.report = report
+        self.log = logs.writer("SMS_CLOUD_PROXYCONNECTOR.log") if logs is not None else None
+        self.verbose = verbose and self.log is not None
+        self.perf_counter = perf_counter
+        self.new_message_id = new_message_id
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        started = self.perf_counter()
+        request = HttpRequest.from_scope(scope)
+        try:
+            route = urlmap.match(request.path, request.query)
+        except UrlMapError as refused:
+            await respond_error(send, refused.status, BAD_REQUEST, refused.reason)
+            self.metrics.observe_request("unmatched", request.method, refused.status, 0, 0,
+                                         self.perf_counter() - started)
+            return
+        try:
+            body = await read_body(receive, min(route.max_body_bytes, MAX_BODY_BYTES))
+        except BodyTooLarge as too_large:
+            await respond_error(send, 413, BAD_REQUEST, f"body over {too_large.limit} bytes")
+            return
+        has_bearer = request.bearer_token() is not None
+        record = self.report.begin(route.endpoint, has_bearer, len(body))
+        status, response_bytes = 0, 0
+        try:
+            status, response_bytes = await self._forward(route, request, body, send)
+        finally:
+            record.end(response_bytes, failed=status == 0 or status >= 400)
+            self.metrics.observe_request(route.route_template, request.method, status or 499, len(body),
+                                         response_bytes, self.perf_counter() - started)
+
+    async def _forward(self, route: urlmap.Route, request: HttpRequest, body: bytes, send: Send) -> tuple[int, int]:
+        # The CP checks the revocation of its own client-auth certificate before it can talk to the MP.
+        if self.faults.trigger("cp_cert_revocation_offline", self.role) is not None:
+            await respond_error(send, 403, CLIENT_CERT_REQUIRED, f"error {CMG_CONNECTOR_ERROR}")
+            return 403, 0
+        if route.endpoint == "CCM_STS" and self.faults.trigger("sts_unavailable", self.role) is not None:
+            await self._error(send, 401, UNAUTHORIZED)
+            return 401, 0
+
+        external = request.header(REQUEST_URI_HEADER) or f"https://cmg{request.path}"
+        internal = f"https://{self.mp_public_host}{route.internal_path}"
+        if self.verbose:
+            assert self.log is not None
+            # The walk-through's line, down to the third slash in the result it prints.
+            self.log.info(f"Switched to internal URL. Replaced '{external}' in   '{external}' with '{internal}' and got "
+                          f"'https:///{self.mp_public_host}{route.internal_path}")
+        started = self.perf_counter()
+        headers = forwardable(request.headers)
+        try:
+            answer = await self.mp.request(request.method, route.internal_path, headers, body)
+        except UpstreamError as failed:
+            self.metrics.forward_error("mp", failed.kind)
+            if self.log is not None:
+                self.log.error(f"Failed to forward {internal} to the management point: {failed.detail}")
+            if failed.kind == "timeout":
+                await self._error(send, 504, GATEWAY_TIMEOUT)
+                return 504, 0
+            await self._error(send, 503, SERVICE_UNAVAILABLE)
+            return 503, 0
+        elapsed_ms = round((self.perf_counter() - started) * 1000)
+        if self.verbose:
+            assert self.log is not None
+            phrase = answer.reason or ""
+            self.log.info(f"MessageID: {self.new_message_id()} RequestURI: {internal} EndpointName: {route.endpoint} "
+                          f"ResponseHeader: HTTP/1.1 {answer.status} {phrase} ~~ ResponseBodySize: {len(answer.body)} "
+                          f"ElapsedTime: {elapsed_ms} ms")
+        if answer.status >= 500 and route.endpoint == "CCM_STS":
+            await self._error(send, 500, INTERNAL_SERVER_ERROR)
+            return 500, 0
+        passed = [(k, v) for k, v in answer.headers.items() if k in ("x-cmg-status-text", ERROR_CODE_HEADER)]
+        await respond(send, answer.status, answer.body,
+                      content_type=answer.headers.get("content-type", "application/octet-stream"),
+                      headers=passed, reason=answer.reason or None)
+        return answer.status, len(answer.body)
+
+    async def _error(self, send: Send, status: int, status_text: str) -> None:
+        await respond(send, status, f"{status_text}: error {CMG_CONNECTOR_ERROR}".encode(), reason=status_text,
+                      headers=[("x-cmg-status-text", status_text), (ERROR_CODE_HEADER, CMG_CONNECTOR_ERROR)])

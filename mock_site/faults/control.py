@@ -1,0 +1,189 @@
+"""The fault control API: a small REST app, on loopback and behind a bearer token, to switch faults during a run."""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import json
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from mock_site.faults.catalogue import FaultError, UnknownFault, catalogue_dict, get_spec
+from mock_site.faults.registry import FaultRegistry
+
+#: Largest request body the control API reads.
+MAX_BODY_BYTES = 64 * 1024
+#: The fields a PUT body may hold.
+PUT_FIELDS = ("role", "probability", "duration", "params")
+
+
+class _BadRequest(Exception):
+    """A request the control API refuses; ``status`` is the HTTP status to answer with."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def control_app(registry: FaultRegistry, *, token: str) -> ASGIApp:
+    """The control API over ``registry``; every route needs ``Authorization: Bearer <token>`` from a loopback address."""
+    if not isinstance(token, str) or not token:
+        raise FaultError("the fault control API needs a non-empty token")
+    api = _ControlApi(registry)
+    app = Starlette(
+        routes=[
+            Route("/faults", api.list_faults, methods=["GET"]),
+            Route("/faults/catalogue", api.catalogue, methods=["GET"]),
+            Route("/faults/reset", api.reset, methods=["POST"]),
+            Route("/faults/{name}", api.set_fault, methods=["PUT"]),
+            Route("/faults/{name}", api.clear_fault, methods=["DELETE"]),
+        ],
+        exception_handlers={HTTPException: _http_exception},  # type: ignore[dict-item]
+    )
+    return _Guard(app, token)
+
+
+class _Guard:
+    """Refuses non-loopback clients (403) and requests without the bearer token (401) before any route runs."""
+
+    def __init__(self, app: ASGIApp, token: str) -> None:
+        self.app = app
+        self._expected = f"Bearer {token}".encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self.app(scope, receive, send)
+            return
+        if scope["type"] != "http":
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        if not _is_loopback(scope.get("client")):
+            await _error(403, "the fault control API only answers loopback clients")(scope, receive, send)
+            return
+        given = next((value for name, value in scope["headers"] if name == b"authorization"), b"")
+        # Constant-time compare, so the token cannot be guessed byte by byte from response times.
+        if not hmac.compare_digest(given, self._expected):
+            response = _error(401, "missing or wrong bearer token")
+            response.headers["WWW-Authenticate"] = "Bearer"
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+class _ControlApi:
+    """The route handlers; every change goes through the registry, which validates before it changes anything."""
+
+    def __init__(self, registry: FaultRegistry) -> None:
+        self.registry = registry
+
+    async def list_faults(self, request: Request) -> Response:
+        return JSONResponse(
+            {
+                "active": self.registry.snapshot(),
+                "injections": self.registry.injections(),
+                "catalogue": catalogue_dict(),
+            }
+        )
+
+    async def catalogue(self, request: Request) -> Response:
+        return JSONResponse(catalogue_dict())
+
+    async def set_fault(self, request: Request) -> Response:
+        name = request.path_params["name"]
+        try:
+            get_spec(name)  # an unknown fault is a 404 even when the body is bad too
+            body = await _read_json(request)
+            unknown = sorted(set(body) - set(PUT_FIELDS))
+            if unknown:
+                raise FaultError(f"unknown field {unknown[0]!r} (fields: {', '.join(PUT_FIELDS)})")
+            role = body.get("role")
+            if role is not None and not isinstance(role, str):
+                raise FaultError(f"role must be a string, got {role!r}")
+            fault = self.registry.set(
+                name,
+                role=role,
+                probability=body.get("probability", 1.0),
+                duration=body.get("duration"),
+                params=body.get("params"),
+            )
+        except (FaultError, _BadRequest) as exc:
+            return _refusal(exc)
+        return JSONResponse(self.registry.describe(fault))
+
+    async def clear_fault(self, request: Request) -> Response:
+        name = request.path_params["name"]
+        role = request.query_params.get("role")
+        try:
+            cleared = self.registry.clear(name, role)
+        except FaultError as exc:
+            return _refusal(exc)
+        if not cleared:
+            where = f" at role {role!r}" if role is not None else ""
+            return _error(404, f"fault {name!r} is not active{where}")
+        now = self.registry.clock()
+        return JSONResponse({"cleared": [fault.to_dict(now) for fault in cleared]})
+
+    async def reset(self, request: Request) -> Response:
+        cleared = self.registry.reset()
+        now = self.registry.clock()
+        return JSONResponse({"cleared": [fault.to_dict(now) for fault in cleared]})
+
+
+async def _read_json(request: Request) -> dict[str, Any]:
+    """The request body as a JSON object (empty body: no fields), read no further than the size limit."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise _BadRequest(400, f"bad Content-Length {declared!r}")
+        if int(declared) > MAX_BODY_BYTES:
+            raise _BadRequest(413, f"request body of {declared} bytes is over the {MAX_BODY_BYTES}-byte limit")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY_BYTES:
+            raise _BadRequest(413, f"request body is over the {MAX_BODY_BYTES}-byte limit")
+    if not body.strip():
+        return {}
+    try:
+        data = json.loads(body)
+    except ValueError as exc:
+        raise _BadRequest(400, f"request body is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise _BadRequest(400, f"request body must be a JSON object, got {type(data).__name__}")
+    return data
+
+
+def _is_loopback(client: Any) -> bool:
+    if not client:
+        return False
+    try:
+        address = ipaddress.ip_address(client[0])
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.is_loopback
+
+
+def _refusal(exc: Exception) -> Response:
+    if isinstance(exc, _BadRequest):
+        return _error(exc.status, str(exc))
+    return _error(404 if isinstance(exc, UnknownFault) else 400, str(exc))
+
+
+def _error(status: int, message: str) -> Response:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+async def _http_exception(request: Request, exc: HTTPException) -> Response:
+    # Unknown paths and wrong methods answer in the same JSON shape as every other refusal.
+    response = _error(exc.status_code, exc.detail)
+    if exc.headers:
+        response.headers.update(exc.headers)
+    return response

@@ -1,0 +1,312 @@
+"""The fault registry: which faults are on, at which role, until when, and how often each was injected."""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter
+
+from mock_site.clock import Clock
+from mock_site.faults.catalogue import (
+    CATALOGUE,
+    MAX_DURATION,
+    ROLES,
+    FaultError,
+    FaultSpec,
+    ParamValue,
+    get_spec,
+)
+
+log = logging.getLogger("mock_site.faults")
+
+
+@dataclass(frozen=True, slots=True)
+class ActiveFault:
+    """One fault switched on at one role; ``started_at`` and ``ends_at`` are clock seconds."""
+
+    name: str
+    role: str
+    probability: float
+    params: Mapping[str, ParamValue]
+    started_at: float
+    ends_at: float
+
+    def remaining(self, now: float) -> float:
+        """Seconds left until the fault switches itself off."""
+        return max(0.0, self.ends_at - now)
+
+    def expired(self, now: float) -> bool:
+        """Whether the fault's end has passed at ``now``."""
+        return now >= self.ends_at
+
+    def to_dict(self, now: float, injections: int = 0) -> dict[str, Any]:
+        """The fault as JSON-ready data."""
+        return {
+            "name": self.name,
+            "role": self.role,
+            "probability": self.probability,
+            "params": dict(self.params),
+            "started_at": self.started_at,
+            "ends_at": self.ends_at,
+            "remaining_s": self.remaining(now),
+            "injections": injections,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class FaultEvent:
+    """A change listeners hear about: ``action`` is set, clear, expire or reset."""
+
+    action: str
+    fault: ActiveFault
+
+    @property
+    def active(self) -> bool:
+        """Whether the fault is on after this event."""
+        return self.action == "set"
+
+
+Listener = Callable[[FaultEvent], None]
+
+_NO_FAULTS: Mapping[str, ActiveFault] = MappingProxyType({})
+
+
+class FaultRegistry:
+    """Holds the active faults of a site; safe to share between threads and event loops."""
+
+    def __init__(self, clock: Clock, rng: random.Random, registry: CollectorRegistry | None = None, *,
+                 counter: Counter | None = None) -> None:
+        """``counter`` lets a site that already has ``cmg_fault_injections_total`` (its metrics) count into it."""
+        self.clock = clock
+        self._rng = rng
+        self._lock = threading.Lock()
+        self._faults: dict[tuple[str, str], ActiveFault] = {}
+        self._hits: dict[tuple[str, str], int] = {}
+        self._totals: dict[str, int] = dict.fromkeys(CATALOGUE, 0)
+        # role -> name -> fault, rebuilt on every change and swapped in whole, so trigger() can look up without the lock
+        # and a request with no fault on its role costs two dict lookups.
+        self._index: Mapping[str, Mapping[str, ActiveFault]] = MappingProxyType({})
+        self._listeners: list[Listener] = []
+        self._counter: Counter | None = counter
+        self._children: dict[tuple[str, str], Any] = {}
+        if counter is None and registry is not None:
+            self._counter = Counter(
+                "cmg_fault_injections", "Faults injected, by role and fault", ["role", "fault"], registry=registry
+            )
+
+    # -- changes -------------------------------------------------------------------------------------------------------
+
+    def set(
+        self,
+        name: str,
+        *,
+        role: str | None = None,
+        probability: float = 1.0,
+        duration: float | None = None,
+        params: Mapping[str, object] | None = None,
+    ) -> ActiveFault:
+        """Switch ``name`` on at ``role`` (default: the catalogue's role), replacing the same fault at that role."""
+        spec = get_spec(name)
+        target = spec.resolve_role(role)
+        chance = _check_probability(probability)
+        seconds = _check_duration(duration, spec)
+        if params is not None and not isinstance(params, Mapping):
+            raise FaultError(f"params of fault {name!r} must be an object, got {params!r}")
+        values = spec.resolve_params(params)
+        # Everything is checked before anything changes, so a bad call never loses a fault that is already on.
+        now = self.clock()
+        fault = ActiveFault(spec.name, target, chance, MappingProxyType(values), now, now + seconds)
+        with self._lock:
+            events = self._purge_locked(now)
+            self._faults[(spec.name, target)] = fault
+            self._hits[(spec.name, target)] = 0
+            self._reindex_locked()
+        events.append(FaultEvent("set", fault))
+        self._notify(events)
+        return fault
+
+    def clear(self, name: str, role: str | None = None) -> list[ActiveFault]:
+        """Switch ``name`` off at ``role`` (default: at every role); returns the faults that were on."""
+        spec = get_spec(name)
+        if role is not None:
+            spec.resolve_role(role)
+        now = self.clock()
+        with self._lock:
+            events = self._purge_locked(now)
+            keys = [key for key in self._faults if key[0] == spec.name and (role is None or key[1] == role)]
+            removed = [self._remove_locked(key) for key in keys]
+            if removed:
+                self._reindex_locked()
+        events.extend(FaultEvent("clear", fault) for fault in removed)
+        self._notify(events)
+        return removed
+
+    def reset(self) -> list[ActiveFault]:
+        """Switch every fault off; returns the faults that were on (injection totals are kept, like counters)."""
+        now = self.clock()
+        with self._lock:
+            events = self._purge_locked(now)
+            removed = [self._remove_locked(key) for key in sorted(self._faults)]
+            self._reindex_locked()
+        events.extend(FaultEvent("reset", fault) for fault in removed)
+        self._notify(events)
+        return removed
+
+    def purge(self) -> list[ActiveFault]:
+        """Drop faults whose end has passed and tell listeners; reads do this too, a site may also call it on a timer."""
+        with self._lock:
+            events = self._purge_locked(self.clock())
+        self._notify(events)
+        return [event.fault for event in events]
+
+    def subscribe(self, callback: Listener) -> Callable[[], None]:
+        """Call ``callback`` with a :class:`FaultEvent` after every change; returns a function that unsubscribes."""
+        with self._lock:
+            self._listeners.append(callback)
+
+        def unsubscribe() -> None:
+            with self._lock:
+                if callback in self._listeners:
+                    self._listeners.remove(callback)
+
+        return unsubscribe
+
+    # -- reads ---------------------------------------------------------------------------------------------------------
+
+    def active(self, role: str | None = None) -> list[ActiveFault]:
+        """The faults on now, at ``role`` or at every role, sorted by name and role."""
+        if role is not None and role not in ROLES:
+            raise FaultError(f"unknown role {role!r} (roles: {', '.join(ROLES)})")
+        self.purge()
+        with self._lock:
+            faults = sorted(self._faults.values(), key=lambda f: (f.name, f.role))
+        return [fault for fault in faults if role is None or fault.role == role]
+
+    def get(self, name: str, role: str) -> ActiveFault | None:
+        """The fault ``name`` if it is on at ``role``, without drawing or counting an injection."""
+        fault = self._index.get(role, _NO_FAULTS).get(name)
+        if fault is None:
+            _check_name_role(name, role)
+            return None
+        if fault.expired(self.clock()):
+            self.purge()
+            return None
+        return fault
+
+    def trigger(self, name: str, role: str) -> ActiveFault | None:
+        """The fault if it is on at ``role`` and this request draws it (counted as an injection), else None."""
+        fault = self.get(name, role)
+        if fault is None:
+            return None
+        key = (fault.name, fault.role)
+        with self._lock:
+            if self._faults.get(key) is not fault:  # cleared or replaced since the lookup: use what is on now
+                current = self._faults.get(key)
+                if current is None:
+                    return None
+                fault = current
+            if not self._draw_locked(fault.probability):
+                return None
+            self._hits[key] += 1
+            self._totals[fault.name] += 1
+        if self._counter is not None:
+            child = self._children.get(key)
+            if child is None:
+                child = self._children.setdefault(key, self._counter.labels(role=fault.role, fault=fault.name))
+            child.inc()
+        return fault
+
+    def injections(self) -> dict[str, int]:
+        """Injections per fault name since the registry was created (every catalogue name, zero included)."""
+        with self._lock:
+            return dict(self._totals)
+
+    def describe(self, fault: ActiveFault) -> dict[str, Any]:
+        """``fault`` as JSON-ready data with its injections since it was set."""
+        with self._lock:
+            hits = self._hits.get((fault.name, fault.role), 0) if self._faults.get((fault.name, fault.role)) is fault else 0
+        return fault.to_dict(self.clock(), hits)
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        """The active faults as JSON-ready data (name, role, probability, params, times, injections)."""
+        self.purge()
+        now = self.clock()
+        with self._lock:
+            faults = sorted(self._faults.items())
+            return [fault.to_dict(now, self._hits[key]) for key, fault in faults]
+
+    def random(self) -> float:
+        """A draw in [0, 1) from the injected rng, for callers (like the middleware's jitter) that share it."""
+        with self._lock:
+            return self._rng.random()
+
+    # -- internals -----------------------------------------------------------------------------------------------------
+
+    def _draw_locked(self, probability: float) -> bool:
+        if probability >= 1.0:
+            return True
+        if probability <= 0.0:
+            return False
+        return self._rng.random() < probability
+
+    def _remove_locked(self, key: tuple[str, str]) -> ActiveFault:
+        self._hits.pop(key, None)
+        return self._faults.pop(key)
+
+    def _purge_locked(self, now: float) -> list[FaultEvent]:
+        expired = [key for key, fault in self._faults.items() if fault.expired(now)]
+        events = [FaultEvent("expire", self._remove_locked(key)) for key in sorted(expired)]
+        if events:
+            self._reindex_locked()
+        return events
+
+    def _reindex_locked(self) -> None:
+        index: dict[str, dict[str, ActiveFault]] = {}
+        for (name, role), fault in self._faults.items():
+            index.setdefault(role, {})[name] = fault
+        self._index = MappingProxyType(index)
+
+    def _notify(self, events: list[FaultEvent]) -> None:
+        # Listeners run outside the lock so they may read the registry; one failing listener does not stop the others.
+        if not events:
+            return
+        with self._lock:
+            listeners = list(self._listeners)
+        for event in events:
+            for callback in listeners:
+                try:
+                    callback(event)
+                except Exception:
+                    log.exception("fault listener %r failed on %s of %r", callback, event.action, event.fault.name)
+
+
+def _check_name_role(name: str, role: str) -> None:
+    get_spec(name)
+    if role not in ROLES:
+        raise FaultError(f"unknown role {role!r} (roles: {', '.join(ROLES)})")
+
+
+def _check_probability(probability: object) -> float:
+    if isinstance(probability, bool) or not isinstance(probability, (int, float)) or not 0.0 <= probability <= 1.0:
+        raise FaultError(f"probability must be a number in 0..1, got {probability!r}")
+    return float(probability)
+
+
+def _check_duration(duration: object, spec: FaultSpec) -> float:
+    if duration is None:
+        return spec.default_duration
+    if (
+        isinstance(duration, bool)
+        or not isinstance(duration, (int, float))
+        or not math.isfinite(duration)
+        or not 0 < duration <= MAX_DURATION
+    ):
+        raise FaultError(f"duration must be a number of seconds in (0, {MAX_DURATION:.0f}], got {duration!r}")
+    return float(duration)

@@ -1,0 +1,298 @@
+"""The management point: CCM messaging endpoints, MPLIST, policy bodies, the client package and CCM_STS.
+
+The MP accepts requests only from a connection point (mutual TLS with the CP's client-auth certificate) and checks the
+token again: a CMG-style proxy that forwards an invalid token is caught here and answered with ``MP_Invalid_Token``, so
+the harness can tell a proxy that let an invalid token through from one that refused it at the edge.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from mock_site.asgi import BodyTooLarge, HttpRequest, read_body, respond, respond_error
+from mock_site.clock import Clock
+from mock_site.cmg import CLIENT_CERT_HEADER
+from mock_site.config import SiteConfig
+from mock_site.keys import CcmTokenVerifier, EntraTokenVerifier
+from mock_site.protocol import envelope, messages, tokens
+from mock_site.protocol.envelope import EnvelopeError, MessageHeader
+from mock_site.protocol.messages import MessageError
+from mock_site.server import Receive, Scope, Send, client_cert_der
+from mock_site.sts import CcmSts
+
+INVALID_TOKEN = "MP_Invalid_Token"  # synthetic: not the public ConfigMgr format
+NOT_REGISTERED = "MP_Client_Not_Registered"  # synthetic: not the public ConfigMgr format
+NO_CP_CERTIFICATE = "MP_Connection_Point_Certificate_Required"  # synthetic: not the public ConfigMgr format
+BAD_MESSAGE = "MP_Bad_Message"  # synthetic: not the public ConfigMgr format
+
+MAX_MESSAGE_BYTES = 1024 * 1024
+
+#: The client package version the site hands out (the walk-through installs 5.00.8968.1000).
+CLIENT_PACKAGE_ID = "CS100001"
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who a request comes from, as far as the MP can tell."""
+
+    ccm_claims: dict[str, Any] | None = None
+    entra_claims: dict[str, Any] | None = None
+    client_cert: bytes | None = None
+
+    @property
+    def smsid(self) -> str:
+        return (self.ccm_claims or {}).get("smsid", "")
+
+
+def site_policies(site_code: str, count: int = 6) -> tuple[messages.PolicyAssignment, ...]:
+    """The machine policy assignments every client receives (synthetic ids, stable per site)."""
+    categories = ("Machine", "ClientAgentConfig", "SoftwareUpdates", "Compliance", "Inventory", "Endpoint")
+    assignments = []
+    for index in range(count):
+        policy_id = "{" + str(uuid.uuid5(uuid.NAMESPACE_OID, f"{site_code}/policy/{index}")).upper() + "}"
+        version = "1.00"
+        assignments.append(messages.PolicyAssignment(
+            policy_id=policy_id,
+            policy_version=version,
+            policy_type="Machine",
+            policy_category=categories[index % len(categories)],
+            policy_flags="0",
+            location_url=f"http://<mp>/SMS_MP/.sms_pol?{policy_id}/{version}",
+        ))
+    return tuple(assignments)
+
+
+class MpApp:
+    """The management point (with CCM_STS mounted at ``/CCM_STS``) as an ASGI app."""
+
+    role = "mp"
+
+    def __init__(self, *, config: SiteConfig, sts: CcmSts, ccm_verifier: CcmTokenVerifier,
+                 entra_verifier: EntraTokenVerifier, db: Any, faults: Any, metrics: Any, logs: Any, clock: Clock,
+                 public_host: str, cmg_host: str, require_cp_certificate: bool = True) -> None:
+        self.config = config
+        self.sts = sts
+        self.ccm_verifier = ccm_verifier
+        self.entra_verifier = entra_verifier
+        self.db = db
+        self.faults = faults
+        self.metrics = metrics
+        self.logs = logs
+        self.clock = clock
+        self.public_host = public_host
+        self.cmg_host = cmg_host
+        self.require_cp_certificate = require_cp_certificate
+        self.policies = site_policies(config.site_code)
+        self._policy_bodies = {(p.policy_id, p.policy_version): p for p in self.policies}
+        seed = hashlib.sha256(b"ccmsetup.cab").digest()
+        self.client_package = (seed * (config.client_content_bytes // len(seed) + 1))[: config.client_content_bytes]
+        self._registration_log = logs.writer("MP_RegistrationManager.log") if logs is not None else None
+        self._location_log = logs.writer("MP_Location.log") if logs is not None else None
+        self._policy_log = logs.writer("MP_Policy.log") if logs is not None else None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        import time
+
+        started = time.perf_counter()
+        request = HttpRequest.from_scope(scope)
+        sizes = {"status": 0, "response": 0, "request": 0}
+
+        async def counted_send(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                sizes["status"] = int(message["status"])
+            elif message["type"] == "http.response.body":
+                sizes["response"] += len(message.get("body", b""))
+            await send(message)
+
+        endpoint = "unmatched"
+        try:
+            endpoint = await self._route(request, receive, counted_send, sizes)
+        finally:
+            self.metrics.observe_request(endpoint, request.method, sizes["status"] or 500, sizes["request"],
+                                         sizes["response"], time.perf_counter() - started)
+
+    async def _route(self, request: HttpRequest, receive: Receive, send: Send, sizes: dict[str, int]) -> str:
+        if self.require_cp_certificate and client_cert_der(request.scope) is None:
+            await respond_error(send, 403, NO_CP_CERTIFICATE, "the MP only takes requests from a connection point")
+            return "unauthenticated"
+        path = request.path.lower()
+        try:
+            body = await read_body(receive, MAX_MESSAGE_BYTES)
+        except BodyTooLarge as too_large:
+            await respond_error(send, 413, BAD_MESSAGE, f"body over {too_large.limit} bytes")
+            return path
+        sizes["request"] = len(body)
+        if path == "/ccm_sts":
+            await self.sts.handle(request, send)
+            return "/CCM_STS"
+        if path in ("/ccm_system_tokenauth/request", "/ccm_system/request"):
+            await self._messaging(request, body, send, token_auth=path.startswith("/ccm_system_tokenauth"))
+            return "/ccm_system_tokenauth/request" if path.startswith("/ccm_system_tokenauth") else "/ccm_system/request"
+        if path == "/sms_mp/.sms_aut":
+            if await self._caller(request, send) is not None:
+                await self._mplist(send)
+            return "/SMS_MP/.sms_aut"
+        if path == "/sms_mp/.sms_pol":
+            if await self._caller(request, send) is not None:
+                await self._policy_body(request, send)
+            return "/SMS_MP/.sms_pol"
+        if path == "/ccm_client/ccmsetup.cab":
+            if await self._caller(request, send, allow_cert=False) is not None:
+                await respond(send, 200, self.client_package, content_type="application/vnd.ms-cab-compressed")
+            return "/CCM_Client/ccmsetup.cab"
+        await respond_error(send, 404, BAD_MESSAGE, f"no such MP endpoint: {request.path}")
+        return "unmatched"
+
+    async def _caller(self, request: HttpRequest, send: Send, *, allow_cert: bool = True,
+                      entra_allowed: bool = False) -> Caller | None:
+        """Who is calling: a forwarded client certificate, or a valid CCM (or, for registration, Entra) token."""
+        forwarded = request.header(CLIENT_CERT_HEADER)
+        if forwarded and allow_cert:
+            try:
+                return Caller(client_cert=base64.b64decode(forwarded, validate=True))
+            except ValueError:
+                await respond_error(send, 400, BAD_MESSAGE, "forwarded client certificate is not base64")
+                return None
+        token = request.bearer_token()
+        if token is None:
+            await respond_error(send, 401, INVALID_TOKEN, "no token")
+            return None
+        try:
+            return Caller(ccm_claims=self.ccm_verifier.verify(token))
+        except tokens.TokenRejected as rejected:
+            if not entra_allowed or rejected.kind not in ("issuer", "unknown_key", "audience"):
+                self.metrics.token_rejected(rejected.kind)
+                await respond_error(send, 401, INVALID_TOKEN, rejected.code)
+                return None
+        try:
+            return Caller(entra_claims=await self.entra_verifier.verify(token))
+        except tokens.TokenRejected as rejected:
+            self.metrics.token_rejected(rejected.kind)
+            await respond_error(send, 401, INVALID_TOKEN, rejected.code)
+            return None
+
+    async def _messaging(self, request: HttpRequest, body: bytes, send: Send, *, token_auth: bool) -> None:
+        try:
+            message = envelope.decode_message(request.header("content-type"), body,
+                                              max_body_bytes=MAX_MESSAGE_BYTES)
+        except EnvelopeError as bad:
+            await respond_error(send, 400, BAD_MESSAGE, str(bad))
+            return
+        target = message.header.target_endpoint
+        caller = await self._caller(request, send, allow_cert=not token_auth,
+                                    entra_allowed=target == "MP_ClientRegistration")
+        if caller is None:
+            return
+        try:
+            if target == "MP_ClientRegistration":
+                reply = self._register(message.body_xml, caller)
+            elif target == "MP_LocationManager":
+                reply = self._location(message.body_xml)
+            elif target == "MP_PolicyManager":
+                reply = self._policy(message.body_xml, caller)
+                if reply is None:
+                    await respond_error(send, 403, NOT_REGISTERED, "the client is not registered")
+                    return
+            else:
+                await respond_error(send, 404, BAD_MESSAGE, f"unknown target endpoint {target!r}")
+                return
+        except MessageError as bad:
+            await respond_error(send, 400, BAD_MESSAGE, str(bad))
+            return
+        reply_header = MessageHeader(
+            target_endpoint=message.header.reply_to.rsplit(":", 1)[-1] if message.header.reply_to else "dummy",
+            source_host=self.public_host,
+            target_host=message.header.source_host,
+            message_id="{" + str(uuid.uuid4()).upper() + "}",
+            correlation_id=message.header.message_id or envelope.MessageHeader.correlation_id,
+            sent_time=datetime.fromtimestamp(self.clock(), timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            compressed=message.header.reply_compression,
+        )
+        await respond(send, 200, envelope.encode_message(reply_header, reply), content_type=envelope.CONTENT_TYPE)
+
+    def _register(self, body_xml: str, caller: Caller) -> str:
+        request = messages.RegistrationRequest.from_xml(body_xml)
+        log = self._registration_log
+        now_stamp = datetime.fromtimestamp(self.clock(), timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        if caller.entra_claims is not None:
+            claims = caller.entra_claims
+            device_id, tenant_id = claims.get("deviceid", ""), claims["tid"]
+            if log is not None:
+                log.info(f"Registering device using AAD auth: DeviceId='{device_id} ', TenantId='{tenant_id}'")
+            registration = self.db.register_client(device_id=device_id or claims.get("oid", ""), tenant_id=tenant_id,
+                                                   netbios_name=request.netbios_name, fq_name=request.fq_name)
+        elif caller.client_cert is not None:
+            thumbprint = hashlib.sha1(caller.client_cert).hexdigest().upper()  # noqa: S324 - a certificate thumbprint
+            if log is not None:
+                log.info(f"Registering device using PKI certificate auth: Thumbprint='{thumbprint}'")
+            registration = self.db.register_client(device_id=None, tenant_id=None,
+                                                   netbios_name=request.netbios_name, fq_name=request.fq_name,
+                                                   auth="pki", cert_thumbprint=thumbprint)
+        else:
+            claims = caller.ccm_claims or {}
+            device_id = claims.get("deviceid", "")
+            if log is not None:
+                log.info(f"Registering device using token auth: DeviceId='{device_id}'")
+            registration = self.db.register_client(device_id=device_id, tenant_id=claims.get("tid", ""),
+                                                   netbios_name=request.netbios_name, fq_name=request.fq_name)
+        if log is not None:
+            log.info(f"Processing Registration request from Client '{registration.smsid}'")
+        self.metrics.registration("created" if registration.created else "renewed")
+        return messages.RegistrationResponse(status=0, smsid=registration.smsid,
+                                             approval_status=registration.approval_status,
+                                             timestamp=now_stamp).to_xml()
+
+    def _location(self, body_xml: str) -> str:
+        root = messages.root_tag(body_xml)
+        if root == "SiteInformationRequest":
+            request = messages.SiteInformationRequest.from_xml(body_xml)
+            if self._location_log is not None:
+                self._location_log.info(f"Site information request for site {request.site_code}")
+            return messages.SiteInfoReply(site_code=self.config.site_code, version=self.config.site_version,
+                                          build_number=self.config.build_number).to_xml()
+        if root == "ContentLocationRequest":
+            request = messages.ContentLocationRequest.from_xml(body_xml)
+            package_id = request.package_id or CLIENT_PACKAGE_ID
+            # Over a CMG the content location is the content-enabled CMG's download service (documented).
+            url = (f"https://{self.cmg_host}/downloadrestservice.svc/getcontentxmlsecure"
+                   f"?pid={package_id}&cid={package_id}")
+            if self._location_log is not None:
+                self._location_log.info(f"Content location request for package {package_id}: 1 location(s)")
+            return messages.ContentLocationReply(site_code=self.config.site_code, urls=(url,)).to_xml()
+        raise MessageError(f"MP_LocationManager does not handle {root!r}")
+
+    def _policy(self, body_xml: str, caller: Caller) -> str | None:
+        request = messages.RequestAssignments.from_xml(body_xml)
+        client_id = request.client_id
+        if caller.smsid and caller.smsid.upper() != client_id.upper():
+            return None
+        if caller.client_cert is None and self.db.client(client_id) is None:
+            return None
+        if self._policy_log is not None:
+            self._policy_log.info(f"Policy assignments request from client {client_id}: "
+                                  f"{len(self.policies)} assignment(s)")
+        return messages.ReplyAssignments(assignments=self.policies).to_xml()
+
+    async def _mplist(self, send: Send) -> None:
+        mplist = messages.MPList(entries=(messages.MPEntry(name=self.public_host.split(":")[0].upper(),
+                                                           fqdn=self.public_host.split(":")[0],
+                                                           version=str(self.config.build_number),
+                                                           ssl_state="63"),))
+        await respond(send, 200, mplist.to_xml().encode("utf-8"), content_type="text/xml; charset=utf-8")
+
+    async def _policy_body(self, request: HttpRequest, send: Send) -> None:
+        policy_id, _, version = request.query.partition("/")
+        policy = self._policy_bodies.get((policy_id.upper(), version))
+        if policy is None:
+            await respond_error(send, 404, BAD_MESSAGE, f"no policy {request.query!r}")
+            return
+        body = messages.PolicyBody(policy_id=policy.policy_id, policy_version=policy.policy_version,
+                                   body=f"<Policy PolicyID=\"{policy.policy_id}\" PolicyVersion=\"{version}\"/>")
+        await respond(send, 200, body.to_xml().encode("utf-8"), content_type="text/xml; charset=utf-8")

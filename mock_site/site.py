@@ -1,0 +1,368 @@
+"""The whole mock site in one process: every role on its own loopback port, plus the control listener.
+
+Roles talk to each other over HTTP(S) by default (CMG → connection point → MP, MP → Entra JWKS), so any of them can be
+replaced by a real server; ``SiteConfig.inprocess_hops`` makes the hops direct ASGI calls instead, for measuring the
+site's own ceiling. ``Site.manifest()`` is what ``cmg-harness up`` writes to ``site.json`` for scripts and other tools.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import random
+import secrets
+import ssl
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from cryptography.hazmat.primitives.serialization import Encoding
+from prometheus_client import CollectorRegistry
+
+from mock_site.clock import Clock, system_clock
+from mock_site.cmg import AadTenant, CmgApp, ContentStore
+from mock_site.config import SiteConfig
+from mock_site.connection_point import ConnectionPointApp
+from mock_site.control import control_listener_app
+from mock_site.crl import crl_app
+from mock_site.db import SiteDatabase
+from mock_site.entra import EntraIssuer, entra_app
+from mock_site.faults import FaultMiddleware, FaultRegistry
+from mock_site.keys import CcmTokenVerifier, EntraTokenVerifier, JwksCache
+from mock_site.logs import SiteLogs
+from mock_site.metrics import CMGServiceLogger, CMGServiceStats, ConnectionPointReport, SiteMetrics, StatsLogger
+from mock_site.mp import MpApp
+from mock_site.pki import SitePki
+from mock_site.protocol import tokens, urlmap
+from mock_site.server import Listener, ServerGroup
+from mock_site.sts import CcmSts
+from mock_site.upstream import HttpUpstream, InProcessUpstream, RoundRobin, Upstream
+
+log = logging.getLogger("mock_site.site")
+
+MANIFEST_NAME = "site.json"
+PORTS_NAME = "ports.json"
+FAULTS_TOKEN_NAME = "faults.token"
+
+
+class SiteStateError(ValueError):
+    """The state directory cannot be used; the message names it and why."""
+
+
+def prepare_state_dir(state_dir: Path) -> Path:
+    """Create the state directory if needed and prove it is writable, or raise :class:`SiteStateError`."""
+    state_dir = Path(state_dir)
+    if state_dir.exists() and not state_dir.is_dir():
+        raise SiteStateError(f"state dir {str(state_dir)!r} exists and is not a directory")
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True)
+        probe = state_dir / ".write-probe"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as exc:
+        raise SiteStateError(f"state dir {str(state_dir)!r} is not usable: {exc.strerror or exc}") from None
+    return state_dir
+
+
+class Site:
+    """Builds every role of the mock site and runs them in the current asyncio loop."""
+
+    def __init__(self, config: SiteConfig, *, clock: Clock = system_clock, rng: random.Random | None = None,
+                 registry: CollectorRegistry | None = None, logs_enabled: bool = True) -> None:
+        self.config = config
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self.registry = registry or CollectorRegistry()
+        prepare_state_dir(config.state_dir)
+        self.pki = SitePki.load_or_create(config.pki_dir, clock=clock)
+        self.db = SiteDatabase(config.db_path, clock=clock, rng=self.rng)
+        for tenant in config.tenants:
+            self.db.onboard_tenant(tenant.tenant_id, tenant.client_app_id, tenant.resource_uri,
+                                   onboarded=tenant.onboarded)
+        self.logs = SiteLogs(config.log_dir, clock=clock, max_bytes=config.log_max_bytes, enabled=logs_enabled)
+        self.faults = FaultRegistry(clock, self.rng,
+                                    counter=self._metrics("cmg").families.fault_injections)
+        self.faults.subscribe(self._on_fault_change)
+        self.faults_token = self._load_or_create_token()
+        self.entra = EntraIssuer(clock, self.rng, tenants=config.tenants,
+                                 lifetime=config.scaled(config.entra_token_lifetime))
+        self.content = ContentStore(config.package_content_bytes)
+        self.group: ServerGroup | None = None
+        self.listeners: dict[str, Listener] = {}
+        self.cmg_apps: list[CmgApp] = []
+        self.cmg_stats: list[CMGServiceStats] = []
+        self.cp_reports: list[ConnectionPointReport] = []
+        self._upstreams: list[Upstream] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self._cmg_loggers: list[StatsLogger] = []
+        self._jwks_session: aiohttp.ClientSession | None = None
+        self._cmg_serial: int | None = None
+
+    # ------------------------------------------------------------------ set-up
+    def _load_or_create_token(self) -> str:
+        path = self.config.state_dir / FAULTS_TOKEN_NAME
+        if path.exists():
+            token = path.read_text().strip()
+            if token:
+                return token
+        token = secrets.token_urlsafe(32)
+        path.write_text(token)
+        os.chmod(path, 0o600)
+        return token
+
+    def _remembered_ports(self) -> dict[str, int]:
+        path = self.config.state_dir / PORTS_NAME
+        ports: dict[str, int] = {}
+        if path.exists():
+            try:
+                ports = {k: int(v) for k, v in json.loads(path.read_text()).items()}
+            except (ValueError, AttributeError):
+                log.warning("ignoring unreadable %s", path)
+        ports.update(self.config.ports)
+        return ports
+
+    def _listener(self, name: str, app: Any, ssl_context: ssl.SSLContext | None, ports: dict[str, int]) -> Listener:
+        listener = Listener(name=name, app=app, ssl_context=ssl_context, host=self.config.host,
+                            port=ports.get(name, 0))
+        listener.bind()
+        self.listeners[name] = listener
+        return listener
+
+    def _server_context(self, bundle: Any, *, client_certs: str = "none") -> ssl.SSLContext:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        bundle.configure_server_context(ctx)
+        if client_certs != "none":
+            ctx.load_verify_locations(cafile=str(self.pki.ca_file))
+            ctx.verify_mode = ssl.CERT_REQUIRED if client_certs == "required" else ssl.CERT_OPTIONAL
+        return ctx
+
+    def _client_context(self, client_bundle: Any = None) -> ssl.SSLContext:
+        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(self.pki.ca_file))
+        if client_bundle is not None:
+            client_bundle.configure_client_context(ctx)
+        return ctx
+
+    def _metrics(self, role: str) -> SiteMetrics:
+        return SiteMetrics(role, registry=self.registry)
+
+    def _on_fault_change(self, event: Any = None) -> None:
+        """Keep certificate-level faults in step with the registry (the CRL lists the CMG cert while it is on)."""
+        if self._cmg_serial is None:
+            return
+        active = {fault.name for fault in self.faults.active()}
+        if "cmg_cert_revoked" in active:
+            self.pki.revoke(self._cmg_serial)
+        else:
+            self.pki.unrevoke(self._cmg_serial)
+
+    def build(self) -> ServerGroup:
+        """Create every app and bind every listener (ports are known after this returns)."""
+        config = self.config
+        ports = self._remembered_ports()
+        hosts = (config.host, "localhost") if config.host != "localhost" else ("localhost", "127.0.0.1")
+
+        crl = self._listener("crl", FaultMiddleware(crl_app(self.pki, faults=self.faults), registry=self.faults,
+                                                    role="crl"), None, ports)
+        crl_url = f"{crl.url}/pki/site.crl"
+        cmg_bundle = self.pki.cmg_server_cert(hosts, crl_url=crl_url)
+        self._cmg_serial = cmg_bundle.serial
+        self._on_fault_change()
+
+        entra = self._listener("entra", FaultMiddleware(entra_app(self.entra, faults=self.faults),
+                                                        registry=self.faults, role="entra"),
+                               self._server_context(self.pki.entra_server_cert(hosts)), ports)
+
+        tenants_onboarded = {t.tenant_id.lower() for t in config.tenants if t.onboarded}
+
+        def onboarded() -> set[str]:
+            return tenants_onboarded
+
+        jwks = JwksCache(self._jwks_fetcher(entra.url), clock=self.clock)
+        audiences = sorted({tokens.CONFIGMGR_RESOURCE} | {t.resource_uri for t in config.tenants})
+        entra_verifier = EntraTokenVerifier(jwks, audiences=audiences, tenants=onboarded, clock=self.clock,
+                                            leeway=config.token_leeway)
+        ccm_verifier = CcmTokenVerifier(self.pki.ccm_public_keys(), hierarchy_id=config.hierarchy_id,
+                                        clock=self.clock, leeway=config.token_leeway)
+
+        mp_bundle = self.pki.mp_server_cert(hosts)
+        mp_listener = self._listener("mp", None, self._server_context(mp_bundle, client_certs="required"), ports)
+        cmg_listeners = [self._listener(f"cmg{i}" if i else "cmg", None,
+                                        self._server_context(cmg_bundle, client_certs="optional"), ports)
+                         for i in range(config.cmg_instances)]
+        cmg_host = f"{cmg_listeners[0].host}:{cmg_listeners[0].port}"
+        mp_host = f"{mp_listener.host}:{mp_listener.port}"
+
+        sts = CcmSts(config=config, verifier=entra_verifier, signing_key=self.pki.ccm_signing_key,
+                     signing_kid=self.pki.ccm_signing_kid, db=self.db, faults=self.faults,
+                     metrics=self._metrics("sts"), logs=self.logs, clock=self.clock, mp_public_host=mp_host)
+        mp_app = MpApp(config=config, sts=sts, ccm_verifier=ccm_verifier, entra_verifier=entra_verifier, db=self.db,
+                       faults=self.faults, metrics=self._metrics("mp"), logs=self.logs, clock=self.clock,
+                       public_host=mp_host, cmg_host=cmg_host)
+        mp_wrapped = FaultMiddleware(mp_app, registry=self.faults, role="mp")
+        mp_listener.app = mp_wrapped
+
+        cp_bundle = self.pki.cp_client_cert()
+        cp_apps = []
+        for index in range(config.connection_points):
+            name = f"cp{index}" if index else "cp"
+            mp_upstream: Upstream
+            if config.inprocess_hops:
+                mp_upstream = InProcessUpstream(name="mp", app=mp_wrapped,
+                                                client_cert_der=cp_bundle.certificate.public_bytes(
+                                                    encoding=Encoding.DER))
+            else:
+                mp_upstream = HttpUpstream(name="mp", base_url=mp_listener.url,
+                                           ssl_context=self._client_context(cp_bundle))
+            self._upstreams.append(mp_upstream)
+            report = ConnectionPointReport()
+            self.cp_reports.append(report)
+            cp_app = FaultMiddleware(
+                ConnectionPointApp(name=name, mp=mp_upstream, mp_public_host=mp_host, faults=self.faults,
+                                   metrics=self._metrics("cp"), report=report, logs=self.logs),
+                registry=self.faults, role="cp")
+            cp_listener = self._listener(name, cp_app, self._server_context(mp_bundle), ports)
+            cp_apps.append((cp_listener, cp_app))
+
+        cp_upstreams: list[Upstream] = []
+        for cp_listener, cp_app in cp_apps:
+            if config.inprocess_hops:
+                cp_upstreams.append(InProcessUpstream(name=cp_listener.name, app=cp_app))
+            else:
+                cp_upstreams.append(HttpUpstream(name=cp_listener.name, base_url=cp_listener.url,
+                                                 ssl_context=self._client_context()))
+        self._upstreams.extend(cp_upstreams)
+        round_robin = RoundRobin(cp_upstreams)
+
+        aad_tenants = {t.tenant_id.lower(): AadTenant(t.tenant_id, t.client_app_id, t.resource_uri)
+                       for t in config.tenants if t.onboarded}
+        cmg_metrics = self._metrics("cmg")
+        for index, listener in enumerate(cmg_listeners):
+            stats = CMGServiceStats(self.clock)
+            self.cmg_stats.append(stats)
+            app = CmgApp(instance=index, public_host=f"{listener.host}:{listener.port}",
+                         connection_points=round_robin, ccm_verifier=ccm_verifier, entra_verifier=entra_verifier,
+                         tenants=lambda: aad_tenants, faults=self.faults, metrics=cmg_metrics, stats=stats,
+                         logs=self.logs, content=self.content, clock=self.clock)
+            self.cmg_apps.append(app)
+            listener.app = FaultMiddleware(app, registry=self.faults, role="cmg",
+                                           cmg_instances=config.cmg_instances)
+
+        self._listener("control", control_listener_app(self.faults, token=self.faults_token,
+                                                       registry=self.registry), None, ports)
+        self._save_ports()
+        self.group = ServerGroup(list(self.listeners.values()))
+        return self.group
+
+    def _jwks_fetcher(self, entra_url: str) -> Any:
+        if self.config.inprocess_hops:
+            async def fetch_inprocess() -> dict[str, Any]:
+                return self.entra.jwks()
+            return fetch_inprocess
+        context = self._client_context()
+
+        async def fetch() -> dict[str, Any]:
+            if self._jwks_session is None or self._jwks_session.closed:
+                self._jwks_session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context))
+            async with self._jwks_session.get(f"{entra_url}/common/discovery/keys") as response:
+                response.raise_for_status()
+                return await response.json()
+        return fetch
+
+    def _save_ports(self) -> None:
+        ports = {name: listener.port for name, listener in self.listeners.items()}
+        (self.config.state_dir / PORTS_NAME).write_text(json.dumps(ports, indent=2, sort_keys=True))
+
+    # ---------------------------------------------------------------- running
+    async def start(self) -> None:
+        """Build (if needed) and start every listener and the periodic log writers; write the manifest."""
+        if self.group is None:
+            self.build()
+        assert self.group is not None
+        await self.group.start()
+        period = self.config.cmgservice_log_period
+        for index, stats in enumerate(self.cmg_stats):
+            writer = self.logs.writer("CMGService.log" if index == 0 else f"CMGService_IN_{index}.log")
+            cmg_logger = CMGServiceLogger(stats, writer, period)
+            self._cmg_loggers.append(cmg_logger)
+            self._tasks.append(asyncio.create_task(cmg_logger.run(), name=f"cmgservice-log-{index}"))
+        cp_writer = self.logs.writer("SMS_CLOUD_PROXYCONNECTOR.log")
+        for report in self.cp_reports:
+            cp_logger = StatsLogger(report, cp_writer, self.config.cp_report_period)
+            self._cmg_loggers.append(cp_logger)
+            self._tasks.append(asyncio.create_task(cp_logger.run(), name="cp-report"))
+        self._tasks.append(asyncio.create_task(self._expire_faults(), name="fault-expiry"))
+        self.write_manifest()
+
+    async def _expire_faults(self) -> None:
+        """Faults expire on read; reading once a second makes certificate-level faults end on time too."""
+        while True:
+            await asyncio.sleep(1.0)
+            self.faults.purge()
+
+    async def stop(self) -> None:
+        """Stop serving, write the last CMGService.log lines, and close the database and the logs."""
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.group is not None:
+            await self.group.stop()
+        for cmg_logger in self._cmg_loggers:
+            cmg_logger.flush()
+        for upstream in self._upstreams:
+            await upstream.close()
+        if self._jwks_session is not None:
+            await self._jwks_session.close()
+        self.db.close()
+        self.logs.close()
+
+    # --------------------------------------------------------------- manifest
+    def url(self, name: str) -> str:
+        return self.listeners[name].url
+
+    def manifest(self) -> dict[str, Any]:
+        """What a script needs to find every part of the running site."""
+        config = self.config
+        control = self.url("control")
+        role_id = config.role_id
+        tenant = config.default_tenant
+        return {
+            "cmg_url": self.url("cmg"),
+            "cmg_urls": [self.url(name) for name in self.listeners if name.startswith("cmg")],
+            "cp_urls": [self.url(name) for name in self.listeners if name.startswith("cp")],
+            "mp_url": self.url("mp"),
+            "server_auth_prefix": urlmap.server_auth_path(role_id, ""),
+            "mutual_auth_prefix": urlmap.mutual_auth_path(role_id, ""),
+            "role_id": role_id,
+            "ca_file": str(self.pki.ca_file),
+            "crl_url": f"{self.url('crl')}/pki/site.crl",
+            "entra_url": self.url("entra"),
+            "tenant_id": tenant.tenant_id,
+            "tenants": [{"tenant_id": t.tenant_id, "onboarded": t.onboarded, "client_app_id": t.client_app_id,
+                         "resource_uri": t.resource_uri} for t in config.tenants],
+            "client_app_id": tenant.client_app_id,
+            "resource_uri": tenant.resource_uri,
+            "site_code": config.site_code,
+            "hierarchy_id": config.hierarchy_id,
+            "time_scale": config.time_scale,
+            "ccm_token_lifetime_s": config.scaled(config.ccm_token_lifetime),
+            "policy_interval_s": config.scaled(config.policy_interval),
+            "faults_url": f"{control}/faults",
+            "faults_token": self.faults_token,
+            "metrics_urls": {role: f"{control}/metrics" for role in ("cmg", "cp", "mp", "sts", "entra", "crl")},
+            "log_dir": str(config.log_dir),
+            "db_path": str(config.db_path),
+            "state_dir": str(config.state_dir),
+            "pid": os.getpid(),
+        }
+
+    def write_manifest(self) -> Path:
+        path = self.config.state_dir / MANIFEST_NAME
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(self.manifest(), indent=2))
+        os.chmod(tmp, 0o600)  # it holds the fault API's bearer token
+        tmp.replace(path)
+        return path
+

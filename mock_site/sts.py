@@ -1,0 +1,121 @@
+"""CCM_STS, the management point's token service: an Entra token in, a CCM token out.
+
+The behaviour is documented (the MP validates the Entra token, looks the device up in the site database and issues a
+CCM token that lives 8 hours); the bytes are ours: ``POST /CCM_STS`` with ``Authorization: Bearer <entra token>``,
+answered with a small JSON document holding the CCM token.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+import jwt
+
+from mock_site.asgi import HttpRequest, respond
+from mock_site.clock import Clock
+from mock_site.config import SiteConfig
+from mock_site.keys import EntraTokenVerifier
+from mock_site.protocol import tokens
+from mock_site.server import Send
+
+ALL_ZEROS = "00000000-0000-0000-0000-000000000000"
+
+
+class StsError(Exception):
+    """The ``sts_error`` fault: CCM_STS throws while handling the request."""
+
+
+class CcmSts:
+    """Validates Entra tokens and issues CCM tokens, logging to CCM_STS.log as the walk-through shows."""
+
+    role = "sts"
+
+    def __init__(self, *, config: SiteConfig, verifier: EntraTokenVerifier, signing_key: Any, signing_kid: str,
+                 db: Any, faults: Any, metrics: Any, logs: Any, clock: Clock, mp_public_host: str) -> None:
+        self.config = config
+        self.verifier = verifier
+        self.signing_key = signing_key
+        self.signing_kid = signing_kid
+        self.db = db
+        self.faults = faults
+        self.metrics = metrics
+        self.log = logs.writer("CCM_STS.log") if logs is not None else None
+        self.clock = clock
+        self.mp_public_host = mp_public_host
+
+    def _info(self, text: str) -> None:
+        if self.log is not None:
+            self.log.info(text)
+
+    def lifetime(self) -> float:
+        """Real seconds a new CCM token lives: 8 h scaled, or the ``ccm_token_lifetime`` fault's value."""
+        if self.faults.trigger("ccm_token_expired", self.role) is not None:
+            # Issued already expired, beyond the validation leeway.
+            return -(self.config.token_leeway + 60.0)
+        fault = self.faults.trigger("ccm_token_lifetime", self.role)
+        if fault is not None:
+            return float(fault.params["seconds"])
+        return self.config.scaled(self.config.ccm_token_lifetime)
+
+    async def handle(self, request: HttpRequest, send: Send) -> None:
+        self._info("ProcessRequest - Start")
+        self._info(f"Incoming request URL: https://{self.mp_public_host}/CCM_STS")
+        if self.faults.trigger("sts_error", self.role) is not None:
+            if self.log is not None:
+                self.log.error("ProcessRequest - unhandled exception while issuing the token (fault sts_error)")
+            raise StsError("CCM_STS failed (fault sts_error)")
+        token = request.bearer_token()
+        if token is None:
+            await self._refuse(send, "IDX12741", "no bearer token in the request")
+            return
+        try:
+            claims = await self.verifier.verify(token)
+        except tokens.TokenRejected as rejected:
+            self.metrics.token_rejected(rejected.kind)
+            await self._refuse(send, rejected.code, rejected.reason)
+            return
+
+        fault = self.faults.trigger("tenant_not_onboarded", self.role)
+        if fault is not None and fault.params.get("tenant_id") in (None, "", claims["tid"]):
+            self.metrics.token_rejected("tenant")
+            await self._refuse(send, "IDX10205", f"tenant {claims['tid']} is not onboarded (fault tenant_not_onboarded)")
+            return
+
+        token_type = claims.get("token_type") or ("Device" if not claims.get("oid") else "UDA")
+        user_id = claims.get("oid") if token_type == "UDA" else ALL_ZEROS
+        device_id = claims.get("deviceid", "")
+        tenant_id = claims["tid"]
+        self._info(f"Validated AAD token. TokenType: {token_type} TenantId: {tenant_id} UserId: {user_id} "
+                   f"DeviceId: {device_id} OnPrem_UserSid: {claims.get('onprem_sid', '')} OnPrem_DeviceSid: ")
+        self._info(f"TokenType is {token_type}")
+
+        registered = self.db.client_by_device(tenant_id, device_id) if device_id else None
+        smsid = registered.smsid if registered is not None else ""
+        now = self.clock()
+        lifetime = self.lifetime()
+        site_user_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"{tenant_id}/{user_id}"))
+        ccm_device_id = smsid or f"GUID:{str(uuid.uuid5(uuid.NAMESPACE_URL, device_id or user_id)).upper()}"
+        ccm_token = tokens.issue_ccm_token(
+            key=self.signing_key, kid=self.signing_kid, hierarchy_id=self.config.hierarchy_id, token_type=token_type,
+            device_id=ccm_device_id, user_id=site_user_id, tenant_id=tenant_id, smsid=smsid, now=now,
+            lifetime=lifetime,
+        )
+        self._info(f"Created SCCM token, token type: {token_type}, hierarchyId: {self.config.hierarchy_id}, "
+                   f"userId: {site_user_id}, deviceId: {ccm_device_id}")
+        jti = jwt.decode(ccm_token, options={"verify_signature": False}).get("jti", "")
+        self.db.record_token(jti, smsid or device_id, token_type, now, now + lifetime)
+        self.metrics.token_issued("ccm")
+        self._info("Issued token")
+        # synthetic: not the public ConfigMgr format (the reply body)
+        body = json.dumps({"token": ccm_token, "token_type": token_type, "expires_in": lifetime,
+                           "expires_at": now + lifetime}).encode()
+        self._info("Return token to client")
+        await respond(send, 200, body, content_type="application/json")
+
+    async def _refuse(self, send: Send, code: str, reason: str) -> None:
+        if self.log is not None:
+            self.log.error(f"PreAuth token validation failed. {code}: {reason}")
+        await respond(send, 401, f"{code}: {reason}".encode(), reason="Unauthorized",
+                      headers=[("www-authenticate", f'Bearer error="invalid_token", error_description="{code}"')])

@@ -1,0 +1,325 @@
+"""Specification of the CCM messaging envelope (PROTOCOL.md §3)."""
+
+from __future__ import annotations
+
+import dataclasses
+import zlib
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
+from hypothesis import given
+from hypothesis import strategies as st
+
+from mock_site.protocol.envelope import (
+    BOUNDARY,
+    CONTENT_TYPE,
+    EnvelopeError,
+    MessageHeader,
+    clientauth_signature,
+    decode_message,
+    encode_message,
+    header_xml,
+    verify_clientauth_signature,
+)
+
+_INVALID_XML = "".join(chr(c) for c in [*range(0, 9), 11, 12, *range(14, 32), 0xFFFE, 0xFFFF])
+xml_text = st.text(st.characters(exclude_categories=("Cs",), exclude_characters=_INVALID_XML), max_size=40)
+
+headers = st.builds(
+    MessageHeader,
+    target_endpoint=xml_text.filter(bool),
+    source_id=xml_text,
+    source_host=xml_text,
+    target_host=xml_text,
+    target_address=xml_text,
+    reply_to=xml_text,
+    message_id=xml_text,
+    correlation_id=xml_text,
+    sent_time=xml_text,
+    reply_mode=xml_text,
+    protocol=xml_text,
+    priority=st.integers(0, 2**40),
+    timeout_ms=st.integers(0, 2**40),
+    compressed=st.booleans(),
+    reply_compression=st.booleans(),
+    client_auth=st.lists(st.tuples(xml_text, xml_text), max_size=3).map(tuple),
+)
+
+HEADER = MessageHeader(
+    target_endpoint="MP_PolicyManager",
+    source_id="GUID:C66EE0FD-08E7-4B38-B282-7E6954B71139",
+    source_host="DEVICE0001",
+    target_host="cmg.example",
+    message_id="{BD03DEED-D09A-4E63-ADAD-596376FFB0DA}",
+    sent_time="2020-06-24T15:31:46Z",
+)
+BODY = '<RequestAssignments SchemaVersion="1.00"/>'
+B = BOUNDARY.encode()
+
+
+def multipart(header_text: str, payload: bytes, *, header_type: bytes = b"text/plain; charset=UTF-16",
+              body_type: bytes = b"application/octet-stream", header_bytes: bytes | None = None) -> bytes:
+    """A hand-built message, so tests can break one thing at a time."""
+    if header_bytes is None:
+        header_bytes = b"\xff\xfe" + header_text.encode("utf-16-le")
+    return (b"--" + B + b"\r\ncontent-type: " + header_type + b"\r\n\r\n" + header_bytes
+            + b"\r\n--" + B + b"\r\ncontent-type: " + body_type + b"\r\n\r\n" + payload + b"\r\n--" + B + b"--\r\n")
+
+
+def uncompressed(header: MessageHeader) -> MessageHeader:
+    return dataclasses.replace(header, compressed=False)
+
+
+@given(header=headers, body=st.text(max_size=300))
+def test_any_header_and_body_round_trip(header: MessageHeader, body: str) -> None:
+    """Every header and every body text, astral characters included, decode to what was encoded."""
+    message = decode_message(CONTENT_TYPE, encode_message(header, body))
+    assert message.header == header
+    assert message.body_xml == body
+
+
+@pytest.mark.parametrize("compressed", [True, False])
+@given(body=st.text(st.characters(min_codepoint=0x10000), min_size=1, max_size=50))
+def test_astral_bodies_round_trip_compressed_or_not(compressed: bool, body: str) -> None:
+    """Characters outside the BMP survive as UTF-16 surrogate pairs, with and without zlib."""
+    header = MessageHeader(target_endpoint="MP_PolicyManager", compressed=compressed)
+    assert decode_message(CONTENT_TYPE, encode_message(header, body)).body_xml == body
+
+
+def test_encoded_message_has_the_documented_layout() -> None:
+    """Boundary lines, part content types, CRLF line ends and the closing delimiter are as the tools show."""
+    data = encode_message(HEADER, BODY)
+    assert data.startswith(b"--" + B + b"\r\ncontent-type: text/plain; charset=UTF-16\r\n\r\n\xff\xfe<\x00M\x00s\x00g\x00")
+    assert b"\r\n--" + B + b"\r\ncontent-type: application/octet-stream\r\n\r\n" in data
+    assert data.endswith(b"\r\n--" + B + b"--\r\n")
+    assert b"\n" not in data.replace(b"\r\n", b"")[: data.index(b"\xff\xfe")]
+
+
+def test_uncompressed_body_is_utf16le_without_bom_and_nul_terminated() -> None:
+    """Without the zlib hook the body part is the XML in UTF-16LE, no BOM, ending in a UTF-16 NUL."""
+    header = MessageHeader(target_endpoint="MP_LocationManager", compressed=False)
+    data = encode_message(header, BODY)
+    assert BODY.encode("utf-16-le") + b"\x00\x00\r\n--" + B + b"--\r\n" in data
+
+
+def test_compressed_body_is_zlib_of_the_nul_terminated_text() -> None:
+    """With the zlib hook the body part inflates (with any zlib) to the NUL-terminated UTF-16LE text."""
+    data = encode_message(HEADER, BODY)
+    start = data.index(b"application/octet-stream\r\n\r\n") + len(b"application/octet-stream\r\n\r\n")
+    payload = data[start : data.rindex(b"\r\n--" + B + b"--")]
+    assert zlib.decompress(payload) == BODY.encode("utf-16-le") + b"\x00\x00"
+
+
+@pytest.mark.parametrize("compressed", [True, False])
+def test_header_announces_uncompressed_length_and_hooks(compressed: bool) -> None:
+    """Body Length counts uncompressed bytes (NUL included); the zlib hook is present exactly when compressing."""
+    header = MessageHeader(target_endpoint="MP_PolicyManager", compressed=compressed)
+    text = encode_message(header, BODY).split(b"\xff\xfe", 1)[1].split(b"\r\n--", 1)[0].decode("utf-16-le")
+    assert f'<Body Type="ByteRange" Offset="0" Length="{2 * len(BODY) + 2}"/>' in text
+    assert ('<Hook3 Name="zlib-compress"/>' in text) is compressed
+    assert '<Payload Type="inline"/>' in text and text.startswith('<Msg SchemaVersion="1.1" ReplyCompression="zlib">')
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "address", "reply_to"),
+    [
+        ("MP_ClientRegistration", "mp:MP_ClientRegistration", "direct:DEVICE0001:SccmMessaging"),
+        ("MP_PolicyManager", "mp:MP_PolicyManager", "direct:DEVICE0001:SccmMessaging"),
+        ("MP_LocationManager", "mp:[http]MP_LocationManager", "direct:DEVICE0001:LS_ReplyLocations"),
+    ],
+)
+def test_target_address_and_reply_to_default_from_the_endpoint(endpoint: str, address: str, reply_to: str) -> None:
+    """Empty TargetAddress and ReplyTo take the forms the tools show for each MP endpoint."""
+    header = MessageHeader(target_endpoint=endpoint, source_host="DEVICE0001")
+    assert (header.target_address, header.reply_to) == (address, reply_to)
+
+
+def test_header_without_target_endpoint_is_refused() -> None:
+    """A header must name its TargetEndpoint."""
+    with pytest.raises(EnvelopeError, match="TargetEndpoint"):
+        MessageHeader(target_endpoint="")
+
+
+def test_header_in_another_element_order_decodes_through_elementtree() -> None:
+    """A foreign header (other order, ReplyCompression as a child, unknown children) still decodes."""
+    raw = BODY.encode("utf-16-le") + b"\x00\x00"
+    header = (
+        f'<Msg SchemaVersion="1.1"><TargetEndpoint>MP_PolicyManager</TargetEndpoint><ID>{{X}}</ID>'
+        f"<Extra>ignored</Extra><ReplyCompression>zlib</ReplyCompression><Priority>0</Priority>"
+        f'<Body Type="ByteRange" Offset="0" Length="{len(raw)}"/><Hooks><Hook7 Name="zlib-compress"/></Hooks></Msg>'
+    )
+    message = decode_message(CONTENT_TYPE, multipart(header, zlib.compress(raw)))
+    assert message.body_xml == BODY
+    assert (message.header.message_id, message.header.priority, message.header.reply_compression) == ("{X}", 0, True)
+    assert message.header.compressed
+
+
+def test_big_endian_header_with_bom_decodes() -> None:
+    """'UTF-16 with BOM' admits either byte order in the header part."""
+    raw = BODY.encode("utf-16-le") + b"\x00\x00"
+    header = header_xml(uncompressed(HEADER), len(raw))
+    data = multipart("", raw, header_bytes=b"\xfe\xff" + header.encode("utf-16-be"))
+    assert decode_message(CONTENT_TYPE, data).header.message_id == HEADER.message_id
+
+
+def test_body_holding_the_closing_delimiter_bytes_round_trips() -> None:
+    """A body whose bytes contain the closing delimiter is still cut at the real end."""
+    body = (b"\r\n--" + B + b"--\r\n").decode("utf-16-le")
+    header = MessageHeader(target_endpoint="MP_PolicyManager", compressed=False)
+    assert decode_message(CONTENT_TYPE, encode_message(header, body)).body_xml == body
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        'multipart/mixed; boundary="aAbBcCdDv1234567890VxXyYzZ"',
+        "multipart/mixed; boundary=aAbBcCdDv1234567890VxXyYzZ",
+        'Multipart/Mixed;boundary="aAbBcCdDv1234567890VxXyYzZ"',
+    ],
+)
+def test_content_type_spellings_are_accepted(content_type: str) -> None:
+    """The media type is matched without case and the boundary quoted or not."""
+    assert decode_message(content_type, encode_message(HEADER, BODY)).body_xml == BODY
+
+
+def _good_raw() -> tuple[str, bytes]:
+    raw = BODY.encode("utf-16-le") + b"\x00\x00"
+    return header_xml(uncompressed(HEADER), len(raw)), raw
+
+
+@pytest.mark.parametrize(
+    ("content_type", "data", "reason"),
+    [
+        (None, encode_message(HEADER, BODY), "missing Content-Type"),
+        ("application/xml", encode_message(HEADER, BODY), "multipart/mixed"),
+        ("multipart/mixed", encode_message(HEADER, BODY), "no boundary"),
+        ('multipart/mixed; boundary="other"', encode_message(HEADER, BODY), "does not start with the boundary"),
+        ('multipart/mixed; boundary=""', encode_message(HEADER, BODY), "not a valid multipart boundary"),
+        (CONTENT_TYPE, encode_message(HEADER, BODY).replace(B + b"--", b"x" * (len(B) + 2)), "closing delimiter"),
+        (CONTENT_TYPE, encode_message(HEADER, BODY) + b"junk", "after the closing delimiter"),
+        (CONTENT_TYPE, b"--" + B + b"\r\ncontent-type: text/plain; charset=UTF-16\r\n\r\n\xff\xfe", "no delimiter"),
+    ],
+)
+def test_malformed_multipart_is_refused(content_type: str | None, data: bytes, reason: str) -> None:
+    """Wrong or missing content type, boundary or delimiters give an EnvelopeError saying which."""
+    with pytest.raises(EnvelopeError, match=reason):
+        decode_message(content_type, data)
+
+
+def test_message_without_body_part_is_refused() -> None:
+    """A header part followed directly by the closing delimiter has no body part."""
+    header, _ = _good_raw()
+    data = b"--" + B + b"\r\ncontent-type: text/plain; charset=UTF-16\r\n\r\n\xff\xfe" + header.encode("utf-16-le")
+    with pytest.raises(EnvelopeError, match="no body part"):
+        decode_message(CONTENT_TYPE, data + b"\r\n--" + B + b"--\r\n")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "reason"),
+    [
+        ({"header_type": b"text/xml"}, "header part content-type"),
+        ({"body_type": b"text/plain"}, "body part content-type"),
+        ({"header_bytes": b"<\x00M\x00"}, "byte order mark"),
+        ({"header_bytes": b"\xff\xfe<\x00M"}, "not valid UTF-16"),
+        ({"header_bytes": b"\xff\xfe\x00\xdc<\x00"}, "not valid UTF-16"),
+    ],
+)
+def test_bad_parts_are_refused(kwargs: dict[str, bytes], reason: str) -> None:
+    """Part content types must match and the header must be UTF-16 with a BOM."""
+    header, raw = _good_raw()
+    with pytest.raises(EnvelopeError, match=reason):
+        decode_message(CONTENT_TYPE, multipart(header, raw, **kwargs))
+
+
+def test_body_that_is_not_utf16_is_refused() -> None:
+    """A lone surrogate in the body bytes is bad UTF-16."""
+    raw = b"\x00\xd8a\x00\x00\x00"
+    header = header_xml(uncompressed(HEADER), len(raw))
+    with pytest.raises(EnvelopeError, match="not valid UTF-16LE"):
+        decode_message(CONTENT_TYPE, multipart(header, raw))
+
+
+def test_length_mismatch_is_refused() -> None:
+    """The body must be exactly as long as the header's Body Length."""
+    header, raw = _good_raw()
+    with pytest.raises(EnvelopeError, match="Body Length says"):
+        decode_message(CONTENT_TYPE, multipart(header, raw + b"a\x00"))
+
+
+def test_doctype_in_header_is_refused() -> None:
+    """A header with a DTD is refused before any entity could expand."""
+    header, raw = _good_raw()
+    evil = '<!DOCTYPE Msg [<!ENTITY a "aaaa">]>' + header.replace("<ID>", "<ID>&a;")
+    with pytest.raises(EnvelopeError, match="DOCTYPE"):
+        decode_message(CONTENT_TYPE, multipart(evil, raw))
+
+
+def test_zlib_bomb_stops_at_the_limit() -> None:
+    """A small compressed body that inflates past max_body_bytes is refused without inflating it all."""
+    bomb = zlib.compress(b"\x00" * (8 * 1024 * 1024), 9)
+    header = header_xml(HEADER, 8 * 1024 * 1024)
+    with pytest.raises(EnvelopeError, match="exceeds the limit of 65536"):
+        decode_message(CONTENT_TYPE, multipart(header, bomb), max_body_bytes=64 * 1024)
+
+
+def test_zlib_bomb_is_refused_at_the_default_limit() -> None:
+    """The default limit (4 MiB) also stops a bomb."""
+    bomb = zlib.compress(b"\x00" * (8 * 1024 * 1024), 9)
+    with pytest.raises(EnvelopeError, match="exceeds the limit"):
+        decode_message(CONTENT_TYPE, multipart(header_xml(HEADER, 8 * 1024 * 1024), bomb))
+
+
+def test_uncompressed_body_over_the_limit_is_refused() -> None:
+    """The limit applies to uncompressed bodies as well."""
+    header = MessageHeader(target_endpoint="MP_PolicyManager", compressed=False)
+    with pytest.raises(EnvelopeError, match="exceeds the limit of 100"):
+        decode_message(CONTENT_TYPE, encode_message(header, "x" * 100), max_body_bytes=100)
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        (b"not zlib at all", "not valid zlib"),
+        (zlib.compress(b"a\x00\x00\x00")[:-3], "truncated"),
+        (zlib.compress(b"a\x00\x00\x00") + b"extra", "trailing data"),
+    ],
+)
+def test_broken_zlib_is_refused(payload: bytes, reason: str) -> None:
+    """Corrupt, truncated or padded zlib data is refused."""
+    with pytest.raises(EnvelopeError, match=reason):
+        decode_message(CONTENT_TYPE, multipart(header_xml(HEADER, 4), payload))
+
+
+@pytest.fixture(scope="module")
+def client_key() -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+def test_clientauth_properties_travel_in_the_hooks(client_key: rsa.RSAPrivateKey) -> None:
+    """The clientauth hook's properties (a signature among them) come back in order."""
+    signature = clientauth_signature(client_key, BODY.encode("utf-16-le"))
+    header = MessageHeader(target_endpoint="MP_PolicyManager", client_auth=(("PublicKey", "0602"),
+                                                                            ("PayloadSignature", signature)))
+    decoded = decode_message(CONTENT_TYPE, encode_message(header, BODY)).header
+    assert decoded.client_auth == header.client_auth
+
+
+def test_clientauth_signature_is_reversed_upper_hex_pkcs1(client_key: rsa.RSAPrivateKey) -> None:
+    """A clientauth signature verifies over the same bytes and is upper-case hex."""
+    signature = clientauth_signature(client_key, b"payload")
+    assert signature == signature.upper() and len(signature) == 512
+    verify_clientauth_signature(client_key.public_key(), b"payload", signature)
+
+
+@pytest.mark.parametrize("data", [b"tampered", b"payload "])
+def test_clientauth_signature_over_other_bytes_is_refused(client_key: rsa.RSAPrivateKey, data: bytes) -> None:
+    """A signature does not verify over different bytes."""
+    signature = clientauth_signature(client_key, b"payload")
+    with pytest.raises(EnvelopeError, match="does not verify"):
+        verify_clientauth_signature(client_key.public_key(), data, signature)
+
+
+def test_clientauth_signature_that_is_not_hex_is_refused(client_key: rsa.RSAPrivateKey) -> None:
+    """A signature must be hex."""
+    with pytest.raises(EnvelopeError, match="not hex"):
+        verify_clientauth_signature(client_key.public_key(), b"payload", "zz")
