@@ -21,7 +21,7 @@ from mock_site.clock import Clock
 from mock_site.keys import CcmTokenVerifier, EntraTokenVerifier
 from mock_site.protocol import tokens, urlmap
 from mock_site.protocol.urlmap import AuthKind, Route, UrlMapError
-from mock_site.server import Receive, Scope, Send, client_cert_der
+from mock_site.server import Receive, Scope, Send, absolute_form_target, client_cert_der
 from mock_site.upstream import RoundRobin, UpstreamError, forwardable
 
 log = logging.getLogger("mock_site.cmg")
@@ -31,6 +31,7 @@ INVALID_TOKEN = "CMGService_Invalid_Token"
 CLIENT_CERT_REQUIRED = "CMGService_Client_Certificate_Required"  # synthetic: not the public ConfigMgr format
 NOT_IN_URL_MAP = "CMGService_Url_Not_Allowed"  # synthetic: not the public ConfigMgr format
 BAD_REQUEST = "CMGService_Bad_Request"  # synthetic: not the public ConfigMgr format
+METHOD_NOT_ALLOWED = "CMGService_Method_Not_Allowed"  # synthetic: not the public ConfigMgr format
 TOO_LARGE = "CMGService_Request_Too_Large"  # synthetic: not the public ConfigMgr format
 TENANT_NOT_ONBOARDED = "CMGService_Tenant_Not_Onboarded"  # synthetic: not the public ConfigMgr format
 NO_CONNECTION_POINT = "CMGService_No_Connection_Point_Available"  # synthetic: not the public ConfigMgr format
@@ -124,6 +125,8 @@ class CmgApp:
 
         route: Route | None = None
         try:
+            if absolute_form_target(scope):
+                raise UrlMapError(400, "the request target names a host; the CMG is not a forward proxy")
             route = urlmap.match(request.path, request.query)
             route = await self._handle(route, request, receive, counted_send, sizes)
         except UrlMapError as refused:
@@ -140,6 +143,10 @@ class CmgApp:
 
     async def _handle(self, route: Route, request: HttpRequest, receive: Receive, send: Send,
                       sizes: dict[str, int]) -> Route:
+        if request.method not in route.methods:
+            await respond_error(send, 405, METHOD_NOT_ALLOWED,
+                                f"{request.method} is not allowed on {route.endpoint}")
+            return route
         declared = request.declared_length()
         limit = min(route.max_body_bytes, MAX_BODY_BYTES)
         if declared is not None and (declared < 0 or declared > limit):
@@ -155,7 +162,7 @@ class CmgApp:
             return route
         sizes["request"] = len(body)
 
-        if route.endpoint == "AADAuthInfo":
+        if route.endpoint == urlmap.AAD_AUTH_INFO:
             await self._aad_auth_info(request, send)
             return route
 
@@ -163,7 +170,7 @@ class CmgApp:
         if identity is None:
             return route
 
-        if route.endpoint == "downloadrestservice":
+        if route.endpoint == urlmap.CONTENT:
             await self._serve_content(route, request, send)
             return route
 
@@ -203,8 +210,9 @@ class CmgApp:
         try:
             if route.auth is AuthKind.ENTRA_TOKEN:
                 await self.entra_verifier.verify(token)
-            elif self._verify_ccm(token):
-                await self.entra_verifier.verify(token)
+            elif self._verify_ccm(token, request.scope.get("state")):
+                claims = await self.entra_verifier.verify(token)
+                request.scope["state"]["client_id"] = claims.get("deviceid") or claims.get("oid", "")
         except tokens.TokenRejected as rejected:
             self.metrics.token_rejected(rejected.kind)
             if self.log is not None:
@@ -214,7 +222,7 @@ class CmgApp:
             return None
         return {}
 
-    def _verify_ccm(self, token: str) -> bool:
+    def _verify_ccm(self, token: str, state: dict[str, Any] | None = None) -> bool:
         """Verify a CCM token; True means "not a CCM token at all: the caller must verify it as an Entra token".
 
         CCM-token routes take a CCM token; registration carries an Entra token there instead (our wire choice, as the
@@ -226,6 +234,9 @@ class CmgApp:
             if rejected.kind in ("issuer", "unknown_key", "audience"):
                 return True
             raise
+        if state is not None:
+            # Who the client is, for the over-capacity fault's count of active clients.
+            state["client_id"] = claims.get("smsid") or claims.get("deviceid", "")
         fault = self.faults.trigger("ccm_token_expired", self.role)
         if fault is not None and claims.get("iat", 0) <= fault.started_at:
             raise tokens.TokenRejected("IDX10223", "the CCM token was expired by the site (fault ccm_token_expired)",

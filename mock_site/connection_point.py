@@ -91,7 +91,7 @@ class ConnectionPointApp:
         if self.faults.trigger("cp_cert_revocation_offline", self.role) is not None:
             await respond_error(send, 403, CLIENT_CERT_REQUIRED, f"error {CMG_CONNECTOR_ERROR}")
             return 403, 0
-        if route.endpoint == "CCM_STS" and self.faults.trigger("sts_unavailable", self.role) is not None:
+        if route.endpoint == urlmap.CCM_STS and self.faults.trigger("sts_unavailable", self.role) is not None:
             await self._error(send, 401, UNAUTHORIZED)
             return 401, 0
 

@@ -13,6 +13,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
+from urllib.parse import unquote
 
 from mock_site.asgi import BodyTooLarge, HttpRequest, read_body, respond, respond_error
 from mock_site.clock import Clock
@@ -62,7 +63,7 @@ def site_policies(site_code: str, count: int = 6) -> tuple[messages.PolicyAssign
             policy_type="Machine",
             policy_category=categories[index % len(categories)],
             policy_flags="0",
-            location_url=f"http://<mp>/SMS_MP/.sms_pol?{policy_id}/{version}",
+            location_url=messages.policy_location(policy_id, version),
         ))
     return tuple(assignments)
 
@@ -288,8 +289,9 @@ class MpApp:
         await respond(send, 200, mplist.to_xml().encode("utf-8"), content_type="text/xml; charset=utf-8")
 
     async def _policy_body(self, request: HttpRequest, send: Send) -> None:
-        policy_id, _, version = request.query.partition("/")
-        policy = self._policy_bodies.get((policy_id.upper(), version))
+        query = unquote(request.query)
+        policy_id, separator, version = query.partition("}.")
+        policy = self._policy_bodies.get(((policy_id + "}").upper(), version)) if separator else None
         if policy is None:
             await respond_error(send, 404, BAD_MESSAGE, f"no policy {request.query!r}")
             return

@@ -59,6 +59,11 @@ if not isinstance(httptools_impl.STATUS_LINE, _StatusLines):
     httptools_impl.STATUS_LINE = _StatusLines(httptools_impl.STATUS_LINE)
 
 
+def absolute_form_target(scope: Scope) -> bool:
+    """Whether the request line named a scheme and host (``GET http://host/path``) instead of a path."""
+    return bool(scope.get("extensions", {}).get("cmg.absolute_form"))
+
+
 def client_cert_der(scope: Scope) -> bytes | None:
     """The DER bytes of the TLS client certificate of this request's connection, if the client sent one."""
     tls = scope.get("extensions", {}).get("tls")
@@ -100,7 +105,11 @@ class TlsScopeProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         ccm_post, self._ccm_post_pending = self._ccm_post_pending, False
+        absolute_form = not self.url.startswith(b"/")
         super().on_headers_complete()
+        if absolute_form:
+            # uvicorn keeps only the path of "GET http://host/path"; the CMG must know a host was named, to refuse it.
+            self.scope["extensions"]["cmg.absolute_form"] = True  # type: ignore[typeddict-item]
         if ccm_post:
             # The parser saw POST; the app (whose task has not run yet) must see the verb the client sent.
             self.scope["method"] = "CCM_POST"

@@ -51,9 +51,6 @@ class CcmSts:
 
     def lifetime(self) -> float:
         """Real seconds a new CCM token lives: 8 h scaled, or the ``ccm_token_lifetime`` fault's value."""
-        if self.faults.trigger("ccm_token_expired", self.role) is not None:
-            # Issued already expired, beyond the validation leeway.
-            return -(self.config.token_leeway + 60.0)
         fault = self.faults.trigger("ccm_token_lifetime", self.role)
         if fault is not None:
             return float(fault.params["seconds"])
@@ -95,6 +92,9 @@ class CcmSts:
         smsid = registered.smsid if registered is not None else ""
         now = self.clock()
         lifetime = self.lifetime()
+        if self.faults.trigger("ccm_token_expired", self.role) is not None:
+            # Issued already expired: backdated so that it ended a minute beyond the validation leeway.
+            now -= lifetime + self.config.token_leeway + 60.0
         site_user_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"{tenant_id}/{user_id}"))
         ccm_device_id = smsid or f"GUID:{str(uuid.uuid5(uuid.NAMESPACE_URL, device_id or user_id)).upper()}"
         ccm_token = tokens.issue_ccm_token(

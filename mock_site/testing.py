@@ -88,3 +88,111 @@ def running_site(state_dir: Path, **config: Any) -> Iterator[RunningSite]:
         thread.join(60)
         if not thread.is_alive():
             loop.close()
+
+
+class SiteClient:
+    """A minimal, explicit client of the mock site for protocol-level tests (the full device lives in harness.client).
+
+    Each method is one documented exchange; nothing is retried or renewed behind the caller's back.
+    """
+
+    def __init__(self, manifest: dict[str, Any], *, cmg_url: str | None = None, verify: Any = None,
+                 cert: Any = None) -> None:
+        import httpx
+
+        self.manifest = manifest
+        self.cmg_url = cmg_url or manifest["cmg_url"]
+        self.http = httpx.Client(verify=verify if verify is not None else _ssl_context(manifest["ca_file"]),
+                                 cert=cert, timeout=30.0)
+
+    def close(self) -> None:
+        self.http.close()
+
+    def __enter__(self) -> "SiteClient":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def server_auth(self, tail: str) -> str:
+        from mock_site.protocol import urlmap
+
+        return self.cmg_url + urlmap.server_auth_path(self.manifest["role_id"], tail)
+
+    def mutual_auth(self, tail: str) -> str:
+        from mock_site.protocol import urlmap
+
+        return self.cmg_url + urlmap.mutual_auth_path(self.manifest["role_id"], tail)
+
+    def aad_auth_info(self, tenant_id: str | None = None) -> Any:
+        from mock_site.protocol import urlmap
+
+        return self.http.get(self.cmg_url + urlmap.aad_auth_info_path(tenant_id or self.manifest["tenant_id"]))
+
+    def entra_token(self, *, device_id: str = "8d2b4ff9-0172-4998-9851-b5324303385f", user_oid: str = "",
+                    tenant_id: str | None = None, device_time: float | None = None) -> str:
+        """An Entra token for ConfigMgrService: a device token, or a user (UDA) token when ``user_oid`` is given."""
+        form = {
+            "grant_type": "user_token" if user_oid else "device_token",
+            "resource": self.manifest["resource_uri"],
+            "client_id": self.manifest["client_app_id"],
+            "device_id": device_id,
+            "onprem_sid": "S-1-5-21-1527250992-855612568-2252598708-1604" if user_oid else "",
+        }
+        if user_oid:
+            form["user_oid"] = user_oid
+        if device_time is not None:
+            form["device_time"] = str(device_time)
+        response = self.http.post(f"{self.manifest['entra_url']}/{tenant_id or self.manifest['tenant_id']}"
+                                  "/oauth2/token", data=form)
+        response.raise_for_status()
+        return response.json()["access_token"]
+
+    def ccm_sts(self, entra_token: str) -> Any:
+        return self.http.post(self.server_auth("CCM_STS"), headers={"Authorization": f"Bearer {entra_token}"})
+
+    def ccm_token(self, entra_token: str | None = None) -> str:
+        response = self.ccm_sts(entra_token or self.entra_token())
+        response.raise_for_status()
+        return response.json()["token"]
+
+    def message(self, target_endpoint: str, body_xml: str, *, token: str | None, url: str | None = None) -> Any:
+        """Send one CCM_POST message; the reply envelope is decoded into ``response.reply`` when it is one."""
+        import uuid as _uuid
+
+        from mock_site.protocol import envelope
+
+        header = envelope.MessageHeader(target_endpoint=target_endpoint, source_host="TESTDEVICE",
+                                        message_id="{" + str(_uuid.uuid4()).upper() + "}",
+                                        sent_time="2026-01-01T00:00:00Z")
+        headers = {"Content-Type": envelope.CONTENT_TYPE, "User-Agent": envelope.USER_AGENT}
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
+        response = self.http.request(envelope.CCM_POST, url or self.server_auth("ccm_system_tokenauth/request"),
+                                     content=envelope.encode_message(header, body_xml), headers=headers)
+        response.reply = None
+        if response.status_code == 200:
+            response.reply = envelope.decode_message(response.headers.get("content-type"), response.content)
+        return response
+
+    def register(self, entra_token: str, *, netbios_name: str = "TESTDEVICE", url: str | None = None) -> Any:
+        from mock_site.protocol import messages
+
+        request = messages.RegistrationRequest(
+            netbios_name=netbios_name, fq_name=f"{netbios_name.lower()}.contoso.com", locale_id=1033,
+            internet_flag=2, agent_version="5.00.8968.1000", signing_cert_hex="00", encryption_cert_hex="00",
+            timestamp="2026-01-01T00:00:00Z")
+        return self.message("MP_ClientRegistration", request.to_xml(), token=entra_token, url=url)
+
+    def policy(self, token: str, client_id: str) -> Any:
+        from mock_site.protocol import messages
+
+        request = messages.RequestAssignments(client_id=client_id, fqdn="testdevice.contoso.com",
+                                              netbios_name="TESTDEVICE", sid="", site_code=self.manifest["site_code"])
+        return self.message("MP_PolicyManager", request.to_xml(), token=token)
+
+
+def _ssl_context(ca_file: str) -> Any:
+    import ssl
+
+    return ssl.create_default_context(cafile=ca_file)

@@ -6,9 +6,9 @@ devices use; a run that wants evidence gives a few (sampled) devices a :class:`C
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, Self
 
 from mock_site.clock import Clock
 from mock_site.logs import DEFAULT_MAX_BYTES, LogWriter
@@ -38,7 +38,7 @@ class ClientLogError(ValueError):
 class ClientLog(Protocol):
     """Where a lifecycle writes its log lines: one of :data:`CLIENT_LOG_FILES`, a text, a CMTrace type."""
 
-    def write(self, file: str, text: str, type: int = INFO) -> None: ...  # noqa: A002 - CMTrace's own field name
+    def write(self, file: str, text: str, type: int = INFO) -> None: ...
 
 
 class ClientLogs:
@@ -50,7 +50,7 @@ class ClientLogs:
         self._max_bytes = max_bytes
         self._writers: dict[str, LogWriter] = {}
 
-    def write(self, file: str, text: str, type: int = INFO) -> None:  # noqa: A002
+    def write(self, file: str, text: str, type: int = INFO) -> None:
         """Append one line to ``file`` (e.g. ``ccmsetup.log``), opening it on first use."""
         writer = self._writers.get(file)
         if writer is None:
@@ -68,7 +68,7 @@ class ClientLogs:
             writer.close()
         self._writers.clear()
 
-    def __enter__(self) -> ClientLogs:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -81,7 +81,7 @@ class MemoryLog:
     def __init__(self) -> None:
         self.lines: list[tuple[str, str, int]] = []
 
-    def write(self, file: str, text: str, type: int = INFO) -> None:  # noqa: A002
+    def write(self, file: str, text: str, type: int = INFO) -> None:
         """Keep one line."""
         if file not in CLIENT_LOG_FILES:
             raise ClientLogError(f"the client writes no log called {file!r} (logs: {', '.join(CLIENT_LOG_FILES)})")
@@ -94,4 +94,4 @@ class MemoryLog:
 
 def log_time(epoch_seconds: float) -> str:
     """A time as the client prints token expiry (``06/25/2020 08:29:35``), in UTC."""
-    return datetime.fromtimestamp(epoch_seconds, tz=timezone.utc).strftime("%m/%d/%Y %H:%M:%S")
+    return datetime.fromtimestamp(epoch_seconds, tz=UTC).strftime("%m/%d/%Y %H:%M:%S")

@@ -7,11 +7,19 @@ so any process (a Locust worker, a test) gets the same device for the same index
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import math
 import random
 import uuid
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
+
+from mock_site.protocol.envelope import clientauth_signature
 
 #: WAM behaviours (FAULTS.md): device token works; fails with 0xd0090016; fails with 0x800703f0; user token fails too.
 WAM_OK = "ok"
@@ -289,13 +297,6 @@ class SmsSigningIdentity:
     _shared: SmsSigningIdentity | None = None
 
     def __init__(self) -> None:
-        import datetime as dt
-
-        from cryptography import x509
-        from cryptography.hazmat.primitives import hashes, serialization
-        from cryptography.hazmat.primitives.asymmetric import rsa
-        from cryptography.x509.oid import NameOID
-
         self.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "SMS")])
         # Fixed dates: the certificate's bytes must not depend on when the process started.
@@ -315,6 +316,4 @@ class SmsSigningIdentity:
 
     def sign(self, data: bytes) -> str:
         """A registration signature over ``data`` (RSA PKCS#1 v1.5, SHA-256, bytes reversed, upper-case hex)."""
-        from mock_site.protocol.envelope import clientauth_signature
-
         return clientauth_signature(self.key, data)

@@ -180,7 +180,8 @@ def _content(request_uri: str, query: str) -> Route:
             raise _bad(f"content request needs a package/content id as {name}, got {value!r}")
     return Route(
         endpoint=CONTENT,
-        auth=AuthKind.CCM_TOKEN,
+        # A PKI client downloads with its certificate, an Entra-joined one with its CCM token.
+        auth=AuthKind.CLIENT_CERT_OR_TOKEN,
         prefix="",
         role_id=None,
         internal_path=f"/{CONTENT}?pid={pid}&cid={cid}",

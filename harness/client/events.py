@@ -1,0 +1,148 @@
+"""The events between a lifecycle and its driver: where the site is, what to send, what came back, when to wait.
+
+Like h11's events, these are plain values: the lifecycle makes :class:`Request` and :class:`Wait`, a driver answers a
+Request with a :class:`Response` or a :class:`TransportError`, and the last action is :class:`Done`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from harness.client import outcome as oc
+from harness.client.outcome import Outcome
+from mock_site.protocol import urlmap
+
+
+class LifecycleError(ValueError):
+    """The lifecycle was driven wrongly (a reply with no request outstanding) or given unusable site data."""
+
+
+@dataclass(frozen=True, slots=True)
+class SiteEndpoints:
+    """Where the site is, as a client knows it after ccmsetup's command line: CMG, role id, Entra, site code, timing."""
+
+    cmg_url: str
+    role_id: str
+    entra_url: str
+    site_code: str
+    policy_interval_s: float
+    time_scale: float = 1.0
+    host: str = field(init=False)
+    port: int = field(init=False)
+    server_base: str = field(init=False)  # "https://<cmg>/CCM_Proxy_ServerAuth/<id>"
+    mutual_base: str = field(init=False)
+    sts_path: str = field(init=False)
+    tokenauth_path: str = field(init=False)
+    system_path: str = field(init=False)
+    ccmsetup_path: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        parts = urlsplit(self.cmg_url)
+        if parts.scheme != "https" or not parts.hostname or parts.path not in ("", "/"):
+            raise LifecycleError(f"CMG URL must be https://host[:port], got {self.cmg_url!r}")
+        if not urlsplit(self.entra_url).hostname:
+            raise LifecycleError(f"Entra URL must be an absolute URL, got {self.entra_url!r}")
+        if not self.policy_interval_s > 0 or not self.time_scale > 0:
+            raise LifecycleError(f"policy interval and time scale must be > 0, got {self.policy_interval_s!r} and "
+                                 f"{self.time_scale!r}")
+        try:
+            server = urlmap.server_auth_path(self.role_id, "")
+            paths = (urlmap.server_auth_path(self.role_id, urlmap.CCM_STS),
+                     urlmap.server_auth_path(self.role_id, urlmap.CCM_SYSTEM_TOKENAUTH),
+                     urlmap.mutual_auth_path(self.role_id, urlmap.CCM_SYSTEM),
+                     urlmap.server_auth_path(self.role_id, urlmap.CCM_CLIENT))
+            mutual = urlmap.mutual_auth_path(self.role_id, "")
+        except urlmap.UrlMapError as exc:
+            raise LifecycleError(f"role id {self.role_id!r} is unusable: {exc.reason}") from None
+        origin = self.cmg_url.rstrip("/")
+        setter = object.__setattr__
+        setter(self, "cmg_url", origin)
+        setter(self, "entra_url", self.entra_url.rstrip("/"))
+        setter(self, "host", parts.hostname)
+        setter(self, "port", parts.port or 443)
+        setter(self, "server_base", origin + server)
+        setter(self, "mutual_base", origin + mutual)
+        for name, path in zip(("sts_path", "tokenauth_path", "system_path", "ccmsetup_path"), paths):
+            setter(self, name, path)
+
+    @classmethod
+    def from_manifest(cls, manifest: Mapping[str, Any]) -> SiteEndpoints:
+        """The endpoints named in a site manifest (``site.json``)."""
+        missing = [key for key in ("cmg_url", "role_id", "entra_url", "site_code", "policy_interval_s")
+                   if key not in manifest]
+        if missing:
+            raise LifecycleError(f"site manifest lacks {', '.join(missing)}")
+        return cls(cmg_url=manifest["cmg_url"], role_id=str(manifest["role_id"]), entra_url=manifest["entra_url"],
+                   site_code=manifest["site_code"], policy_interval_s=float(manifest["policy_interval_s"]),
+                   time_scale=float(manifest.get("time_scale", 1.0)))
+
+    @property
+    def netloc(self) -> str:
+        """``host:port`` of the CMG, as the client logs it."""
+        return f"{self.host}:{self.port}"
+
+    def url(self, path: str) -> str:
+        """The CMG URL of ``path``."""
+        return self.cmg_url + path
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """An HTTP request the driver must send; ``name`` is its CMGService-style request URI (no query) for statistics."""
+
+    method: str
+    url: str
+    headers: dict[str, str]
+    body: bytes
+    name: str
+    stage: str
+    step: str
+    client_cert: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    """An HTTP answer: status, status text (the CMG's, else the reason phrase), body, content type, elapsed ms."""
+
+    status: int
+    body: bytes = b""
+    reason: str = ""
+    content_type: str = ""
+    ms: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class TransportError:
+    """No HTTP answer: ``reason`` is a transport reason code (``tls.*``, ``timeout``, ``connect``, ``reset``)."""
+
+    reason: str
+    detail: str = ""
+    ms: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.reason not in oc.TRANSPORT_CODES:
+            raise LifecycleError(f"transport error reason must be one of {', '.join(oc.TRANSPORT_CODES)}, "
+                                 f"got {self.reason!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class Wait:
+    """Nothing to send before ``until`` (clock seconds): the policy interval or a retry back-off."""
+
+    until: float
+
+
+@dataclass(frozen=True, slots=True)
+class Done:
+    """The life is over."""
+
+    outcome: Outcome
+
+
+Action = Request | Wait | Done
+"""What :meth:`Lifecycle.next_request` returns."""
+Reply = Response | TransportError
+"""What :meth:`Lifecycle.feed` takes."""

@@ -1,0 +1,338 @@
+"""``cmg-harness run``: the mock site and a headless Locust run as two subprocesses, then a one-screen summary.
+
+Nothing here imports Locust (it monkey-patches the process with gevent): Locust runs as ``python -m locust`` and its
+results come back as files — Locust's CSV, HTML and JSON, and the ``outcomes.json`` our listeners write.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Callable, TextIO
+
+from harness.load.tally import cmgservice_table, lifecycle_table
+
+#: Where the thin Locust entry points live (a source checkout; ``pip install -e .`` keeps them next to the package).
+LOCUSTFILES_DIR = Path(__file__).resolve().parents[2] / "locustfiles"
+DEFAULT_LOCUSTFILE = LOCUSTFILES_DIR / "lifecycle.py"
+#: With this time scale the 8 h CCM token lasts 24 s (renewed at 90 %) and the 60 min policy cycle 3 s, so one
+#: minute shows install, registration, polling and renewal.
+DEFAULT_TIME_SCALE = 1200.0
+OUTCOMES_FILE = "outcomes.json"
+SUMMARY_FILE = "summary.json"
+SITE_START_TIMEOUT = 90.0
+SITE_STOP_TIMEOUT = 30.0
+#: Seconds Locust lets a user finish the device it is driving when the run time is up (no half-done registrations).
+STOP_TIMEOUT = 10.0
+
+_DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s?)?$")
+
+
+class RunError(Exception):
+    """The run could not be carried out (site would not start, Locust crashed); a one-line message for the user."""
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in ``"90"``, ``"90s"``, ``"2m"`` or ``"1h30m"``; ValueError naming the text otherwise."""
+    match = _DURATION.match(text.strip().lower())
+    if not text.strip() or match is None or not any(match.groups()):
+        raise ValueError(f"duration must look like 90, 90s, 2m or 1h30m, got {text!r}")
+    hours, minutes, seconds = (float(group) if group else 0.0 for group in match.groups())
+    total = hours * 3600 + minutes * 60 + seconds
+    if not total > 0:
+        raise ValueError(f"duration must be > 0, got {text!r}")
+    return total
+
+
+def default_out_dir(now: datetime) -> Path:
+    """``results/<timestamp>/`` for a run started at ``now``."""
+    return Path("results") / now.strftime("%Y%m%d-%H%M%S")
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """Everything one ``cmg-harness run`` does, decided before anything starts."""
+
+    out: Path
+    users: int = 20
+    spawn_rate: float = 10.0
+    duration: float = 60.0
+    time_scale: float = DEFAULT_TIME_SCALE
+    workers: int = 0
+    locustfile: Path = DEFAULT_LOCUSTFILE
+    fleet_mix: str = ""
+    seed: int = 1
+    devices_per_user: int = 5
+    seed_clients: int = 0
+    extra_locust_args: tuple[str, ...] = field(default=())
+
+    @property
+    def site_dir(self) -> Path:
+        return self.out / "site"
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.site_dir / "site.json"
+
+    @property
+    def devices(self) -> int:
+        return self.users * self.devices_per_user
+
+
+def seeded_fleet_size(users: int, workers: int, devices_per_user: int) -> int:
+    """How many clients to pre-register so every device a steady-state run plays is in the site database.
+
+    Users interleave over workers (``scheduler.device_indexes``), so the highest slot is below ceil(U/W)*W.
+    """
+    worker_count = max(workers, 1)
+    return math.ceil(users / worker_count) * worker_count * devices_per_user
+
+
+def site_command(plan: RunPlan, python: str = sys.executable) -> list[str]:
+    """The command line that starts the mock site for ``plan``."""
+    command = [python, "-m", "harness.cli", "up", "--state-dir", str(plan.site_dir),
+               "--time-scale", repr(plan.time_scale)]
+    if plan.seed_clients:
+        command += ["--seed-clients", str(plan.seed_clients)]
+    return command
+
+
+def locust_command(plan: RunPlan, python: str = sys.executable) -> list[str]:
+    """The command line of the headless Locust run for ``plan``."""
+    out = plan.out
+    command = [python, "-m", "locust", "-f", str(plan.locustfile), "--headless",
+               "-u", str(plan.users), "-r", repr(plan.spawn_rate), "-t", f"{plan.duration:g}s",
+               "--stop-timeout", f"{STOP_TIMEOUT:g}",
+               "--csv", str(out / "locust"), "--html", str(out / "report.html"), "--json-file", str(out / "locust"),
+               "--only-summary",
+               "--site", str(plan.manifest_path), "--results-dir", str(out),
+               "--time-scale", repr(plan.time_scale), "--fleet-seed", str(plan.seed),
+               "--devices-per-user", str(plan.devices_per_user)]
+    if plan.fleet_mix:
+        command += ["--fleet-mix", plan.fleet_mix]
+    if plan.workers:
+        command += ["--processes", str(plan.workers)]
+    return command + list(plan.extra_locust_args)
+
+
+class SiteProcess:
+    """The mock site as a child process: started, waited for until its manifest appears, always stopped by its PID."""
+
+    def __init__(self, command: list[str], manifest_path: Path, log_path: Path) -> None:
+        self.command = command
+        self.manifest_path = manifest_path
+        self.log_path = log_path
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = SITE_START_TIMEOUT) -> dict[str, Any]:
+        """Start the site and return its manifest once the site has written it."""
+        self.manifest_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT,
+                                            stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            manifest = self._manifest()
+            if manifest is not None:
+                return manifest
+            if self.process.poll() is not None:
+                raise RunError(f"the mock site exited with status {self.process.returncode} before it was up: "
+                               f"{self._log_tail()}")
+            time.sleep(0.1)
+        raise RunError(f"the mock site did not write {self.manifest_path} within {timeout:g} s")
+
+    def _manifest(self) -> dict[str, Any] | None:
+        # A manifest left by an earlier site in the same directory names another PID: wait for ours.
+        try:
+            manifest = json.loads(self.manifest_path.read_text())
+        except (OSError, ValueError):
+            return None
+        if self.process is None or manifest.get("pid") != self.process.pid:
+            return None
+        return manifest
+
+    def _log_tail(self) -> str:
+        try:
+            lines = self.log_path.read_text(errors="replace").strip().splitlines()
+        except OSError:
+            return "(no site output)"
+        return lines[-1] if lines else "(no site output)"
+
+    def stop(self, timeout: float = SITE_STOP_TIMEOUT) -> None:
+        """Send SIGTERM to the site's PID and wait; SIGKILL it if it does not stop in time (safe to call twice)."""
+        process = self.process
+        if process is None or process.poll() is not None:
+            return
+        os.kill(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.kill(process.pid, signal.SIGKILL)
+            process.wait(timeout)
+
+
+def read_json(path: Path) -> Any:
+    """The JSON in ``path``, or None when the file is missing or unreadable."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def count_registrations(db_path: Path) -> int:
+    """Registered clients in the site database (read after the site has stopped)."""
+    from mock_site.db import SiteDatabase
+
+    with SiteDatabase(Path(db_path), clock=time.time) as db:
+        return db.count_clients()
+
+
+def summarize(plan: RunPlan, *, manifest: dict[str, Any], locust_stats: list[dict[str, Any]] | None,
+              outcomes: dict[str, Any] | None, registrations: int | None, locust_exit: int) -> dict[str, Any]:
+    """Everything the run showed, as ``summary.json`` holds it, with the verdict and why."""
+    problems: list[str] = []
+    if locust_exit not in (0, 1):  # 1 only says some request failed; the outcome tally judges those
+        problems.append(f"Locust exited with status {locust_exit} (see locust.log)")
+    if outcomes is None:
+        problems.append(f"Locust wrote no {OUTCOMES_FILE}")
+        outcomes = {}
+    devices = outcomes.get("devices", {})
+    lifecycles = outcomes.get("lifecycles", {})
+    unexpected = int(lifecycles.get("unexpected_failures", 0))
+    if unexpected:
+        problems.append(f"{unexpected} lifecycle(s) failed unexpectedly")
+    if outcomes and not any(devices.get(key, 0) for key in ("installed", "registered", "renewed", "polled")):
+        problems.append("no device got anywhere (none installed, registered, renewed or polled)")
+    new_registrations = None if registrations is None else registrations - plan.seed_clients
+    stats = locust_stats or []
+    return {
+        "plan": {**{key: (str(value) if isinstance(value, Path) else value) for key, value in asdict(plan).items()},
+                 "extra_locust_args": list(plan.extra_locust_args), "devices": plan.devices},
+        "site": {"ccm_token_lifetime_s": manifest.get("ccm_token_lifetime_s"),
+                 "policy_interval_s": manifest.get("policy_interval_s"),
+                 "registrations": registrations, "new_registrations": new_registrations,
+                 "seeded_clients": plan.seed_clients},
+        "devices": devices,
+        "events": outcomes.get("events", {}),
+        "lifecycles": lifecycles,
+        "outcomes": outcomes.get("outcomes", {}),
+        "unexpected": outcomes.get("unexpected", {}),
+        "stages": lifecycle_table(stats),
+        "requests": cmgservice_table(stats, outcomes.get("requests", {})),
+        "locust_exit_code": locust_exit,
+        "passed": not problems,
+        "problems": problems,
+    }
+
+
+def _table(headers: tuple[str, ...], rows: list[tuple[Any, ...]]) -> list[str]:
+    cells = [headers] + [tuple(str(cell) for cell in row) for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    lines = []
+    for number, row in enumerate(cells):
+        lines.append("  " + "  ".join(cell.ljust(widths[i]) if i == 0 else cell.rjust(widths[i])
+                                      for i, cell in enumerate(row)))
+        if number == 0:
+            lines.append("  " + "  ".join("-" * width for width in widths))
+    return lines
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """The one-screen summary printed at the end of ``cmg-harness run``."""
+    plan, site, devices = summary["plan"], summary["site"], summary["devices"]
+    lifecycles, events = summary["lifecycles"], summary["events"]
+    lines = [
+        f"{plan['users']} users x {plan['devices_per_user']} devices = {plan['devices']} devices for "
+        f"{plan['duration']:g} s at time scale {plan['time_scale']:g} (CCM token {site['ccm_token_lifetime_s'] or 0:.0f} s, "
+        f"policy every {site['policy_interval_s'] or 0:.0f} s), fleet mix: {plan['fleet_mix'] or 'none'}",
+        f"devices     started {devices.get('started', 0)}  installed {devices.get('installed', 0)}  "
+        f"registered {devices.get('registered', 0)}  renewed {devices.get('renewed', 0)}  "
+        f"polled {devices.get('polled', 0)}",
+        f"events      registrations {events.get('registered', 0)}  token renewals {events.get('renewed', 0)}  "
+        f"policy cycles {events.get('polled', 0)}",
+    ]
+    if site["registrations"] is not None:
+        seeded = f" (+{site['seeded_clients']} seeded)" if site["seeded_clients"] else ""
+        lines.append(f"site DB     registrations {site['new_registrations']}{seeded}")
+    lines.append(f"lifecycles  succeeded {lifecycles.get('succeeded', 0)}  failed {lifecycles.get('failed', 0)}  "
+                 f"unexpected {lifecycles.get('unexpected_failures', 0)}")
+    failures = {reason: count for reason, count in summary["outcomes"].items() if reason != "success"}
+    if failures:
+        lines.append("outcomes    " + "  ".join(f"{reason} {count}" for reason, count in failures.items()))
+    if summary["stages"]:
+        lines.append("lifecycle stages:")
+        lines += _table(("stage", "count", "failures", "avg ms", "max ms"),
+                        [(row["stage"], row["count"], row["failures"], row["average_ms"], row["max_ms"])
+                         for row in summary["stages"]])
+    if summary["requests"]:
+        lines.append("requests (as CMGService.log counts them, seen from the clients):")
+        lines += _table(("RequestUri", "RequestCount", "RequestSize", "ResponseCount", "ResponseSize",
+                         "AverageElapsedTime"),
+                        [(row["request_uri"], row["request_count"], f"{row['request_size']} B",
+                          row["response_count"], f"{row['response_size']} B", f"{row['average_elapsed_time']} ms")
+                         for row in summary["requests"]])
+    lines.append(f"results in {plan['out']}: report.html, locust_stats.csv, locust.json, {OUTCOMES_FILE}, "
+                 f"{SUMMARY_FILE}, site/logs/")
+    if summary["passed"]:
+        lines.append("PASS")
+    else:
+        lines.append("FAIL: " + "; ".join(summary["problems"]))
+    return "\n".join(lines)
+
+
+def execute(plan: RunPlan, *, out: TextIO = sys.stdout,
+            site_factory: Callable[[RunPlan], SiteProcess] | None = None) -> int:
+    """Run the site and Locust for ``plan``, write the results and the summary; 0 when nothing failed unexpectedly."""
+    plan.out.mkdir(parents=True, exist_ok=True)
+    site = (site_factory or _site_process)(plan)
+    locust_exit = -1
+    try:
+        manifest = site.start()
+        print(f"cmg-harness run: mock site up (CCM token {manifest['ccm_token_lifetime_s']:.0f} s, policy every "
+              f"{manifest['policy_interval_s']:.0f} s); Locust: {plan.users} users x {plan.devices_per_user} devices "
+              f"for {plan.duration:g} s; results in {plan.out}", file=out, flush=True)
+        locust_exit = _run_locust(plan)
+    finally:
+        site.stop()
+    registrations = count_registrations(Path(manifest["db_path"])) if Path(manifest["db_path"]).exists() else None
+    summary = summarize(plan, manifest=manifest, locust_stats=read_json(plan.out / "locust.json"),
+                        outcomes=read_json(plan.out / OUTCOMES_FILE), registrations=registrations,
+                        locust_exit=locust_exit)
+    (plan.out / SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
+    print(format_summary(summary), file=out, flush=True)
+    return 0 if summary["passed"] else 1
+
+
+def _site_process(plan: RunPlan) -> SiteProcess:
+    return SiteProcess(site_command(plan), plan.manifest_path, plan.out / "site.log")
+
+
+def _run_locust(plan: RunPlan) -> int:
+    # Locust's own run time, its stop timeout, start-up and report writing, with room to spare on a busy machine.
+    limit = plan.duration + STOP_TIMEOUT + 120.0
+    with open(plan.out / "locust.log", "ab") as log:
+        process = subprocess.Popen(locust_command(plan), stdout=log, stderr=subprocess.STDOUT,
+                                   stdin=subprocess.DEVNULL)
+        try:
+            return process.wait(limit)
+        except subprocess.TimeoutExpired:
+            process.terminate()
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+            raise RunError(f"Locust did not finish within {limit:g} s (see {plan.out / 'locust.log'})") from None
+        except BaseException:
+            process.terminate()
+            process.wait(30)
+            raise

@@ -1,0 +1,198 @@
+"""The CMG's edge rules over real TLS: the URL map, token checks, size limits and status texts on the wire."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+import uuid
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from mock_site.protocol import messages, tokens
+from mock_site.testing import SiteClient
+
+DEVICE = "8d2b4ff9-0172-4998-9851-b5324303385f"
+
+
+def _forged_ccm_claims(manifest: dict, now: float, **changes: object) -> dict:
+    claims = {
+        "iss": tokens.ccm_issuer(manifest["hierarchy_id"]), "aud": tokens.CCM_AUDIENCE, "iat": int(now),
+        "nbf": int(now), "exp": int(now + 3600), "token_type": "Device", "deviceid": "GUID:X", "jti": str(uuid.uuid4()),
+        "tid": manifest["tenant_id"], "smsid": "",
+    }
+    claims.update(changes)
+    return claims
+
+
+def _attacker_key() -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+@pytest.mark.parametrize("path", [
+    "/",
+    "/metrics",
+    "/CCM_Proxy_ServerAuth/72186325152220500/not_an_endpoint",
+    "/CCM_Proxy_ServerAuth/72186325152220500/../../etc/passwd",
+    "/CCM_Proxy_ServerAuth/72186325152220500/%2e%2e/CCM_STS",
+    "/CCM_Proxy_ServerAuth/72186325152220500//CCM_STS",
+    "/CCM_Proxy_ServerAuth/abc/CCM_STS",
+    "/CCM_Proxy_ServerAuth/72186325152220500/CCM_Client/other.exe",
+])
+def test_paths_outside_the_url_map_are_refused(site_client: SiteClient, path: str) -> None:
+    """Anything not in the published URL map is refused at the CMG with a status text, never forwarded."""
+    response = site_client.http.get(site_client.cmg_url + path)
+    assert response.status_code in (400, 404)
+    assert response.reason_phrase.startswith("CMGService_")
+
+
+def test_absolute_url_in_request_target_is_refused(site_client: SiteClient) -> None:
+    """A request target naming another host cannot choose where the CMG forwards."""
+    import socket
+    import ssl
+
+    host, port = site_client.cmg_url.removeprefix("https://").split(":")
+    context = ssl.create_default_context(cafile=site_client.manifest["ca_file"])
+    with socket.create_connection((host, int(port))) as raw, context.wrap_socket(raw, server_hostname=host) as tls:
+        tls.sendall(b"GET http://evil.example/CCM_Proxy_ServerAuth/1/CCM_STS HTTP/1.1\r\nHost: x\r\n"
+                    b"Connection: close\r\n\r\n")
+        answer = tls.recv(4096)
+    status = int(answer.split(b" ", 2)[1])
+    assert status in (400, 404)
+
+
+def test_tenant_not_onboarded_gets_no_properties(site_client: SiteClient) -> None:
+    """AADAuthInfo for a tenant the site does not know answers a 4xx with no AAD properties."""
+    response = site_client.aad_auth_info("c8c82542-203c-4df9-9d86-cdd4dae67e0a")
+    assert response.status_code == 404
+    assert response.reason_phrase == "CMGService_Tenant_Not_Onboarded"
+    assert json.loads(response.text) == {}
+
+
+def test_onboarded_tenant_gets_client_app_and_resource(site_client: SiteClient) -> None:
+    """AADAuthInfo for an onboarded tenant returns AADCLIENTAPPID and AADRESOURCEURI."""
+    document = site_client.aad_auth_info().json()
+    assert document["AADCLIENTAPPID"] == site_client.manifest["client_app_id"]
+    assert document["AADRESOURCEURI"] == "https://ConfigMgrService"
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _hs256(claims: dict, secret: bytes) -> str:
+    """The key-confusion attack: HS256 "signed" with the public key's PEM as the HMAC secret (pyjwt refuses to)."""
+    import hashlib
+    import hmac
+
+    header = _b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+    signing_input = f"{header}.{_b64(json.dumps(claims).encode())}"
+    signature = hmac.new(secret, signing_input.encode(), hashlib.sha256).digest()
+    return f"{signing_input}.{_b64(signature)}"
+
+
+def _bad_tokens(manifest: dict) -> dict[str, str]:
+    now = time.time()
+    attacker = _attacker_key()
+    public_pem = attacker.public_key().public_bytes(serialization.Encoding.PEM,
+                                                    serialization.PublicFormat.SubjectPublicKeyInfo)
+    unsigned_header = base64.urlsafe_b64encode(b'{"alg":"none","typ":"JWT"}').rstrip(b"=").decode()
+    unsigned_body = base64.urlsafe_b64encode(json.dumps(_forged_ccm_claims(manifest, now)).encode()).rstrip(b"=")
+    return {
+        "forged": jwt.encode(_forged_ccm_claims(manifest, now), attacker, algorithm="RS256",
+                             headers={"kid": "attacker"}),
+        "alg_none": f"{unsigned_header}.{unsigned_body.decode()}.",
+        "hs256_with_public_key": _hs256(_forged_ccm_claims(manifest, now), public_pem),
+        "garbage": "not-a-jwt",
+    }
+
+
+@pytest.mark.parametrize("kind", ["forged", "alg_none", "hs256_with_public_key", "garbage"])
+def test_bad_ccm_tokens_are_refused_at_the_cmg(site_client: SiteClient, kind: str) -> None:
+    """A forged, unsigned, HS256-confused or malformed token gets 401 CMGService_Invalid_Token."""
+    token = _bad_tokens(site_client.manifest)[kind]
+    response = site_client.policy(token, "GUID:00000000-0000-0000-0000-000000000001")
+    assert response.status_code == 401
+    assert response.reason_phrase == "CMGService_Invalid_Token"
+
+
+def test_expired_ccm_token_is_refused(clean_site, site_client: SiteClient) -> None:
+    """A CCM token past its lifetime (beyond the 300 s allowance) is refused at the CMG."""
+    clean_site.set_fault("ccm_token_expired", role="sts", duration=30)
+    expired = site_client.ccm_token()
+    clean_site.clear_fault("ccm_token_expired")
+    response = site_client.policy(expired, "GUID:00000000-0000-0000-0000-000000000001")
+    assert (response.status_code, response.reason_phrase) == (401, "CMGService_Invalid_Token")
+
+
+@pytest.mark.parametrize("fault", ["entra_token_expired", "entra_bad_signature", "entra_wrong_audience",
+                                   "entra_wrong_issuer"])
+def test_bad_entra_tokens_are_refused(clean_site, site_client: SiteClient, fault: str) -> None:
+    """Entra tokens that are expired, wrongly signed, for another audience or issuer never become CCM tokens."""
+    clean_site.set_fault(fault, duration=30)
+    bad = site_client.entra_token()
+    response = site_client.ccm_sts(bad)
+    assert response.status_code == 401
+    assert "token" not in response.text.lower() or "IDX" in response.text
+
+
+def test_missing_token_is_refused(site_client: SiteClient) -> None:
+    """A CCM-token endpoint without any bearer token is refused."""
+    response = site_client.http.get(site_client.server_auth("CCM_Client/ccmsetup.cab"))
+    assert (response.status_code, response.reason_phrase) == (401, "CMGService_Invalid_Token")
+
+
+def test_body_over_the_endpoint_limit_is_refused(site_client: SiteClient) -> None:
+    """The CMG checks content length per endpoint and refuses an oversized body with 413."""
+    response = site_client.http.post(site_client.server_auth("CCM_STS"), content=b"x" * (2 * 1024 * 1024),
+                                     headers={"Authorization": "Bearer x"})
+    assert response.status_code == 413
+
+
+def test_full_exchange_issues_a_ccm_token_and_registers(clean_site, site_client: SiteClient) -> None:
+    """Entra token → CCM_STS → registration → new CCM token → policy works end to end through CMG, CP and MP."""
+    entra = site_client.entra_token(device_id=str(uuid.uuid4()))
+    ccm = site_client.ccm_token(entra)
+    assert jwt.decode(ccm, options={"verify_signature": False})["aud"] == "urn:sccm:service"
+    registered = site_client.register(entra)
+    assert registered.status_code == 200
+    reply = messages.RegistrationResponse.from_xml(registered.reply.body_xml)
+    assert reply.approval_status == 3
+    assert clean_site.site.db.client(reply.smsid) is not None
+    fresh = site_client.ccm_token(entra)
+    assert jwt.decode(fresh, options={"verify_signature": False})["smsid"] == reply.smsid
+    policy = site_client.policy(fresh, reply.smsid)
+    assert policy.status_code == 200
+    assignments = messages.ReplyAssignments.from_xml(policy.reply.body_xml).assignments
+    assert assignments
+
+
+def test_policy_for_another_client_is_refused(clean_site, site_client: SiteClient) -> None:
+    """A CCM token bound to one SMSID cannot fetch policy for another client."""
+    entra = site_client.entra_token(device_id=str(uuid.uuid4()))
+    site_client.register(entra)
+    token = site_client.ccm_token(entra)
+    response = site_client.policy(token, "GUID:00000000-0000-0000-0000-000000000001")
+    assert response.status_code == 403
+
+
+def test_mp_refuses_an_invalid_token_forwarded_by_a_naive_proxy(site_client: SiteClient) -> None:
+    """A request that reaches the connection point with an invalid token is refused by the MP as MP_Invalid_Token."""
+    cp_client = SiteClient(site_client.manifest, cmg_url=site_client.manifest["cp_urls"][0])
+    try:
+        response = cp_client.policy(_bad_tokens(site_client.manifest)["forged"],
+                                    "GUID:00000000-0000-0000-0000-000000000001")
+    finally:
+        cp_client.close()
+    assert (response.status_code, response.reason_phrase) == (401, "MP_Invalid_Token")
+
+
+def test_mp_refuses_callers_without_the_connection_point_certificate(site_client: SiteClient) -> None:
+    """The MP takes requests only over mutual TLS from the connection point."""
+    import httpx
+
+    with pytest.raises(httpx.HTTPError):
+        site_client.http.post(site_client.manifest["mp_url"] + "/CCM_STS")
