@@ -101,3 +101,21 @@ def cmd_run(args: argparse.Namespace) -> int:
         return execute(plan)
     except RunError as error:
         raise CommandError(str(error)) from None
+
+
+def cmd_client(args: argparse.Namespace) -> int:
+    """Run one simulated device's whole life against a running site and print its step table."""
+    from harness.client import ProfileError, format_step_table, parse_traits
+    from harness.client.transport import run_client
+
+    manifest = load_manifest(args.site)
+    try:
+        traits = parse_traits(args.profile)
+    except ProfileError as error:
+        raise CommandError(str(error)) from None
+    outcome = run_client(manifest, traits, seed=args.seed, polls=args.polls, log_dir=args.log_dir)
+    if args.json:
+        print(json.dumps(outcome.to_dict(), indent=2))
+    else:
+        print(format_step_table(outcome))
+    return 0 if outcome.success else 1

@@ -96,8 +96,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``cmg-harness``; returns the process exit code."""
     try:
         args = build_parser().parse_args(argv)
-        handler = {"up": cmd_up, "faults": cmd_faults, "client": _commands.cmd_client, "run": _commands.cmd_run}
-        return handler[args.command](args)
+        if args.command == "up":
+            return cmd_up(args)
+        if args.command == "faults":
+            return cmd_faults(args)
+        return getattr(_commands, f"cmd_{args.command}")(args)
     except CliError as error:
         print(f"cmg-harness: {error}", file=sys.stderr)
         return 2

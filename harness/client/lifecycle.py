@@ -16,9 +16,9 @@ import sys
 import time
 from collections.abc import Generator
 from dataclasses import replace
-from functools import partial
+from functools import lru_cache, partial
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import quote, urlsplit
 
 from harness.client import outcome as oc
 from harness.client.clientlogs import (
@@ -92,6 +92,34 @@ _Step = Generator[Request | Wait, Any, Any]
 
 _SUCCESS = Outcome(success=True)
 
+# Every device gets byte-identical site information, content location and policy assignment replies, and the parsed
+# messages are immutable: each distinct reply is parsed once per process and shared (bounded, cleared when full).
+_SHARED_REPLY_TYPES = (messages.SiteInfoReply, messages.ContentLocationReply, messages.ReplyAssignments)
+_SHARED_LIMIT = 256
+_shared_replies: dict[tuple[type, str], Any] = {}
+_shared_values: dict[tuple[str, ...], tuple[str, ...]] = {}
+
+
+def _parse_shared(cls: Any, body_xml: str) -> Any:
+    key = (cls, body_xml)
+    parsed = _shared_replies.get(key)
+    if parsed is None:
+        parsed = cls.from_xml(body_xml)
+        if len(_shared_replies) >= _SHARED_LIMIT:
+            _shared_replies.clear()
+        _shared_replies[key] = parsed
+    return parsed
+
+
+def _shared(value: tuple[str, ...]) -> tuple[str, ...]:
+    """One tuple object per distinct value, so 100,000 devices holding the same policy keys hold one tuple."""
+    found = _shared_values.get(value)
+    if found is None:
+        if len(_shared_values) >= _SHARED_LIMIT:
+            _shared_values.clear()
+        _shared_values[value] = found = value
+    return found
+
 
 class _Failed(Exception):
     """Unwinds the life from a failed step to its end, carrying the outcome."""
@@ -105,7 +133,8 @@ class Lifecycle:
     """A device's life: call :meth:`next_request`, act on it, :meth:`feed` the reply to a Request, until Done."""
 
     __slots__ = ("_aad_app", "_aad_resource", "_action", "_attempts", "_ccm", "_ccm_expires", "_ccm_renew_at",
-                 "_clock", "_entra", "_entra_expires", "_gen", "_log", "_polls", "_rng", "_seen", "_smsid", "_trail",
+                 "_clock", "_entra", "_entra_expires", "_gen", "_log", "_polls", "_rng", "_seen", "_seen_reply", "_smsid",
+                 "_trail",
                  "polls_done", "profile", "site")
 
     def __init__(self, profile: DeviceProfile, site: SiteEndpoints, *, clock: Clock, rng: random.Random,
@@ -128,6 +157,7 @@ class Lifecycle:
         self._entra = self._ccm = self._smsid = ""
         self._entra_expires = self._ccm_renew_at = self._ccm_expires = 0.0
         self._seen: tuple[str, ...] = ()
+        self._seen_reply: messages.ReplyAssignments | None = None
         self.polls_done = 0
 
     # ------------------------------------------------------------------------------------------------ driver API
@@ -189,7 +219,21 @@ class Lifecycle:
         else:
             yield from self._install_entra()
         yield from self._register()
-        return (yield from self._poll_policies())
+        # Policy polling runs in this frame, so a device waiting for its next cycle keeps one generator frame alive.
+        polls, interval = self._polls, self.site.policy_interval_s
+        result = _SUCCESS
+        while polls is None or self.polls_done < polls:
+            started = self._clock()
+            try:
+                yield from self._poll_once()
+                result = _SUCCESS
+            except _Failed as failed:
+                # A failed cycle is retried on the next one, as the client agent does; the last cycle decides.
+                result = failed.outcome
+            self.polls_done += 1
+            if polls is None or self.polls_done < polls:
+                yield Wait(started + interval)
+        return result
 
     def _install_entra(self) -> _Step:
         site, p = self.site, self.profile
@@ -229,7 +273,7 @@ class Lifecycle:
             self._write(CCMSETUP, f"Received message '{site_info.to_xml()}'")
         if not mutual:
             self._write(CCMSETUP, f"Checking the URL '{site.url(site.ccmsetup_path)}'")
-            self._write(CCMSETUP, f"ccmsetup: Host={site.netloc}, Path={site.ccmsetup_path.rsplit('/', 1)[0]}")
+            self._write(CCMSETUP, f"ccmsetup: Host={site.host}, Path={site.ccmsetup_path.rsplit('/', 1)[0]}")
             yield from self._ccm_exchange(lambda: self._get(site.url(site.ccmsetup_path), site.ccmsetup_path,
                                                             STAGE_INSTALL, STEP_CCMSETUP_CAB), STAGE_INSTALL)
         self._write(CCMSETUP, f"Found a valid online MP '{base}'")
@@ -286,7 +330,7 @@ class Lifecycle:
             reply = yield request
             reason = self._classify(request.step, reply)
             self._note(request, reply, reason)
-            if reason is None:
+            if reason is None and isinstance(reply, Response):
                 response = self._decode(reply, messages.RegistrationResponse, STEP_REGISTRATION, STAGE_REGISTRATION)
                 if response.status == messages.RegistrationStatus.OK and response.smsid:
                     self._smsid = response.smsid
@@ -322,31 +366,19 @@ class Lifecycle:
         self._write(CLIENT_ID_MANAGER, f"Sending registration request to '{site.server_base.split('://', 1)[1]}'")
         return request
 
-    def _poll_policies(self) -> _Step:
-        polls, interval = self._polls, self.site.policy_interval_s
-        result = _SUCCESS
-        while polls is None or self.polls_done < polls:
-            started = self._clock()
-            try:
-                yield from self._poll_once()
-                result = _SUCCESS
-            except _Failed as failed:
-                # A failed cycle is retried on the next one, as the client agent does; the last cycle decides.
-                result = failed.outcome
-            self.polls_done += 1
-            if polls is None or self.polls_done < polls:
-                yield Wait(started + interval)
-        return result
-
     def _poll_once(self) -> _Step:
         p, site = self.profile, self.site
         mutual = p.pki_client_cert
-        base = site.mutual_base if mutual else site.server_base
+        if self._entra and self._clock() >= self._entra_expires:
+            self._entra = ""  # never sent again once expired: a kilobyte less for every waiting device
         body_xml = messages.RequestAssignments(client_id=self._smsid, fqdn=p.fq_name, netbios_name=p.netbios_name,
                                                sid=p.machine_sid, site_code=site.site_code).to_xml()
         reply = yield from self._message(STEP_POLICY_ASSIGNMENTS, STAGE_POLICY, "MP_PolicyManager", body_xml,
                                          mutual=mutual, sync_log=True)
         assignments = self._decode(reply, messages.ReplyAssignments, STEP_POLICY_ASSIGNMENTS, STAGE_POLICY)
+        if assignments is self._seen_reply:
+            return  # the very reply whose policies this device already holds: nothing changed
+        base = site.mutual_base if mutual else site.server_base
         seen = set(self._seen)
         for assignment in assignments.assignments:
             key = f"{assignment.policy_id}/{assignment.policy_version}"
@@ -365,9 +397,9 @@ class Lifecycle:
             if body.policy_id != assignment.policy_id:
                 self._fail_reply(STEP_POLICY_BODY, STAGE_POLICY, f"asked for policy {assignment.policy_id}, got "
                                                                  f"{body.policy_id}")
-            # Policy keys are the same for every device: interned, 100,000 devices share one string per policy.
-            seen.add(sys.intern(key))
-        self._seen = tuple(sorted(seen))
+            seen.add(key)
+        self._seen = _shared(tuple(sorted(seen)))
+        self._seen_reply = assignments
 
     # ------------------------------------------------------------------------------------------------ tokens
     def _entra_token(self, stage: str) -> _Step:
@@ -379,29 +411,29 @@ class Lifecycle:
             self._fail_local(oc.AAD_NO_WPJ, STEP_ENTRA_TOKEN, stage,
                              "the device has no workplace-join certificate, so it cannot request Entra tokens")
         grant = DEVICE_GRANT
+        # The device token is always tried first (the walk-through logs the attempt, then WAM's failure).
+        self._write(file, self._token_line("device", f"{site.entra_url}/common/oauth2/token"))
         if p.wam != WAM_OK:
             code = oc.E_WAM_800703F0 if p.wam == WAM_DEVICE_FAILS_800703F0 else oc.E_WAM_D0090016
             self._wam_failure(file, code, SYSTEM_SID)
             self._write(file, f"Falling back to get user '{p.user_sid}' token for system...")
+            self._write(file, self._token_line("user", p.wam_account_id))
             if p.wam == WAM_USER_FAILS_TOO:
-                self._write(file, self._token_line("user", p.wam_account_id))
                 self._wam_failure(file, code, p.user_sid)
                 self._fail_local(oc.AAD_NO_TOKEN, STEP_ENTRA_TOKEN, stage,
                                  "WAM could get neither a device nor a user token", error_code=code)
             grant = USER_GRANT
         user = grant == USER_GRANT
-        self._write(file, self._token_line("user" if user else "device",
-                                           p.wam_account_id if user else f"{site.entra_url}/common/oauth2/token"))
         path = f"/{p.tenant_id}/oauth2/token"
 
         def build() -> Request:
-            form = {"grant_type": grant, "resource": self._aad_resource, "client_id": self._aad_app,
-                    "device_id": p.device_id, "device_time": f"{self._clock() + p.clock_skew:.3f}"}
+            # GUIDs, SIDs and numbers need no escaping; the app id and resource URI are quoted (once per process).
+            form = (f"grant_type={grant}&resource={_quoted(self._aad_resource)}&client_id={_quoted(self._aad_app)}"
+                    f"&device_id={p.device_id}&device_time={self._clock() + p.clock_skew:.3f}")
             if user:
-                form["user_oid"] = p.user_oid
-                form["onprem_sid"] = p.user_sid
-            return Request("POST", site.entra_url + path, {"Content-Type": FORM_CONTENT_TYPE},
-                           urlencode(form).encode("ascii"), path, stage, STEP_ENTRA_TOKEN)
+                form += f"&user_oid={p.user_oid}&onprem_sid={p.user_sid}"
+            return Request("POST", site.entra_url + path, {"Content-Type": FORM_CONTENT_TYPE}, form.encode("ascii"),
+                           path, stage, STEP_ENTRA_TOKEN)
 
         request, reply, reason = yield from self._send(build)
         if reason is not None:
@@ -547,7 +579,8 @@ class Lifecycle:
         """Read a CCM messaging reply as ``cls`` (or fail the step with ``reply.malformed``)."""
         try:
             message = envelope.decode_message(reply.content_type, reply.body)
-            parsed = cls.from_xml(message.body_xml)
+            parsed = _parse_shared(cls, message.body_xml) if cls in _SHARED_REPLY_TYPES else cls.from_xml(
+                message.body_xml)
         except (EnvelopeError, MessageError) as exc:
             self._fail_reply(step, stage, f"{cls.ROOT} reply unreadable: {exc}")
         if step == STEP_POLICY_ASSIGNMENTS and self._log is not None:
@@ -559,7 +592,7 @@ class Lifecycle:
     @staticmethod
     def _classify(step: str, reply: Reply) -> str | None:
         """The reason code of a reply at ``step`` (None: success)."""
-        if type(reply) is TransportError:
+        if isinstance(reply, TransportError):
             return reply.reason
         status = reply.status
         if 200 <= status < 300:
@@ -586,7 +619,7 @@ class Lifecycle:
         if reason is None or self._log is None:
             return
         file = _log_file(request.stage, request.step)
-        if type(reply) is TransportError:
+        if isinstance(reply, TransportError):
             code, flags = oc.TRANSPORT_CODES[reason]
             self._write(file, f"[CCMHTTP] ERROR: URL={request.url}, Code={code}, Text={oc.winhttp_text(code)}", ERROR)
             if flags is not None:
@@ -597,7 +630,7 @@ class Lifecycle:
 
     def _fail(self, reason: str, request: Request, reply: Reply, *, detail: str = "") -> Any:
         error_code = None
-        if type(reply) is Response:
+        if isinstance(reply, Response):
             detail = detail or f"HTTP {reply.status} {reply.reason}".rstrip()
             if reply.reason.startswith(CMG_CONNECTOR_PREFIX):
                 error_code = oc.E_CMG_CONNECTOR
@@ -639,6 +672,11 @@ class Lifecycle:
 
     def _sent_time(self) -> str:
         return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self._clock() + self.profile.clock_skew))
+
+
+@lru_cache(maxsize=64)
+def _quoted(value: str) -> str:
+    return quote(value, safe="")
 
 
 def _log_file(stage: str, step: str) -> str:

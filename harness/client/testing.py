@@ -11,11 +11,10 @@ import json
 import random
 import uuid
 from collections import defaultdict, deque
-from collections.abc import Iterable
 from urllib.parse import parse_qsl, urlsplit
 
 from harness.client import lifecycle as lc
-from harness.client.events import Done, Reply, Request, Response, SiteEndpoints, TransportError, Wait
+from harness.client.events import Done, Reply, Request, Response, SiteEndpoints, Wait
 from harness.client.outcome import Outcome
 from mock_site.clock import FakeClock
 from mock_site.protocol import envelope, messages
@@ -44,6 +43,9 @@ class ScriptedSite:
         self.entra_lifetime = entra_lifetime
         self.elapsed = elapsed
         self.requests: list[Request] = []
+        self.entra_tokens: list[str] = []
+        self.ccm_tokens: list[str] = []
+        #: Keep requests and tokens (off for benchmarks, so the site does not grow).
         self.record = True
         self._scripts: dict[str, deque[Reply]] = defaultdict(deque)
         self._policies = tuple(
@@ -78,16 +80,22 @@ class ScriptedSite:
         step, ms = request.step, self.elapsed
         if step == lc.STEP_AAD_INFO:
             tenant = dict(parse_qsl(urlsplit(request.url).query))["TenantID"]
-            body = {"AADTENANTID": tenant, "AADCLIENTAPPID": "0b7c8ab3-9ea1-4ffa-b2b9-8ffdd944bd8b",
+            body: dict[str, object] = {"AADTENANTID": tenant, "AADCLIENTAPPID": "0b7c8ab3-9ea1-4ffa-b2b9-8ffdd944bd8b",
                     "AADRESOURCEURI": "https://ConfigMgrService"}
             return Response(200, json.dumps(body).encode(), content_type="application/json", ms=ms)
         if step == lc.STEP_ENTRA_TOKEN:
-            body = {"access_token": self._token(ENTRA_TOKEN_CHARS), "token_type": "Bearer",
+            token = self._token(ENTRA_TOKEN_CHARS)
+            if self.record:
+                self.entra_tokens.append(token)
+            body = {"access_token": token, "token_type": "Bearer",
                     "expires_in": int(self.entra_lifetime), "resource": "https://ConfigMgrService"}
             return Response(200, json.dumps(body).encode(), content_type="application/json", ms=ms)
         if step == lc.STEP_CCM_TOKEN:
             now = self.clock()
-            body = {"token": self._token(CCM_TOKEN_CHARS), "token_type": "UDA", "expires_in": self.ccm_lifetime,
+            token = self._token(CCM_TOKEN_CHARS)
+            if self.record:
+                self.ccm_tokens.append(token)
+            body = {"token": token, "token_type": "UDA", "expires_in": self.ccm_lifetime,
                     "expires_at": now + self.ccm_lifetime}
             return Response(200, json.dumps(body).encode(), content_type="application/json", ms=ms)
         if step in (lc.STEP_CCMSETUP_CAB, lc.STEP_CONTENT_DOWNLOAD):
@@ -132,14 +140,6 @@ def drive(life: lc.Lifecycle, site: ScriptedSite, *, max_actions: int = 10_000) 
             continue
         life.feed(site.answer(action))
     raise AssertionError(f"the life did not end within {max_actions} actions")
-
-
-def replies(*items: Reply | int) -> Iterable[Reply]:
-    """Replies from statuses (``401`` → Response(401)) and ready-made Response / TransportError objects."""
-    return [Response(item) if isinstance(item, int) else item for item in items]
-
-
-__all__ = ["ScriptedSite", "TransportError", "drive", "replies", "run_scripted", "scripted_endpoints"]
 
 
 def run_scripted(profile: object, *, polls: int = 1, seed: int = 0, **site_options: float) -> tuple[Outcome,

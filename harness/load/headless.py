@@ -14,10 +14,11 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable, TextIO
+from typing import Any, TextIO
 
 from harness.load.tally import cmgservice_table, lifecycle_table
 
@@ -196,6 +197,16 @@ def count_registrations(db_path: Path) -> int:
         return db.count_clients()
 
 
+#: The result files a run leaves, in the order the summary lists them.
+RESULT_FILES = ("report.html", "locust_stats.csv", "locust.json", OUTCOMES_FILE, SUMMARY_FILE, "locust.log",
+                "site.log", "site/site.json", "site/logs/")
+
+
+def result_files(out: Path) -> list[str]:
+    """The result files present in ``out`` (``summary.json`` counts: it is written with this list)."""
+    return [name for name in RESULT_FILES if name == SUMMARY_FILE or (out / name).exists()]
+
+
 def summarize(plan: RunPlan, *, manifest: dict[str, Any], locust_stats: list[dict[str, Any]] | None,
               outcomes: dict[str, Any] | None, registrations: int | None, locust_exit: int) -> dict[str, Any]:
     """Everything the run showed, as ``summary.json`` holds it, with the verdict and why."""
@@ -226,9 +237,11 @@ def summarize(plan: RunPlan, *, manifest: dict[str, Any], locust_stats: list[dic
         "lifecycles": lifecycles,
         "outcomes": outcomes.get("outcomes", {}),
         "unexpected": outcomes.get("unexpected", {}),
+        "stage_failures": outcomes.get("stage_failures", {}),
         "stages": lifecycle_table(stats),
         "requests": cmgservice_table(stats, outcomes.get("requests", {})),
         "locust_exit_code": locust_exit,
+        "files": result_files(plan.out),
         "passed": not problems,
         "problems": problems,
     }
@@ -251,23 +264,31 @@ def format_summary(summary: dict[str, Any]) -> str:
     plan, site, devices = summary["plan"], summary["site"], summary["devices"]
     lifecycles, events = summary["lifecycles"], summary["events"]
     lines = [
-        f"{plan['users']} users x {plan['devices_per_user']} devices = {plan['devices']} devices for "
-        f"{plan['duration']:g} s at time scale {plan['time_scale']:g} (CCM token {site['ccm_token_lifetime_s'] or 0:.0f} s, "
-        f"policy every {site['policy_interval_s'] or 0:.0f} s), fleet mix: {plan['fleet_mix'] or 'none'}",
-        f"devices     started {devices.get('started', 0)}  installed {devices.get('installed', 0)}  "
-        f"registered {devices.get('registered', 0)}  renewed {devices.get('renewed', 0)}  "
-        f"polled {devices.get('polled', 0)}",
-        f"events      registrations {events.get('registered', 0)}  token renewals {events.get('renewed', 0)}  "
-        f"policy cycles {events.get('polled', 0)}",
+        (f"{plan['users']} users x {plan['devices_per_user']} devices = {plan['devices']} devices for "
+         f"{plan['duration']:g} s at time scale {plan['time_scale']:g} "
+         f"(CCM token {site['ccm_token_lifetime_s'] or 0:.0f} s, policy every {site['policy_interval_s'] or 0:.0f} s), "
+         f"fleet mix: {plan['fleet_mix'] or 'none'}"),
+        (f"devices     started {devices.get('started', 0)}  installed {devices.get('installed', 0)}  "
+         f"registered {devices.get('registered', 0)}  renewed {devices.get('renewed', 0)}  "
+         f"polled {devices.get('polled', 0)}"),
+        (f"events      registrations {events.get('registered', 0)}  token renewals {events.get('renewed', 0)}  "
+         f"policy cycles {events.get('polled', 0)}"),
     ]
     if site["registrations"] is not None:
         seeded = f" (+{site['seeded_clients']} seeded)" if site["seeded_clients"] else ""
         lines.append(f"site DB     registrations {site['new_registrations']}{seeded}")
-    lines.append(f"lifecycles  succeeded {lifecycles.get('succeeded', 0)}  failed {lifecycles.get('failed', 0)}  "
-                 f"unexpected {lifecycles.get('unexpected_failures', 0)}")
+    ended = lifecycles.get("succeeded", 0) + lifecycles.get("failed", 0)
+    lines.append(f"lifecycles  still running {max(devices.get('started', 0) - ended, 0)}  "
+                 f"succeeded {lifecycles.get('succeeded', 0)}  failed {lifecycles.get('failed', 0)}  "
+                 f"unexpected failures {lifecycles.get('unexpected_failures', 0)}")
     failures = {reason: count for reason, count in summary["outcomes"].items() if reason != "success"}
     if failures:
         lines.append("outcomes    " + "  ".join(f"{reason} {count}" for reason, count in failures.items()))
+    if summary["stage_failures"]:
+        lines.append("failed stages  " + "  ".join(f"{stage} {count}"
+                                                   for stage, count in summary["stage_failures"].items()))
+    if summary["unexpected"]:
+        lines.append("unexpected  " + "  ".join(f"{reason} {count}" for reason, count in summary["unexpected"].items()))
     if summary["stages"]:
         lines.append("lifecycle stages:")
         lines += _table(("stage", "count", "failures", "avg ms", "max ms"),
@@ -280,8 +301,7 @@ def format_summary(summary: dict[str, Any]) -> str:
                         [(row["request_uri"], row["request_count"], f"{row['request_size']} B",
                           row["response_count"], f"{row['response_size']} B", f"{row['average_elapsed_time']} ms")
                          for row in summary["requests"]])
-    lines.append(f"results in {plan['out']}: report.html, locust_stats.csv, locust.json, {OUTCOMES_FILE}, "
-                 f"{SUMMARY_FILE}, site/logs/")
+    lines.append(f"results in {plan['out']}: " + ", ".join(summary.get("files", [])))
     if summary["passed"]:
         lines.append("PASS")
     else:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import math
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -30,7 +31,7 @@ class DeviceScheduler(Generic[T]):
 
     def add(self, device: T, due: float) -> None:
         """Schedule ``device`` to act at ``due``."""
-        if due != due:  # NaN would break the heap order silently
+        if math.isnan(due):  # NaN would break the heap order silently
             raise SchedulerError(f"due time must be a number, got {due!r}")
         heapq.heappush(self._heap, (due, next(self._order), device))
 

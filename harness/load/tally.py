@@ -7,14 +7,15 @@ Pure bookkeeping (no Locust import): the Locust listeners feed an :class:`Outcom
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 #: Locust ``request_type`` of the entries that time a whole lifecycle stage rather than one HTTP request.
 LIFECYCLE_REQUEST_TYPE = "LIFECYCLE"
 
 #: Device milestones counted once per device (how many devices got that far) and per occurrence.
 MILESTONES = ("installed", "registered", "renewed", "polled")
-_SECTIONS = ("outcomes", "unexpected", "devices", "events", "request_bytes", "responses")
+_SECTIONS = ("outcomes", "unexpected", "stage_failures", "devices", "events", "request_bytes", "responses")
 
 
 class TallyError(ValueError):
@@ -32,16 +33,23 @@ class OutcomeTally:
         self._sections[section][key] += amount
         self._pending[section][key] += amount
 
-    def record_outcome(self, success: bool, reason: str = "", *, faulted: bool = False) -> None:
-        """Count one finished lifecycle; a failure of a device without device faults is unexpected."""
+    def record_outcome(self, success: bool, reason: str = "", *, unexpected: bool = True) -> None:
+        """Count one finished lifecycle (``unexpected``: a failure the run did not expect)."""
         if success:
             self._add("outcomes", "success")
             return
         if not reason:
             raise TallyError("a failed lifecycle needs a reason code, got ''")
         self._add("outcomes", reason)
-        if not faulted:
-            # For now every failure of a fault-free device is unexpected; chaos schedules will refine this.
+        if unexpected:
+            self._add("unexpected", reason)
+
+    def record_stage_failure(self, stage: str, reason: str, *, unexpected: bool = True) -> None:
+        """Count a lifecycle stage (install+register, token renewal, policy cycle) whose last exchange failed."""
+        if not reason:
+            raise TallyError(f"a failed {stage!r} stage needs a reason code, got ''")
+        self._add("stage_failures", stage)
+        if unexpected:
             self._add("unexpected", reason)
 
     def record_milestone(self, milestone: str, *, first: bool) -> None:
@@ -94,7 +102,7 @@ class OutcomeTally:
 
     @property
     def unexpected_failures(self) -> int:
-        """Failed lifecycles the run did not expect."""
+        """Failed lifecycles and stages the run did not expect."""
         return sum(self._sections["unexpected"].values())
 
     def snapshot(self) -> dict[str, Any]:
@@ -105,6 +113,7 @@ class OutcomeTally:
                            "unexpected_failures": self.unexpected_failures},
             "outcomes": dict(sorted(sections["outcomes"].items())),
             "unexpected": dict(sorted(sections["unexpected"].items())),
+            "stage_failures": dict(sorted(sections["stage_failures"].items())),
             "devices": {key: sections["devices"][key] for key in ("started", *MILESTONES)},
             "events": {key: sections["events"][key] for key in MILESTONES},
             "requests": {name: {"request_bytes": sections["request_bytes"][name],
@@ -118,11 +127,12 @@ def cmgservice_table(entries: Iterable[Mapping[str, Any]],
     """Rows per RequestUri as CMGService.log prints them, from Locust stats entries plus the tally's request data.
 
     ``entries`` are Locust stats entries as dicts (``name``, ``method``, ``num_requests``, ``total_content_length``,
-    ``total_response_time``); lifecycle entries are left out. ``requests`` is ``snapshot()["requests"]``.
+    ``total_response_time``). ``requests`` is ``snapshot()["requests"]``, which holds only requests sent to the CMG:
+    entries for Entra ID, the CRL distribution point and the lifecycle stages are left out.
     """
     grouped: dict[str, list[float]] = {}
     for entry in entries:
-        if entry.get("method") == LIFECYCLE_REQUEST_TYPE:
+        if entry.get("method") == LIFECYCLE_REQUEST_TYPE or str(entry["name"]) not in requests:
             continue
         row = grouped.setdefault(str(entry["name"]), [0, 0, 0.0])
         row[0] += int(entry["num_requests"])

@@ -151,7 +151,9 @@ def encode_message(header: MessageHeader, body_xml: str) -> bytes:
 # --- decoding ------------------------------------------------------------------------------------------------------
 
 # Control characters (and CR, which a parser would normalise) fall through to the ElementTree path.
-_TEXT = r"((?:[^<&\x00-\x1f]+|[\t\n]+|&(?:amp|lt|gt|quot|#13|#10|#9);)*)"
+# Possessive quantifiers: a value never contains '<', so giving characters back can't help, and a header that fails to
+# match must fail in linear time rather than backtrack exponentially.
+_TEXT = r"((?:[^<&\x00-\x1f]++|[\t\n]++|&(?:amp|lt|gt|quot|#13|#10|#9);)*+)"
 # The exact shape header_xml() writes; a header in any other shape takes the ElementTree path.
 _FAST_HEADER = re.compile(
     r'<Msg SchemaVersion="1\.1"( ReplyCompression="zlib")?>'

@@ -1,0 +1,181 @@
+"""What every Locust user of one process shares: the run's options, the site, the fleet, the trust store and the tally.
+
+Built once per test start in each Locust process (no Locust import here, so it is tested in-process): options come
+from Locust's parsed options, the site from its manifest (``site.json``), and every device of the process shares the
+TLS contexts of one :class:`TrustStore`, as MEASUREMENTS.md demands.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import socket
+import ssl
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+
+from harness.client.device import Fleet, FleetMix
+from harness.client.events import SiteEndpoints
+from harness.client.transport import Crl, TrustStore, crl_distribution_point
+from harness.load.tally import OutcomeTally
+
+DEFAULT_SITE = "state/site.json"
+DEFAULT_DEVICES_PER_USER = 10
+
+
+class LoadOptionError(ValueError):
+    """A load option or the site manifest it names is unusable; the message names the bad value."""
+
+
+@dataclass(frozen=True, slots=True)
+class LoadOptions:
+    """The cmg-harness options of a Locust run (``--site``, ``--fleet-mix``, ``--fleet-seed``, ...), checked."""
+
+    site: Path = Path(DEFAULT_SITE)
+    fleet_mix: FleetMix = field(default_factory=FleetMix)
+    fleet_seed: int = 1
+    devices_per_user: int = DEFAULT_DEVICES_PER_USER
+    time_scale: float = 0.0  # informational: the site's own time scale decides
+    results_dir: Path | None = None
+    fleet_workers: int = 1
+
+    @classmethod
+    def from_namespace(cls, options: Any) -> LoadOptions:
+        """Read and check the options from Locust's parsed options (an argparse namespace)."""
+        mix_text = str(getattr(options, "fleet_mix", "") or "")
+        try:
+            mix = FleetMix.parse(mix_text)
+        except ValueError as error:
+            raise LoadOptionError(f"--fleet-mix {mix_text!r}: {error}") from None
+        devices = _whole("--devices-per-user", getattr(options, "devices_per_user", DEFAULT_DEVICES_PER_USER), 1)
+        workers = _whole("--fleet-workers", getattr(options, "fleet_workers", 1), 1)
+        seed = _whole("--fleet-seed", getattr(options, "fleet_seed", 1), None)
+        scale = getattr(options, "time_scale", 0.0) or 0.0
+        try:
+            scale = float(scale)
+        except (TypeError, ValueError):
+            raise LoadOptionError(f"--time-scale must be a number, got {scale!r}") from None
+        if not math.isfinite(scale) or scale < 0:
+            raise LoadOptionError(f"--time-scale must be >= 0 (0: take the site's), got {scale!r}")
+        results = getattr(options, "results_dir", "") or ""
+        return cls(site=Path(str(getattr(options, "site", DEFAULT_SITE) or DEFAULT_SITE)), fleet_mix=mix,
+                   fleet_seed=seed, devices_per_user=devices, time_scale=scale,
+                   results_dir=Path(str(results)) if results else None, fleet_workers=workers)
+
+
+def _whole(name: str, value: Any, low: int | None) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise LoadOptionError(f"{name} must be a whole number, got {value!r}")
+    try:
+        number = int(value)
+    except ValueError:
+        raise LoadOptionError(f"{name} must be a whole number, got {value!r}") from None
+    if low is not None and number < low:
+        raise LoadOptionError(f"{name} must be >= {low}, got {value!r}")
+    return number
+
+
+def load_site_manifest(path: Path) -> dict[str, Any]:
+    """The site manifest at ``path``, refused with its path named when missing or incomplete."""
+    try:
+        manifest = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise LoadOptionError(f"--site {str(path)!r}: no site manifest there (start one with `cmg-harness up`)") \
+            from None
+    except (OSError, ValueError) as exc:
+        raise LoadOptionError(f"--site {str(path)!r} is not a readable JSON manifest: {exc}") from None
+    if not isinstance(manifest, dict):
+        raise LoadOptionError(f"--site {str(path)!r} is not a JSON object")
+    missing = [key for key in ("cmg_url", "role_id", "entra_url", "site_code", "policy_interval_s", "ca_file",
+                               "tenant_id") if key not in manifest]
+    if missing:
+        raise LoadOptionError(f"--site {str(path)!r} lacks {', '.join(missing)}")
+    return manifest
+
+
+class CrlCache:
+    """One :class:`Crl` object per distinct CRL in the process, so 100,000 devices holding a CRL share one copy."""
+
+    def __init__(self) -> None:
+        self._by_digest: dict[str, Crl] = {}
+
+    def intern(self, crl: Crl) -> Crl:
+        """The process's copy of ``crl``."""
+        return self._by_digest.setdefault(crl.digest, crl)
+
+    def __len__(self) -> int:
+        return len(self._by_digest)
+
+
+class RunContext:
+    """The shared state of one Locust process for one test: options, site, fleet, trust store, tally, user numbers."""
+
+    def __init__(self, options: LoadOptions, manifest: Mapping[str, Any], *, worker_index: int = 0,
+                 tally: OutcomeTally | None = None, cmg_url: str | None = None) -> None:
+        self.options = options
+        self.manifest = dict(manifest)
+        try:
+            # A host given to Locust (a CMG-style proxy under test) replaces the site's own CMG.
+            self.endpoints = SiteEndpoints.from_manifest({**manifest, "cmg_url": cmg_url or manifest["cmg_url"]})
+        except ValueError as error:
+            raise LoadOptionError(f"--site {str(options.site)!r}: {error}") from None
+        tenants = [str(t["tenant_id"]) for t in manifest.get("tenants", ()) if t.get("onboarded", True)]
+        self.fleet = Fleet(options.fleet_seed, options.fleet_mix, tenants or [str(manifest["tenant_id"])])
+        self.trust = TrustStore(str(manifest["ca_file"]), client_certs=_client_certs(manifest))
+        self.crls = CrlCache()
+        self._cdp: dict[tuple[str, int], str | None] = {}
+        self.tally = tally or OutcomeTally()
+        self.worker_index = worker_index
+        self._numbers = itertools.count()
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_options(cls, parsed_options: Any, *, worker_index: int = 0, tally: OutcomeTally | None = None,
+                     cmg_url: str | None = None) -> RunContext:
+        """Check the options, read the manifest they name, and build the context."""
+        options = LoadOptions.from_namespace(parsed_options)
+        return cls(options, load_site_manifest(options.site), worker_index=worker_index, tally=tally,
+                   cmg_url=cmg_url)
+
+    @property
+    def worker_count(self) -> int:
+        """How many worker processes share the run (at least one more than this worker's index)."""
+        return max(self.options.fleet_workers, self.worker_index + 1)
+
+    def cdp_url(self, host: str, port: int, *, timeout: float = 10.0) -> str | None:
+        """The CRL distribution point in the certificate the server at ``host:port`` presents (looked up once).
+
+        Read without verification: only the certificate's CDP is wanted; the device's own handshake verifies it.
+        (Done here rather than by ``TrustStore.cdp_url``: gevent's ``ssl.get_server_certificate`` has no timeout.)
+        """
+        key = (host, port)
+        if key not in self._cdp:
+            probe = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            probe.check_hostname = False
+            probe.verify_mode = ssl.CERT_NONE
+            with socket.create_connection(key, timeout=timeout) as raw, \
+                    probe.wrap_socket(raw, server_hostname=host) as tls:
+                der = tls.getpeercert(binary_form=True)
+            self._cdp[key] = crl_distribution_point(x509.load_der_x509_certificate(der)) if der else None
+        return self._cdp[key]
+
+    def next_user_number(self) -> int:
+        """A number no other user of this process has had in this test (0, 1, 2, ...)."""
+        with self._lock:
+            return next(self._numbers)
+
+    def close(self) -> None:
+        """Remove the trust store's CRL files."""
+        self.trust.close()
+
+
+def _client_certs(manifest: Mapping[str, Any]) -> Any:
+    from harness.client.transport import site_client_certs
+
+    return site_client_certs(manifest)

@@ -1,0 +1,147 @@
+"""`cmg-harness up` as users run it: a real process, its manifest, clean shutdown, and no lost registrations."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from harness.cli import main
+from mock_site.db import SiteDatabase
+from mock_site.protocol import messages
+from mock_site.testing import SiteClient
+
+MANIFEST_KEYS = ("cmg_url", "server_auth_prefix", "mutual_auth_prefix", "ca_file", "crl_url", "entra_url",
+                 "tenant_id", "site_code", "faults_url", "faults_token", "metrics_urls", "log_dir", "db_path")
+
+
+def _start(state_dir: Path, *extra: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "harness.cli", "up", "--state-dir", str(state_dir), *extra],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _wait_for_manifest(state_dir: Path, process: subprocess.Popen[str], since: float) -> dict:
+    path = state_dir / "site.json"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if path.exists() and path.stat().st_mtime >= since:
+            manifest = json.loads(path.read_text())
+            if manifest.get("pid") == process.pid:
+                return manifest
+        if process.poll() is not None:
+            raise AssertionError(f"cmg-harness up exited early: {process.stdout.read() if process.stdout else ''}")
+        time.sleep(0.1)
+    raise AssertionError("no site.json within 60 s")
+
+
+def _stop(process: subprocess.Popen[str], sig: int = signal.SIGTERM) -> int:
+    process.send_signal(sig)
+    try:
+        return process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+
+
+def test_up_writes_a_manifest_an_outside_script_can_use(tmp_path: Path) -> None:
+    """site.json names every documented key and the site answers at the URLs it gives; SIGTERM stops it cleanly."""
+    started = time.time() - 1
+    process = _start(tmp_path, "--time-scale", "60")
+    try:
+        manifest = _wait_for_manifest(tmp_path, process, started)
+        assert all(key in manifest for key in MANIFEST_KEYS)
+        with SiteClient(manifest) as client:
+            assert client.aad_auth_info().status_code == 200
+            assert client.ccm_token()
+    finally:
+        code = _stop(process)
+    assert code == 0
+    assert (Path(manifest["log_dir"]) / "CMGService.log").read_text().count("RequestUri:") >= 1
+
+
+def test_sigkill_mid_registration_loses_no_completed_registration(tmp_path: Path) -> None:
+    """Registrations the site confirmed before a SIGKILL are all in the database after a restart on the same dir."""
+    started = time.time() - 1
+    process = _start(tmp_path, "--no-logs")
+    confirmed: list[str] = []
+    stop = threading.Event()
+    try:
+        manifest = _wait_for_manifest(tmp_path, process, started)
+
+        def register_forever() -> None:
+            with SiteClient(manifest) as client:
+                while not stop.is_set():
+                    try:
+                        reply = client.register(client.entra_token(device_id=str(uuid.uuid4())))
+                    except Exception:
+                        return  # the site is gone
+                    if reply.status_code == 200:
+                        confirmed.append(messages.RegistrationResponse.from_xml(reply.reply.body_xml).smsid)
+
+        worker = threading.Thread(target=register_forever)
+        worker.start()
+        deadline = time.monotonic() + 20
+        while len(confirmed) < 20 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        process.kill()  # SIGKILL while registrations are in flight
+        process.wait(timeout=10)
+        stop.set()
+        worker.join(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert len(confirmed) >= 20
+
+    restarted = _start(tmp_path, "--no-logs")
+    try:
+        manifest = _wait_for_manifest(tmp_path, restarted, time.time() - 1)
+        db = SiteDatabase(Path(manifest["db_path"]), clock=time.time)
+        try:
+            assert all(db.client(smsid) is not None for smsid in confirmed)
+        finally:
+            db.close()
+        with SiteClient(manifest) as client:  # the same PKI: the old root CA still validates the restarted site
+            assert client.aad_auth_info().status_code == 200
+    finally:
+        assert _stop(restarted) == 0
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["up", "--time-scale", "0"], "time scale must be > 0"),
+    (["up", "--time-scale", "fast"], "time scale must be a number"),
+    (["up", "--cmg-instances", "17"], "cmg instances must be 1..16"),
+    (["bogus"], "invalid choice"),
+])
+def test_bad_flags_get_a_one_line_error(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """Bad flags exit 2 with one line naming the problem."""
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err
+    assert len(err.splitlines()) == 1
+
+
+def test_unusable_state_dir_gets_a_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A state dir that is a file is refused with its name."""
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("x")
+    assert main(["up", "--state-dir", str(not_a_dir)]) == 2
+    err = capsys.readouterr().err
+    assert str(not_a_dir) in err and "not a directory" in err
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere")
+def test_read_only_state_dir_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A state dir that cannot be written is refused before anything starts."""
+    tmp_path.chmod(0o500)
+    try:
+        assert main(["up", "--state-dir", str(tmp_path / "x")]) == 2
+    finally:
+        tmp_path.chmod(0o700)

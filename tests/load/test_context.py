@@ -1,0 +1,128 @@
+"""Load options, the site manifest a Locust run reads, the shared run context, and the seeded fleet."""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from argparse import Namespace
+from pathlib import Path
+
+import pytest
+
+from harness.client.device import FleetMix
+from harness.client.transport import Crl
+from harness.load.context import CrlCache, LoadOptionError, LoadOptions, RunContext, load_site_manifest
+from harness.load.seeded import SEED_CLIENTS_RNG_SEED, SeededFleet
+from mock_site.db import SiteDatabase
+from mock_site.testing import RunningSite
+
+TENANT = "9aaf466a-3f40-4468-b3cd-f0010f21f05a"
+
+
+def test_options_are_read_from_locust_parsed_options() -> None:
+    """Every cmg-harness option arrives checked and typed."""
+    options = LoadOptions.from_namespace(Namespace(site="x/site.json", fleet_mix="wpj_missing=0.25", fleet_seed="7",
+                                                   devices_per_user=3, time_scale=60.0, results_dir="out",
+                                                   fleet_workers=2))
+    assert options == LoadOptions(site=Path("x/site.json"), fleet_mix=FleetMix(wpj_missing=0.25), fleet_seed=7,
+                                  devices_per_user=3, time_scale=60.0, results_dir=Path("out"), fleet_workers=2)
+
+
+def test_missing_options_take_their_defaults() -> None:
+    """A namespace without our options (a bare Locust environment) gives the defaults."""
+    assert LoadOptions.from_namespace(Namespace()) == LoadOptions()
+
+
+@pytest.mark.parametrize(("name", "value", "named"), [
+    ("fleet_mix", "wpj_missing=2", "--fleet-mix 'wpj_missing=2'"),
+    ("devices_per_user", 0, "--devices-per-user"),
+    ("devices_per_user", "many", "--devices-per-user"),
+    ("fleet_workers", True, "--fleet-workers"),
+    ("time_scale", -1.0, "--time-scale"),
+])
+def test_bad_options_are_refused_by_name(name: str, value: object, named: str) -> None:
+    """An unusable option raises LoadOptionError naming the option and its value."""
+    with pytest.raises(LoadOptionError, match=named) as caught:
+        LoadOptions.from_namespace(Namespace(**{name: value}))
+    assert repr(value)[:8] in str(caught.value) or str(value) in str(caught.value)
+
+
+def test_a_missing_manifest_is_named_with_the_way_to_make_one(tmp_path: Path) -> None:
+    """Pointing --site at nothing says where it looked and how to start a site."""
+    with pytest.raises(LoadOptionError, match="cmg-harness up") as caught:
+        load_site_manifest(tmp_path / "site.json")
+    assert str(tmp_path / "site.json") in str(caught.value)
+
+
+def test_an_incomplete_manifest_names_what_it_lacks(tmp_path: Path) -> None:
+    """A manifest without the CMG URL or the CA file cannot drive clients."""
+    path = tmp_path / "site.json"
+    path.write_text(json.dumps({"cmg_url": "https://127.0.0.1:1", "role_id": "72186325152220500"}))
+    with pytest.raises(LoadOptionError, match="lacks .*ca_file"):
+        load_site_manifest(path)
+
+
+def test_run_context_builds_the_fleet_in_the_sites_onboarded_tenants(site: RunningSite) -> None:
+    """Devices belong to tenants the site onboarded, and the CMG endpoints are the manifest's."""
+    context = RunContext.from_options(Namespace(site=str(site.manifest_path), fleet_seed=3))
+    try:
+        onboarded = {t["tenant_id"] for t in site.manifest["tenants"] if t["onboarded"]}
+        assert {context.fleet.device(i).tenant_id for i in range(40)} <= onboarded
+        assert context.endpoints.cmg_url == site.manifest["cmg_url"]
+    finally:
+        context.close()
+
+
+def test_a_host_given_to_locust_replaces_the_sites_cmg(site: RunningSite) -> None:
+    """Pointing Locust at another host (a proxy under test) sends the clients there."""
+    context = RunContext.from_options(Namespace(site=str(site.manifest_path)), cmg_url="https://127.0.0.9:8443")
+    try:
+        assert context.endpoints.cmg_url == "https://127.0.0.9:8443"
+    finally:
+        context.close()
+
+
+def test_run_context_reads_the_crl_distribution_point_from_the_cmg_certificate(site: RunningSite) -> None:
+    """The CDP URL comes from the certificate the CMG presents and matches the site's CRL listener."""
+    context = RunContext.from_options(Namespace(site=str(site.manifest_path)))
+    try:
+        endpoints = context.endpoints
+        assert context.cdp_url(endpoints.host, endpoints.port) == site.manifest["crl_url"]
+    finally:
+        context.close()
+
+
+def test_user_numbers_are_never_handed_out_twice(site: RunningSite) -> None:
+    """Each user of a process gets its own number, counting from 0."""
+    context = RunContext.from_options(Namespace(site=str(site.manifest_path)))
+    try:
+        assert [context.next_user_number() for _ in range(4)] == [0, 1, 2, 3]
+    finally:
+        context.close()
+
+
+def test_crl_cache_shares_one_copy_per_distinct_crl() -> None:
+    """Two downloads of the same CRL become one object, so a large fleet holds it once."""
+    cache = CrlCache()
+    first = cache.intern(Crl(digest="abc", pem=b"x", next_update=time.time() + 60))
+    second = cache.intern(Crl(digest="abc", pem=b"x", next_update=time.time() + 60))
+    assert second is first and len(cache) == 1
+
+
+def test_seeded_fleet_replays_the_clients_the_site_database_seeded(tmp_path: Path) -> None:
+    """Device ids and client ids derived here are exactly the ones `cmg-harness up --seed-clients` registers."""
+    with SiteDatabase(tmp_path / "site.db", clock=time.time) as db:
+        db.onboard_tenant(TENANT, "0b7c8ab3-9ea1-4ffa-b2b9-8ffdd944bd8b", "https://ConfigMgrService")
+        registrations = db.seed_clients(25, TENANT, random.Random(SEED_CLIENTS_RNG_SEED))
+        seeded = SeededFleet()
+        for index in (24, 0, 13):  # any order
+            client = seeded.client(index)
+            assert client.smsid == registrations[index].smsid
+            assert db.client(client.smsid).device_id == client.device_id  # type: ignore[union-attr]
+
+
+def test_seeded_fleet_refuses_a_negative_index() -> None:
+    """Seeded clients are numbered from 0."""
+    with pytest.raises(ValueError, match="-1"):
+        SeededFleet().client(-1)

@@ -1,0 +1,161 @@
+"""``cmg-harness run`` end to end: the mock site and a headless Locust run as subprocesses, results on disk."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from harness.cli import main
+from harness.load.headless import LOCUSTFILES_DIR
+from mock_site.db import SiteDatabase
+
+DEVICES = 12  # 4 users x 3 devices
+# 8 s CCM token (renewed after 7.2 s) and a 1 s policy cycle: a 12 s run sees polls and renewals.
+RUN = ["--users", "4", "--devices-per-user", "3", "--spawn-rate", "4", "--duration", "12s", "--time-scale", "3600"]
+
+
+def cmg_harness(*args: str, timeout: float = 90.0) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "harness.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, check=False)
+
+
+@pytest.fixture(scope="module")
+def lifecycle_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess[str], Path]:
+    """One short default-locustfile run shared by the tests of this module."""
+    out = tmp_path_factory.mktemp("run") / "results"
+    return cmg_harness("run", *RUN, "--out", str(out)), out
+
+
+@pytest.mark.slow
+def test_a_fault_free_run_passes_with_exit_code_0(lifecycle_run: tuple[subprocess.CompletedProcess[str], Path]) -> None:
+    """With the default fleet no lifecycle fails, so the run exits 0 and says PASS last."""
+    result, _ = lifecycle_run
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "PASS"
+
+
+@pytest.mark.slow
+def test_every_device_installs_and_registers_once_in_the_site_database(
+        lifecycle_run: tuple[subprocess.CompletedProcess[str], Path]) -> None:
+    """Registrations in the site database equal the devices that reported a registration: all of them."""
+    _, out = lifecycle_run
+    summary = json.loads((out / "summary.json").read_text())
+    with SiteDatabase(out / "site" / "site.db", clock=time.time) as db:
+        registered_in_db = db.count_clients()
+    assert summary["devices"]["installed"] == DEVICES
+    assert summary["devices"]["registered"] == registered_in_db == DEVICES
+
+
+@pytest.mark.slow
+def test_ccm_tokens_are_renewed_and_policy_polled_within_the_run(
+        lifecycle_run: tuple[subprocess.CompletedProcess[str], Path]) -> None:
+    """Under the time scale the 8-hour CCM token is renewed and policy is polled during a 12 s run."""
+    _, out = lifecycle_run
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["devices"]["renewed"] >= 1
+    assert summary["events"]["polled"] > DEVICES
+    assert {row["stage"] for row in summary["stages"]} == {"install+register", "token renewal", "policy cycle"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["report.html", "locust_stats.csv", "locust_stats_history.csv", "locust.json",
+                                  "outcomes.json", "summary.json", "site/site.json", "site/logs/CCM_STS.log"])
+def test_the_run_leaves_its_results_in_the_out_dir(lifecycle_run: tuple[subprocess.CompletedProcess[str], Path],
+                                                   name: str) -> None:
+    """Locust's CSV, HTML and JSON, our outcomes and summary, the manifest and the site's logs are all kept."""
+    _, out = lifecycle_run
+    assert (out / name).is_file()
+
+
+@pytest.mark.slow
+def test_the_summary_lists_cmgservice_rows_per_request_uri(
+        lifecycle_run: tuple[subprocess.CompletedProcess[str], Path]) -> None:
+    """The CMGService-style table has the CCM messaging endpoint with as many answers as requests."""
+    result, out = lifecycle_run
+    rows = {row["request_uri"]: row for row in json.loads((out / "summary.json").read_text())["requests"]}
+    messaging = rows["/CCM_Proxy_ServerAuth/72186325152220500/ccm_system_tokenauth/request"]
+    assert messaging["request_count"] == messaging["response_count"] > 0
+    assert messaging["request_size"] > 0 and messaging["response_size"] > 0
+    assert "RequestUri" in result.stdout and "AverageElapsedTime" in result.stdout
+
+
+@pytest.mark.slow
+def test_the_site_process_is_stopped_after_the_run(lifecycle_run: tuple[subprocess.CompletedProcess[str], Path]) -> None:
+    """The embedded site does not outlive the run."""
+    _, out = lifecycle_run
+    pid = json.loads((out / "site" / "site.json").read_text())["pid"]
+    assert not _alive(pid)
+
+
+@pytest.mark.slow
+def test_a_steady_state_run_polls_the_seeded_fleet_without_new_registrations(tmp_path: Path) -> None:
+    """steady_state.py plays the clients the site was seeded with: they poll, and the database gains no client."""
+    out = tmp_path / "results"
+    result = cmg_harness("run", "--users", "2", "--devices-per-user", "2", "--duration", "6", "--time-scale", "3600",
+                         "--locustfile", str(LOCUSTFILES_DIR / "steady_state.py"), "--out", str(out))
+    assert result.returncode == 0, result.stdout + result.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    site = summary["site"]
+    assert (site["seeded_clients"], site["registrations"], site["new_registrations"]) == (4, 4, 0)
+    assert summary["devices"]["polled"] == 4
+
+
+@pytest.mark.slow
+def test_the_site_is_stopped_even_when_locust_fails(tmp_path: Path) -> None:
+    """A locustfile that cannot load fails the run, and the site it started is stopped all the same."""
+    broken = tmp_path / "broken.py"
+    broken.write_text("raise RuntimeError('this locustfile is broken')\n")
+    out = tmp_path / "results"
+    result = cmg_harness("run", "--duration", "5", "--locustfile", str(broken), "--out", str(out))
+    assert result.returncode == 1
+    assert "FAIL" in result.stdout
+    assert not _alive(json.loads((out / "site" / "site.json").read_text())["pid"])
+
+
+def test_a_bad_option_exits_2_with_a_one_line_message_naming_the_value() -> None:
+    """Run as a subprocess, a bad value stops before anything starts, with exit code 2."""
+    result = cmg_harness("run", "--users", "0", timeout=30)
+    assert result.returncode == 2
+    assert result.stderr.strip() == "cmg-harness: argument --users: users must be 1..1000000, got 0"
+
+
+@pytest.mark.parametrize(("args", "named"), [
+    (["--duration", "soon"], "'soon'"),
+    (["--spawn-rate", "-1"], "'-1'"),
+    (["--time-scale", "fast"], "'fast'"),
+    (["--workers", "999"], "999"),
+    (["--devices-per-user", "0"], "got 0"),
+    (["--fleet-mix", "wpj_missing=2"], "'wpj_missing=2'"),
+    (["--fleet-mix", "gremlins=0.5"], "gremlins"),
+    (["--locustfile", "no/such/locustfile.py"], "'no/such/locustfile.py'"),
+])
+def test_bad_options_are_named_in_one_line(args: list[str], named: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """Each unusable value is refused with exit code 2 and a single line that names it."""
+    assert main(["run", *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and named in err and err.startswith("cmg-harness: ")
+
+
+def test_a_non_empty_results_dir_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Results never mix with an earlier run's: an --out that holds files is refused by name."""
+    (tmp_path / "old.txt").write_text("earlier run")
+    assert main(["run", "--out", str(tmp_path)]) == 2
+    assert str(tmp_path) in capsys.readouterr().err
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie still answers signal 0: it has exited, which is what matters here.
+    try:
+        return Path(f"/proc/{pid}/status").read_text().find("State:\tZ") < 0
+    except OSError:
+        return False
