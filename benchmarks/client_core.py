@@ -16,6 +16,7 @@ import time
 import tracemalloc
 from collections.abc import Callable
 
+from harness.client import events as ev
 from harness.client import lifecycle as lc
 from harness.client.device import Fleet, FleetMix, SmsSigningIdentity
 from harness.client.events import Done, Request, Response, Wait
@@ -37,14 +38,14 @@ class CannedSite:
                             rng=random.Random(0), polls=1)
         while True:
             action = life.next_request()
-            if type(action) is Done:
+            if isinstance(action, Done):
                 break
-            if type(action) is Wait:
+            if isinstance(action, Wait):
                 clock.now = action.until
                 continue
             reply = recorder.answer(action)
             assert type(reply) is Response
-            if action.step == lc.STEP_POLICY_BODY:
+            if action.step == ev.STEP_POLICY_BODY:
                 self.bodies[action.url] = reply
             else:
                 self.replies.setdefault(action.step, reply)
@@ -56,8 +57,8 @@ class CannedSite:
         replies, bodies = self.replies, self.bodies
         count = 0
         action = life.next_request()
-        while type(action) is Request:
-            life.feed(bodies[action.url] if action.step == lc.STEP_POLICY_BODY else replies[action.step])
+        while isinstance(action, Request):
+            life.feed(bodies[action.url] if action.step == ev.STEP_POLICY_BODY else replies[action.step])
             count += 1
             action = life.next_request()
         return count

@@ -7,12 +7,13 @@ writes every five minutes.
 
 from __future__ import annotations
 
+import random
 import time
-import uuid
 from typing import Any, Callable
 
 from mock_site.asgi import BodyTooLarge, HttpRequest, read_body, respond, respond_error
 from mock_site.cmg import MAX_BODY_BYTES, REQUEST_URI_HEADER
+from mock_site.ids import guid
 from mock_site.protocol import urlmap
 from mock_site.protocol.urlmap import UrlMapError
 from mock_site.server import Receive, Scope, Send
@@ -46,7 +47,7 @@ class ConnectionPointApp:
         logs: Any,
         verbose: bool = True,
         perf_counter: Callable[[], float] = time.perf_counter,
-        new_message_id: Callable[[], str] = lambda: str(uuid.uuid4()),
+        new_message_id: Callable[[], str] | None = None,
     ) -> None:
         self.name = name
         self.mp = mp
@@ -57,7 +58,7 @@ class ConnectionPointApp:
         self.log = logs.writer("SMS_CLOUD_PROXYCONNECTOR.log") if logs is not None else None
         self.verbose = verbose and self.log is not None
         self.perf_counter = perf_counter
-        self.new_message_id = new_message_id
+        self.new_message_id = new_message_id or (lambda rng=random.Random(): guid(rng))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

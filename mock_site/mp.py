@@ -8,6 +8,7 @@ the harness can tell a proxy that let an invalid token through from one that ref
 from __future__ import annotations
 
 import base64
+import random
 import hashlib
 import uuid
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from mock_site.asgi import BodyTooLarge, HttpRequest, read_body, respond, respon
 from mock_site.clock import Clock
 from mock_site.cmg import CLIENT_CERT_HEADER
 from mock_site.config import SiteConfig
+from mock_site.ids import braced_guid
 from mock_site.keys import CcmTokenVerifier, EntraTokenVerifier
 from mock_site.protocol import envelope, messages, tokens
 from mock_site.protocol.envelope import EnvelopeError, MessageHeader
@@ -75,7 +77,8 @@ class MpApp:
 
     def __init__(self, *, config: SiteConfig, sts: CcmSts, ccm_verifier: CcmTokenVerifier,
                  entra_verifier: EntraTokenVerifier, db: Any, faults: Any, metrics: Any, logs: Any, clock: Clock,
-                 public_host: str, cmg_host: str, require_cp_certificate: bool = True) -> None:
+                 public_host: str, cmg_host: str, require_cp_certificate: bool = True,
+                 rng: random.Random | None = None) -> None:
         self.config = config
         self.sts = sts
         self.ccm_verifier = ccm_verifier
@@ -88,8 +91,13 @@ class MpApp:
         self.public_host = public_host
         self.cmg_host = cmg_host
         self.require_cp_certificate = require_cp_certificate
+        self._rng = random.Random(rng.getrandbits(64) if rng is not None else None)
+        # Clients are never unregistered here, so a positive answer from the database can be remembered.
+        self._registered: set[str] = set()
         self.policies = site_policies(config.site_code)
         self._policy_bodies = {(p.policy_id, p.policy_version): p for p in self.policies}
+        # Every client gets the same machine policy here, so the reply XML is built once.
+        self._policy_reply_xml = messages.ReplyAssignments(assignments=self.policies).to_xml()
         seed = hashlib.sha256(b"ccmsetup.cab").digest()
         self.client_package = (seed * (config.client_content_bytes // len(seed) + 1))[: config.client_content_bytes]
         self._registration_log = logs.writer("MP_RegistrationManager.log") if logs is not None else None
@@ -211,8 +219,8 @@ class MpApp:
             target_endpoint=message.header.reply_to.rsplit(":", 1)[-1] if message.header.reply_to else "dummy",
             source_host=self.public_host,
             target_host=message.header.source_host,
-            message_id="{" + str(uuid.uuid4()).upper() + "}",
-            correlation_id=message.header.message_id or envelope.MessageHeader.correlation_id,
+            message_id=braced_guid(self._rng),
+            correlation_id=message.header.message_id or envelope.NULL_CORRELATION_ID,
             sent_time=datetime.fromtimestamp(self.clock(), timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
             compressed=message.header.reply_compression,
         )
@@ -274,12 +282,14 @@ class MpApp:
         client_id = request.client_id
         if caller.smsid and caller.smsid.upper() != client_id.upper():
             return None
-        if caller.client_cert is None and self.db.client(client_id) is None:
-            return None
+        if caller.client_cert is None and client_id not in self._registered:
+            if self.db.client(client_id) is None:
+                return None
+            self._registered.add(client_id)
         if self._policy_log is not None:
             self._policy_log.info(f"Policy assignments request from client {client_id}: "
                                   f"{len(self.policies)} assignment(s)")
-        return messages.ReplyAssignments(assignments=self.policies).to_xml()
+        return self._policy_reply_xml
 
     async def _mplist(self, send: Send) -> None:
         mplist = messages.MPList(entries=(messages.MPEntry(name=self.public_host.split(":")[0].upper(),

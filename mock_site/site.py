@@ -200,7 +200,7 @@ class Site:
                      metrics=self._metrics("sts"), logs=self.logs, clock=self.clock, mp_public_host=mp_host)
         mp_app = MpApp(config=config, sts=sts, ccm_verifier=ccm_verifier, entra_verifier=entra_verifier, db=self.db,
                        faults=self.faults, metrics=self._metrics("mp"), logs=self.logs, clock=self.clock,
-                       public_host=mp_host, cmg_host=cmg_host)
+                       public_host=mp_host, cmg_host=cmg_host, rng=self.rng)
         mp_wrapped = FaultMiddleware(mp_app, registry=self.faults, role="mp")
         mp_listener.app = mp_wrapped
 

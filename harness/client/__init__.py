@@ -22,6 +22,7 @@ from harness.client.events import (
     SiteEndpoints,
     TransportError,
     Wait,
+    classify,
 )
 from harness.client.lifecycle import Lifecycle
 from harness.client.outcome import REASONS, Outcome, OutcomeError, TrailEntry, format_step_table, http_reason
@@ -64,6 +65,7 @@ __all__ = [
     "TransportSetupError",
     "TrustStore",
     "Wait",
+    "classify",
     "device_from_traits",
     "format_step_table",
     "http_reason",

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol, Self
 
+from harness.client import outcome as oc
 from mock_site.clock import Clock
 from mock_site.logs import DEFAULT_MAX_BYTES, LogWriter
 
@@ -95,3 +96,38 @@ class MemoryLog:
 def log_time(epoch_seconds: float) -> str:
     """A time as the client prints token expiry (``06/25/2020 08:29:35``), in UTC."""
     return datetime.fromtimestamp(epoch_seconds, tz=UTC).strftime("%m/%d/%Y %H:%M:%S")
+
+
+def connection_lines(prefix: str, host: str, port: int, path: str, *, token_auth: bool, flags: str, options: str,
+                     connection: bool = True, revocation_check: bool = True) -> list[str]:
+    """The ccmhttp connection lines: ``<prefix>: Host=…, Path=…, Port=…, Protocol=https, CcmTokenAuth=…, Flags=…``."""
+    lines = [(f"{prefix}: Host={host}, Path={path}, Port={port}, Protocol=https, CcmTokenAuth={int(token_auth)}, "
+             f"Flags={flags}, Options={options}")]
+    if connection:
+        lines.append(f"Created connection on port {port}")
+        if revocation_check:
+            lines.append("Enabled SSL revocation check.")
+    return lines
+
+
+def wam_failure_lines(code: int, account: str) -> list[str]:
+    """What ccmsetup logs when WAM cannot get a token for ``account`` (S-1-5-18 for the device token)."""
+    return [
+        "WAM token request failed. Status 5, Details 'AAD WAM extension error'",
+        "Failed to get AAD token..",
+        f"Unknown error (Error: {code:08X}; Source: Unknown)",
+        f"Failed to get AAD token for '{account}' from WAM API. Error 0x{code:08x}",
+    ]
+
+
+def ccmhttp_error_lines(url: str, reply: object) -> list[str]:
+    """The [CCMHTTP] error lines for a failed request: WinHTTP code and flags, or the HTTP status and its text."""
+    reason = getattr(reply, "reason", "")
+    if reason in oc.TRANSPORT_CODES and not hasattr(reply, "status"):
+        code, flags = oc.TRANSPORT_CODES[reason]
+        lines = [f"[CCMHTTP] ERROR: URL={url}, Code={code}, Text={oc.winhttp_text(code)}"]
+        if flags is not None:
+            # synthetic: not the public ConfigMgr format (the wording of the flags line)
+            lines.append(f"[CCMHTTP] ERROR INFO: SecureFailureFlags=0x{flags:08x} ({', '.join(oc.flag_names(flags))})")
+        return lines
+    return [f"[CCMHTTP] ERROR INFO: StatusCode={getattr(reply, 'status', 0)} StatusText={reason}"]

@@ -15,6 +15,25 @@ from harness.client import outcome as oc
 from harness.client.outcome import Outcome
 from mock_site.protocol import urlmap
 
+# The parts of a life (Request.stage) and its steps (Request.step, Outcome.step): stable names for tallies.
+STAGE_INSTALL, STAGE_REGISTRATION, STAGE_RENEWAL, STAGE_POLICY = "install", "registration", "renewal", "policy"
+STEP_AAD_INFO = "aad_info"
+STEP_ENTRA_TOKEN = "entra_token"
+STEP_CCM_TOKEN = "ccm_token"
+STEP_SITE_INFO = "site_info"
+STEP_CCMSETUP_CAB = "ccmsetup_cab"
+STEP_CONTENT_LOCATION = "content_location"
+STEP_CONTENT_DOWNLOAD = "content_download"
+STEP_REGISTRATION = "registration"
+STEP_POLICY_ASSIGNMENTS = "policy_assignments"
+STEP_POLICY_BODY = "policy_body"
+
+# Status texts the client reacts to (documented: CMGService_Invalid_Token and the CMGConnector_* family).
+INVALID_TOKEN = "CMGService_Invalid_Token"
+MP_INVALID_TOKEN = "MP_Invalid_Token"  # synthetic: not the public ConfigMgr format
+TENANT_NOT_ONBOARDED = "CMGService_Tenant_Not_Onboarded"  # synthetic: not the public ConfigMgr format
+CMG_CONNECTOR_PREFIX = "CMGConnector_"
+
 
 class LifecycleError(ValueError):
     """The lifecycle was driven wrongly (a reply with no request outstanding) or given unusable site data."""
@@ -146,3 +165,33 @@ Action = Request | Wait | Done
 """What :meth:`Lifecycle.next_request` returns."""
 Reply = Response | TransportError
 """What :meth:`Lifecycle.feed` takes."""
+
+
+def classify(step: str, reply: Reply) -> str | None:
+    """The reason code of ``reply`` at ``step`` (None: success); drivers use it to tally requests too."""
+    if isinstance(reply, TransportError):
+        return reply.reason
+    status = reply.status
+    if 200 <= status < 300:
+        return None
+    if step == STEP_ENTRA_TOKEN:
+        return oc.AAD_NO_TOKEN
+    if step == STEP_CCM_TOKEN and status in (401, 500):
+        return oc.STS_401 if status == 401 else oc.STS_500
+    if step == STEP_AAD_INFO and status == 404 and reply.reason == TENANT_NOT_ONBOARDED:
+        return oc.AAD_TENANT_NOT_ONBOARDED
+    if status == 401:
+        # The CMG refuses an invalid token itself; MP_Invalid_Token means a proxy let one through to the MP.
+        return oc.MP_401 if reply.reason == MP_INVALID_TOKEN else oc.CMG_401
+    if status == 403:
+        return oc.CMG_403
+    if status == 503:
+        return oc.CMG_503
+    return oc.http_reason(status)
+
+
+def error_code_of(reply: Reply) -> int | None:
+    """The ConfigMgr error a reply stands for: 0x87d0027e when the CMG connection point answered with an error."""
+    if isinstance(reply, Response) and reply.status >= 400 and reply.reason.startswith(CMG_CONNECTOR_PREFIX):
+        return oc.E_CMG_CONNECTOR
+    return None

@@ -13,7 +13,9 @@ import uuid
 from collections import defaultdict, deque
 from urllib.parse import parse_qsl, urlsplit
 
+from harness.client import events as ev
 from harness.client import lifecycle as lc
+from harness.client.device import DeviceProfile
 from harness.client.events import Done, Reply, Request, Response, SiteEndpoints, Wait
 from harness.client.outcome import Outcome
 from mock_site.clock import FakeClock
@@ -78,44 +80,44 @@ class ScriptedSite:
         if scripted:
             return scripted.popleft()
         step, ms = request.step, self.elapsed
-        if step == lc.STEP_AAD_INFO:
+        if step == ev.STEP_AAD_INFO:
             tenant = dict(parse_qsl(urlsplit(request.url).query))["TenantID"]
-            body: dict[str, object] = {"AADTENANTID": tenant, "AADCLIENTAPPID": "0b7c8ab3-9ea1-4ffa-b2b9-8ffdd944bd8b",
+            info = {"AADTENANTID": tenant, "AADCLIENTAPPID": "0b7c8ab3-9ea1-4ffa-b2b9-8ffdd944bd8b",
                     "AADRESOURCEURI": "https://ConfigMgrService"}
-            return Response(200, json.dumps(body).encode(), content_type="application/json", ms=ms)
-        if step == lc.STEP_ENTRA_TOKEN:
+            return Response(200, json.dumps(info).encode(), content_type="application/json", ms=ms)
+        if step == ev.STEP_ENTRA_TOKEN:
             token = self._token(ENTRA_TOKEN_CHARS)
             if self.record:
                 self.entra_tokens.append(token)
-            body = {"access_token": token, "token_type": "Bearer",
-                    "expires_in": int(self.entra_lifetime), "resource": "https://ConfigMgrService"}
-            return Response(200, json.dumps(body).encode(), content_type="application/json", ms=ms)
-        if step == lc.STEP_CCM_TOKEN:
+            entra = {"access_token": token, "token_type": "Bearer", "expires_in": int(self.entra_lifetime),
+                     "resource": "https://ConfigMgrService"}
+            return Response(200, json.dumps(entra).encode(), content_type="application/json", ms=ms)
+        if step == ev.STEP_CCM_TOKEN:
             now = self.clock()
             token = self._token(CCM_TOKEN_CHARS)
             if self.record:
                 self.ccm_tokens.append(token)
-            body = {"token": token, "token_type": "UDA", "expires_in": self.ccm_lifetime,
-                    "expires_at": now + self.ccm_lifetime}
-            return Response(200, json.dumps(body).encode(), content_type="application/json", ms=ms)
-        if step in (lc.STEP_CCMSETUP_CAB, lc.STEP_CONTENT_DOWNLOAD):
+            ccm = {"token": token, "token_type": "UDA", "expires_in": self.ccm_lifetime,
+                   "expires_at": now + self.ccm_lifetime}
+            return Response(200, json.dumps(ccm).encode(), content_type="application/json", ms=ms)
+        if step in (ev.STEP_CCMSETUP_CAB, ev.STEP_CONTENT_DOWNLOAD):
             return Response(200, b"MSCF" + bytes(60), content_type="application/octet-stream", ms=ms)
-        if step == lc.STEP_POLICY_BODY:
+        if step == ev.STEP_POLICY_BODY:
             query = urlsplit(request.url).query
             policy_id, _, version = query.partition("/")
             body_xml = messages.PolicyBody(policy_id=policy_id, policy_version=version, body="<Policy/>").to_xml()
             return Response(200, body_xml.encode(), content_type="text/xml; charset=utf-8", ms=ms)
         message = envelope.decode_message(request.headers.get("Content-Type"), request.body)
-        if step == lc.STEP_SITE_INFO:
+        if step == ev.STEP_SITE_INFO:
             reply_xml = messages.SiteInfoReply(site_code="MEM", version="5.00.8968.1000", build_number=8968).to_xml()
-        elif step == lc.STEP_CONTENT_LOCATION:
+        elif step == ev.STEP_CONTENT_LOCATION:
             url = "https://cmg.test:8443/downloadrestservice.svc/getcontentxmlsecure?pid=CS100001&cid=CS100001"
             reply_xml = messages.ContentLocationReply(site_code="MEM", urls=(url,)).to_xml()
-        elif step == lc.STEP_REGISTRATION:
+        elif step == ev.STEP_REGISTRATION:
             smsid = "GUID:" + str(uuid.UUID(int=self.rng.getrandbits(128))).upper()
             reply_xml = messages.RegistrationResponse(status=0, smsid=smsid, approval_status=3,
                                                       timestamp="2020-06-24T15:31:46Z").to_xml()
-        elif step == lc.STEP_POLICY_ASSIGNMENTS:
+        elif step == ev.STEP_POLICY_ASSIGNMENTS:
             reply_xml = self._assignments_xml
         else:
             raise AssertionError(f"the scripted site has no answer for step {step!r}")
@@ -133,19 +135,19 @@ def drive(life: lc.Lifecycle, site: ScriptedSite, *, max_actions: int = 10_000) 
     """Play ``life`` against ``site`` to its end, jumping the fake clock over every Wait."""
     for _ in range(max_actions):
         action = life.next_request()
-        if type(action) is Done:
+        if isinstance(action, Done):
             return action.outcome
-        if type(action) is Wait:
+        if isinstance(action, Wait):
             site.clock.now = max(site.clock.now, action.until)
             continue
         life.feed(site.answer(action))
     raise AssertionError(f"the life did not end within {max_actions} actions")
 
 
-def run_scripted(profile: object, *, polls: int = 1, seed: int = 0, **site_options: float) -> tuple[Outcome,
-                                                                                                     ScriptedSite]:
+def run_scripted(profile: DeviceProfile, *, polls: int = 1, seed: int = 0,
+                 **site_options: float) -> tuple[Outcome, ScriptedSite]:
     """Play a whole life of ``profile`` against a fresh :class:`ScriptedSite`; returns the outcome and the site."""
     clock = FakeClock()
     site = ScriptedSite(clock, rng=random.Random(seed), **site_options)
-    life = lc.Lifecycle(profile, scripted_endpoints(), clock=clock, rng=random.Random(seed), polls=polls)  # type: ignore[arg-type]
+    life = lc.Lifecycle(profile, scripted_endpoints(), clock=clock, rng=random.Random(seed), polls=polls)
     return drive(life, site), site

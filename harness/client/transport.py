@@ -29,8 +29,8 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from harness.client import outcome as oc
 from harness.client.clientlogs import ClientLogs
 from harness.client.device import DeviceProfile, Fleet, parse_traits
-from harness.client.events import Done, Reply, Request, Response, SiteEndpoints, TransportError, Wait
-from harness.client.lifecycle import STEP_ENTRA_TOKEN, Lifecycle
+from harness.client.events import STEP_ENTRA_TOKEN, Done, Reply, Request, Response, SiteEndpoints, TransportError, Wait
+from harness.client.lifecycle import Lifecycle
 from harness.client.outcome import Outcome
 from mock_site.clock import Clock, system_clock
 
@@ -299,12 +299,17 @@ def classify_exception(exc: BaseException) -> tuple[str, str]:
 # --- one device against a running site (the CLI) ----------------------------------------------------------------------
 
 
-def device_from_traits(manifest: Mapping[str, Any], traits: str | DeviceProfile, *, seed: int) -> DeviceProfile:
-    """The CLI's device: device 0 of a fleet seeded with ``seed`` in the manifest's tenant, with ``traits`` applied."""
+def device_from_traits(manifest: Mapping[str, Any], traits: str | Mapping[str, object] | DeviceProfile, *,
+                       seed: int) -> DeviceProfile:
+    """The CLI's device: device 0 of a fleet seeded with ``seed`` in the manifest's tenant, with ``traits`` applied.
+
+    ``traits`` is ``--profile`` text, the fields :func:`parse_traits` made of it, or a ready profile.
+    """
     if isinstance(traits, DeviceProfile):
         return traits
     device = Fleet(seed, tenant_ids=[str(manifest["tenant_id"])]).device(0)
-    return device.with_traits(**parse_traits(traits))
+    fields = parse_traits(traits) if isinstance(traits, str) else dict(traits)
+    return device.with_traits(**fields)
 
 
 def site_client_certs(manifest: Mapping[str, Any]) -> ClientCertProvider:
@@ -324,8 +329,8 @@ def site_client_certs(manifest: Mapping[str, Any]) -> ClientCertProvider:
     return provide
 
 
-def run_client(manifest: Mapping[str, Any], profile: str | DeviceProfile = "", *, seed: int = 1, polls: int = 1,
-               log_dir: Path | str | None = None, client_certs: ClientCertProvider | None = None,
+def run_client(manifest: Mapping[str, Any], profile: str | Mapping[str, object] | DeviceProfile = "", *, seed: int = 1,
+               polls: int = 1, log_dir: Path | str | None = None, client_certs: ClientCertProvider | None = None,
                timeout: float = 30.0, clock: Clock = system_clock) -> Outcome:
     """Run one device's whole life against the running site described by ``manifest`` and return its outcome."""
     site = SiteEndpoints.from_manifest(manifest)

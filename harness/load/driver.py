@@ -12,18 +12,18 @@ from collections.abc import Callable
 
 from harness.client import outcome as oc
 from harness.client.device import WAM_OK, DeviceProfile
-from harness.client.lifecycle import (
+from harness.client.events import (
     STAGE_INSTALL,
     STAGE_POLICY,
     STAGE_REGISTRATION,
     STAGE_RENEWAL,
     Done,
-    Lifecycle,
     Request,
     Response,
     TransportError,
     Wait,
 )
+from harness.client.lifecycle import Lifecycle
 from harness.load.scheduler import DeviceScheduler
 from harness.load.tally import MILESTONES, OutcomeTally
 from mock_site.clock import Clock

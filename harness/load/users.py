@@ -20,8 +20,8 @@ from locust.contrib.fasthttp import FastHttpSession, FastHttpUser
 
 from harness.client import outcome as oc
 from harness.client.device import DeviceProfile
-from harness.client.events import Request, Response, TransportError
-from harness.client.lifecycle import STEP_ENTRA_TOKEN, Lifecycle
+from harness.client.events import STEP_ENTRA_TOKEN, Request, Response, TransportError
+from harness.client.lifecycle import Lifecycle
 from harness.client.transport import Crl, CrlUnavailable, classify_exception
 from harness.load import listeners
 from harness.load.context import RunContext

@@ -287,10 +287,17 @@ class FaultRegistry:
                     log.exception("fault listener %r failed on %s of %r", callback, event.action, event.fault.name)
 
 
+_CHECKED: set[tuple[str, str]] = set()
+
+
 def _check_name_role(name: str, role: str) -> None:
+    # Called for every fault lookup on the request path: a valid pair is remembered so it costs one set lookup.
+    if (name, role) in _CHECKED:
+        return
     get_spec(name)
     if role not in ROLES:
         raise FaultError(f"unknown role {role!r} (roles: {', '.join(ROLES)})")
+    _CHECKED.add((name, role))
 
 
 def _check_probability(probability: object) -> float:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import html
 import re
 import zlib
@@ -137,14 +138,21 @@ def body_bytes(body_xml: str) -> bytes:
         raise EnvelopeError(f"body text cannot be encoded as UTF-16: {exc.reason} at {exc.start}") from None
 
 
+@functools.lru_cache(maxsize=256)
+def _encoded_body(body_xml: str, compressed: bool) -> tuple[int, bytes]:
+    # A site sends the same reply body to many clients (every poll gets the same assignments), and a client sends the
+    # same request body every cycle: remembering the last few encodings saves the UTF-16 encode and the deflate.
+    raw = body_bytes(body_xml)
+    return len(raw), _compress(raw) if compressed else raw
+
+
 def encode_message(header: MessageHeader, body_xml: str) -> bytes:
     """The multipart body of a CCM message (send with ``Content-Type: CONTENT_TYPE``)."""
-    raw = body_bytes(body_xml)
+    length, payload = _encoded_body(body_xml, header.compressed)
     try:
-        header_part = header_xml(header, len(raw)).encode("utf-16-le")
+        header_part = header_xml(header, length).encode("utf-16-le")
     except MessageError as exc:
         raise EnvelopeError(f"message header cannot be encoded: {exc}") from None
-    payload = _compress(raw) if header.compressed else raw
     return b"".join((_HEADER_PART_START, header_part, _BODY_PART_START, payload, _CLOSE))
 
 

@@ -105,8 +105,11 @@ def _not_in_map(path: str, why: str = "") -> UrlMapError:
     return UrlMapError(404, f"{path!r} is not in the CMG's URL map{': ' + why if why else ''}")
 
 
+_CONTROL = re.compile(r"[\x00-\x20\x7f]")
+
+
 def _has_control(text: str) -> bool:
-    return any(ch <= " " or ch == "\x7f" for ch in text)
+    return _CONTROL.search(text) is not None
 
 
 def _check_path(path: str) -> list[str]:

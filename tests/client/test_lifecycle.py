@@ -7,6 +7,7 @@ from urllib.parse import parse_qs
 
 import pytest
 
+from harness.client import events as ev
 from harness.client import lifecycle as lc
 from harness.client import outcome as oc
 from harness.client.clientlogs import ADAL, CCM_MESSAGING, CCMSETUP, CLIENT_ID_MANAGER, MemoryLog
@@ -18,10 +19,10 @@ from mock_site.protocol import envelope, messages
 
 TENANT = "9aaf466a-3f40-4468-b3cd-f0010f21f05a"
 HOUR = 3600.0
-INSTALL = [lc.STEP_AAD_INFO, lc.STEP_ENTRA_TOKEN, lc.STEP_CCM_TOKEN, lc.STEP_SITE_INFO, lc.STEP_CCMSETUP_CAB,
-           lc.STEP_CONTENT_LOCATION, lc.STEP_CONTENT_DOWNLOAD]
-REGISTRATION = [lc.STEP_ENTRA_TOKEN, lc.STEP_REGISTRATION, lc.STEP_CCM_TOKEN]
-FIRST_POLL = [lc.STEP_POLICY_ASSIGNMENTS] + [lc.STEP_POLICY_BODY] * 6
+INSTALL = [ev.STEP_AAD_INFO, ev.STEP_ENTRA_TOKEN, ev.STEP_CCM_TOKEN, ev.STEP_SITE_INFO, ev.STEP_CCMSETUP_CAB,
+           ev.STEP_CONTENT_LOCATION, ev.STEP_CONTENT_DOWNLOAD]
+REGISTRATION = [ev.STEP_ENTRA_TOKEN, ev.STEP_REGISTRATION, ev.STEP_CCM_TOKEN]
+FIRST_POLL = [ev.STEP_POLICY_ASSIGNMENTS] + [ev.STEP_POLICY_BODY] * 6
 
 
 def device(**traits: object):  # type: ignore[no-untyped-def]
@@ -97,7 +98,7 @@ def test_registration_carries_a_fresh_entra_token() -> None:
     life, site, _ = make()
     drive(life, site)
     registration = site.requests[8]
-    assert registration.step == lc.STEP_REGISTRATION
+    assert registration.step == ev.STEP_REGISTRATION
     assert registration.headers["Authorization"] == "Bearer " + site.entra_tokens[1]
     message = envelope.decode_message(registration.headers["Content-Type"], registration.body)
     request = messages.RegistrationRequest.from_xml(message.body_xml)
@@ -122,7 +123,7 @@ def test_the_ccm_token_is_renewed_in_its_last_ten_percent(lifetime: float, renew
     assert drive(life, site).success
     second_poll = steps(site)[len(INSTALL + REGISTRATION + FIRST_POLL):]
     # The 75-minute Entra token from registration is still valid an hour later, so only CCM_STS is asked.
-    assert second_poll == ([lc.STEP_CCM_TOKEN] if renews else []) + [lc.STEP_POLICY_ASSIGNMENTS]
+    assert second_poll == ([ev.STEP_CCM_TOKEN] if renews else []) + [ev.STEP_POLICY_ASSIGNMENTS]
 
 
 def test_renewal_is_stage_renewal() -> None:
@@ -130,7 +131,7 @@ def test_renewal_is_stage_renewal() -> None:
     life, site, _ = make(polls=2, ccm_lifetime=1000.0)
     drive(life, site)
     renewal = site.requests[len(INSTALL + REGISTRATION + FIRST_POLL)]
-    assert (renewal.step, renewal.stage) == (lc.STEP_CCM_TOKEN, lc.STAGE_RENEWAL)
+    assert (renewal.step, renewal.stage) == (ev.STEP_CCM_TOKEN, ev.STAGE_RENEWAL)
 
 
 @pytest.mark.parametrize(("entra_lifetime", "asks_entra"), [(30 * 60.0, True), (2 * HOUR, False)])
@@ -140,17 +141,17 @@ def test_an_expired_ccm_token_is_renewed_with_a_new_entra_token_only_when_that_e
     life, site, _ = make(polls=2, ccm_lifetime=1800.0, entra_lifetime=entra_lifetime)
     assert drive(life, site).success
     renewal = steps(site)[len(INSTALL + REGISTRATION + FIRST_POLL):]
-    assert renewal == ([lc.STEP_ENTRA_TOKEN] if asks_entra else []) + [lc.STEP_CCM_TOKEN, lc.STEP_POLICY_ASSIGNMENTS]
+    assert renewal == ([ev.STEP_ENTRA_TOKEN] if asks_entra else []) + [ev.STEP_CCM_TOKEN, ev.STEP_POLICY_ASSIGNMENTS]
 
 
 def test_invalid_token_at_the_cmg_renews_and_retries_once() -> None:
     """401 CMGService_Invalid_Token: a new CCM token, then the same request again, which succeeds."""
     life, site, _ = make()
-    site.script(lc.STEP_SITE_INFO, Response(401, reason=lc.INVALID_TOKEN))
+    site.script(ev.STEP_SITE_INFO, Response(401, reason=ev.INVALID_TOKEN))
     result = drive(life, site)
     assert result.success
-    assert steps(site)[:7] == [lc.STEP_AAD_INFO, lc.STEP_ENTRA_TOKEN, lc.STEP_CCM_TOKEN, lc.STEP_SITE_INFO,
-                               lc.STEP_CCM_TOKEN, lc.STEP_SITE_INFO, lc.STEP_CCMSETUP_CAB]
+    assert steps(site)[:7] == [ev.STEP_AAD_INFO, ev.STEP_ENTRA_TOKEN, ev.STEP_CCM_TOKEN, ev.STEP_SITE_INFO,
+                               ev.STEP_CCM_TOKEN, ev.STEP_SITE_INFO, ev.STEP_CCMSETUP_CAB]
     assert site.requests[5].headers["Authorization"] == "Bearer " + site.ccm_tokens[1]
     assert [entry.result for entry in result.trail[3:6]] == [oc.CMG_401, "ok", "ok"]
 
@@ -158,18 +159,18 @@ def test_invalid_token_at_the_cmg_renews_and_retries_once() -> None:
 def test_a_second_invalid_token_answer_fails_with_cmg_401() -> None:
     """Only one retry: a second 401 CMGService_Invalid_Token ends the life at that step."""
     life, site, _ = make()
-    site.script(lc.STEP_SITE_INFO, *[Response(401, reason=lc.INVALID_TOKEN)] * 2)
+    site.script(ev.STEP_SITE_INFO, *[Response(401, reason=ev.INVALID_TOKEN)] * 2)
     result = drive(life, site)
-    assert (result.success, result.step, result.reason, result.status) == (False, lc.STEP_SITE_INFO, oc.CMG_401, 401)
+    assert (result.success, result.step, result.reason, result.status) == (False, ev.STEP_SITE_INFO, oc.CMG_401, 401)
 
 
 def test_an_invalid_token_at_the_mp_is_mp_401_and_not_renewed() -> None:
     """401 MP_Invalid_Token means the proxy forwarded a bad token: its own reason code, no renewal."""
     life, site, _ = make()
-    site.script(lc.STEP_SITE_INFO, Response(401, reason=lc.MP_INVALID_TOKEN))
+    site.script(ev.STEP_SITE_INFO, Response(401, reason=ev.MP_INVALID_TOKEN))
     result = drive(life, site)
-    assert (result.step, result.reason) == (lc.STEP_SITE_INFO, oc.MP_401)
-    assert steps(site).count(lc.STEP_CCM_TOKEN) == 1
+    assert (result.step, result.reason) == (ev.STEP_SITE_INFO, oc.MP_401)
+    assert steps(site).count(ev.STEP_CCM_TOKEN) == 1
 
 
 @pytest.mark.parametrize(("wam", "code"), [(WAM_DEVICE_FAILS_D0090016, 0xD0090016),
@@ -179,7 +180,7 @@ def test_a_wam_device_failure_falls_back_to_a_user_token(wam: str, code: int) ->
     log = MemoryLog()
     life, site, _ = make(device(wam=wam), log=log)
     assert drive(life, site).success
-    entra = [form(r) for r in site.requests if r.step == lc.STEP_ENTRA_TOKEN]
+    entra = [form(r) for r in site.requests if r.step == ev.STEP_ENTRA_TOKEN]
     assert [f["grant_type"] for f in entra] == ["user_token", "user_token"]
     assert entra[0]["user_oid"] == device().user_oid and entra[0]["onprem_sid"] == device().user_sid
     ccmsetup = log.texts(CCMSETUP)
@@ -202,16 +203,16 @@ def test_when_the_user_token_fails_too_ccmsetup_stops_without_asking_entra() -> 
     """Both WAM requests fail: aad.no_token with the WAM error, and no Entra or CCM_STS request at all."""
     life, site, _ = make(device(wam=WAM_USER_FAILS_TOO))
     result = drive(life, site)
-    assert (result.step, result.reason, result.error_code) == (lc.STEP_ENTRA_TOKEN, oc.AAD_NO_TOKEN, 0xD0090016)
-    assert steps(site) == [lc.STEP_AAD_INFO]
+    assert (result.step, result.reason, result.error_code) == (ev.STEP_ENTRA_TOKEN, oc.AAD_NO_TOKEN, 0xD0090016)
+    assert steps(site) == [ev.STEP_AAD_INFO]
 
 
 def test_without_a_wpj_certificate_no_entra_token_is_requested() -> None:
     """WPJ missing and no PKI certificate: aad.no_wpj, ccmsetup stops before CCM_STS."""
     life, site, _ = make(device(wpj_cert=False))
     result = drive(life, site)
-    assert (result.step, result.stage, result.reason) == (lc.STEP_ENTRA_TOKEN, lc.STAGE_INSTALL, oc.AAD_NO_WPJ)
-    assert steps(site) == [lc.STEP_AAD_INFO]
+    assert (result.step, result.stage, result.reason) == (ev.STEP_ENTRA_TOKEN, ev.STAGE_INSTALL, oc.AAD_NO_WPJ)
+    assert steps(site) == [ev.STEP_AAD_INFO]
 
 
 @pytest.mark.parametrize("wpj_cert", [False, True])
@@ -219,10 +220,10 @@ def test_a_pki_client_certificate_takes_the_mutual_auth_path_and_never_asks_entr
     """With a PKI client cert: no AADAuthInfo, Entra or CCM_STS; every CMG request is MutualAuth with the cert."""
     life, site, _ = make(device(pki_client_cert=True, wpj_cert=wpj_cert), polls=1)
     assert drive(life, site).success
-    assert steps(site) == [lc.STEP_SITE_INFO, lc.STEP_CONTENT_LOCATION, lc.STEP_CONTENT_DOWNLOAD,
-                           lc.STEP_REGISTRATION] + FIRST_POLL
+    assert steps(site) == [ev.STEP_SITE_INFO, ev.STEP_CONTENT_LOCATION, ev.STEP_CONTENT_DOWNLOAD,
+                           ev.STEP_REGISTRATION] + FIRST_POLL
     assert all(request.client_cert and "Authorization" not in request.headers for request in site.requests)
-    cmg_requests = [r for r in site.requests if r.step != lc.STEP_CONTENT_DOWNLOAD]
+    cmg_requests = [r for r in site.requests if r.step != ev.STEP_CONTENT_DOWNLOAD]
     assert all(r.name.startswith("/CCM_Proxy_MutualAuth/72186325152220500/") for r in cmg_requests)
     assert life.ccm_token == ""
 
@@ -230,31 +231,31 @@ def test_a_pki_client_certificate_takes_the_mutual_auth_path_and_never_asks_entr
 def test_a_tenant_that_is_not_onboarded_stops_ccmsetup() -> None:
     """AADAuthInfo answers 404 CMGService_Tenant_Not_Onboarded: aad.tenant_not_onboarded, nothing more is sent."""
     life, site, _ = make()
-    site.script(lc.STEP_AAD_INFO, Response(404, b"{}", reason=lc.TENANT_NOT_ONBOARDED))
+    site.script(ev.STEP_AAD_INFO, Response(404, b"{}", reason=ev.TENANT_NOT_ONBOARDED))
     result = drive(life, site)
-    assert (result.step, result.reason) == (lc.STEP_AAD_INFO, oc.AAD_TENANT_NOT_ONBOARDED)
-    assert steps(site) == [lc.STEP_AAD_INFO]
+    assert (result.step, result.reason) == (ev.STEP_AAD_INFO, oc.AAD_TENANT_NOT_ONBOARDED)
+    assert steps(site) == [ev.STEP_AAD_INFO]
 
 
 @pytest.mark.parametrize(("reply", "reason", "code"), [
     (Response(401, reason="Unauthorized"), oc.STS_401, None),
     (Response(401, reason="CMGConnector_Unauthorized"), oc.STS_401, 0x87D0027E),
     (Response(500, reason="CMGConnector_InternalServerError"), oc.STS_500, 0x87D0027E),
-    (Response(401, reason=lc.INVALID_TOKEN), oc.STS_401, None),
+    (Response(401, reason=ev.INVALID_TOKEN), oc.STS_401, None),
 ])
 def test_ccm_sts_failures(reply: Response, reason: str, code: int | None) -> None:
     """CCM_STS refusals are sts.401 / sts.500, with 0x87d0027e when the connection point answered."""
     life, site, _ = make(attempts=1)
-    site.script(lc.STEP_CCM_TOKEN, reply)
+    site.script(ev.STEP_CCM_TOKEN, reply)
     result = drive(life, site)
-    assert (result.step, result.reason, result.error_code) == (lc.STEP_CCM_TOKEN, reason, code)
+    assert (result.step, result.reason, result.error_code) == (ev.STEP_CCM_TOKEN, reason, code)
 
 
 def test_ccm_sts_refusal_logs_the_documented_ccmsetup_error() -> None:
     """CMGConnector_Unauthorized makes ccmsetup log RetrieveTokenFromStsServerImpl failed with 0x87d0027e."""
     log = MemoryLog()
     life, site, _ = make(log=log)
-    site.script(lc.STEP_CCM_TOKEN, Response(401, reason="CMGConnector_Unauthorized"))
+    site.script(ev.STEP_CCM_TOKEN, Response(401, reason="CMGConnector_Unauthorized"))
     drive(life, site)
     assert "RetrieveTokenFromStsServerImpl failed with error 0x87d0027e" in log.texts(CCMSETUP)
 
@@ -263,14 +264,14 @@ def test_ccm_sts_refusal_logs_the_documented_ccmsetup_error() -> None:
 def test_cmg_http_errors_map_to_reason_codes(status: int, reason: str) -> None:
     """403 and 503 at the CMG have their own codes; other statuses are http.<status>."""
     life, site, _ = make(attempts=1)
-    site.script(lc.STEP_SITE_INFO, Response(status, reason="x"))
+    site.script(ev.STEP_SITE_INFO, Response(status, reason="x"))
     assert drive(life, site).reason == reason
 
 
 def test_transient_failures_are_retried_after_a_back_off() -> None:
     """A reset is tried again after a Wait and the life goes on."""
     life, site, clock = make()
-    site.script(lc.STEP_CCMSETUP_CAB, TransportError(oc.RESET, "connection reset"))
+    site.script(ev.STEP_CCMSETUP_CAB, TransportError(oc.RESET, "connection reset"))
     while True:
         action = life.next_request()
         if type(action) is Wait:
@@ -279,14 +280,14 @@ def test_transient_failures_are_retried_after_a_back_off() -> None:
     assert action.until == clock.now + lc.RETRY_BASE_SITE_SECONDS
     assert life.next_request() is action  # the clock has not moved: still waiting
     clock.now = action.until
-    assert life.next_request().step == lc.STEP_CCMSETUP_CAB
+    assert life.next_request().step == ev.STEP_CCMSETUP_CAB
     assert drive(life, site).success
 
 
 def test_transient_failures_give_up_after_the_attempts() -> None:
     """Three resets in a row end the life with reason reset and its WinHTTP code."""
     life, site, _ = make()
-    site.script(lc.STEP_AAD_INFO, *[TransportError(oc.RESET)] * 3)
+    site.script(ev.STEP_AAD_INFO, *[TransportError(oc.RESET)] * 3)
     result = drive(life, site)
     assert (result.reason, result.error_code, len(result.trail)) == (oc.RESET, 12030, 3)
 
@@ -296,9 +297,9 @@ def test_tls_failures_end_the_life_at_once_without_an_http_status(reason: str) -
     """A TLS failure is not retried, and the failing step has no HTTP status."""
     log = MemoryLog()
     life, site, _ = make(log=log)
-    site.script(lc.STEP_AAD_INFO, TransportError(reason, "certificate verify failed"))
+    site.script(ev.STEP_AAD_INFO, TransportError(reason, "certificate verify failed"))
     result = drive(life, site)
-    assert (result.step, result.reason, result.status, result.error_code) == (lc.STEP_AAD_INFO, reason, None, 12175)
+    assert (result.step, result.reason, result.status, result.error_code) == (ev.STEP_AAD_INFO, reason, None, 12175)
     assert len(site.requests) == 1
     assert any(text.startswith("[CCMHTTP] ERROR: URL=https://cmg.test:8443/CCM_Proxy_ServerAuth/AADAuthInfo"
                                "?TenantID=") and text.endswith("Code=12175, Text=ERROR_WINHTTP_SECURE_FAILURE")
@@ -309,20 +310,20 @@ def test_registration_is_retried_with_numbered_attempts() -> None:
     """A failed registration is sent again after a back-off, logging the attempt number."""
     log = MemoryLog()
     life, site, _ = make(log=log)
-    site.script(lc.STEP_REGISTRATION, Response(503, reason="MP unavailable"))
+    site.script(ev.STEP_REGISTRATION, Response(503, reason="MP unavailable"))
     assert drive(life, site).success
     texts = log.texts(CLIENT_ID_MANAGER)
     assert "[RegTask] - Starting registration, attempt 1." in texts
     assert "[RegTask] - Starting registration, attempt 2." in texts
-    assert steps(site).count(lc.STEP_REGISTRATION) == 2
+    assert steps(site).count(ev.STEP_REGISTRATION) == 2
 
 
 def test_registration_gives_up_after_the_attempts() -> None:
     """Every attempt failing ends the life at registration with the last reason."""
     life, site, _ = make(attempts=2)
-    site.script(lc.STEP_REGISTRATION, Response(503), Response(503))
+    site.script(ev.STEP_REGISTRATION, Response(503), Response(503))
     result = drive(life, site)
-    assert (result.step, result.stage, result.reason) == (lc.STEP_REGISTRATION, lc.STAGE_REGISTRATION, oc.CMG_503)
+    assert (result.step, result.stage, result.reason) == (ev.STEP_REGISTRATION, ev.STAGE_REGISTRATION, oc.CMG_503)
 
 
 def test_a_rejected_registration_is_not_retried() -> None:
@@ -330,11 +331,11 @@ def test_a_rejected_registration_is_not_retried() -> None:
     life, site, _ = make()
     rejected = messages.RegistrationResponse(status=3, smsid="", approval_status=0, timestamp="t").to_xml()
     header = envelope.MessageHeader(target_endpoint="SccmMessaging")
-    site.script(lc.STEP_REGISTRATION, Response(200, envelope.encode_message(header, rejected),
+    site.script(ev.STEP_REGISTRATION, Response(200, envelope.encode_message(header, rejected),
                                                content_type=envelope.CONTENT_TYPE))
     result = drive(life, site)
-    assert (result.step, result.reason) == (lc.STEP_REGISTRATION, oc.REGISTRATION_REJECTED)
-    assert steps(site).count(lc.STEP_REGISTRATION) == 1
+    assert (result.step, result.reason) == (ev.STEP_REGISTRATION, oc.REGISTRATION_REJECTED)
+    assert steps(site).count(ev.STEP_REGISTRATION) == 1
 
 
 def test_registered_client_logs_the_assigned_id_and_approval() -> None:
@@ -360,7 +361,7 @@ def test_policy_bodies_are_fetched_only_for_new_versions() -> None:
         else:
             life.feed(site.answer(action))
     polls = steps(site)[len(INSTALL + REGISTRATION):]
-    assert polls == FIRST_POLL + [lc.STEP_POLICY_ASSIGNMENTS, lc.STEP_POLICY_ASSIGNMENTS, lc.STEP_POLICY_BODY]
+    assert polls == FIRST_POLL + [ev.STEP_POLICY_ASSIGNMENTS, ev.STEP_POLICY_ASSIGNMENTS, ev.STEP_POLICY_BODY]
     assert site.requests[-1].url.endswith("/SMS_MP/.sms_pol?{00000000-0000-0000-0000-000000000001}/2.00")
 
 
@@ -368,7 +369,7 @@ def test_polls_wait_for_the_policy_interval() -> None:
     """Between cycles the lifecycle waits until one policy interval after the previous cycle began."""
     life, site, clock = make(polls=2)
     while type(action := life.next_request()) is Request:
-        if action.step == lc.STEP_POLICY_ASSIGNMENTS:
+        if action.step == ev.STEP_POLICY_ASSIGNMENTS:
             started = clock.now
         clock.advance(1.5)
         life.feed(site.answer(action))
@@ -378,18 +379,18 @@ def test_polls_wait_for_the_policy_interval() -> None:
 def test_a_failed_poll_is_retried_on_the_next_cycle() -> None:
     """A poll that fails does not end the life; the last cycle's result is the outcome."""
     life, site, _ = make(polls=2)
-    site.script(lc.STEP_POLICY_ASSIGNMENTS, Response(503, reason="x"))
+    site.script(ev.STEP_POLICY_ASSIGNMENTS, Response(503, reason="x"))
     result = drive(life, site)
     assert result.success
-    assert [entry.result for entry in result.trail if entry.step == lc.STEP_POLICY_ASSIGNMENTS] == [oc.CMG_503, "ok"]
+    assert [entry.result for entry in result.trail if entry.step == ev.STEP_POLICY_ASSIGNMENTS] == [oc.CMG_503, "ok"]
 
 
 def test_the_last_failed_poll_decides_the_outcome() -> None:
     """With one poll, a failed poll is the outcome."""
     life, site, _ = make(polls=1)
-    site.script(lc.STEP_POLICY_ASSIGNMENTS, TransportError(oc.TIMEOUT))
+    site.script(ev.STEP_POLICY_ASSIGNMENTS, TransportError(oc.TIMEOUT))
     result = drive(life, site)
-    assert (result.stage, result.step, result.reason) == (lc.STAGE_POLICY, lc.STEP_POLICY_ASSIGNMENTS, oc.TIMEOUT)
+    assert (result.stage, result.step, result.reason) == (ev.STAGE_POLICY, ev.STEP_POLICY_ASSIGNMENTS, oc.TIMEOUT)
 
 
 def test_renewal_lines_go_to_ccm_messaging() -> None:
@@ -414,9 +415,9 @@ def test_the_entra_request_carries_the_device_clock() -> None:
 def test_an_unreadable_reply_fails_the_step_as_malformed() -> None:
     """A 200 whose body is not a CCM message is reply.malformed at that step."""
     life, site, _ = make()
-    site.script(lc.STEP_SITE_INFO, Response(200, b"<html/>", content_type="text/html"))
+    site.script(ev.STEP_SITE_INFO, Response(200, b"<html/>", content_type="text/html"))
     result = drive(life, site)
-    assert (result.step, result.reason) == (lc.STEP_SITE_INFO, oc.BAD_REPLY)
+    assert (result.step, result.reason) == (ev.STEP_SITE_INFO, oc.BAD_REPLY)
     assert result.trail[-1].result == oc.BAD_REPLY
 
 

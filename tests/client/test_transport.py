@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
+from harness.client import events as ev
 from harness.client import lifecycle as lc
 from harness.client import outcome as oc
 from harness.client.device import Fleet
@@ -58,8 +59,8 @@ def test_a_whole_life_succeeds_and_the_site_registers_the_device(site: RunningSi
     result = run(site, seed=101)
     assert result.success, oc.format_step_table(result)
     assert [entry.step for entry in result.trail][:7] == [
-        lc.STEP_AAD_INFO, lc.STEP_ENTRA_TOKEN, lc.STEP_CCM_TOKEN, lc.STEP_SITE_INFO, lc.STEP_CCMSETUP_CAB,
-        lc.STEP_CONTENT_LOCATION, lc.STEP_CONTENT_DOWNLOAD]
+        ev.STEP_AAD_INFO, ev.STEP_ENTRA_TOKEN, ev.STEP_CCM_TOKEN, ev.STEP_SITE_INFO, ev.STEP_CCMSETUP_CAB,
+        ev.STEP_CONTENT_LOCATION, ev.STEP_CONTENT_DOWNLOAD]
     assert all(entry.status == 200 for entry in result.trail)
     device = device_from_traits(site.manifest, "", seed=101)
     record = site.site.db.client_by_device(device.tenant_id, device.device_id)
@@ -70,7 +71,7 @@ def test_root_ca_missing_fails_tls_before_any_http_status(site: RunningSite) -> 
     """Without the root CA the first CMG call fails TLS: tls.invalid_ca, WinHTTP 12175 with INVALID_CA, no status."""
     result = run(site, "root_ca_missing", seed=102)
     assert (result.step, result.reason, result.error_code, result.winhttp_flags) == (
-        lc.STEP_AAD_INFO, oc.TLS_INVALID_CA, 12175, 0x8)
+        ev.STEP_AAD_INFO, oc.TLS_INVALID_CA, 12175, 0x8)
     assert [entry.status for entry in result.trail] == [None]
 
 
@@ -89,7 +90,7 @@ def test_a_wam_device_failure_succeeds_with_a_user_token(site: RunningSite, wam:
 def test_no_user_token_stops_ccmsetup(site: RunningSite) -> None:
     """When the user token fails too, ccmsetup does not continue."""
     result = run(site, "no_user_token", seed=105)
-    assert (result.step, result.reason) == (lc.STEP_ENTRA_TOKEN, oc.AAD_NO_TOKEN)
+    assert (result.step, result.reason) == (ev.STEP_ENTRA_TOKEN, oc.AAD_NO_TOKEN)
 
 
 def test_wpj_missing_with_a_pki_certificate_installs_as_a_pki_client(site: RunningSite) -> None:
@@ -98,14 +99,14 @@ def test_wpj_missing_with_a_pki_certificate_installs_as_a_pki_client(site: Runni
     assert result.success, oc.format_step_table(result)
     names = [entry.name for entry in result.trail]
     assert all("/CCM_Proxy_MutualAuth/" in name or name.startswith("/downloadrestservice") for name in names)
-    assert lc.STEP_ENTRA_TOKEN not in [entry.step for entry in result.trail]
+    assert ev.STEP_ENTRA_TOKEN not in [entry.step for entry in result.trail]
 
 
 def test_wpj_missing_without_a_pki_certificate_stops_before_ccm_sts(site: RunningSite) -> None:
     """No WPJ and no PKI cert: aad.no_wpj after AADAuthInfo, nothing sent to CCM_STS."""
     result = run(site, "wpj_missing", seed=107)
-    assert (result.step, result.reason) == (lc.STEP_ENTRA_TOKEN, oc.AAD_NO_WPJ)
-    assert [entry.step for entry in result.trail] == [lc.STEP_AAD_INFO]
+    assert (result.step, result.reason) == (ev.STEP_ENTRA_TOKEN, oc.AAD_NO_WPJ)
+    assert [entry.step for entry in result.trail] == [ev.STEP_AAD_INFO]
 
 
 @pytest.mark.parametrize(("fault", "reason", "flags"), [
@@ -118,7 +119,7 @@ def test_crl_faults_stop_devices_that_check_revocation(site: RunningSite, fault:
     site.set_fault(fault)
     result = run(site, seed=108)
     assert (result.step, result.reason, result.error_code, result.winhttp_flags, result.status) == (
-        lc.STEP_AAD_INFO, reason, 12175, flags, None)
+        ev.STEP_AAD_INFO, reason, 12175, flags, None)
 
 
 @pytest.mark.parametrize("fault", ["crl_unreachable", "crl_expired", "cmg_cert_revoked"])
@@ -133,7 +134,7 @@ def test_crl_faults_do_not_stop_nocrlcheck_devices(site: RunningSite, fault: str
 def test_a_skewed_clock_gets_the_token_refused(site: RunningSite, skew: int) -> None:
     """A clock 15 minutes off is beyond the 300 s allowance: CCM_STS (via the CMG) answers 401."""
     result = run(site, f"clock_skew={skew}", seed=110)
-    assert (result.step, result.reason, result.status) == (lc.STEP_CCM_TOKEN, oc.STS_401, 401)
+    assert (result.step, result.reason, result.status) == (ev.STEP_CCM_TOKEN, oc.STS_401, 401)
 
 
 def test_a_small_skew_is_within_the_allowance(site: RunningSite) -> None:
@@ -144,13 +145,13 @@ def test_a_small_skew_is_within_the_allowance(site: RunningSite) -> None:
 def test_a_tenant_that_is_not_onboarded_stops_at_aad_auth_info(site: RunningSite) -> None:
     """The CMG gives no Entra properties for an unknown tenant: aad.tenant_not_onboarded."""
     result = run(site, f"tenant_id={NOT_ONBOARDED}", seed=112)
-    assert (result.step, result.reason, result.status) == (lc.STEP_AAD_INFO, oc.AAD_TENANT_NOT_ONBOARDED, 404)
+    assert (result.step, result.reason, result.status) == (ev.STEP_AAD_INFO, oc.AAD_TENANT_NOT_ONBOARDED, 404)
 
 
 @pytest.mark.parametrize(("fault", "step", "reason", "status"), [
-    ("sts_unavailable", lc.STEP_CCM_TOKEN, oc.STS_401, 401),
-    ("sts_error", lc.STEP_CCM_TOKEN, oc.STS_500, 500),
-    ("cp_cert_revocation_offline", lc.STEP_CCM_TOKEN, oc.CMG_403, 403),
+    ("sts_unavailable", ev.STEP_CCM_TOKEN, oc.STS_401, 401),
+    ("sts_error", ev.STEP_CCM_TOKEN, oc.STS_500, 500),
+    ("cp_cert_revocation_offline", ev.STEP_CCM_TOKEN, oc.CMG_403, 403),
 ])
 def test_connection_point_failures_carry_0x87d0027e(site: RunningSite, fault: str, step: str, reason: str,
                                                     status: int) -> None:
@@ -164,7 +165,7 @@ def test_a_cmg_without_connection_points_is_cmg_503(site: RunningSite) -> None:
     """cp_disconnected: the CMG cannot forward, 503 after the retries."""
     site.set_fault("cp_disconnected")
     result = run(site, seed=114)
-    assert (result.step, result.reason) == (lc.STEP_CCM_TOKEN, oc.CMG_503)
+    assert (result.step, result.reason) == (ev.STEP_CCM_TOKEN, oc.CMG_503)
     assert [entry.result for entry in result.trail].count(oc.CMG_503) == 3
 
 
@@ -175,7 +176,7 @@ def test_an_expired_ccm_token_is_renewed_and_the_request_retried(site: RunningSi
                         polls=1)
     trust = TrustStore(site.manifest["ca_file"])
     with HttpxDriver(trust, timeout=10) as driver:
-        while (action := life.next_request()).step != lc.STEP_SITE_INFO:  # type: ignore[union-attr]
+        while (action := life.next_request()).step != ev.STEP_SITE_INFO:  # type: ignore[union-attr]
             life.feed(driver.send(action, device))  # type: ignore[arg-type]
         site.set_fault("ccm_token_expired")
         # The fault refuses tokens whose whole-second iat is not after its start; let a second pass so that the
@@ -185,10 +186,10 @@ def test_an_expired_ccm_token_is_renewed_and_the_request_retried(site: RunningSi
     trust.close()
     assert result.success, oc.format_step_table(result)
     steps = [(entry.step, entry.status) for entry in result.trail]
-    retry = steps.index((lc.STEP_SITE_INFO, 200))
+    retry = steps.index((ev.STEP_SITE_INFO, 200))
     # Between the refusal and the retry: a new CCM token (and a new Entra token when the old one expired meanwhile).
-    assert steps[3] == (lc.STEP_SITE_INFO, 401) and steps[retry - 1] == (lc.STEP_CCM_TOKEN, 200)
-    assert {step for step, _ in steps[4:retry]} <= {lc.STEP_ENTRA_TOKEN, lc.STEP_CCM_TOKEN}
+    assert steps[3] == (ev.STEP_SITE_INFO, 401) and steps[retry - 1] == (ev.STEP_CCM_TOKEN, 200)
+    assert {step for step, _ in steps[4:retry]} <= {ev.STEP_ENTRA_TOKEN, ev.STEP_CCM_TOKEN}
 
 
 def test_devices_with_the_same_trust_share_tls_contexts(site: RunningSite) -> None:
@@ -232,6 +233,13 @@ def test_a_nocrlcheck_device_never_fetches_the_crl(site: RunningSite) -> None:
     assert fetched == []
 
 
+@pytest.mark.parametrize("traits", ["wpj_missing", {"wpj_cert": False}])
+def test_run_client_takes_traits_as_text_or_fields(site: RunningSite, traits: object) -> None:
+    """The CLI may pass --profile text or the fields parse_traits made of it."""
+    result = run_client(site.manifest, traits, seed=121, polls=0)  # type: ignore[arg-type]
+    assert result.reason == oc.AAD_NO_WPJ
+
+
 def test_run_client_writes_the_client_logs(site: RunningSite, tmp_path: Path) -> None:
     """With a log folder, the five walk-through logs of a registered, polling client appear."""
     assert run(site, seed=119, polls=2, log_dir=tmp_path).success
@@ -267,7 +275,7 @@ def test_requests_never_leave_the_lifecycle_unanswered(site: RunningSite) -> Non
     trust = TrustStore(site.manifest["ca_file"])
     device = device_from_traits(site.manifest, "nocrlcheck", seed=120)
     request = Request("GET", "https://127.0.0.1:9/CCM_Proxy_ServerAuth/AADAuthInfo", {}, b"",
-                      "/CCM_Proxy_ServerAuth/AADAuthInfo", lc.STAGE_INSTALL, lc.STEP_AAD_INFO)
+                      "/CCM_Proxy_ServerAuth/AADAuthInfo", ev.STAGE_INSTALL, ev.STEP_AAD_INFO)
     with HttpxDriver(trust, timeout=5) as driver:
         reply = driver.send(request, device)
     trust.close()

@@ -8,8 +8,8 @@ import pytest
 
 from harness.client import outcome as oc
 from harness.client.device import WAM_DEVICE_FAILS_D0090016, DeviceProfile, Fleet
-from harness.client.events import Request, Response, TransportError
-from harness.client.lifecycle import STEP_AAD_INFO, STEP_POLICY_ASSIGNMENTS, Lifecycle
+from harness.client.events import STEP_AAD_INFO, STEP_POLICY_ASSIGNMENTS, Request, Response, TransportError
+from harness.client.lifecycle import Lifecycle
 from harness.client.testing import ScriptedSite, scripted_endpoints
 from harness.load.driver import (
     INSTALL_REGISTER,

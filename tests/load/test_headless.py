@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import datetime
 from pathlib import Path
 
@@ -48,7 +49,7 @@ def test_locust_runs_headless_with_every_result_file_in_the_out_dir(tmp_path: Pa
                    fleet_mix="wpj_missing=0.1")
     command = locust_command(plan, python="py")
     assert command[:3] == ["py", "-m", "locust"]
-    pairs = dict(zip(command, command[1:]))
+    pairs = dict(itertools.pairwise(command))
     assert pairs["-u"] == "7" and pairs["-r"] == "3.5" and pairs["-t"] == "42s"
     assert pairs["--csv"] == str(tmp_path / "locust") and pairs["--json-file"] == str(tmp_path / "locust")
     assert pairs["--html"] == str(tmp_path / "report.html") and pairs["--results-dir"] == str(tmp_path)
@@ -68,7 +69,7 @@ def test_the_site_starts_in_the_out_dir_with_the_runs_time_scale(tmp_path: Path)
     """The embedded site keeps its state (PKI, database, logs) in OUT/site and seeds clients when asked."""
     command = site_command(RunPlan(out=tmp_path, time_scale=600.0, seed_clients=12), python="py")
     assert command[:5] == ["py", "-m", "harness.cli", "up", "--state-dir"]
-    pairs = dict(zip(command, command[1:]))
+    pairs = dict(itertools.pairwise(command))
     assert pairs["--state-dir"] == str(tmp_path / "site") and pairs["--time-scale"] == "600.0"
     assert pairs["--seed-clients"] == "12"
 

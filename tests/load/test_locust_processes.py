@@ -5,12 +5,12 @@ from __future__ import annotations
 import contextlib
 import csv
 import json
+import re
 import shutil
 import signal
 import socket
 import subprocess
 import sys
-import re
 import time
 import urllib.parse
 import urllib.request
@@ -51,7 +51,7 @@ def _free_port() -> int:
 
 
 def _get(url: str) -> Any:
-    with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 - the local Locust web UI
+    with urllib.request.urlopen(url, timeout=5) as response:
         body = response.read().decode()
     return json.loads(body) if body.lstrip().startswith("{") else body
 
@@ -144,6 +144,15 @@ def _rendered(url: str) -> str:
     return " ".join(re.sub(r"<[^>]+>", " ", body).split())
 
 
+def _rendered_until(url: str, needle: str, attempts: int = 5) -> str:
+    """Render until ``needle`` shows: a render can catch the app before it has applied the running state."""
+    for _ in range(attempts):
+        text = _rendered(url)
+        if needle in text:
+            return text
+    return text
+
+
 @pytest.mark.slow
 @pytest.mark.browser
 @pytest.mark.skipif(not (shutil.which("chromium") or shutil.which("chromium-browser")),
@@ -154,12 +163,12 @@ def test_a_browser_sees_the_custom_tabs_fill_after_a_swarm_started_from_the_form
     with running_web_ui(site, tmp_path / "locust.log") as base:
         form = urllib.parse.urlencode({"user_count": "1", "spawn_rate": "1", "host": site.manifest["cmg_url"],
                                        "devices_per_user": "3"}).encode()
-        with urllib.request.urlopen(base + "/swarm", data=form, timeout=10) as answer:  # noqa: S310 - local UI
+        with urllib.request.urlopen(base + "/swarm", data=form, timeout=10) as answer:
             assert json.loads(answer.read())["success"]
         _wait_for(lambda: {row["measure"]: row["count"] for row in
                            _tab(_get(base + "/stats/requests"), "lifecycle-outcomes")}.get("devices registered") == 3)
-        traffic = _rendered(base + "/?tab=cmg-traffic")
-        outcomes = _rendered(base + "/?tab=lifecycle-outcomes")
+        traffic = _rendered_until(base + "/?tab=cmg-traffic", "RequestUri")
+        outcomes = _rendered_until(base + "/?tab=lifecycle-outcomes", "Measure")
     assert "RequestUri RequestCount RequestSize (bytes) ResponseCount ResponseSize (bytes) AverageElapsedTime" in traffic
     assert re.search(r"/CCM_Proxy_ServerAuth/\d+/CCM_STS \d+ 0 \d+ \d+ \d+", traffic)
     assert "devices started 3" in outcomes and "devices registered 3" in outcomes

@@ -32,7 +32,7 @@ from mock_site.protocol.messages import (
     root_tag,
 )
 
-_INVALID_XML = "".join(chr(c) for c in [*range(0, 9), 11, 12, *range(14, 32), 0xFFFE, 0xFFFF])
+_INVALID_XML = "".join(chr(c) for c in [*range(9), 11, 12, *range(14, 32), 0xFFFE, 0xFFFF])
 text = st.text(st.characters(exclude_categories=("Cs",), exclude_characters=_INVALID_XML), max_size=30)
 ints = st.integers(-(2**40), 2**40)
 location = text.map(lambda tail: f"http://<mp>/SMS_MP/.sms_pol?{tail}")
@@ -219,8 +219,8 @@ def test_registration_status_is_the_documented_enum() -> None:
         (ContentLocationReply, "<ContentLocationReply><Sites/></ContentLocationReply>", "Sites/Site"),
         (MPList, '<MPList><MP Name="M" FQDN="f"><Version>1</Version></MP></MPList>', "SSLState"),
         (RequestAssignments, "<RequestAssignments/>", "Identification/Machine"),
-        (ReplyAssignments, "<ReplyAssignments><PolicyAssignment><Policy PolicyID='p'/></PolicyAssignment>"
-                           "</ReplyAssignments>", "PolicyVersion"),
+        (ReplyAssignments, ("<ReplyAssignments><PolicyAssignment><Policy PolicyID='p'/></PolicyAssignment>"
+                            "</ReplyAssignments>"), "PolicyVersion"),
         (PolicyBody, '<Policy PolicyID="p"/>', "PolicyVersion"),
     ],
 )

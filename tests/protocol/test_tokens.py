@@ -47,30 +47,42 @@ def other_key() -> rsa.RSAPrivateKey:
     return rsa.generate_private_key(public_exponent=65537, key_size=2048)
 
 
+ENTRA_ARGS: dict[str, Any] = {
+    "kid": KID,
+    "tenant_id": TENANT,
+    "audience": CONFIGMGR_RESOURCE,
+    "appid": "0b7c8ab3-9ea1-4ffa-b2b9-8ffdd944bd8b",
+    "oid": "e8838041-db7a-42d5-b9ae-78813910e4cc",
+    "device_id": "8d2b4ff9-0172-4998-9851-b5324303385f",
+    "onprem_sid": "S-1-5-21-1527250992-855612568-2252598708-1604",
+    "token_type": "UDA",
+    "now": NOW,
+    "lifetime": 3600.0,
+}
+CCM_ARGS: dict[str, Any] = {
+    "kid": "site-1",
+    "hierarchy_id": HIERARCHY,
+    "token_type": "Device",
+    "device_id": "GUID:13E80CEF-5698-4C63-9ED6-E58FBFF78C38",
+    "user_id": "00000000-0000-0000-0000-000000000000",
+    "tenant_id": TENANT,
+    "smsid": "GUID:C66EE0FD-08E7-4B38-B282-7E6954B71139",
+    "now": NOW,
+    "lifetime": 8 * 3600.0,
+}
+
+
 def entra(key: rsa.RSAPrivateKey, **overrides: Any) -> str:
-    args: dict[str, Any] = dict(
-        key=key, kid=KID, tenant_id=TENANT, audience=CONFIGMGR_RESOURCE, appid="0b7c8ab3-9ea1-4ffa-b2b9-8ffdd944bd8b",
-        oid="e8838041-db7a-42d5-b9ae-78813910e4cc", device_id="8d2b4ff9-0172-4998-9851-b5324303385f",
-        onprem_sid="S-1-5-21-1527250992-855612568-2252598708-1604", token_type="UDA", now=NOW, lifetime=3600.0,
-    )
-    args.update(overrides)
-    return issue_entra_token(**args)
+    return issue_entra_token(**{**ENTRA_ARGS, "key": key, **overrides})
 
 
 def verify_entra(token: str, key: rsa.RSAPrivateKey, **overrides: Any) -> dict[str, Any]:
-    args: dict[str, Any] = dict(keys={KID: key.public_key()}, audience=CONFIGMGR_RESOURCE, tenants={TENANT}, now=NOW)
-    args.update(overrides)
-    return verify_entra_token(token, **args)
+    args = {"keys": {KID: key.public_key()}, "audience": CONFIGMGR_RESOURCE, "tenants": {TENANT}, "now": NOW}
+    return verify_entra_token(token, **{**args, **overrides})
 
 
 def ccm(key: rsa.RSAPrivateKey, **overrides: Any) -> str:
-    args: dict[str, Any] = dict(
-        key=key, kid="site-1", hierarchy_id=HIERARCHY, token_type="Device",
-        device_id="GUID:13E80CEF-5698-4C63-9ED6-E58FBFF78C38", user_id="00000000-0000-0000-0000-000000000000",
-        tenant_id=TENANT, smsid="GUID:C66EE0FD-08E7-4B38-B282-7E6954B71139", now=NOW, lifetime=8 * 3600.0,
-    )
-    args.update(overrides)
-    return issue_ccm_token(**args)
+    return issue_ccm_token(**{**CCM_ARGS, "key": key, **overrides})
 
 
 def b64(data: bytes) -> str:

@@ -43,7 +43,7 @@ TENANT = "9aaf466a-3f40-4468-b3cd-f0010f21f05a"
         (f"/CCM_Proxy_ServerAuth/AADAuthInfo?TenantID={TENANT}", "AADAuthInfo", AuthKind.NONE,
          f"/AADAuthInfo?TenantID={TENANT}", "/CCM_Proxy_ServerAuth/AADAuthInfo", 0),
         ("/downloadrestservice.svc/getcontentxmlsecure?pid=CS100001&cid=CS100001",
-         "downloadrestservice.svc/getcontentxmlsecure", AuthKind.CCM_TOKEN,
+         "downloadrestservice.svc/getcontentxmlsecure", AuthKind.CLIENT_CERT_OR_TOKEN,
          "/downloadrestservice.svc/getcontentxmlsecure?pid=CS100001&cid=CS100001",
          "/downloadrestservice.svc/getcontentxmlsecure", 0),
     ],

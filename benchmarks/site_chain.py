@@ -1,0 +1,141 @@
+"""Policy requests/s through CMG → connection point → MP against the same server's trivial endpoint, side by side.
+
+The site runs in one process pinned to core 0; hey (Debian package ``hey``) drives it from core 1 with keep-alive TLS.
+Each mode is measured in the same run:
+
+- ``trivial``      a raw ASGI endpoint answering 200 "ok" on the same TLS server stack (the ceiling of one core);
+- ``policy-inproc`` a RequestAssignments CCM_POST with a valid CCM token, CMG → CP → MP called in-process;
+- ``policy-https``  the same through real HTTPS hops (CMG → CP over TLS, CP → MP over mutual TLS), all on one core.
+
+Usage: python benchmarks/site_chain.py [--seconds 10] [--connections 50]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing
+import os
+import re
+import shutil
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+
+
+def serve(state_dir: str, inprocess: bool, ready: "multiprocessing.Queue[dict]", stop: "multiprocessing.Event") -> None:
+    os.sched_setaffinity(0, {0})
+    from mock_site.asgi import respond
+    from mock_site.config import SiteConfig
+    from mock_site.server import Listener, ServerGroup
+    from mock_site.site import Site
+
+    async def trivial(scope, receive, send):  # type: ignore[no-untyped-def]
+        if scope["type"] == "http":
+            await respond(send, 200, b"ok")
+
+    async def main() -> None:
+        site = Site(SiteConfig(state_dir=Path(state_dir), inprocess_hops=inprocess), logs_enabled=False)
+        await site.start()
+        bundle = site.pki.cmg_server_cert(("127.0.0.1", "localhost"), crl_url=site.manifest()["crl_url"])
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        bundle.configure_server_context(ctx)
+        group = ServerGroup([Listener("trivial", trivial, ctx)])
+        await group.start()
+        ready.put({**site.manifest(), "trivial_url": group.listeners[0].url})
+        while not stop.is_set():
+            await asyncio.sleep(0.2)
+        await group.stop()
+        await site.stop()
+
+    asyncio.run(main())
+
+
+def load(url: str, seconds: int, connections: int, *, method: str = "GET", body_file: str | None = None,
+         headers: dict[str, str] | None = None) -> float:
+    """Requests/s from ``hey`` on core 1 (Go's client takes the CCM_POST verb, which wrk's request check refuses)."""
+    command = ["taskset", "-c", "1", "hey", "-cpus", "1", "-c", str(connections), "-z", f"{seconds}s", "-m", method]
+    for name, value in (headers or {}).items():
+        command += ["-H", f"{name}: {value}"]
+    if body_file:
+        command += ["-D", body_file]
+    finished = subprocess.run(command + [url], capture_output=True, text=True)
+    if finished.returncode != 0:
+        raise SystemExit(f"hey failed on {url}: {finished.stdout} {finished.stderr}")
+    output = finished.stdout
+    statuses = re.findall(r"\[(\d{3})\]\s+(\d+) responses", output)
+    bad = {code: count for code, count in statuses if code != "200"}
+    if bad or "Error distribution" in output:
+        raise SystemExit(f"{url}: answers other than 200: {bad}\n{output}")
+    return float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
+
+
+def policy_request(manifest: dict, workdir: Path) -> tuple[str, str, dict[str, str]]:
+    """Register one device; return the URL, body file and headers of a policy poll with its CCM token."""
+    from mock_site.protocol import envelope, messages, urlmap
+    from mock_site.testing import SiteClient
+
+    with SiteClient(manifest) as client:
+        entra = client.entra_token(device_id=str(uuid.uuid4()))
+        smsid = messages.RegistrationResponse.from_xml(client.register(entra).reply.body_xml).smsid
+        token = client.ccm_token(entra)
+        check = client.policy(token, smsid)
+        assert check.status_code == 200, check.text
+    request = messages.RequestAssignments(client_id=smsid, fqdn="bench.contoso.com", netbios_name="BENCH", sid="",
+                                          site_code=manifest["site_code"])
+    header = envelope.MessageHeader(target_endpoint="MP_PolicyManager", source_id=smsid, source_host="BENCH",
+                                    message_id="{" + str(uuid.uuid4()).upper() + "}", sent_time="2026-01-01T00:00:00Z")
+    body_file = workdir / "policy.body"
+    body_file.write_bytes(envelope.encode_message(header, request.to_xml()))
+    url = manifest["cmg_url"] + urlmap.server_auth_path(manifest["role_id"], "ccm_system_tokenauth/request")
+    return url, str(body_file), {"Content-Type": envelope.CONTENT_TYPE, "Authorization": f"Bearer {token}"}
+
+
+def measure(inprocess: bool, seconds: int, connections: int) -> dict[str, float]:
+    workdir = Path(tempfile.mkdtemp(prefix="bench-chain-"))
+    ready: multiprocessing.Queue[dict] = multiprocessing.Queue()
+    stop = multiprocessing.Event()
+    server = multiprocessing.Process(target=serve, args=(str(workdir / "state"), inprocess, ready, stop))
+    server.start()
+    try:
+        manifest = ready.get(timeout=60)
+        url, body_file, headers = policy_request(manifest, workdir)
+        poll = {"method": "CCM_POST", "body_file": body_file, "headers": headers}
+        load(url, 2, connections, **poll)  # warm-up: token cache, connection pools
+        policy = load(url, seconds, connections, **poll)
+        trivial = load(manifest["trivial_url"] + "/", seconds, connections)
+    finally:
+        stop.set()
+        server.join(30)
+        if server.is_alive():
+            server.kill()
+        shutil.rmtree(workdir, ignore_errors=True)
+    return {"trivial": trivial, "policy": policy}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--connections", type=int, default=50)
+    args = parser.parse_args()
+    if shutil.which("hey") is None:
+        sys.exit("benchmarks/site_chain.py needs hey (apt-get install hey)")
+    results = {}
+    for label, inprocess in (("in-process hops", True), ("HTTPS hops", False)):
+        figures = measure(inprocess, args.seconds, args.connections)
+        results[label] = figures
+        ratio = figures["policy"] / figures["trivial"]
+        print(f"{label:16s} trivial endpoint {figures['trivial']:9,.0f} req/s   policy CCM_POST through "
+              f"CMG→CP→MP {figures['policy']:8,.0f} req/s   ratio {ratio:5.1%}", flush=True)
+    print(json.dumps({"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "connections": args.connections,
+                      "seconds": args.seconds, "results": results}))
+
+
+if __name__ == "__main__":
+    main()
