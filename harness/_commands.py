@@ -7,8 +7,8 @@ import json
 from pathlib import Path
 from typing import Any, Callable
 
-REQUIRED_MANIFEST_KEYS = ("cmg_url", "ca_file", "crl_url", "entra_url", "tenant_id", "role_id", "faults_url",
-                          "faults_token")
+REQUIRED_MANIFEST_KEYS = ("cmg_url", "ca_file", "crl_url", "entra_url", "tenant_id", "role_id", "site_code",
+                          "policy_interval_s", "faults_url", "faults_token")
 
 
 class CommandError(Exception):
@@ -113,7 +113,10 @@ def cmd_client(args: argparse.Namespace) -> int:
         traits = parse_traits(args.profile)
     except ProfileError as error:
         raise CommandError(str(error)) from None
-    outcome = run_client(manifest, traits, seed=args.seed, polls=args.polls, log_dir=args.log_dir)
+    try:
+        outcome = run_client(manifest, traits, seed=args.seed, polls=args.polls, log_dir=args.log_dir)
+    except ValueError as error:  # a manifest value or a trust file the client cannot use
+        raise CommandError(str(error)) from None
     if args.json:
         print(json.dumps(outcome.to_dict(), indent=2))
     else:

@@ -114,6 +114,7 @@ class CmgApp:
             return
         started = self.perf_counter()
         request = HttpRequest.from_scope(scope)
+        self.metrics.request_started()
         sizes = {"request": 0, "response": 0, "status": 0}
 
         async def counted_send(message: dict[str, Any]) -> None:
@@ -133,6 +134,7 @@ class CmgApp:
             status_text = NOT_IN_URL_MAP if refused.status == 404 else BAD_REQUEST
             await respond_error(counted_send, refused.status, status_text, refused.reason)
         finally:
+            self.metrics.request_finished()
             elapsed = self.perf_counter() - started
             endpoint = route.route_template if route is not None else "unmatched"
             request_uri = route.request_uri if route is not None else "unmatched"
@@ -238,7 +240,8 @@ class CmgApp:
             # Who the client is, for the over-capacity fault's count of active clients.
             state["client_id"] = claims.get("smsid") or claims.get("deviceid", "")
         fault = self.faults.trigger("ccm_token_expired", self.role)
-        if fault is not None and claims.get("iat", 0) <= fault.started_at:
+        # iat has whole-second resolution: a token issued in the second the fault started counts as renewed.
+        if fault is not None and claims.get("iat", 0) < int(fault.started_at):
             raise tokens.TokenRejected("IDX10223", "the CCM token was expired by the site (fault ccm_token_expired)",
                                        "expired")
         return False

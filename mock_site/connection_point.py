@@ -65,6 +65,13 @@ class ConnectionPointApp:
             return
         started = self.perf_counter()
         request = HttpRequest.from_scope(scope)
+        self.metrics.request_started()
+        try:
+            await self._handle(request, receive, send, started)
+        finally:
+            self.metrics.request_finished()
+
+    async def _handle(self, request: HttpRequest, receive: Receive, send: Send, started: float) -> None:
         try:
             route = urlmap.match(request.path, request.query)
         except UrlMapError as refused:
@@ -76,6 +83,8 @@ class ConnectionPointApp:
             body = await read_body(receive, min(route.max_body_bytes, MAX_BODY_BYTES))
         except BodyTooLarge as too_large:
             await respond_error(send, 413, BAD_REQUEST, f"body over {too_large.limit} bytes")
+            self.metrics.observe_request(route.route_template, request.method, 413, 0, 0,
+                                         self.perf_counter() - started)
             return
         has_bearer = request.bearer_token() is not None
         record = self.report.begin(route.endpoint, has_bearer, len(body))

@@ -111,6 +111,7 @@ class MpApp:
 
         started = time.perf_counter()
         request = HttpRequest.from_scope(scope)
+        self.metrics.request_started()
         sizes = {"status": 0, "response": 0, "request": 0}
 
         async def counted_send(message: dict[str, Any]) -> None:
@@ -124,6 +125,7 @@ class MpApp:
         try:
             endpoint = await self._route(request, receive, counted_send, sizes)
         finally:
+            self.metrics.request_finished()
             self.metrics.observe_request(endpoint, request.method, sizes["status"] or 500, sizes["request"],
                                          sizes["response"], time.perf_counter() - started)
 
