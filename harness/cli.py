@@ -61,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--inprocess-hops", action="store_true",
                     help="call CMG → CP → MP in-process instead of over HTTPS (the site's ceiling)")
     up.add_argument("--no-logs", action="store_true", help="do not write site log files")
+    up.add_argument("--no-cmg", action="store_true",
+                    help="run without the mock CMG: put your own CMG-style proxy in front of the connection point")
     up.add_argument("--seed-clients", type=_int_range("seed clients", 0, 10_000_000), default=0,
                     help="register this many clients in the site database before serving (steady-state runs)")
 
@@ -118,7 +120,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     try:
         config = SiteConfig(state_dir=args.state_dir, time_scale=args.time_scale, cmg_instances=args.cmg_instances,
                             connection_points=args.connection_points,
-                            cmgservice_log_period=args.cmgservice_log_period, inprocess_hops=args.inprocess_hops)
+                            cmgservice_log_period=args.cmgservice_log_period, inprocess_hops=args.inprocess_hops,
+                            cmg_enabled=not args.no_cmg)
         site = Site(config, logs_enabled=not args.no_logs)
     except (ConfigError, SiteStateError) as error:
         raise CliError(str(error)) from None
@@ -147,7 +150,8 @@ def _summary(manifest: dict[str, Any]) -> str:
     lines = [
         f"mock site up (time scale {manifest['time_scale']}: CCM token {manifest['ccm_token_lifetime_s']:.0f} s, "
         f"policy every {manifest['policy_interval_s']:.0f} s)",
-        f"  CMG              {manifest['cmg_url']}{manifest['server_auth_prefix']}",
+        (f"  CMG              {manifest['cmg_url']}{manifest['server_auth_prefix']}" if manifest["cmg_url"] else
+         f"  CMG              none (--no-cmg): point your proxy at the connection point {manifest['cp_urls'][0]}"),
         f"  Entra ID         {manifest['entra_url']}   tenant {manifest['tenant_id']}",
         f"  CRL distribution {manifest['crl_url']}",
         f"  faults / metrics {manifest['faults_url']}   {manifest['metrics_urls']['cmg']}",

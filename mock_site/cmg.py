@@ -240,8 +240,7 @@ class CmgApp:
             # Who the client is, for the over-capacity fault's count of active clients.
             state["client_id"] = claims.get("smsid") or claims.get("deviceid", "")
         fault = self.faults.trigger("ccm_token_expired", self.role)
-        # iat has whole-second resolution: a token issued in the second the fault started counts as renewed.
-        if fault is not None and claims.get("iat", 0) < int(fault.started_at):
+        if fault is not None and claims.get("iat", 0) <= fault.started_at:
             raise tokens.TokenRejected("IDX10223", "the CCM token was expired by the site (fault ccm_token_expired)",
                                        "expired")
         return False
@@ -278,3 +277,33 @@ class CmgApp:
         await respond(send, answer.status, answer.body,
                       content_type=answer.headers.get("content-type", "application/octet-stream"),
                       headers=passed, reason=answer.reason or None)
+
+
+class TokenValidator:
+    """The CMG's token rule as an endpoint, for a CMG-style proxy that validates at the edge (nginx ``auth_request``).
+
+    ``GET /validate`` with the request's ``Authorization`` header answers 204 for a valid CCM token (or, as on the
+    registration path, a valid Entra token) and 401 with the CMG's status text otherwise.
+    """
+
+    def __init__(self, ccm_verifier: CcmTokenVerifier, entra_verifier: EntraTokenVerifier) -> None:
+        self.ccm_verifier = ccm_verifier
+        self.entra_verifier = entra_verifier
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request = HttpRequest.from_scope(scope)
+        token = request.bearer_token()
+        if token is None:
+            await respond_error(send, 401, INVALID_TOKEN, "no bearer token")
+            return
+        try:
+            try:
+                self.ccm_verifier.verify(token)
+            except tokens.TokenRejected as rejected:
+                if rejected.kind not in ("issuer", "unknown_key", "audience"):
+                    raise
+                await self.entra_verifier.verify(token)
+        except tokens.TokenRejected as rejected:
+            await respond_error(send, 401, INVALID_TOKEN, rejected.code)
+            return
+        await respond(send, 204, b"")

@@ -64,6 +64,8 @@ class SiteConfig:
     package_content_bytes: int = 64 * 1024
     clients_per_cmg_instance: int = 6000
     inprocess_hops: bool = False
+    #: False runs the site without the mock CMG, for a CMG-style proxy under test in front of the connection point.
+    cmg_enabled: bool = True
     ports: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

@@ -11,8 +11,9 @@ from mock_site.faults import control_app
 from mock_site.server import ASGIApp, Receive, Scope, Send
 
 
-def control_listener_app(faults: Any, *, token: str, registry: CollectorRegistry) -> ASGIApp:
-    """``/faults…`` goes to the fault control API (bearer token), ``/metrics`` and ``/healthz`` are open."""
+def control_listener_app(faults: Any, *, token: str, registry: CollectorRegistry,
+                         validator: ASGIApp | None = None) -> ASGIApp:
+    """``/faults…`` goes to the fault control API (bearer token); ``/metrics``, ``/healthz`` and ``/validate`` are open."""
     faults_api = control_app(faults, token=token)
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
@@ -21,6 +22,8 @@ def control_listener_app(faults: Any, *, token: str, registry: CollectorRegistry
         path = scope["path"]
         if path == "/metrics":
             await respond(send, 200, generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
+        elif path == "/validate" and validator is not None:
+            await validator(scope, receive, send)
         elif path == "/healthz":
             await respond(send, 200, b"ok")
         elif path == "/faults" or path.startswith("/faults/"):

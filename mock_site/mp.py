@@ -14,11 +14,11 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import unquote, urlsplit
 
 from mock_site.asgi import BodyTooLarge, HttpRequest, read_body, respond, respond_error
 from mock_site.clock import Clock
-from mock_site.cmg import CLIENT_CERT_HEADER
+from mock_site.cmg import CLIENT_CERT_HEADER, REQUEST_URI_HEADER, ContentStore
 from mock_site.config import SiteConfig
 from mock_site.ids import braced_guid
 from mock_site.keys import CcmTokenVerifier, EntraTokenVerifier
@@ -78,7 +78,7 @@ class MpApp:
     def __init__(self, *, config: SiteConfig, sts: CcmSts, ccm_verifier: CcmTokenVerifier,
                  entra_verifier: EntraTokenVerifier, db: Any, faults: Any, metrics: Any, logs: Any, clock: Clock,
                  public_host: str, cmg_host: str, require_cp_certificate: bool = True,
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None, content: ContentStore | None = None) -> None:
         self.config = config
         self.sts = sts
         self.ccm_verifier = ccm_verifier
@@ -91,6 +91,7 @@ class MpApp:
         self.public_host = public_host
         self.cmg_host = cmg_host
         self.require_cp_certificate = require_cp_certificate
+        self.content = content or ContentStore(config.package_content_bytes)
         self._rng = random.Random(rng.getrandbits(64) if rng is not None else None)
         # Clients are never unregistered here, so a positive answer from the database can be remembered.
         self._registered: set[str] = set()
@@ -144,7 +145,8 @@ class MpApp:
             await self.sts.handle(request, send)
             return "/CCM_STS"
         if path in ("/ccm_system_tokenauth/request", "/ccm_system/request"):
-            await self._messaging(request, body, send, token_auth=path.startswith("/ccm_system_tokenauth"))
+            await self._messaging(request, body, send, token_auth=path.startswith("/ccm_system_tokenauth"),
+                                  cmg_host=self._public_cmg_host(request))
             return "/ccm_system_tokenauth/request" if path.startswith("/ccm_system_tokenauth") else "/ccm_system/request"
         if path == "/sms_mp/.sms_aut":
             if await self._caller(request, send) is not None:
@@ -154,6 +156,13 @@ class MpApp:
             if await self._caller(request, send) is not None:
                 await self._policy_body(request, send)
             return "/SMS_MP/.sms_pol"
+        if path == "/downloadrestservice.svc/getcontentxmlsecure":
+            # Content from the MP through the proxy (the walk-through's fallback when cloud storage lacks it).
+            if await self._caller(request, send) is not None:
+                params = request.query_params()
+                await respond(send, 200, self.content.content(params.get("pid", ""), params.get("cid", "")),
+                              content_type="application/octet-stream")
+            return "/downloadrestservice.svc/getcontentxmlsecure"
         if path == "/ccm_client/ccmsetup.cab":
             if await self._caller(request, send, allow_cert=False) is not None:
                 await respond(send, 200, self.client_package, content_type="application/vnd.ms-cab-compressed")
@@ -189,7 +198,17 @@ class MpApp:
             await respond_error(send, 401, INVALID_TOKEN, rejected.code)
             return None
 
-    async def _messaging(self, request: HttpRequest, body: bytes, send: Send, *, token_auth: bool) -> None:
+    def _public_cmg_host(self, request: HttpRequest) -> str:
+        """The CMG address clients use: from the proxy's X-CMG-Request-URI when it sent one, else the site's CMG."""
+        external = request.header(REQUEST_URI_HEADER)
+        if external:
+            host = urlsplit(external).netloc
+            if host and "/" not in host and "@" not in host:
+                return host
+        return self.cmg_host
+
+    async def _messaging(self, request: HttpRequest, body: bytes, send: Send, *, token_auth: bool,
+                         cmg_host: str) -> None:
         try:
             message = envelope.decode_message(request.header("content-type"), body,
                                               max_body_bytes=MAX_MESSAGE_BYTES)
@@ -205,7 +224,7 @@ class MpApp:
             if target == "MP_ClientRegistration":
                 reply = self._register(message.body_xml, caller)
             elif target == "MP_LocationManager":
-                reply = self._location(message.body_xml)
+                reply = self._location(message.body_xml, cmg_host)
             elif target == "MP_PolicyManager":
                 reply = self._policy(message.body_xml, caller)
                 if reply is None:
@@ -260,7 +279,7 @@ class MpApp:
                                              approval_status=registration.approval_status,
                                              timestamp=now_stamp).to_xml()
 
-    def _location(self, body_xml: str) -> str:
+    def _location(self, body_xml: str, cmg_host: str) -> str:
         root = messages.root_tag(body_xml)
         if root == "SiteInformationRequest":
             request = messages.SiteInformationRequest.from_xml(body_xml)
@@ -272,7 +291,7 @@ class MpApp:
             request = messages.ContentLocationRequest.from_xml(body_xml)
             package_id = request.package_id or CLIENT_PACKAGE_ID
             # Over a CMG the content location is the content-enabled CMG's download service (documented).
-            url = (f"https://{self.cmg_host}/downloadrestservice.svc/getcontentxmlsecure"
+            url = (f"https://{cmg_host}/downloadrestservice.svc/getcontentxmlsecure"
                    f"?pid={package_id}&cid={package_id}")
             if self._location_log is not None:
                 self._location_log.info(f"Content location request for package {package_id}: 1 location(s)")

@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from prometheus_client import CollectorRegistry
 
 from mock_site.clock import Clock, system_clock
-from mock_site.cmg import AadTenant, CmgApp, ContentStore
+from mock_site.cmg import AadTenant, CmgApp, ContentStore, TokenValidator
 from mock_site.config import SiteConfig
 from mock_site.connection_point import ConnectionPointApp
 from mock_site.control import control_listener_app
@@ -191,8 +191,9 @@ class Site:
         mp_listener = self._listener("mp", None, self._server_context(mp_bundle, client_certs="required"), ports)
         cmg_listeners = [self._listener(f"cmg{i}" if i else "cmg", None,
                                         self._server_context(cmg_bundle, client_certs="optional"), ports)
-                         for i in range(config.cmg_instances)]
-        cmg_host = f"{cmg_listeners[0].host}:{cmg_listeners[0].port}"
+                         for i in range(config.cmg_instances if config.cmg_enabled else 0)]
+        # Without the mock CMG, the proxy under test tells the MP its public address (X-CMG-Request-URI).
+        cmg_host = f"{cmg_listeners[0].host}:{cmg_listeners[0].port}" if cmg_listeners else "cmg.invalid"
         mp_host = f"{mp_listener.host}:{mp_listener.port}"
 
         sts = CcmSts(config=config, verifier=entra_verifier, signing_key=self.pki.ccm_signing_key,
@@ -200,7 +201,7 @@ class Site:
                      metrics=self._metrics("sts"), logs=self.logs, clock=self.clock, mp_public_host=mp_host)
         mp_app = MpApp(config=config, sts=sts, ccm_verifier=ccm_verifier, entra_verifier=entra_verifier, db=self.db,
                        faults=self.faults, metrics=self._metrics("mp"), logs=self.logs, clock=self.clock,
-                       public_host=mp_host, cmg_host=cmg_host, rng=self.rng)
+                       public_host=mp_host, cmg_host=cmg_host, rng=self.rng, content=self.content)
         mp_wrapped = FaultMiddleware(mp_app, registry=self.faults, role="mp")
         mp_listener.app = mp_wrapped
 
@@ -250,8 +251,9 @@ class Site:
             listener.app = FaultMiddleware(app, registry=self.faults, role="cmg",
                                            cmg_instances=config.cmg_instances)
 
-        self._listener("control", control_listener_app(self.faults, token=self.faults_token,
-                                                       registry=self.registry), None, ports)
+        self._listener("control", control_listener_app(self.faults, token=self.faults_token, registry=self.registry,
+                                                       validator=TokenValidator(ccm_verifier, entra_verifier)),
+                       None, ports)
         self._save_ports()
         self.group = ServerGroup(list(self.listeners.values()))
         return self.group
@@ -328,8 +330,11 @@ class Site:
         control = self.url("control")
         role_id = config.role_id
         tenant = config.default_tenant
+        cmg_url = self.url("cmg") if "cmg" in self.listeners else None
         return {
-            "cmg_url": self.url("cmg"),
+            "cmg_url": cmg_url,
+            "cmg_enabled": cmg_url is not None,
+            "token_validation_url": f"{control}/validate",
             "cmg_urls": [self.url(name) for name in self.listeners if name.startswith("cmg")],
             "cp_urls": [self.url(name) for name in self.listeners if name.startswith("cp")],
             "mp_url": self.url("mp"),
@@ -337,6 +342,9 @@ class Site:
             "mutual_auth_prefix": urlmap.mutual_auth_path(role_id, ""),
             "role_id": role_id,
             "ca_file": str(self.pki.ca_file),
+            "cmg_cert_file": str(self.pki.pki_dir / "cmg.pem"),
+            "cmg_key_file": str(self.pki.pki_dir / "cmg.key"),
+            "cp_server_name": "127.0.0.1",
             "crl_url": f"{self.url('crl')}/pki/site.crl",
             "entra_url": self.url("entra"),
             "tenant_id": tenant.tenant_id,

@@ -110,19 +110,20 @@ class LifecycleUser(FastHttpUser):
         except OSError as exc:
             reason, detail = classify_exception(exc)
             return TransportError(reason, detail, ms=_ms(started))
-        response = self._session(ctx).request(request.method, request.url, name=request.name,
-                                              data=request.body or None, headers=request.headers,
-                                              allow_redirects=False)
+        payload: Any = request.body or None  # bytes go out as they are
+        # Without catch_response Locust hands back the response itself: a FastResponse, or an ErrorResponse.
+        response: Any = self._session(ctx).request(request.method, request.url, name=request.name, data=payload,
+                                                   headers=request.headers, allow_redirects=False)
         ms = _ms(started)
         if not response.status_code:  # Locust's ErrorResponse: no HTTP answer at all
             return _transport_error(response.error, ms)
-        headers = response.headers or {}
-        status_text = headers.get("x-cmg-status-text") or getattr(response._response, "status_message", "") or ""
+        headers: Any = response.headers or {}
+        status_text = str(headers.get("x-cmg-status-text") or getattr(response._response, "status_message", "") or "")
         try:
             body = response.content or b""
         except Exception:  # noqa: BLE001 - a body cut short is as good as no answer for the lifecycle
             body = b""
-        return Response(response.status_code, body, status_text, headers.get("content-type", "") or "", ms)
+        return Response(response.status_code, body, status_text, str(headers.get("content-type", "") or ""), ms)
 
     def _tls_context(self, device: DeviceRun, request: Request, profile: DeviceProfile) -> ssl.SSLContext:
         trust = self.run_context.trust
@@ -147,7 +148,7 @@ class LifecycleUser(FastHttpUser):
         now = time.time()
         if type(held) is tuple and held[0] == url and now < held[1].next_update:
             return held[1]
-        answer = self.client.request("GET", url, name=urlsplit(url).path, allow_redirects=False)
+        answer: Any = self.client.request("GET", url, name=urlsplit(url).path, allow_redirects=False)
         if not answer.status_code:
             raise CrlUnavailable(f"CRL distribution point {url} unreachable: {answer.error!r}")
         if answer.status_code != 200:

@@ -143,7 +143,9 @@ def issue_ccm_token(
         "userid": user_id,
         "tid": tenant_id,
         "smsid": smsid,
-        "iat": int(now),
+        # Millisecond precision (a JWT NumericDate may be fractional): the site tells tokens issued just before a
+        # revocation from those issued just after, within the same second.
+        "iat": round(now, 3),
         "nbf": int(now),
         "exp": int(now + lifetime),
         "jti": jti,

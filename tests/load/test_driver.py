@@ -64,6 +64,7 @@ class Harness:
 
 
 def device(index: int = 0, **traits: object) -> DeviceProfile:
+    """Device ``index`` of a small fleet, with ``traits`` changed."""
     return Fleet(1, tenant_ids=[TENANT]).device(index).with_traits(**traits)
 
 
@@ -176,7 +177,7 @@ def test_only_requests_to_the_cmg_enter_the_cmgservice_counts() -> None:
 ])
 def test_device_faults_name_the_faults_a_profile_carries(traits: dict[str, object], faults: tuple[str, ...]) -> None:
     """Flags such as /NoCRLCheck or a PKI certificate are not faults; a missing root CA or WPJ certificate is."""
-    assert device_faults(device(**traits)) == faults
+    assert device_faults(device(0, **traits)) == faults
 
 
 @pytest.mark.parametrize(("reply", "reason"), [(Response(204), ""), (Response(401), "http.401"),

@@ -44,6 +44,15 @@ def test_the_capacity_locustfile_steps_users_up_and_ends_the_run_itself(site: Ru
     assert outcomes["devices"]["registered"] == 2 and outcomes["unexpected"] == {}
 
 
+def test_a_headless_run_without_a_site_manifest_stops_at_once_naming_the_path(tmp_path: Path) -> None:
+    """--site pointing at nothing ends a headless run before any user starts, saying where it looked."""
+    missing = tmp_path / "nowhere" / "site.json"
+    result = subprocess.run(locust("-f", str(LOCUSTFILES_DIR / "lifecycle.py"), "--headless", "-u", "1", "-t", "5",
+                                   "--site", str(missing)), capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode != 0
+    assert f"cmg-harness: --site '{missing}': no site manifest there" in result.stderr
+
+
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

@@ -46,7 +46,7 @@ def test_an_empty_scheduler_has_no_next_due_time() -> None:
 def test_scheduler_refuses_a_nan_due_time() -> None:
     """NaN would silently break the heap order, so it is refused."""
     with pytest.raises(SchedulerError, match="nan"):
-        DeviceScheduler().add("a", float("nan"))
+        DeviceScheduler[str]().add("a", float("nan"))
 
 
 @given(workers=st.integers(1, 6), users=st.integers(1, 12), devices=st.integers(1, 9))
