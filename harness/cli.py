@@ -63,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--no-logs", action="store_true", help="do not write site log files")
     up.add_argument("--no-cmg", action="store_true",
                     help="run without the mock CMG: put your own CMG-style proxy in front of the connection point")
+    up.add_argument("--unsafe-skip-token-checks", action="store_true", help=argparse.SUPPRESS)
     up.add_argument("--seed-clients", type=_int_range("seed clients", 0, 10_000_000), default=0,
                     help="register this many clients in the site database before serving (steady-state runs)")
 
@@ -121,7 +122,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         config = SiteConfig(state_dir=args.state_dir, time_scale=args.time_scale, cmg_instances=args.cmg_instances,
                             connection_points=args.connection_points,
                             cmgservice_log_period=args.cmgservice_log_period, inprocess_hops=args.inprocess_hops,
-                            cmg_enabled=not args.no_cmg)
+                            cmg_enabled=not args.no_cmg, unsafe_skip_token_checks=args.unsafe_skip_token_checks)
         site = Site(config, logs_enabled=not args.no_logs)
     except (ConfigError, SiteStateError) as error:
         raise CliError(str(error)) from None

@@ -66,6 +66,9 @@ class SiteConfig:
     inprocess_hops: bool = False
     #: False runs the site without the mock CMG, for a CMG-style proxy under test in front of the connection point.
     cmg_enabled: bool = True
+    #: Test-only: the mock CMG forwards requests without checking their tokens, the way a broken proxy would, so that
+    #: tests can prove the harness's verdicts catch it. Never on by default; `cmg-harness up --unsafe-skip-token-checks`.
+    unsafe_skip_token_checks: bool = False
     ports: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

@@ -246,7 +246,8 @@ class Site:
             app = CmgApp(instance=index, public_host=f"{listener.host}:{listener.port}",
                          connection_points=round_robin, ccm_verifier=ccm_verifier, entra_verifier=entra_verifier,
                          tenants=lambda: aad_tenants, faults=self.faults, metrics=cmg_metrics, stats=stats,
-                         logs=self.logs, content=self.content, clock=self.clock)
+                         logs=self.logs, content=self.content, clock=self.clock,
+                         skip_token_checks=config.unsafe_skip_token_checks)
             self.cmg_apps.append(app)
             listener.app = FaultMiddleware(app, registry=self.faults, role="cmg",
                                            cmg_instances=config.cmg_instances)

@@ -196,3 +196,12 @@ def test_mp_refuses_callers_without_the_connection_point_certificate(site_client
 
     with pytest.raises(httpx.HTTPError):
         site_client.http.post(site_client.manifest["mp_url"] + "/CCM_STS")
+
+
+def test_the_unsafe_switch_makes_the_cmg_forward_invalid_tokens(tmp_path) -> None:
+    """The test-only switch turns the CMG into a proxy that forwards invalid tokens: the MP then refuses them."""
+    from mock_site.testing import running_site
+
+    with running_site(tmp_path, unsafe_skip_token_checks=True) as broken, SiteClient(broken.manifest) as client:
+        response = client.policy(_bad_tokens(broken.manifest)["forged"], "GUID:00000000-0000-0000-0000-000000000001")
+    assert (response.status_code, response.reason_phrase) == (401, "MP_Invalid_Token")
