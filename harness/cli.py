@@ -63,6 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--no-logs", action="store_true", help="do not write site log files")
     up.add_argument("--no-cmg", action="store_true",
                     help="run without the mock CMG: put your own CMG-style proxy in front of the connection point")
+    up.add_argument("--role", action="append", choices=("crl", "entra", "mp", "cp", "cmg"), default=None,
+                    help="run only this role here (repeatable); the others are reached through --link ROLE=URL")
+    up.add_argument("--link", action="append", default=[], metavar="ROLE=URL",
+                    help="where a role run elsewhere listens (cp takes a comma-separated list; crl the CRL's URL)")
     up.add_argument("--unsafe-skip-token-checks", action="store_true", help=argparse.SUPPRESS)
     up.add_argument("--seed-clients", type=_int_range("seed clients", 0, 10_000_000), default=0,
                     help="register this many clients in the site database before serving (steady-state runs)")
@@ -116,14 +120,21 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def cmd_up(args: argparse.Namespace) -> int:
     from mock_site.config import ConfigError, SiteConfig
-    from mock_site.site import Site, SiteStateError
+    from mock_site.site import ROLES, Site, SiteStateError
 
     try:
         config = SiteConfig(state_dir=args.state_dir, time_scale=args.time_scale, cmg_instances=args.cmg_instances,
                             connection_points=args.connection_points,
                             cmgservice_log_period=args.cmgservice_log_period, inprocess_hops=args.inprocess_hops,
                             cmg_enabled=not args.no_cmg, unsafe_skip_token_checks=args.unsafe_skip_token_checks)
-        site = Site(config, logs_enabled=not args.no_logs)
+        links = {}
+        for item in args.link:
+            role, sep, url = item.partition("=")
+            if not sep or not url.startswith(("http://", "https://")):
+                raise CliError(f"--link must be ROLE=URL with an http(s) URL, got {item!r}")
+            links[role] = url.rstrip("/")
+        site = Site(config, logs_enabled=not args.no_logs, roles=args.role or ROLES, links=links)
+        site.build()
     except (ConfigError, SiteStateError) as error:
         raise CliError(str(error)) from None
     if args.seed_clients:
@@ -138,7 +149,7 @@ def cmd_up(args: argparse.Namespace) -> int:
             loop.add_signal_handler(signum, stop.set)
         await site.start()
         manifest = site.manifest()
-        print(_summary(manifest), flush=True)
+        print(_summary(manifest, site), flush=True)
         await stop.wait()
         print("cmg-harness: stopping the site", flush=True)
         await site.stop()
@@ -147,18 +158,22 @@ def cmd_up(args: argparse.Namespace) -> int:
     return 0
 
 
-def _summary(manifest: dict[str, Any]) -> str:
+def _summary(manifest: dict[str, Any], site: Any) -> str:
     lines = [
         f"mock site up (time scale {manifest['time_scale']}: CCM token {manifest['ccm_token_lifetime_s']:.0f} s, "
-        f"policy every {manifest['policy_interval_s']:.0f} s)",
-        (f"  CMG              {manifest['cmg_url']}{manifest['server_auth_prefix']}" if manifest["cmg_url"] else
-         f"  CMG              none (--no-cmg): point your proxy at the connection point {manifest['cp_urls'][0]}"),
-        f"  Entra ID         {manifest['entra_url']}   tenant {manifest['tenant_id']}",
-        f"  CRL distribution {manifest['crl_url']}",
-        f"  faults / metrics {manifest['faults_url']}   {manifest['metrics_urls']['cmg']}",
+        f"policy every {manifest['policy_interval_s']:.0f} s), roles here: {', '.join(manifest['roles'])}",
+    ]
+    for name, listener in site.listeners.items():
+        where = listener.url + (manifest["server_auth_prefix"] if name == "cmg" else "")
+        lines.append(f"  {name:<16} {where}")
+    if not manifest["cmg_enabled"] and manifest["cp_urls"]:
+        lines.append(f"  no mock CMG: point your CMG-style proxy at the connection point {manifest['cp_urls'][0]}")
+    for role, url in manifest["links"].items():
+        lines.append(f"  {role:<16} {url} (linked)")
+    lines += [
         f"  root CA          {manifest['ca_file']}",
         f"  logs             {manifest['log_dir']}",
-        f"  manifest         {Path(manifest['state_dir']) / 'site.json'}",
+        f"  manifest         {site.manifest_path}",
         "Ctrl-C stops it.",
     ]
     return "\n".join(lines)

@@ -22,6 +22,33 @@ from typing import Any, Self
 
 import yaml
 
+__all__ = [
+    "CLIENT_METRICS",
+    "DASHBOARDS_DIR",
+    "GRAFANA_BUILTINS",
+    "LOCUST_JOB",
+    "RULES_TEST_FILE",
+    "RULE_FILES",
+    "SITE_JOB",
+    "DashboardError",
+    "Expression",
+    "PrometheusError",
+    "PrometheusServer",
+    "dashboard_expressions",
+    "find_prometheus",
+    "find_promtool",
+    "instant_query",
+    "iter_panels",
+    "load_dashboards",
+    "prometheus_duration",
+    "recording_rules",
+    "render_prometheus_config",
+    "start_prometheus",
+    "to_promql",
+    "variable_values",
+    "write_prometheus_config",
+]
+
 #: The checked-in dashboards, the Prometheus config template and the rules (beside the packages in a source checkout).
 DASHBOARDS_DIR = Path(__file__).resolve().parent.parent / "dashboards"
 CONFIG_TEMPLATE = "prometheus.yml"

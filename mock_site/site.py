@@ -15,7 +15,8 @@ import random
 import secrets
 import ssl
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Mapping
+from urllib.parse import urlsplit
 
 import aiohttp
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -44,6 +45,8 @@ log = logging.getLogger("mock_site.site")
 
 MANIFEST_NAME = "site.json"
 PORTS_NAME = "ports.json"
+#: The roles of a site; ``cmg-harness up --role`` runs a subset in one process and links to the others by URL.
+ROLES = ("crl", "entra", "mp", "cp", "cmg")
 FAULTS_TOKEN_NAME = "faults.token"
 
 
@@ -70,8 +73,17 @@ class Site:
     """Builds every role of the mock site and runs them in the current asyncio loop."""
 
     def __init__(self, config: SiteConfig, *, clock: Clock = system_clock, rng: random.Random | None = None,
-                 registry: CollectorRegistry | None = None, logs_enabled: bool = True) -> None:
+                 registry: CollectorRegistry | None = None, logs_enabled: bool = True,
+                 roles: Iterable[str] = ROLES, links: Mapping[str, str] | None = None) -> None:
         self.config = config
+        self.roles = frozenset(roles)
+        unknown = sorted(self.roles - set(ROLES))
+        if unknown or not self.roles:
+            raise SiteStateError(f"unknown role(s) {', '.join(unknown) or '(none)'}; roles: {', '.join(ROLES)}")
+        self.links = dict(links or {})
+        bad_links = sorted(set(self.links) - set(ROLES))
+        if bad_links:
+            raise SiteStateError(f"--link names unknown role(s) {', '.join(bad_links)}; roles: {', '.join(ROLES)}")
         self.clock = clock
         self.rng = rng or random.Random()
         self.registry = registry or CollectorRegistry()
@@ -112,8 +124,17 @@ class Site:
         os.chmod(path, 0o600)
         return token
 
+    @property
+    def _suffix(self) -> str:
+        """'' for a whole site; '-cmg' (say) for a process that runs some roles, so processes share a state dir."""
+        return "" if self.roles == frozenset(ROLES) else "-" + "-".join(r for r in ROLES if r in self.roles)
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.config.state_dir / MANIFEST_NAME.replace(".json", f"{self._suffix}.json")
+
     def _remembered_ports(self) -> dict[str, int]:
-        path = self.config.state_dir / PORTS_NAME
+        path = self.config.state_dir / PORTS_NAME.replace(".json", f"{self._suffix}.json")
         ports: dict[str, int] = {}
         if path.exists():
             try:
@@ -158,29 +179,45 @@ class Site:
         else:
             self.pki.unrevoke(self._cmg_serial)
 
+    def _local(self, role: str) -> bool:
+        return role in self.roles
+
+    def _link(self, role: str) -> str:
+        try:
+            return self.links[role]
+        except KeyError:
+            raise SiteStateError(f"role {role!r} is not run here: give its URL with --link {role}=URL") from None
+
     def build(self) -> ServerGroup:
-        """Create every app and bind every listener (ports are known after this returns)."""
+        """Create the apps of the roles run here and bind their listeners (ports are known after this returns)."""
         config = self.config
         ports = self._remembered_ports()
         hosts = (config.host, "localhost") if config.host != "localhost" else ("localhost", "127.0.0.1")
 
-        crl = self._listener("crl", FaultMiddleware(crl_app(self.pki, faults=self.faults), registry=self.faults,
-                                                    role="crl"), None, ports)
-        crl_url = f"{crl.url}/pki/site.crl"
-        cmg_bundle = self.pki.cmg_server_cert(hosts, crl_url=crl_url)
+        if self._local("crl"):
+            crl = self._listener("crl", FaultMiddleware(crl_app(self.pki, faults=self.faults), registry=self.faults,
+                                                        role="crl"), None, ports)
+            self.crl_url = f"{crl.url}/pki/site.crl"
+        else:
+            self.crl_url = self._link("crl")
+        cmg_bundle = self.pki.cmg_server_cert(hosts, crl_url=self.crl_url)
         self._cmg_serial = cmg_bundle.serial
         self._on_fault_change()
 
-        entra = self._listener("entra", FaultMiddleware(entra_app(self.entra, faults=self.faults),
-                                                        registry=self.faults, role="entra"),
-                               self._server_context(self.pki.entra_server_cert(hosts)), ports)
+        if self._local("entra"):
+            entra_url = self._listener("entra", FaultMiddleware(entra_app(self.entra, faults=self.faults),
+                                                                registry=self.faults, role="entra"),
+                                       self._server_context(self.pki.entra_server_cert(hosts)), ports).url
+        else:
+            entra_url = self._link("entra")
+        self.entra_url = entra_url
 
         tenants_onboarded = {t.tenant_id.lower() for t in config.tenants if t.onboarded}
 
         def onboarded() -> set[str]:
             return tenants_onboarded
 
-        jwks = JwksCache(self._jwks_fetcher(entra.url), clock=self.clock)
+        jwks = JwksCache(self._jwks_fetcher(entra_url), clock=self.clock)
         audiences = sorted({tokens.CONFIGMGR_RESOURCE} | {t.resource_uri for t in config.tenants})
         entra_verifier = EntraTokenVerifier(jwks, audiences=audiences, tenants=onboarded, clock=self.clock,
                                             leeway=config.token_leeway)
@@ -188,69 +225,82 @@ class Site:
                                         clock=self.clock, leeway=config.token_leeway)
 
         mp_bundle = self.pki.mp_server_cert(hosts)
-        mp_listener = self._listener("mp", None, self._server_context(mp_bundle, client_certs="required"), ports)
+        cmg_count = config.cmg_instances if config.cmg_enabled and self._local("cmg") else 0
         cmg_listeners = [self._listener(f"cmg{i}" if i else "cmg", None,
                                         self._server_context(cmg_bundle, client_certs="optional"), ports)
-                         for i in range(config.cmg_instances if config.cmg_enabled else 0)]
-        # Without the mock CMG, the proxy under test tells the MP its public address (X-CMG-Request-URI).
-        cmg_host = f"{cmg_listeners[0].host}:{cmg_listeners[0].port}" if cmg_listeners else "cmg.invalid"
-        mp_host = f"{mp_listener.host}:{mp_listener.port}"
+                         for i in range(cmg_count)]
+        # Without the mock CMG here, the proxy in front tells the MP its public address (X-CMG-Request-URI).
+        if cmg_listeners:
+            cmg_host = f"{cmg_listeners[0].host}:{cmg_listeners[0].port}"
+        else:
+            cmg_host = urlsplit(self.links.get("cmg", "https://cmg.invalid")).netloc
 
-        sts = CcmSts(config=config, verifier=entra_verifier, signing_key=self.pki.ccm_signing_key,
-                     signing_kid=self.pki.ccm_signing_kid, db=self.db, faults=self.faults,
-                     metrics=self._metrics("sts"), logs=self.logs, clock=self.clock, mp_public_host=mp_host)
-        mp_app = MpApp(config=config, sts=sts, ccm_verifier=ccm_verifier, entra_verifier=entra_verifier, db=self.db,
-                       faults=self.faults, metrics=self._metrics("mp"), logs=self.logs, clock=self.clock,
-                       public_host=mp_host, cmg_host=cmg_host, rng=self.rng, content=self.content)
-        mp_wrapped = FaultMiddleware(mp_app, registry=self.faults, role="mp")
-        mp_listener.app = mp_wrapped
-
-        cp_bundle = self.pki.cp_client_cert()
-        cp_apps = []
-        for index in range(config.connection_points):
-            name = f"cp{index}" if index else "cp"
-            mp_upstream: Upstream
-            if config.inprocess_hops:
-                mp_upstream = InProcessUpstream(name="mp", app=mp_wrapped,
-                                                client_cert_der=cp_bundle.certificate.public_bytes(
-                                                    encoding=Encoding.DER))
-            else:
-                mp_upstream = HttpUpstream(name="mp", base_url=mp_listener.url,
-                                           ssl_context=self._client_context(cp_bundle))
-            self._upstreams.append(mp_upstream)
-            report = ConnectionPointReport()
-            self.cp_reports.append(report)
-            cp_app = FaultMiddleware(
-                ConnectionPointApp(name=name, mp=mp_upstream, mp_public_host=mp_host, faults=self.faults,
-                                   metrics=self._metrics("cp"), report=report, logs=self.logs),
-                registry=self.faults, role="cp")
-            cp_listener = self._listener(name, cp_app, self._server_context(mp_bundle), ports)
-            cp_apps.append((cp_listener, cp_app))
+        mp_wrapped: Any = None
+        if self._local("mp"):
+            mp_listener = self._listener("mp", None, self._server_context(mp_bundle, client_certs="required"), ports)
+            mp_url = mp_listener.url
+            mp_host = f"{mp_listener.host}:{mp_listener.port}"
+            sts = CcmSts(config=config, verifier=entra_verifier, signing_key=self.pki.ccm_signing_key,
+                         signing_kid=self.pki.ccm_signing_kid, db=self.db, faults=self.faults,
+                         metrics=self._metrics("sts"), logs=self.logs, clock=self.clock, mp_public_host=mp_host)
+            mp_app = MpApp(config=config, sts=sts, ccm_verifier=ccm_verifier, entra_verifier=entra_verifier,
+                           db=self.db, faults=self.faults, metrics=self._metrics("mp"), logs=self.logs,
+                           clock=self.clock, public_host=mp_host, cmg_host=cmg_host, rng=self.rng,
+                           content=self.content)
+            mp_wrapped = FaultMiddleware(mp_app, registry=self.faults, role="mp")
+            mp_listener.app = mp_wrapped
+        else:
+            mp_url = self._link("mp")
+            mp_host = urlsplit(mp_url).netloc
 
         cp_upstreams: list[Upstream] = []
-        for cp_listener, cp_app in cp_apps:
-            if config.inprocess_hops:
-                cp_upstreams.append(InProcessUpstream(name=cp_listener.name, app=cp_app))
-            else:
-                cp_upstreams.append(HttpUpstream(name=cp_listener.name, base_url=cp_listener.url,
-                                                 ssl_context=self._client_context()))
+        if self._local("cp"):
+            cp_bundle = self.pki.cp_client_cert()
+            for index in range(config.connection_points):
+                name = f"cp{index}" if index else "cp"
+                mp_upstream: Upstream
+                if config.inprocess_hops and mp_wrapped is not None:
+                    mp_upstream = InProcessUpstream(name="mp", app=mp_wrapped,
+                                                    client_cert_der=cp_bundle.certificate.public_bytes(
+                                                        encoding=Encoding.DER))
+                else:
+                    mp_upstream = HttpUpstream(name="mp", base_url=mp_url,
+                                               ssl_context=self._client_context(cp_bundle))
+                self._upstreams.append(mp_upstream)
+                report = ConnectionPointReport()
+                self.cp_reports.append(report)
+                cp_app = FaultMiddleware(
+                    ConnectionPointApp(name=name, mp=mp_upstream, mp_public_host=mp_host, faults=self.faults,
+                                       metrics=self._metrics("cp"), report=report, logs=self.logs),
+                    registry=self.faults, role="cp")
+                cp_listener = self._listener(name, cp_app, self._server_context(mp_bundle), ports)
+                if config.inprocess_hops:
+                    cp_upstreams.append(InProcessUpstream(name=cp_listener.name, app=cp_app))
+                else:
+                    cp_upstreams.append(HttpUpstream(name=cp_listener.name, base_url=cp_listener.url,
+                                                     ssl_context=self._client_context()))
+        elif cmg_listeners:
+            cp_upstreams = [HttpUpstream(name=f"cp{i}" if i else "cp", base_url=url,
+                                         ssl_context=self._client_context())
+                            for i, url in enumerate(self._link("cp").split(","))]
         self._upstreams.extend(cp_upstreams)
-        round_robin = RoundRobin(cp_upstreams)
 
-        aad_tenants = {t.tenant_id.lower(): AadTenant(t.tenant_id, t.client_app_id, t.resource_uri)
-                       for t in config.tenants if t.onboarded}
-        cmg_metrics = self._metrics("cmg")
-        for index, listener in enumerate(cmg_listeners):
-            stats = CMGServiceStats(self.clock)
-            self.cmg_stats.append(stats)
-            app = CmgApp(instance=index, public_host=f"{listener.host}:{listener.port}",
-                         connection_points=round_robin, ccm_verifier=ccm_verifier, entra_verifier=entra_verifier,
-                         tenants=lambda: aad_tenants, faults=self.faults, metrics=cmg_metrics, stats=stats,
-                         logs=self.logs, content=self.content, clock=self.clock,
-                         skip_token_checks=config.unsafe_skip_token_checks)
-            self.cmg_apps.append(app)
-            listener.app = FaultMiddleware(app, registry=self.faults, role="cmg",
-                                           cmg_instances=config.cmg_instances)
+        if cmg_listeners:
+            round_robin = RoundRobin(cp_upstreams)
+            aad_tenants = {t.tenant_id.lower(): AadTenant(t.tenant_id, t.client_app_id, t.resource_uri)
+                           for t in config.tenants if t.onboarded}
+            cmg_metrics = self._metrics("cmg")
+            for index, listener in enumerate(cmg_listeners):
+                stats = CMGServiceStats(self.clock)
+                self.cmg_stats.append(stats)
+                app = CmgApp(instance=index, public_host=f"{listener.host}:{listener.port}",
+                             connection_points=round_robin, ccm_verifier=ccm_verifier,
+                             entra_verifier=entra_verifier, tenants=lambda: aad_tenants, faults=self.faults,
+                             metrics=cmg_metrics, stats=stats, logs=self.logs, content=self.content,
+                             clock=self.clock, skip_token_checks=config.unsafe_skip_token_checks)
+                self.cmg_apps.append(app)
+                listener.app = FaultMiddleware(app, registry=self.faults, role="cmg",
+                                               cmg_instances=config.cmg_instances)
 
         self._listener("control", control_listener_app(self.faults, token=self.faults_token, registry=self.registry,
                                                        validator=TokenValidator(ccm_verifier, entra_verifier)),
@@ -276,7 +326,8 @@ class Site:
 
     def _save_ports(self) -> None:
         ports = {name: listener.port for name, listener in self.listeners.items()}
-        (self.config.state_dir / PORTS_NAME).write_text(json.dumps(ports, indent=2, sort_keys=True))
+        path = self.config.state_dir / PORTS_NAME.replace(".json", f"{self._suffix}.json")
+        path.write_text(json.dumps(ports, indent=2, sort_keys=True))
 
     # ---------------------------------------------------------------- running
     async def start(self) -> None:
@@ -331,14 +382,17 @@ class Site:
         control = self.url("control")
         role_id = config.role_id
         tenant = config.default_tenant
-        cmg_url = self.url("cmg") if "cmg" in self.listeners else None
+        cmg_url = self.url("cmg") if "cmg" in self.listeners else self.links.get("cmg")
+        cp_urls = [self.url(name) for name in self.listeners if name.startswith("cp")]
         return {
             "cmg_url": cmg_url,
             "cmg_enabled": cmg_url is not None,
+            "roles": [role for role in ROLES if role in self.roles],
+            "links": dict(self.links),
             "token_validation_url": f"{control}/validate",
             "cmg_urls": [self.url(name) for name in self.listeners if name.startswith("cmg")],
-            "cp_urls": [self.url(name) for name in self.listeners if name.startswith("cp")],
-            "mp_url": self.url("mp"),
+            "cp_urls": cp_urls or [url for url in self.links.get("cp", "").split(",") if url],
+            "mp_url": self.url("mp") if "mp" in self.listeners else self.links.get("mp"),
             "server_auth_prefix": urlmap.server_auth_path(role_id, ""),
             "mutual_auth_prefix": urlmap.mutual_auth_path(role_id, ""),
             "role_id": role_id,
@@ -346,8 +400,8 @@ class Site:
             "cmg_cert_file": str(self.pki.pki_dir / "cmg.pem"),
             "cmg_key_file": str(self.pki.pki_dir / "cmg.key"),
             "cp_server_name": "127.0.0.1",
-            "crl_url": f"{self.url('crl')}/pki/site.crl",
-            "entra_url": self.url("entra"),
+            "crl_url": self.crl_url,
+            "entra_url": self.entra_url,
             "tenant_id": tenant.tenant_id,
             "tenants": [{"tenant_id": t.tenant_id, "onboarded": t.onboarded, "client_app_id": t.client_app_id,
                          "resource_uri": t.resource_uri} for t in config.tenants],
@@ -360,7 +414,8 @@ class Site:
             "policy_interval_s": config.scaled(config.policy_interval),
             "faults_url": f"{control}/faults",
             "faults_token": self.faults_token,
-            "metrics_urls": {role: f"{control}/metrics" for role in ("cmg", "cp", "mp", "sts", "entra", "crl")},
+            "metrics_urls": {role: f"{control}/metrics" for role in ("cmg", "cp", "mp", "sts", "entra", "crl")
+                             if role in self.roles or (role == "sts" and "mp" in self.roles)},
             "log_dir": str(config.log_dir),
             "db_path": str(config.db_path),
             "state_dir": str(config.state_dir),
@@ -368,7 +423,7 @@ class Site:
         }
 
     def write_manifest(self) -> Path:
-        path = self.config.state_dir / MANIFEST_NAME
+        path = self.manifest_path
         tmp = path.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(self.manifest(), indent=2))
         os.chmod(tmp, 0o600)  # it holds the fault API's bearer token

@@ -4,6 +4,7 @@ every metric and label they name exists on the site, in the client-metrics contr
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -249,3 +250,20 @@ def test_client_panels_read_only_client_metrics() -> None:
     for expression in dashboard_expressions("client-lifecycle.json", DASHBOARDS["client-lifecycle.json"]):
         promql = to_promql(expression.expr, variable_values(DASHBOARDS["client-lifecycle.json"]))
         assert all(m.startswith("cmg_client_") for m in _metric_names(promql)), promql
+
+
+OBSERVABILITY_DOC = (Path(__file__).resolve().parents[2] / "docs" / "observability.md").read_text()
+
+
+@pytest.mark.parametrize("metric", sorted(CLIENT_METRICS))
+def test_the_client_metric_contract_is_documented(metric: str) -> None:
+    """docs/observability.md names each client metric the dashboards expect, with its labels."""
+    row = next((line for line in OBSERVABILITY_DOC.splitlines() if line.startswith(f"| `{metric}` |")), "")
+    assert row, metric
+    assert all(label in row for label in CLIENT_METRICS[metric][1])
+
+
+@pytest.mark.parametrize("record", sorted({r.where.partition("{")[0] for r in recording_rules()}))
+def test_every_recording_rule_is_documented(record: str) -> None:
+    """docs/observability.md names each recorded series."""
+    assert f"`{record}" in OBSERVABILITY_DOC

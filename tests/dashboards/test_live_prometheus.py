@@ -9,6 +9,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Self
 
 import httpx
 import pytest
@@ -97,11 +98,11 @@ class Traffic:
     def __init__(self, site: RunningSite) -> None:
         self.site = site
         self.sessions = 0
-        self.error: BaseException | None = None
+        self.error: Exception | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="live-traffic", daemon=True)
 
-    def __enter__(self) -> Traffic:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 
@@ -121,7 +122,7 @@ class Traffic:
                         pass  # a reset connection: the fault doing its job
                     self.sessions += 1
                     self._stop.wait(0.02)  # leave CPU to the site and Prometheus on a 2-core machine
-        except BaseException as error:  # reported by __exit__ in the test's thread
+        except Exception as error:  # noqa: BLE001 - any failure is reported by __exit__ in the test's thread
             self.error = error
 
 

@@ -145,3 +145,51 @@ def test_read_only_state_dir_is_refused(tmp_path: Path, capsys: pytest.CaptureFi
         assert main(["up", "--state-dir", str(tmp_path / "x")]) == 2
     finally:
         tmp_path.chmod(0o700)
+
+
+def test_roles_run_in_separate_processes_linked_by_url(tmp_path: Path) -> None:
+    """CRL+Entra+MP, the connection point and the CMG each in their own process still serve a whole exchange."""
+    processes = []
+    try:
+        started = time.time() - 1
+        backend = _start(tmp_path, "--role", "crl", "--role", "entra", "--role", "mp")
+        processes.append(backend)
+        back = _wait_for_named(tmp_path / "site-crl-entra-mp.json", backend, started)
+        cp = _start(tmp_path, "--role", "cp", "--link", f"mp={back['mp_url']}", "--link", f"crl={back['crl_url']}",
+                    "--link", f"entra={back['entra_url']}")
+        processes.append(cp)
+        middle = _wait_for_named(tmp_path / "site-cp.json", cp, started)
+        cmg = _start(tmp_path, "--role", "cmg", "--link", f"cp={middle['cp_urls'][0]}",
+                     "--link", f"crl={back['crl_url']}", "--link", f"entra={back['entra_url']}",
+                     "--link", f"mp={back['mp_url']}")
+        processes.append(cmg)
+        front = _wait_for_named(tmp_path / "site-cmg.json", cmg, started)
+        with SiteClient(front) as client:
+            entra = client.entra_token(device_id=str(uuid.uuid4()))
+            reply = client.register(entra)
+            assert reply.status_code == 200
+            smsid = messages.RegistrationResponse.from_xml(reply.reply.body_xml).smsid
+            assert client.policy(client.ccm_token(entra), smsid).status_code == 200
+    finally:
+        for process in reversed(processes):
+            if process.poll() is None:
+                _stop(process)
+
+
+def test_a_role_without_its_link_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A CMG alone without the connection point's URL is a one-line error naming the missing link."""
+    assert main(["up", "--state-dir", str(tmp_path), "--role", "cmg"]) == 2
+    assert "--link crl=URL" in capsys.readouterr().err
+
+
+def _wait_for_named(path: Path, process: subprocess.Popen[str], since: float) -> dict:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if path.exists() and path.stat().st_mtime >= since:
+            manifest = json.loads(path.read_text())
+            if manifest.get("pid") == process.pid:
+                return manifest
+        if process.poll() is not None:
+            raise AssertionError(f"cmg-harness up exited early: {process.stdout.read() if process.stdout else ''}")
+        time.sleep(0.1)
+    raise AssertionError(f"no {path.name} within 60 s")
