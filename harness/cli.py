@@ -7,6 +7,7 @@ import asyncio
 import json
 import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -94,6 +95,15 @@ def build_parser() -> argparse.ArgumentParser:
     client.add_argument("--polls", type=_int_range("polls", 0, 1000), default=1)
     client.add_argument("--json", action="store_true", help="print the outcome and steps as JSON")
 
+    dashboards = commands.add_parser(
+        "dashboards", help="write the Prometheus config and rules for a running site; --serve starts Prometheus")
+    dashboards.add_argument("--site", type=Path, default=Path("state/site.json"))
+    dashboards.add_argument("--out", type=Path, help="where prometheus.yml and rules/ go (default: <state>/prometheus)")
+    dashboards.add_argument("--locust", action="append", default=[], metavar="HOST:PORT",
+                            help="also scrape a Locust client-metrics exporter (repeatable)")
+    dashboards.add_argument("--serve", action="store_true",
+                            help="start Debian's prometheus on 127.0.0.1 against them until Ctrl-C")
+
     run = commands.add_parser("run", help="start the mock site and run a headless Locust load against it")
     _commands.add_run_arguments(run, _positive_float, _int_range)
     return parser
@@ -107,6 +117,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_up(args)
         if args.command == "faults":
             return cmd_faults(args)
+        if args.command == "dashboards":
+            return cmd_dashboards(args)
         return getattr(_commands, f"cmd_{args.command}")(args)
     except CliError as error:
         print(f"cmg-harness: {error}", file=sys.stderr)
@@ -205,6 +217,29 @@ def cmd_faults(args: argparse.Namespace) -> int:
     except FaultApiError as error:
         raise CliError(str(error)) from None
     print(json.dumps(result, indent=2))
+    return 0
+
+
+def cmd_dashboards(args: argparse.Namespace) -> int:
+    from harness import dashboards
+
+    manifest = _commands.load_manifest(args.site)
+    out = args.out or Path(manifest["state_dir"]) / "prometheus"
+    try:
+        config = dashboards.write_prometheus_config(out, manifest, tuple(args.locust))
+    except (OSError, ValueError) as error:
+        raise CliError(f"cannot write the Prometheus config to {str(out)!r}: {error}") from None
+    print(f"Prometheus config: {config}  (dashboards to import into Grafana: {dashboards.DASHBOARDS_DIR})")
+    if not args.serve:
+        return 0
+    if dashboards.find_prometheus() is None:
+        raise CliError("--serve needs the prometheus binary (apt-get install prometheus)")
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    with dashboards.start_prometheus(out) as prometheus:
+        print(f"Prometheus on {prometheus.url} (pid {prometheus.pid}); Ctrl-C stops it.", flush=True)
+        stop.wait()
     return 0
 
 

@@ -14,6 +14,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass
+from http import HTTPStatus
 from typing import Any, Callable, Mapping
 
 from mock_site.asgi import BodyTooLarge, HttpRequest, read_body, respond, respond_error
@@ -25,6 +26,7 @@ from mock_site.server import Receive, Scope, Send, absolute_form_target, client_
 from mock_site.upstream import RoundRobin, UpstreamError, forwardable
 
 log = logging.getLogger("mock_site.cmg")
+_STANDARD_STATUSES = frozenset(status.value for status in HTTPStatus)
 
 # Status texts the CMG answers with. The first is documented; the others are ours, in the same style.
 INVALID_TOKEN = "CMGService_Invalid_Token"
@@ -118,10 +120,14 @@ class CmgApp:
         request = HttpRequest.from_scope(scope)
         self.metrics.request_started()
         sizes = {"request": 0, "response": 0, "status": 0}
+        reason: list[str] = []
 
         async def counted_send(message: dict[str, Any]) -> None:
             if message["type"] == "http.response.start":
                 sizes["status"] = int(message["status"])
+                if sizes["status"] >= 400:
+                    reason.append(message.get("reason") or HTTPStatus(sizes["status"]).phrase.replace(" ", "_")
+                                  if sizes["status"] in _STANDARD_STATUSES else "other")
             elif message["type"] == "http.response.body":
                 sizes["response"] += len(message.get("body", b""))
             await send(message)
@@ -144,6 +150,8 @@ class CmgApp:
                               responded=sizes["status"] != 0)
             self.metrics.observe_request(endpoint, request.method, sizes["status"] or 499,
                                          sizes["request"], sizes["response"], elapsed)
+            if reason:
+                self.metrics.error_response(endpoint, sizes["status"], reason[0])
 
     async def _handle(self, route: Route, request: HttpRequest, receive: Receive, send: Send,
                       sizes: dict[str, int]) -> Route:

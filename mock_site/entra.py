@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 from urllib.parse import parse_qsl
 
 from cryptography import x509
@@ -140,6 +140,7 @@ class EntraIssuer:
         tenants: Sequence[TenantConfig],
         lifetime: float,
         key_lifetime: float = DEFAULT_KEY_LIFETIME,
+        on_mint: Callable[[], None] | None = None,
     ) -> None:
         if not tenants:
             raise ValueError("the mock Entra ID needs at least one tenant, got none")
@@ -149,6 +150,8 @@ class EntraIssuer:
             raise ValueError(f"Entra key lifetime must be > 0 s, got {key_lifetime!r}")
         self._clock = clock
         self._rng = rng
+        #: Called once per token signed (the site counts Entra tokens issued in its metrics).
+        self.on_mint = on_mint
         self.lifetime = float(lifetime)
         self.key_lifetime = float(key_lifetime)
         self._tenants = {tenant.tenant_id.lower(): tenant for tenant in tenants}
@@ -280,6 +283,8 @@ class EntraIssuer:
     def mint(self, request: TokenRequest, defect: TokenDefect | None = None) -> str:
         """Sign the token for a checked request, spoiled the way ``defect`` says."""
         now = self._clock()
+        if self.on_mint is not None:
+            self.on_mint()
         # In this model Entra stamps the token from the device's assertion time, so a skewed device clock reaches
         # CCM_STS as a token that is not yet valid (IDX10222) or already expired (IDX10223).
         issued_at = request.device_time if request.device_time is not None else now

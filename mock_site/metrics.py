@@ -9,7 +9,7 @@ import threading
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -37,6 +37,9 @@ class MetricLabelError(ValueError):
     """A label value is outside the closed set the metric allows; the message names it."""
 
 
+_STATUS_TEXT = re.compile(r"[A-Za-z][A-Za-z_]{0,47}")
+
+
 def _word(value: object, what: str) -> str:
     if not isinstance(value, str) or not _WORD.fullmatch(value):
         raise MetricLabelError(f"{what} must be a snake_case word of at most 48 characters: {value!r}")
@@ -58,6 +61,7 @@ class _Families:
     registrations: Counter
     crl_fetches: Counter
     forward_errors: Counter
+    error_responses: Counter
 
 
 # Several roles run in one process with one registry; a family may be registered there only once.
@@ -99,6 +103,10 @@ def _families(registry: CollectorRegistry) -> _Families:
                     "cmg_registrations", "Client registration requests, by result.", ["role", "result"], registry=r
                 ),
                 crl_fetches=Counter("cmg_crl_fetches", "CRL downloads, by result.", ["role", "result"], registry=r),
+                error_responses=Counter(
+                    "cmg_error_responses", "Error answers (status >= 400) by endpoint, status and status text.",
+                    ["role", "endpoint", "status", "status_text"], registry=r,
+                ),
                 forward_errors=Counter(
                     "cmg_forward_errors", "Requests that could not be forwarded to the next hop.",
                     ["role", "target", "reason"], registry=r,
@@ -129,6 +137,7 @@ class SiteMetrics:
         self.families = self._families
         self._lock = threading.Lock()
         self._requests: dict[tuple[str, str, int], _RequestChildren] = {}
+        self._errors: dict[tuple[str, int, str], Any] = {}
         self._endpoints: dict[str, tuple[Histogram, Histogram, Histogram]] = {}
         f = self._families
         self._in_flight = f.in_flight.labels(self.role)
@@ -207,6 +216,19 @@ class SiteMetrics:
     def crl_fetch(self, result: str) -> None:
         """Count one CRL download by its result (e.g. ``ok``, ``refused``, ``expired``)."""
         self._crl_fetches.inc(result)
+
+    def error_response(self, endpoint: str, status: int, status_text: str) -> None:
+        """Count an error answer by its status text (``CMGService_Invalid_Token``, ``CMGConnector_…``)."""
+        key = (endpoint, status, status_text)
+        child = self._errors.get(key)
+        if child is None:
+            text = status_text if _STATUS_TEXT.fullmatch(status_text or "") else "other"
+            if len(self._errors) >= 512:  # a closed set in practice; a flood of new texts folds into "other"
+                text = "other"
+            label = endpoint if endpoint in self._endpoints or len(self._endpoints) < MAX_ENDPOINTS else OTHER
+            child = self._families.error_responses.labels(self.role, label, str(status), text)
+            self._errors[key] = child
+        child.inc()
 
     def forward_error(self, target: str, reason: str) -> None:
         """Count one request the role could not pass to ``target`` (e.g. ``cp``, ``mp``) and why (e.g. ``timeout``)."""

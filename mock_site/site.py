@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 import aiohttp
 from cryptography.hazmat.primitives.serialization import Encoding
 from prometheus_client import CollectorRegistry
+from prometheus_client.core import GaugeMetricFamily
 
 from mock_site.clock import Clock, system_clock
 from mock_site.cmg import AadTenant, CmgApp, ContentStore, TokenValidator
@@ -69,6 +70,23 @@ def prepare_state_dir(state_dir: Path) -> Path:
     return state_dir
 
 
+class ActiveFaultsCollector:
+    """``cmg_faults_active{role,fault}``: 1 while a fault is on, so dashboards can draw real fault windows."""
+
+    def __init__(self, faults: FaultRegistry) -> None:
+        self.faults = faults
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        family = GaugeMetricFamily("cmg_faults_active", "Faults switched on now (1 per active fault and role).",
+                                   labels=["role", "fault"])
+        for fault in self.faults.active():
+            family.add_metric([fault.role, fault.name], 1.0)
+        yield family
+
+    def describe(self) -> Iterable[GaugeMetricFamily]:
+        return []
+
+
 class Site:
     """Builds every role of the mock site and runs them in the current asyncio loop."""
 
@@ -98,8 +116,11 @@ class Site:
                                     counter=self._metrics("cmg").families.fault_injections)
         self.faults.subscribe(self._on_fault_change)
         self.faults_token = self._load_or_create_token()
+        entra_metrics = self._metrics("entra")
         self.entra = EntraIssuer(clock, self.rng, tenants=config.tenants,
-                                 lifetime=config.scaled(config.entra_token_lifetime))
+                                 lifetime=config.scaled(config.entra_token_lifetime),
+                                 on_mint=lambda: entra_metrics.token_issued("entra"))
+        self.registry.register(ActiveFaultsCollector(self.faults))
         self.content = ContentStore(config.package_content_bytes)
         self.group: ServerGroup | None = None
         self.listeners: dict[str, Listener] = {}
@@ -195,8 +216,13 @@ class Site:
         hosts = (config.host, "localhost") if config.host != "localhost" else ("localhost", "127.0.0.1")
 
         if self._local("crl"):
-            crl = self._listener("crl", FaultMiddleware(crl_app(self.pki, faults=self.faults), registry=self.faults,
-                                                        role="crl"), None, ports)
+            crl_metrics = self._metrics("crl")
+
+            def crl_fetched(path: str, status: int, size: int) -> None:
+                crl_metrics.crl_fetch("served" if status == 200 else "dropped" if status == 0 else "failed")
+
+            crl = self._listener("crl", FaultMiddleware(crl_app(self.pki, faults=self.faults, metrics_hook=crl_fetched),
+                                                        registry=self.faults, role="crl"), None, ports)
             self.crl_url = f"{crl.url}/pki/site.crl"
         else:
             self.crl_url = self._link("crl")

@@ -243,3 +243,17 @@ def test_bad_fault_requests_are_refused_and_keep_active_faults(clean_site: Runni
     assert "latency" in names
 
 
+
+
+def test_metrics_show_errors_by_status_text_active_faults_crl_fetches_and_entra_tokens(
+        clean_site: RunningSite, site_client: SiteClient) -> None:
+    """The site's /metrics name error answers by status text, mark active faults, and count CRL and Entra work."""
+    site_client.policy("not-a-token", POLICY_CLIENT)
+    site_client.entra_token()
+    _crl(site_client)
+    clean_site.set_fault("mp_slow", duration=30, params={"latency_ms": 1})
+    metrics = httpx.get(clean_site.manifest["metrics_urls"]["cmg"]).text
+    assert 'status_text="CMGService_Invalid_Token"' in metrics
+    assert 'cmg_faults_active{fault="mp_slow",role="mp"} 1.0' in metrics
+    assert 'cmg_crl_fetches_total{result="served",role="crl"}' in metrics
+    assert 'cmg_tokens_issued_total{kind="entra",role="entra"}' in metrics
