@@ -15,7 +15,7 @@ import logging
 import time
 from dataclasses import dataclass
 from http import HTTPStatus
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, MutableMapping
 
 from mock_site.asgi import BodyTooLarge, HttpRequest, read_body, respond, respond_error
 from mock_site.clock import Clock
@@ -122,7 +122,7 @@ class CmgApp:
         sizes = {"request": 0, "response": 0, "status": 0}
         reason: list[str] = []
 
-        async def counted_send(message: dict[str, Any]) -> None:
+        async def counted_send(message: MutableMapping[str, Any]) -> None:
             if message["type"] == "http.response.start":
                 sizes["status"] = int(message["status"])
                 if sizes["status"] >= 400:

@@ -58,7 +58,8 @@ class ConnectionPointApp:
         self.log = logs.writer("SMS_CLOUD_PROXYCONNECTOR.log") if logs is not None else None
         self.verbose = verbose and self.log is not None
         self.perf_counter = perf_counter
-        self.new_message_id = new_message_id or (lambda rng=random.Random(): guid(rng))
+        message_ids = random.Random()
+        self.new_message_id: Callable[[], str] = new_message_id or (lambda: guid(message_ids))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Awaitable, Callable, Container, Mapping
+from typing import Any, Awaitable, Callable, Collection, Container, Mapping
 
 from mock_site.clock import Clock
 from mock_site.protocol import tokens
@@ -102,7 +102,7 @@ class CcmTokenVerifier:
 class EntraTokenVerifier:
     """Verifies Entra access tokens against the tenant JWKS, refreshing keys once when a ``kid`` is unknown."""
 
-    def __init__(self, jwks: JwksCache, *, audiences: Container[str] | str, tenants: Callable[[], Container[str]],
+    def __init__(self, jwks: JwksCache, *, audiences: Collection[str] | str, tenants: Callable[[], Container[str]],
                  clock: Clock, leeway: float = tokens.DEFAULT_LEEWAY) -> None:
         self._jwks = jwks
         self._audiences = audiences

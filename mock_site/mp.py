@@ -13,7 +13,7 @@ import hashlib
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, MutableMapping
 from urllib.parse import unquote, urlsplit
 
 from mock_site.asgi import BodyTooLarge, HttpRequest, read_body, respond, respond_error
@@ -64,7 +64,7 @@ def site_policies(site_code: str, count: int = 6) -> tuple[messages.PolicyAssign
             policy_version=version,
             policy_type="Machine",
             policy_category=categories[index % len(categories)],
-            policy_flags="0",
+            policy_flags=0,
             location_url=messages.policy_location(policy_id, version),
         ))
     return tuple(assignments)
@@ -115,7 +115,7 @@ class MpApp:
         self.metrics.request_started()
         sizes = {"status": 0, "response": 0, "request": 0}
 
-        async def counted_send(message: dict[str, Any]) -> None:
+        async def counted_send(message: MutableMapping[str, Any]) -> None:
             if message["type"] == "http.response.start":
                 sizes["status"] = int(message["status"])
             elif message["type"] == "http.response.body":
@@ -226,10 +226,11 @@ class MpApp:
             elif target == "MP_LocationManager":
                 reply = self._location(message.body_xml, cmg_host)
             elif target == "MP_PolicyManager":
-                reply = self._policy(message.body_xml, caller)
-                if reply is None:
+                policy_reply = self._policy(message.body_xml, caller)
+                if policy_reply is None:
                     await respond_error(send, 403, NOT_REGISTERED, "the client is not registered")
                     return
+                reply = policy_reply
             else:
                 await respond_error(send, 404, BAD_MESSAGE, f"unknown target endpoint {target!r}")
                 return
@@ -282,14 +283,14 @@ class MpApp:
     def _location(self, body_xml: str, cmg_host: str) -> str:
         root = messages.root_tag(body_xml)
         if root == "SiteInformationRequest":
-            request = messages.SiteInformationRequest.from_xml(body_xml)
+            site_request = messages.SiteInformationRequest.from_xml(body_xml)
             if self._location_log is not None:
-                self._location_log.info(f"Site information request for site {request.site_code}")
+                self._location_log.info(f"Site information request for site {site_request.site_code}")
             return messages.SiteInfoReply(site_code=self.config.site_code, version=self.config.site_version,
                                           build_number=self.config.build_number).to_xml()
         if root == "ContentLocationRequest":
-            request = messages.ContentLocationRequest.from_xml(body_xml)
-            package_id = request.package_id or CLIENT_PACKAGE_ID
+            content_request = messages.ContentLocationRequest.from_xml(body_xml)
+            package_id = content_request.package_id or CLIENT_PACKAGE_ID
             # Over a CMG the content location is the content-enabled CMG's download service (documented).
             url = (f"https://{cmg_host}/downloadrestservice.svc/getcontentxmlsecure"
                    f"?pid={package_id}&cid={package_id}")
@@ -316,7 +317,7 @@ class MpApp:
         mplist = messages.MPList(entries=(messages.MPEntry(name=self.public_host.split(":")[0].upper(),
                                                            fqdn=self.public_host.split(":")[0],
                                                            version=str(self.config.build_number),
-                                                           ssl_state="63"),))
+                                                           ssl_state=63),))
         await respond(send, 200, mplist.to_xml().encode("utf-8"), content_type="text/xml; charset=utf-8")
 
     async def _policy_body(self, request: HttpRequest, send: Send) -> None:

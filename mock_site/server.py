@@ -109,7 +109,7 @@ class TlsScopeProtocol(HttpToolsProtocol):
         super().on_headers_complete()
         if absolute_form:
             # uvicorn keeps only the path of "GET http://host/path"; the CMG must know a host was named, to refuse it.
-            self.scope["extensions"]["cmg.absolute_form"] = True  # type: ignore[typeddict-item]
+            self.scope["extensions"]["cmg.absolute_form"] = True  # type: ignore[typeddict-item,assignment]
         if ccm_post:
             # The parser saw POST; the app (whose task has not run yet) must see the verb the client sent.
             self.scope["method"] = "CCM_POST"
@@ -269,7 +269,8 @@ class ServerGroup:
         self.bind()
         self._servers = [self._server_for(listener) for listener in self.listeners]
         self._tasks = [
-            asyncio.create_task(server.serve(sockets=[listener.socket]), name=f"serve-{listener.name}")
+            asyncio.create_task(server.serve(sockets=[listener.socket] if listener.socket else None),
+                                name=f"serve-{listener.name}")
             for server, listener in zip(self._servers, self.listeners)
         ]
         while not all(server.started for server in self._servers):

@@ -96,7 +96,8 @@ class CcmSts:
             # Issued already expired: backdated so that it ended a minute beyond the validation leeway.
             now -= lifetime + self.config.token_leeway + 60.0
         site_user_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"{tenant_id}/{user_id}"))
-        ccm_device_id = smsid or f"GUID:{str(uuid.uuid5(uuid.NAMESPACE_URL, device_id or user_id)).upper()}"
+        subject = str(device_id or user_id or "")
+        ccm_device_id = smsid or f"GUID:{str(uuid.uuid5(uuid.NAMESPACE_URL, subject)).upper()}"
         ccm_token = tokens.issue_ccm_token(
             key=self.signing_key, kid=self.signing_kid, hierarchy_id=self.config.hierarchy_id, token_type=token_type,
             device_id=ccm_device_id, user_id=site_user_id, tenant_id=tenant_id, smsid=smsid, now=now,

@@ -170,9 +170,10 @@ class SiteClient:
             headers["Authorization"] = f"Bearer {token}"
         response = self.http.request(envelope.CCM_POST, url or self.server_auth("ccm_system_tokenauth/request"),
                                      content=envelope.encode_message(header, body_xml), headers=headers)
-        response.reply = None
+        response.reply = None  # type: ignore[attr-defined]
         if response.status_code == 200:
-            response.reply = envelope.decode_message(response.headers.get("content-type"), response.content)
+            response.reply = envelope.decode_message(  # type: ignore[attr-defined]
+                response.headers.get("content-type"), response.content)
         return response
 
     def register(self, entra_token: str, *, netbios_name: str = "TESTDEVICE", url: str | None = None) -> Any:
