@@ -5,7 +5,8 @@ Each mode is measured in the same run:
 
 - ``trivial``      a raw ASGI endpoint answering 200 "ok" on the same TLS server stack (the ceiling of one core);
 - ``policy-inproc`` a RequestAssignments CCM_POST with a valid CCM token, CMG → CP → MP called in-process;
-- ``policy-https``  the same through real HTTPS hops (CMG → CP over TLS, CP → MP over mutual TLS), all on one core.
+- ``policy-https``  the same through real HTTPS hops (CMG → CP over TLS, CP → MP over mutual TLS), all on one core;
+- and the in-process chain once more with Prometheus instrumentation swapped for no-ops, for its overhead.
 
 Usage: python benchmarks/site_chain.py [--seconds 10] [--connections 50]
 """
@@ -29,7 +30,8 @@ from pathlib import Path
 
 
 
-def serve(state_dir: str, inprocess: bool, ready: "multiprocessing.Queue[dict]", stop: "multiprocessing.Event") -> None:
+def serve(state_dir: str, inprocess: bool, metrics: bool, ready: "multiprocessing.Queue[dict]",
+          stop: "multiprocessing.Event") -> None:
     os.sched_setaffinity(0, {0})
     from mock_site.asgi import respond
     from mock_site.config import SiteConfig
@@ -41,7 +43,8 @@ def serve(state_dir: str, inprocess: bool, ready: "multiprocessing.Queue[dict]",
             await respond(send, 200, b"ok")
 
     async def main() -> None:
-        site = Site(SiteConfig(state_dir=Path(state_dir), inprocess_hops=inprocess), logs_enabled=False)
+        site = Site(SiteConfig(state_dir=Path(state_dir), inprocess_hops=inprocess, metrics_enabled=metrics),
+                    logs_enabled=False)
         await site.start()
         bundle = site.pki.cmg_server_cert(("127.0.0.1", "localhost"), crl_url=site.manifest()["crl_url"])
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -97,11 +100,11 @@ def policy_request(manifest: dict, workdir: Path) -> tuple[str, str, dict[str, s
     return url, str(body_file), {"Content-Type": envelope.CONTENT_TYPE, "Authorization": f"Bearer {token}"}
 
 
-def measure(inprocess: bool, seconds: int, connections: int) -> dict[str, float]:
+def measure(inprocess: bool, seconds: int, connections: int, metrics: bool = True) -> dict[str, float]:
     workdir = Path(tempfile.mkdtemp(prefix="bench-chain-"))
     ready: multiprocessing.Queue[dict] = multiprocessing.Queue()
     stop = multiprocessing.Event()
-    server = multiprocessing.Process(target=serve, args=(str(workdir / "state"), inprocess, ready, stop))
+    server = multiprocessing.Process(target=serve, args=(str(workdir / "state"), inprocess, metrics, ready, stop))
     server.start()
     try:
         manifest = ready.get(timeout=60)
@@ -127,12 +130,17 @@ def main() -> None:
     if shutil.which("hey") is None:
         sys.exit("benchmarks/site_chain.py needs hey (apt-get install hey)")
     results = {}
-    for label, inprocess in (("in-process hops", True), ("HTTPS hops", False)):
-        figures = measure(inprocess, args.seconds, args.connections)
+    for label, inprocess, metrics in (("in-process hops", True, True), ("in-process, no metrics", True, False),
+                                      ("HTTPS hops", False, True)):
+        figures = measure(inprocess, args.seconds, args.connections, metrics)
         results[label] = figures
         ratio = figures["policy"] / figures["trivial"]
-        print(f"{label:16s} trivial endpoint {figures['trivial']:9,.0f} req/s   policy CCM_POST through "
+        print(f"{label:22s} trivial endpoint {figures['trivial']:9,.0f} req/s   policy CCM_POST through "
               f"CMG→CP→MP {figures['policy']:8,.0f} req/s   ratio {ratio:5.1%}", flush=True)
+    with_metrics = results["in-process hops"]["policy"]
+    without = results["in-process, no metrics"]["policy"]
+    print(f"instrumentation overhead on the policy chain: {1 - with_metrics / without:+.1%} "
+          f"({with_metrics:,.0f} vs {without:,.0f} req/s)")
     print(json.dumps({"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "connections": args.connections,
                       "seconds": args.seconds, "results": results}))
 

@@ -66,6 +66,8 @@ class SiteConfig:
     inprocess_hops: bool = False
     #: False runs the site without the mock CMG, for a CMG-style proxy under test in front of the connection point.
     cmg_enabled: bool = True
+    #: False swaps the Prometheus instrumentation for no-ops (the benchmark measures its overhead this way).
+    metrics_enabled: bool = True
     #: Test-only: the mock CMG forwards requests without checking their tokens, the way a broken proxy would, so that
     #: tests can prove the harness's verdicts catch it. Never on by default; `cmg-harness up --unsafe-skip-token-checks`.
     unsafe_skip_token_checks: bool = False

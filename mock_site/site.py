@@ -34,7 +34,7 @@ from mock_site.entra import EntraIssuer, entra_app
 from mock_site.faults import FaultMiddleware, FaultRegistry
 from mock_site.keys import CcmTokenVerifier, EntraTokenVerifier, JwksCache
 from mock_site.logs import SiteLogs
-from mock_site.metrics import CMGServiceLogger, CMGServiceStats, ConnectionPointReport, SiteMetrics, StatsLogger
+from mock_site.metrics import CMGServiceLogger, CMGServiceStats, ConnectionPointReport, NullMetrics, SiteMetrics, StatsLogger
 from mock_site.mp import MpApp
 from mock_site.pki import SitePki
 from mock_site.protocol import tokens, urlmap
@@ -112,8 +112,8 @@ class Site:
             self.db.onboard_tenant(tenant.tenant_id, tenant.client_app_id, tenant.resource_uri,
                                    onboarded=tenant.onboarded)
         self.logs = SiteLogs(config.log_dir, clock=clock, max_bytes=config.log_max_bytes, enabled=logs_enabled)
-        self.faults = FaultRegistry(clock, self.rng,
-                                    counter=self._metrics("cmg").families.fault_injections)
+        self.faults = FaultRegistry(clock, self.rng, counter=SiteMetrics("cmg", registry=self.registry)
+                                    .families.fault_injections if config.metrics_enabled else None)
         self.faults.subscribe(self._on_fault_change)
         self.faults_token = self._load_or_create_token()
         entra_metrics = self._metrics("entra")
@@ -187,7 +187,9 @@ class Site:
             client_bundle.configure_client_context(ctx)
         return ctx
 
-    def _metrics(self, role: str) -> SiteMetrics:
+    def _metrics(self, role: str) -> Any:
+        if not self.config.metrics_enabled:
+            return NullMetrics(role)
         return SiteMetrics(role, registry=self.registry)
 
     def _on_fault_change(self, event: Any = None) -> None:

@@ -114,10 +114,11 @@ def test_the_hot_path_binds_labels_only_the_first_time(
     metrics: SiteMetrics, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """After the first request of a kind, ``observe_request`` reuses cached children and calls no ``.labels()``."""
+    from mock_site.metrics import _FastFamily
+
     calls = []
-    for cls in (Counter, Histogram):
-        original = cls.labels
-        monkeypatch.setattr(cls, "labels", lambda self, *a, _o=original, **k: calls.append(a) or _o(self, *a, **k))
+    original = _FastFamily.labels
+    monkeypatch.setattr(_FastFamily, "labels", lambda self, *a, **k: calls.append(a) or original(self, *a, **k))
     metrics.observe_request(STS, "CCM_POST", 200, 10, 20, 0.01)
     assert len(calls) == 4
     calls.clear()
@@ -358,3 +359,16 @@ def test_connection_point_report_line_names_every_documented_field() -> None:
         "TotalRequestBytes: 1974", "TotalResponseBytes: 1566", "FailedRequests: 0",
     ):
         assert field in text
+
+
+def test_histogram_buckets_are_cumulative_and_inclusive(metrics: SiteMetrics, registry: CollectorRegistry) -> None:
+    """A value equal to a bound lands in that bucket ("le"), buckets add up, and +Inf counts everything."""
+    for seconds in (0.005, 0.006, 100.0):
+        metrics.observe_request(STS, "CCM_POST", 200, 1, 1, seconds)
+    labels = {"role": "cmg", "endpoint": STS}
+    bucket = "cmg_request_duration_seconds_bucket"
+    assert registry.get_sample_value(bucket, {**labels, "le": "0.005"}) == 1
+    assert registry.get_sample_value(bucket, {**labels, "le": "0.01"}) == 2
+    assert registry.get_sample_value(bucket, {**labels, "le": "+Inf"}) == 3
+    assert registry.get_sample_value("cmg_request_duration_seconds_count", labels) == 3
+    assert registry.get_sample_value("cmg_request_duration_seconds_sum", labels) == pytest.approx(100.011)
