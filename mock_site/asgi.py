@@ -7,7 +7,8 @@ microseconds of framework time, where a full framework would cost more than the 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from http import HTTPStatus
+from typing import Any, Iterable, Mapping, MutableMapping
 from urllib.parse import parse_qsl
 
 from mock_site.server import Receive, Scope, Send
@@ -124,3 +125,34 @@ async def respond_error(send: Send, status: int, status_text: str, detail: str =
 
 def header_items(headers: Mapping[str, str]) -> list[tuple[bytes, bytes]]:
     return [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+
+
+_PHRASES = {status.value: status.phrase.replace(" ", "_") for status in HTTPStatus}
+
+
+class Meter:
+    """A ``send`` that remembers what went out: status, reason phrase and body bytes (for stats and metrics)."""
+
+    __slots__ = ("_send", "status", "reason", "request_bytes", "response_bytes")
+
+    def __init__(self, send: Send) -> None:
+        self._send = send
+        self.status = 0
+        self.reason: str | None = None
+        self.request_bytes = 0
+        self.response_bytes = 0
+
+    async def __call__(self, message: MutableMapping[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            self.status = int(message["status"])
+            self.reason = message.get("reason")
+        elif message["type"] == "http.response.body":
+            self.response_bytes += len(message.get("body", b""))
+        await self._send(message)
+
+    @property
+    def status_text(self) -> str | None:
+        """For an error answer, its status text (the reason phrase, else the standard one); None otherwise."""
+        if self.status < 400:
+            return None
+        return self.reason or _PHRASES.get(self.status, "other")

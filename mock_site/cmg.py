@@ -1,4 +1,4 @@
-"""The cloud management gateway: the published URL map, token and certificate checks, and forwarding to connection points.
+"""The cloud management gateway: the published URL map, token and certificate checks, forwarding to connection points.
 
 What the real CMG does and this one reproduces: it forwards only paths in its URL map, checks content length per
 endpoint, does not forward a request that carries an invalid token (``401 CMGService_Invalid_Token``), answers
@@ -14,10 +14,9 @@ import json
 import logging
 import time
 from dataclasses import dataclass
-from http import HTTPStatus
-from typing import Any, Callable, Mapping, MutableMapping
+from typing import Any, Callable, Mapping
 
-from mock_site.asgi import BodyTooLarge, HttpRequest, read_body, respond, respond_error
+from mock_site.asgi import BodyTooLarge, HttpRequest, Meter, read_body, respond, respond_error
 from mock_site.clock import Clock
 from mock_site.keys import CcmTokenVerifier, EntraTokenVerifier
 from mock_site.protocol import tokens, urlmap
@@ -26,7 +25,6 @@ from mock_site.server import Receive, Scope, Send, absolute_form_target, client_
 from mock_site.upstream import RoundRobin, UpstreamError, forwardable
 
 log = logging.getLogger("mock_site.cmg")
-_STANDARD_STATUSES = frozenset(status.value for status in HTTPStatus)
 
 # Status texts the CMG answers with. The first is documented; the others are ours, in the same style.
 INVALID_TOKEN = "CMGService_Invalid_Token"
@@ -119,46 +117,34 @@ class CmgApp:
         started = self.perf_counter()
         request = HttpRequest.from_scope(scope)
         self.metrics.request_started()
-        sizes = {"request": 0, "response": 0, "status": 0}
-        reason: list[str] = []
-
-        async def counted_send(message: MutableMapping[str, Any]) -> None:
-            if message["type"] == "http.response.start":
-                sizes["status"] = int(message["status"])
-                if sizes["status"] >= 400:
-                    reason.append(message.get("reason") or HTTPStatus(sizes["status"]).phrase.replace(" ", "_")
-                                  if sizes["status"] in _STANDARD_STATUSES else "other")
-            elif message["type"] == "http.response.body":
-                sizes["response"] += len(message.get("body", b""))
-            await send(message)
-
+        meter = Meter(send)
         route: Route | None = None
         try:
             if absolute_form_target(scope):
                 raise UrlMapError(400, "the request target names a host; the CMG is not a forward proxy")
             route = urlmap.match(request.path, request.query)
-            route = await self._handle(route, request, receive, counted_send, sizes)
+            await self._handle(route, request, receive, meter)
         except UrlMapError as refused:
             status_text = NOT_IN_URL_MAP if refused.status == 404 else BAD_REQUEST
-            await respond_error(counted_send, refused.status, status_text, refused.reason)
+            await respond_error(meter, refused.status, status_text, refused.reason)
         finally:
             self.metrics.request_finished()
             elapsed = self.perf_counter() - started
             endpoint = route.route_template if route is not None else "unmatched"
             request_uri = route.request_uri if route is not None else "unmatched"
-            self.stats.record(request_uri, sizes["request"], sizes["response"], elapsed,
-                              responded=sizes["status"] != 0)
-            self.metrics.observe_request(endpoint, request.method, sizes["status"] or 499,
-                                         sizes["request"], sizes["response"], elapsed)
-            if reason:
-                self.metrics.error_response(endpoint, sizes["status"], reason[0])
+            self.stats.record(request_uri, meter.request_bytes, meter.response_bytes, elapsed,
+                              responded=meter.status != 0)
+            self.metrics.observe_request(endpoint, request.method, meter.status or 499,
+                                         meter.request_bytes, meter.response_bytes, elapsed)
+            error_text = meter.status_text
+            if error_text is not None:
+                self.metrics.error_response(endpoint, meter.status, error_text)
 
-    async def _handle(self, route: Route, request: HttpRequest, receive: Receive, send: Send,
-                      sizes: dict[str, int]) -> Route:
+    async def _handle(self, route: Route, request: HttpRequest, receive: Receive, send: Meter) -> None:
         if request.method not in route.methods:
             await respond_error(send, 405, METHOD_NOT_ALLOWED,
                                 f"{request.method} is not allowed on {route.endpoint}")
-            return route
+            return
         declared = request.declared_length()
         limit = min(route.max_body_bytes, MAX_BODY_BYTES)
         if declared is not None and (declared < 0 or declared > limit):
@@ -166,28 +152,27 @@ class CmgApp:
                                 TOO_LARGE if declared > limit else BAD_REQUEST,
                                 f"content length {declared} is over the {limit}-byte limit of {route.endpoint}"
                                 if declared > limit else "content length is not a number")
-            return route
+            return
         try:
             body = await read_body(receive, limit)
         except BodyTooLarge as too_large:
             await respond_error(send, 413, TOO_LARGE, f"body over the {too_large.limit}-byte limit of {route.endpoint}")
-            return route
-        sizes["request"] = len(body)
+            return
+        send.request_bytes = len(body)
 
         if route.endpoint == urlmap.AAD_AUTH_INFO:
             await self._aad_auth_info(request, send)
-            return route
+            return
 
         identity = await self._authenticate(route, request, send)
         if identity is None:
-            return route
+            return
 
         if route.endpoint == urlmap.CONTENT:
             await self._serve_content(route, request, send)
-            return route
+            return
 
         await self._forward(route, request, body, identity, send)
-        return route
 
     async def _aad_auth_info(self, request: HttpRequest, send: Send) -> None:
         tenant_id = request.query_params().get("TenantID", "").lower()

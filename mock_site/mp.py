@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import base64
 import random
+import time
 import hashlib
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, MutableMapping
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from mock_site.asgi import BodyTooLarge, HttpRequest, read_body, respond, respond_error
+from mock_site.asgi import BodyTooLarge, HttpRequest, Meter, read_body, respond, respond_error
 from mock_site.clock import Clock
 from mock_site.cmg import CLIENT_CERT_HEADER, REQUEST_URI_HEADER, ContentStore
 from mock_site.config import SiteConfig
@@ -108,29 +109,19 @@ class MpApp:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
-        import time
-
         started = time.perf_counter()
         request = HttpRequest.from_scope(scope)
         self.metrics.request_started()
-        sizes = {"status": 0, "response": 0, "request": 0}
-
-        async def counted_send(message: MutableMapping[str, Any]) -> None:
-            if message["type"] == "http.response.start":
-                sizes["status"] = int(message["status"])
-            elif message["type"] == "http.response.body":
-                sizes["response"] += len(message.get("body", b""))
-            await send(message)
-
+        meter = Meter(send)
         endpoint = "unmatched"
         try:
-            endpoint = await self._route(request, receive, counted_send, sizes)
+            endpoint = await self._route(request, receive, meter)
         finally:
             self.metrics.request_finished()
-            self.metrics.observe_request(endpoint, request.method, sizes["status"] or 500, sizes["request"],
-                                         sizes["response"], time.perf_counter() - started)
+            self.metrics.observe_request(endpoint, request.method, meter.status or 500, meter.request_bytes,
+                                         meter.response_bytes, time.perf_counter() - started)
 
-    async def _route(self, request: HttpRequest, receive: Receive, send: Send, sizes: dict[str, int]) -> str:
+    async def _route(self, request: HttpRequest, receive: Receive, send: Meter) -> str:
         if self.require_cp_certificate and client_cert_der(request.scope) is None:
             await respond_error(send, 403, NO_CP_CERTIFICATE, "the MP only takes requests from a connection point")
             return "unauthenticated"
@@ -140,7 +131,7 @@ class MpApp:
         except BodyTooLarge as too_large:
             await respond_error(send, 413, BAD_MESSAGE, f"body over {too_large.limit} bytes")
             return path
-        sizes["request"] = len(body)
+        send.request_bytes = len(body)
         if path == "/ccm_sts":
             await self.sts.handle(request, send)
             return "/CCM_STS"

@@ -29,17 +29,7 @@ def _start(state_dir: Path, *extra: str) -> subprocess.Popen[str]:
 
 
 def _wait_for_manifest(state_dir: Path, process: subprocess.Popen[str], since: float) -> dict:
-    path = state_dir / "site.json"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if path.exists() and path.stat().st_mtime >= since:
-            manifest = json.loads(path.read_text())
-            if manifest.get("pid") == process.pid:
-                return manifest
-        if process.poll() is not None:
-            raise AssertionError(f"cmg-harness up exited early: {process.stdout.read() if process.stdout else ''}")
-        time.sleep(0.1)
-    raise AssertionError("no site.json within 60 s")
+    return _wait_for_named(state_dir / "site.json", process, since)
 
 
 def _stop(process: subprocess.Popen[str], sig: int = signal.SIGTERM) -> int:
