@@ -26,9 +26,10 @@ faults become the fleet mix. Everything is checked before a run starts and a bad
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Protocol
+from typing import Any, Protocol
 
 import yaml
 

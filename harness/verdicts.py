@@ -10,8 +10,9 @@ acceptable: ``mp.401`` means a proxy forwarded an invalid token to the MP, which
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 from harness.client import outcome as oc
 from harness.client.device import WAM_USER_FAILS_TOO, DeviceProfile

@@ -6,9 +6,10 @@ microseconds of framework time, where a full framework would cost more than the 
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, MutableMapping
 from dataclasses import dataclass
 from http import HTTPStatus
-from typing import Any, Iterable, Mapping, MutableMapping
+from typing import Any
 from urllib.parse import parse_qsl
 
 from mock_site.server import Receive, Scope, Send
@@ -34,7 +35,7 @@ class HttpRequest:
     headers: dict[str, str]
 
     @classmethod
-    def from_scope(cls, scope: Scope) -> "HttpRequest":
+    def from_scope(cls, scope: Scope) -> HttpRequest:
         headers: dict[str, str] = {}
         for name, value in scope["headers"]:
             headers[name.decode("latin-1")] = value.decode("latin-1")
@@ -133,7 +134,7 @@ _PHRASES = {status.value: status.phrase.replace(" ", "_") for status in HTTPStat
 class Meter:
     """A ``send`` that remembers what went out: status, reason phrase and body bytes (for stats and metrics)."""
 
-    __slots__ = ("_send", "status", "reason", "request_bytes", "response_bytes")
+    __slots__ = ("_send", "reason", "request_bytes", "response_bytes", "status")
 
     def __init__(self, send: Send) -> None:
         self._send = send

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 Clock = Callable[[], float]
 """A clock is any zero-argument callable returning seconds since the Unix epoch (UTC)."""

@@ -13,8 +13,9 @@ import hashlib
 import json
 import logging
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from mock_site.asgi import BodyTooLarge, HttpRequest, Meter, read_body, respond, respond_error
 from mock_site.clock import Clock

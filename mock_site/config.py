@@ -112,5 +112,5 @@ class SiteConfig:
     def pki_dir(self) -> Path:
         return self.state_dir / "pki"
 
-    def replace(self, **changes: object) -> "SiteConfig":
+    def replace(self, **changes: object) -> SiteConfig:
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]

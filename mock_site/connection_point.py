@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import random
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from mock_site.asgi import BodyTooLarge, HttpRequest, read_body, respond, respond_error
 from mock_site.cmg import MAX_BODY_BYTES, REQUEST_URI_HEADER

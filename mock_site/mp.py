@@ -8,12 +8,12 @@ the harness can tell a proxy that let an invalid token through from one that ref
 from __future__ import annotations
 
 import base64
+import hashlib
 import random
 import time
-import hashlib
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -234,7 +234,7 @@ class MpApp:
             target_host=message.header.source_host,
             message_id=braced_guid(self._rng),
             correlation_id=message.header.message_id or envelope.NULL_CORRELATION_ID,
-            sent_time=datetime.fromtimestamp(self.clock(), timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            sent_time=datetime.fromtimestamp(self.clock(), UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
             compressed=message.header.reply_compression,
         )
         await respond(send, 200, envelope.encode_message(reply_header, reply), content_type=envelope.CONTENT_TYPE)
@@ -242,7 +242,7 @@ class MpApp:
     def _register(self, body_xml: str, caller: Caller) -> str:
         request = messages.RegistrationRequest.from_xml(body_xml)
         log = self._registration_log
-        now_stamp = datetime.fromtimestamp(self.clock(), timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        now_stamp = datetime.fromtimestamp(self.clock(), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         if caller.entra_claims is not None:
             claims = caller.entra_claims
             device_id, tenant_id = claims.get("deviceid", ""), claims["tid"]
@@ -251,7 +251,7 @@ class MpApp:
             registration = self.db.register_client(device_id=device_id or claims.get("oid", ""), tenant_id=tenant_id,
                                                    netbios_name=request.netbios_name, fq_name=request.fq_name)
         elif caller.client_cert is not None:
-            thumbprint = hashlib.sha1(caller.client_cert).hexdigest().upper()  # noqa: S324 - a certificate thumbprint
+            thumbprint = hashlib.sha1(caller.client_cert).hexdigest().upper()
             if log is not None:
                 log.info(f"Registering device using PKI certificate auth: Thumbprint='{thumbprint}'")
             registration = self.db.register_client(device_id=None, tenant_id=None,

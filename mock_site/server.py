@@ -14,8 +14,9 @@ import logging
 import socket
 import ssl
 import struct
+from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, MutableMapping
+from typing import Any
 
 import uvicorn
 from uvicorn.protocols.http import httptools_impl
@@ -38,7 +39,7 @@ class ReasonStatus(int):
 
     reason: bytes
 
-    def __new__(cls, status: int, reason: str) -> "ReasonStatus":
+    def __new__(cls, status: int, reason: str) -> ReasonStatus:
         value = super().__new__(cls, status)
         # Reason phrases are latin-1 tokens on the wire; drop anything that could split the status line.
         value.reason = reason.encode("latin-1", "replace").replace(b"\r", b" ").replace(b"\n", b" ")

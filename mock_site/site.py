@@ -14,8 +14,9 @@ import os
 import random
 import secrets
 import ssl
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -34,7 +35,14 @@ from mock_site.entra import EntraIssuer, entra_app
 from mock_site.faults import FaultMiddleware, FaultRegistry
 from mock_site.keys import CcmTokenVerifier, EntraTokenVerifier, JwksCache
 from mock_site.logs import SiteLogs
-from mock_site.metrics import CMGServiceLogger, CMGServiceStats, ConnectionPointReport, NullMetrics, SiteMetrics, StatsLogger
+from mock_site.metrics import (
+    CMGServiceLogger,
+    CMGServiceStats,
+    ConnectionPointReport,
+    NullMetrics,
+    SiteMetrics,
+    StatsLogger,
+)
 from mock_site.mp import MpApp
 from mock_site.pki import SitePki
 from mock_site.protocol import tokens, urlmap

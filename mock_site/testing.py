@@ -7,9 +7,10 @@ import contextlib
 import json
 import threading
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from mock_site.config import SiteConfig
 from mock_site.site import Site
@@ -46,7 +47,7 @@ class RunningSite:
         request = urllib.request.Request(self.manifest["faults_url"] + path, data=data, method=method,
                                          headers={"Authorization": f"Bearer {self.manifest['faults_token']}",
                                                   "Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - loopback control API
+        with urllib.request.urlopen(request, timeout=10) as response:
             return json.loads(response.read() or b"{}")
 
 
@@ -108,7 +109,7 @@ class SiteClient:
     def close(self) -> None:
         self.http.close()
 
-    def __enter__(self) -> "SiteClient":
+    def __enter__(self) -> SiteClient:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -10,12 +10,13 @@ from __future__ import annotations
 import asyncio
 import itertools
 import ssl
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Protocol, Sequence
+from typing import Any, Protocol
 
 import aiohttp
 
-from mock_site.server import ASGIApp, AbortConnection
+from mock_site.server import AbortConnection, ASGIApp
 
 #: Request headers that cross a hop; everything else stays at the edge (hop-by-hop headers, Host, cookies).
 FORWARDED_HEADERS = (
@@ -97,7 +98,7 @@ class HttpUpstream:
                     headers={k.lower(): v for k, v in response.headers.items()},
                     body=data,
                 )
-        except asyncio.TimeoutError as exc:
+        except TimeoutError as exc:
             raise UpstreamError("timeout", f"{self.name} did not answer within {self.timeout} s") from exc
         except aiohttp.ServerDisconnectedError as exc:
             raise UpstreamError("reset", f"{self.name} closed the connection") from exc

@@ -6,7 +6,7 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, generate_latest
 
 from mock_site.clock import FakeClock
 from mock_site.logs import LogWriter
