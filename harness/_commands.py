@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 REQUIRED_MANIFEST_KEYS = ("cmg_url", "ca_file", "crl_url", "entra_url", "tenant_id", "role_id", "site_code",
                           "policy_interval_s", "faults_url", "faults_token")
@@ -75,10 +76,114 @@ def add_run_arguments(parser: argparse.ArgumentParser, _positive_float: Callable
     parser.add_argument("--seed-clients", type=_int_range("seed clients", 0, 10_000_000),
                         help="pre-register this many clients in the site (default: enough for every device when "
                              "the locustfile is steady_state.py, else none)")
+    parser.add_argument("--chaos", type=chaos_file, metavar="FILE",
+                        help="a chaos schedule (YAML, e.g. scenarios/crl-outage.yaml): its faults are switched on "
+                             "and off during the run, its device shares join the fleet mix; checked before the run")
+    parser.add_argument("--site", type=Path, metavar="MANIFEST",
+                        help="use the site already up with this manifest (site.json) instead of starting one")
+    parser.add_argument("--target", type=target_url, metavar="URL",
+                        help="send the clients to this CMG-style proxy (https://host:port) instead of the site's CMG")
+    parser.add_argument("--ca-file", type=Path, metavar="PEM",
+                        help="trust this CA for the --target's server certificate instead of the site CA")
+    parser.add_argument("--gate", type=gate_file, metavar="FILE",
+                        help="a gate file of thresholds (YAML): checked before the run, watched during it, judged "
+                             "after it; exit 3 when a threshold is crossed")
+
+
+def chaos_file(text: str) -> tuple[Path, Any]:
+    """argparse type: the chaos schedule at ``text``, read and checked before anything runs (errors name file:line)."""
+    from harness.schedule import ScheduleError, load_schedule
+
+    try:
+        return Path(text), load_schedule(Path(text))
+    except ScheduleError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def target_url(text: str) -> str:
+    """argparse type: the https URL of a CMG-style proxy (scheme, host and optional port; no path)."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"target must be https://host[:port], got {text!r}") from None
+    if parts.scheme != "https" or not parts.hostname or parts.path.strip("/") or parts.query or parts.fragment:
+        raise argparse.ArgumentTypeError(f"target must be https://host[:port], got {text!r}")
+    return text.rstrip("/")
+
+
+def _site_for_run(args: argparse.Namespace) -> dict[str, Any] | None:
+    """The manifest of the site named by ``--site`` (None: the run starts its own), checked with the other options."""
+    if args.site is None:
+        if args.target is None and args.ca_file is not None:
+            raise CommandError("--ca-file is for the certificate of a --target proxy; give --target too")
+        return None
+    manifest = load_manifest(args.site)
+    if args.seed_clients:
+        raise CommandError("--seed-clients needs the run to start the site; seed a site of your own with "
+                           "`cmg-harness up --seed-clients N`")
+    if not manifest.get("cmg_url") and args.target is None:
+        raise CommandError(f"site {str(args.site)!r} runs without a CMG (--no-cmg): give --target with the URL "
+                           f"of your CMG-style proxy")
+    return manifest
+
+
+def _fleet_mix_text(mix: Any) -> str:
+    """A fleet mix in the ``--fleet-mix`` form (shares that are not 0, and the skew when a share is skewed)."""
+    from harness.client.device import DEFAULT_SKEW_SECONDS, SHARE_TRAITS
+
+    items = [f"{name}={getattr(mix, name):g}" for name in SHARE_TRAITS if getattr(mix, name)]
+    if mix.clock_skew and mix.skew_seconds != DEFAULT_SKEW_SECONDS:
+        items.append(f"skew_seconds={mix.skew_seconds:g}")
+    return ",".join(items)
+
+
+def gate_file(text: str) -> Any:
+    """argparse type: the gate file at ``text``, read and checked before anything runs (errors name file:line)."""
+    from harness.gates import GateFileError, load_gate
+
+    try:
+        return load_gate(text)
+    except GateFileError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def add_gate_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments of ``cmg-harness gate FILE RESULTS_DIR``."""
+    parser.add_argument("gate", type=gate_file, metavar="FILE", help="the gate file (YAML thresholds)")
+    parser.add_argument("results", type=Path, metavar="RESULTS_DIR",
+                        help="the results directory of an earlier `cmg-harness run`")
+
+
+def cmd_gate(args: argparse.Namespace) -> int:
+    """Judge an earlier run's results against a gate: 0 when every threshold holds, 3 when one is crossed."""
+    from harness.gates import ResultsError, check
+
+    try:
+        return check(args.gate, args.results).exit_code
+    except ResultsError as error:
+        raise CommandError(str(error)) from None
+
+
+def _judge_gate(gate: Any, out: Path, run_exit: int) -> int:
+    """Judge a finished run against its gate; a failed run (1) outranks a crossed threshold (3)."""
+    import sys
+
+    from harness.gates import ResultsError, check, run_exit_code
+
+    try:
+        result = check(gate, out)
+    except ResultsError as error:
+        print(f"cmg-harness: the gate could not be judged: {error}", file=sys.stderr)
+        return run_exit or 1
+    return run_exit_code(run_exit, result)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    """Start the mock site, run Locust headless against it, print the summary; 1 when lifecycles failed unexpectedly."""
+    """Start the mock site (or use ``--site``), run Locust headless against it, print the summary; 1 on anything
+    unexpected."""
     from datetime import datetime
 
     from harness.load.headless import RunError, RunPlan, default_out_dir, execute, seeded_fleet_size
@@ -86,21 +191,50 @@ def cmd_run(args: argparse.Namespace) -> int:
     locustfile = Path(args.locustfile)
     if not locustfile.is_file():
         raise CommandError(f"locustfile {str(locustfile)!r} not found")
+    if args.ca_file is not None and not args.ca_file.is_file():
+        raise CommandError(f"CA file {str(args.ca_file)!r} not found")
+    manifest = _site_for_run(args)
+    fleet_mix = args.fleet_mix
+    chaos = None
+    if args.chaos is not None:
+        from harness.client.device import FleetMix
+
+        chaos, schedule = args.chaos
+        chaos = chaos.resolve()
+        try:
+            # The schedule's device shares join (and win over) --fleet-mix; Locust lays them over it the same way.
+            fleet_mix = _fleet_mix_text(schedule.fleet_mix(FleetMix.parse(fleet_mix)))
+        except ValueError as error:
+            raise CommandError(f"--chaos {str(args.chaos[0])!r} with --fleet-mix {args.fleet_mix!r}: {error}") \
+                from None
+        late = [fault for fault in schedule.timed if fault.start >= args.duration]
+        if late:
+            import sys
+
+            print(f"cmg-harness: note: {len(late)} fault(s) of {args.chaos[0]} start after the run's "
+                  f"{args.duration:g} s and will not be switched on (line {late[0].line}: {late[0].name})",
+                  file=sys.stderr)
     out = Path(args.out) if args.out is not None else default_out_dir(datetime.now())
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise CommandError(f"results directory {str(out)!r} is not an empty directory (pick a new --out)")
     seed_clients = args.seed_clients
     if seed_clients is None:
         seed_clients = (seeded_fleet_size(args.users, args.workers, args.devices_per_user)
-                        if locustfile.stem == "steady_state" else 0)
+                        if locustfile.stem == "steady_state" and manifest is None else 0)
+    # A site that is already up has its own time scale: the run follows it.
+    time_scale = float(manifest.get("time_scale") or args.time_scale) if manifest is not None else args.time_scale
     plan = RunPlan(out=out, users=args.users, spawn_rate=args.spawn_rate, duration=args.duration,
-                   time_scale=args.time_scale, workers=args.workers, locustfile=locustfile.resolve(),
-                   fleet_mix=args.fleet_mix, seed=args.seed, devices_per_user=args.devices_per_user,
-                   seed_clients=seed_clients)
+                   time_scale=time_scale, workers=args.workers, locustfile=locustfile.resolve(),
+                   fleet_mix=fleet_mix, seed=args.seed, devices_per_user=args.devices_per_user,
+                   seed_clients=seed_clients, chaos=chaos,
+                   site=args.site.resolve() if args.site is not None else None, target=args.target,
+                   ca_file=args.ca_file.resolve() if args.ca_file is not None else None,
+                   extra_locust_args=("--gate", str(Path(args.gate.path).resolve())) if args.gate else ())
     try:
-        return execute(plan)
+        run_exit = execute(plan)
     except RunError as error:
         raise CommandError(str(error)) from None
+    return _judge_gate(args.gate, out, run_exit) if args.gate else run_exit
 
 
 def cmd_client(args: argparse.Namespace) -> int:

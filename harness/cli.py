@@ -1,4 +1,4 @@
-"""``cmg-harness``: up | run | client | faults | report | gate | dashboards."""
+"""``cmg-harness``: up | run | client | faults | report | gate | dashboards | proxy-config."""
 
 from __future__ import annotations
 
@@ -106,6 +106,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="start the mock site and run a headless Locust load against it")
     _commands.add_run_arguments(run, _positive_float, _int_range)
+
+    gate = commands.add_parser("gate", help="judge an earlier run's results against a gate file (exit 3: crossed)")
+    _commands.add_gate_arguments(gate)
+
+    from harness.proxy import command as proxy_command
+
+    proxy_config = commands.add_parser("proxy-config", help="render an nginx CMG-style proxy for a site without the mock "
+                                                          "CMG and print its command line")
+    proxy_command.add_arguments(proxy_config)
+
+    from harness.report import command as report_command
+
+    report = commands.add_parser("report", help="write the capacity-planning report (HTML) of a step-load run")
+    report_command.add_arguments(report)
     return parser
 
 
@@ -117,8 +131,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_up(args)
         if args.command == "faults":
             return cmd_faults(args)
+        if args.command == "proxy-config":
+            from harness.proxy.command import cmd_proxy_config
+
+            return cmd_proxy_config(args)
         if args.command == "dashboards":
             return cmd_dashboards(args)
+        if args.command == "report":
+            from harness.report.command import cmd_report
+
+            return cmd_report(args)
         return getattr(_commands, f"cmd_{args.command}")(args)
     except CliError as error:
         print(f"cmg-harness: {error}", file=sys.stderr)

@@ -41,13 +41,15 @@ _FAULT_REASONS: Mapping[str, frozenset[str]] = {
     # At the CMG the client renews and retries once, so it succeeds; tokens issued expired at CCM_STS fail the retry too.
     "ccm_token_expired": frozenset(),
     "ccm_token_lifetime": frozenset(),
-    "latency": frozenset({oc.TIMEOUT}),
-    "mp_slow": frozenset({oc.TIMEOUT}),
+    # Beyond the connection point's upstream timeout a slow hop becomes 504 (the client has no code for it: http.504).
+    "latency": frozenset({oc.TIMEOUT, "http.504"}),
+    "mp_slow": frozenset({oc.TIMEOUT, "http.504"}),
     "bandwidth": frozenset({oc.TIMEOUT}),
-    "over_capacity": frozenset({oc.TIMEOUT}),
+    "over_capacity": frozenset({oc.TIMEOUT, "http.504"}),
     "reset": frozenset({oc.RESET, oc.CMG_503}),
     "cp_disconnected": frozenset({oc.CMG_503}),
-    "mp_down": frozenset({oc.CMG_503}),
+    # CCM_STS lives on the MP: the connection point turns its 503 into 500 CMGConnector_InternalServerError.
+    "mp_down": frozenset({oc.CMG_503, oc.STS_500}),
     "http_error": frozenset({oc.CMG_401, oc.CMG_403, oc.CMG_503, oc.STS_401, oc.STS_500, oc.REGISTRATION_REJECTED,
                              oc.AAD_NO_TOKEN}),
 }

@@ -435,7 +435,7 @@ class Site:
             "ca_file": str(self.pki.ca_file),
             "cmg_cert_file": str(self.pki.pki_dir / "cmg.pem"),
             "cmg_key_file": str(self.pki.pki_dir / "cmg.key"),
-            "cp_server_name": "127.0.0.1",
+            "cp_server_name": "localhost",
             "crl_url": self.crl_url,
             "entra_url": self.entra_url,
             "tenant_id": tenant.tenant_id,

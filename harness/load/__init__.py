@@ -13,6 +13,7 @@ from typing import Any
 
 _EXPORTS: dict[str, tuple[str, str]] = {
     "DeviceScheduler": ("harness.load.scheduler", "DeviceScheduler"),
+    "FaultTimeline": ("harness.load.timeline", "FaultTimeline"),
     "FleetDriver": ("harness.load.driver", "FleetDriver"),
     "LifecycleUser": ("harness.load.users", "LifecycleUser"),
     "LoadOptionError": ("harness.load.context", "LoadOptionError"),
@@ -29,15 +30,18 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "SteadyStateUser": ("harness.load.users", "SteadyStateUser"),
     "StepLoadShape": ("harness.load.shapes", "StepLoadShape"),
     "StepPlan": ("harness.load.plans", "StepPlan"),
+    "VerdictBook": ("harness.load.verdictbook", "VerdictBook"),
     "cmgservice_table": ("harness.load.tally", "cmgservice_table"),
     "device_indexes": ("harness.load.scheduler", "device_indexes"),
     "execute_run": ("harness.load.headless", "execute"),
     "install": ("harness.load.listeners", "install"),
     "install_shapes": ("harness.load.shapes", "install"),
+    "recovery_report": ("harness.load.recovery", "recovery_report"),
 }
 
 __all__ = [
     "DeviceScheduler",
+    "FaultTimeline",
     "FleetDriver",
     "LifecycleUser",
     "LoadOptionError",
@@ -54,11 +58,13 @@ __all__ = [
     "SteadyStateUser",
     "StepLoadShape",
     "StepPlan",
+    "VerdictBook",
     "cmgservice_table",
     "device_indexes",
     "execute_run",
     "install",
     "install_shapes",
+    "recovery_report",
 ]
 
 

@@ -2,7 +2,8 @@
 
 Built once per test start in each Locust process (no Locust import here, so it is tested in-process): options come
 from Locust's parsed options, the site from its manifest (``site.json``), and every device of the process shares the
-TLS contexts of one :class:`TrustStore`, as MEASUREMENTS.md demands.
+TLS contexts of one :class:`TrustStore`, as MEASUREMENTS.md demands. A chaos schedule (``--chaos``) is read and checked
+here too: its device shares join the fleet mix, its timed faults are for the master to switch.
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ from harness.client.device import Fleet, FleetMix
 from harness.client.events import SiteEndpoints
 from harness.client.transport import Crl, TrustStore, crl_distribution_point
 from harness.load.tally import OutcomeTally
+from harness.load.timeline import FaultTimeline
+from harness.schedule import Schedule, ScheduleError, load_schedule
+from harness.verdicts import VerdictSettings
 
 DEFAULT_SITE = "state/site.json"
 DEFAULT_DEVICES_PER_USER = 10
@@ -44,6 +48,9 @@ class LoadOptions:
     time_scale: float = 0.0  # informational: the site's own time scale decides
     results_dir: Path | None = None
     fleet_workers: int = 1
+    chaos: Path | None = None
+    schedule: Schedule | None = None
+    ca_file: Path | None = None
 
     @classmethod
     def from_namespace(cls, options: Any) -> LoadOptions:
@@ -64,9 +71,22 @@ class LoadOptions:
         if not math.isfinite(scale) or scale < 0:
             raise LoadOptionError(f"--time-scale must be >= 0 (0: take the site's), got {scale!r}")
         results = getattr(options, "results_dir", "") or ""
+        chaos_text = str(getattr(options, "chaos", "") or "")
+        schedule = None
+        if chaos_text:
+            try:
+                schedule = load_schedule(Path(chaos_text))
+                mix = schedule.fleet_mix(mix)  # the schedule's device shares join (and win over) --fleet-mix
+            except (ScheduleError, ValueError) as error:
+                raise LoadOptionError(f"--chaos: {error}") from None
+        ca_text = str(getattr(options, "ca_file", "") or "")
+        if ca_text and not Path(ca_text).is_file():
+            raise LoadOptionError(f"--ca-file {ca_text!r}: no such file")
         return cls(site=Path(str(getattr(options, "site", DEFAULT_SITE) or DEFAULT_SITE)), fleet_mix=mix,
                    fleet_seed=seed, devices_per_user=devices, time_scale=scale,
-                   results_dir=Path(str(results)) if results else None, fleet_workers=workers)
+                   results_dir=Path(str(results)) if results else None, fleet_workers=workers,
+                   chaos=Path(chaos_text) if chaos_text else None, schedule=schedule,
+                   ca_file=Path(ca_text) if ca_text else None)
 
 
 def _whole(name: str, value: Any, low: int | None) -> int:
@@ -114,7 +134,7 @@ class CrlCache:
 
 
 class RunContext:
-    """The shared state of one Locust process for one test: options, site, fleet, trust store, tally, user numbers."""
+    """The shared state of one Locust process for one test: options, site, fleet, trust, tally, fault timeline."""
 
     def __init__(self, options: LoadOptions, manifest: Mapping[str, Any], *, worker_index: int = 0,
                  tally: OutcomeTally | None = None, cmg_url: str | None = None) -> None:
@@ -127,7 +147,16 @@ class RunContext:
             raise LoadOptionError(f"--site {str(options.site)!r}: {error}") from None
         tenants = [str(t["tenant_id"]) for t in manifest.get("tenants", ()) if t.get("onboarded", True)]
         self.fleet = Fleet(options.fleet_seed, options.fleet_mix, tenants or [str(manifest["tenant_id"])])
-        self.trust = TrustStore(str(manifest["ca_file"]), client_certs=_client_certs(manifest))
+        # --ca-file: the CMG-style proxy under test presents a certificate from its own CA. Entra ID and the CRL
+        # distribution point remain the site's, trusted through the site CA.
+        try:
+            self.site_trust = TrustStore(str(manifest["ca_file"]), client_certs=_client_certs(manifest))
+            self.trust = self.site_trust if options.ca_file is None else \
+                TrustStore(str(options.ca_file), client_certs=_client_certs(manifest))
+        except ValueError as error:
+            raise LoadOptionError(str(error)) from None
+        self.timeline = FaultTimeline()
+        self.verdict_settings = VerdictSettings.from_manifest(manifest)
         self.crls = CrlCache()
         self._cdp: dict[tuple[str, int], str | None] = {}
         self.tally = tally or OutcomeTally()
@@ -171,8 +200,9 @@ class RunContext:
             return next(self._numbers)
 
     def close(self) -> None:
-        """Remove the trust store's CRL files."""
+        """Remove the trust stores' CRL files."""
         self.trust.close()
+        self.site_trust.close()
 
 
 def _client_certs(manifest: Mapping[str, Any]) -> Any:

@@ -3,15 +3,16 @@
 A Locust user owns one :class:`FleetDriver`: the user sleeps until :meth:`FleetDriver.next_due`, then calls
 :meth:`FleetDriver.run_next`, which runs the earliest device until it waits again (the policy interval, a retry
 back-off) or its life ends. The driver also times each lifecycle stage as a whole — install and registration, a CCM
-token renewal, a policy cycle — and counts milestones and outcomes into an :class:`OutcomeTally`.
+token renewal, a policy cycle — counts milestones and outcomes into an :class:`OutcomeTally`, and hands each outcome
+(a life's end, a failed stage, a finished install and registration) with its request trail to a ``judge`` callable,
+which weighs it against the faults that were on (``harness.load.verdictbook``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from harness.client import outcome as oc
-from harness.client.device import WAM_OK, DeviceProfile
+from harness.client.device import DeviceProfile
 from harness.client.events import (
     STAGE_INSTALL,
     STAGE_POLICY,
@@ -22,8 +23,10 @@ from harness.client.events import (
     Response,
     TransportError,
     Wait,
+    classify,
 )
 from harness.client.lifecycle import Lifecycle
+from harness.client.outcome import TrailEntry
 from harness.load.scheduler import DeviceScheduler
 from harness.load.tally import MILESTONES, OutcomeTally
 from mock_site.clock import Clock
@@ -44,35 +47,17 @@ Reply = Response | TransportError
 Send = Callable[["DeviceRun", Request], Reply]
 #: Called with the stage entry name, its elapsed milliseconds, and the reason code it failed with ('' when it did not).
 StageReport = Callable[[str, float, str], None]
-
-
-def device_faults(profile: DeviceProfile) -> tuple[str, ...]:
-    """The FAULTS.md device faults a profile carries (flags such as ``nocrlcheck`` or a PKI certificate are not faults)."""
-    faults = []
-    if not profile.root_ca_present:
-        faults.append("root_ca_missing")
-    if not profile.wpj_cert:
-        faults.append("wpj_missing")
-    if profile.wam != WAM_OK:
-        faults.append("wam:" + profile.wam)
-    if profile.clock_skew:
-        faults.append("clock_skew")
-    return tuple(faults)
-
-
-def reply_reason(reply: Reply) -> str:
-    """'' for a 2xx answer, else a reason code for the failed exchange (transport reason or ``http.<status>``)."""
-    if type(reply) is TransportError:
-        return reply.reason
-    status = reply.status  # type: ignore[union-attr]
-    return "" if 200 <= status < 300 else oc.http_reason(status)
+#: Called with a device, its outcome (None: success), the span the outcome covers (clock seconds) and its trail.
+Judge = Callable[[DeviceProfile, str | None, float, float, tuple[TrailEntry, ...]], None]
+#: Exchanges a device keeps for the trail of its open stage (a long retry sequence keeps its latest).
+MAX_TRAIL = 24
 
 
 class DeviceRun:
     """One device's lifecycle plus what the driver tracks about it: open stage spans and milestones reached."""
 
     __slots__ = (
-        "faulted",
+        "born",
         "index",
         "lifecycle",
         "main",
@@ -83,12 +68,14 @@ class DeviceRun:
         "renew_fail",
         "renew_start",
         "tls",
+        "trail",
     )
 
-    def __init__(self, index: int, lifecycle: Lifecycle, *, faulted: bool) -> None:
+    def __init__(self, index: int, lifecycle: Lifecycle) -> None:
         self.index = index
         self.lifecycle = lifecycle
-        self.faulted = faulted
+        self.born: float | None = None  # when its first exchange began
+        self.trail: list[TrailEntry] | None = None  # the exchanges of the open stage (None when there are none)
         self.main = ""  # the open main span: INSTALL_REGISTER or POLICY_CYCLE ('' when none)
         self.main_start = 0.0
         self.main_fail = ""
@@ -103,8 +90,9 @@ class FleetDriver:
     """Runs the lifecycles of many devices, earliest due first, through one ``send`` callable."""
 
     def __init__(self, *, clock: Clock, send: Send, report_stage: StageReport, tally: OutcomeTally,
-                 cmg_url: str) -> None:
+                 cmg_url: str, judge: Judge | None = None) -> None:
         self._clock = clock
+        self._judge = judge
         self._cmg_prefix = cmg_url.rstrip("/") + "/"
         self._send = send
         self._report_stage = report_stage
@@ -116,9 +104,9 @@ class FleetDriver:
         """Devices still alive (scheduled)."""
         return len(self._scheduler)
 
-    def add(self, index: int, lifecycle: Lifecycle, *, faulted: bool, due: float) -> None:
+    def add(self, index: int, lifecycle: Lifecycle, *, due: float) -> None:
         """Give the driver a device whose life starts at ``due`` (clock seconds)."""
-        self._scheduler.add(DeviceRun(index, lifecycle, faulted=faulted), due)
+        self._scheduler.add(DeviceRun(index, lifecycle), due)
         self._tally.record_device_started()
 
     def next_due(self) -> float | None:
@@ -150,9 +138,19 @@ class FleetDriver:
         now = self._clock()
         self._open_spans(device, request, now)
         reply = self._send(device, request)
+        answered = type(reply) is Response
         if request.url.startswith(self._cmg_prefix):  # the CMGService table counts what the CMG sees
-            self._tally.record_request(request.name, len(request.body), answered=type(reply) is Response)
-        reason = reply_reason(reply)
+            self._tally.record_request(request.name, len(request.body), answered=answered)
+        # The lifecycle's own reason codes (sts.401, cmg.503, mp.401, ...): the verdicts are written in them.
+        reason = classify(request.step, reply) or ""
+        if self._judge is not None:
+            trail = device.trail
+            if trail is None:
+                trail = device.trail = []
+            elif len(trail) >= MAX_TRAIL:
+                del trail[0]
+            trail.append(TrailEntry(request.step, request.name, reply.status if answered else None,  # type: ignore[union-attr]
+                                    round(reply.ms, 1), reason or "ok"))
         if request.stage == STAGE_RENEWAL:
             device.renew_fail = reason
         else:
@@ -162,10 +160,15 @@ class FleetDriver:
             self._milestone(device, "registered")
 
     def _open_spans(self, device: DeviceRun, request: Request, now: float) -> None:
+        if device.born is None:
+            device.born = now
         stage = request.stage
         if stage == STAGE_RENEWAL:
             if device.renew_start is None:
                 device.renew_start, device.renew_fail = now, ""
+            if not device.main and device.lifecycle.smsid:
+                # A renewal before a policy cycle's first request is part of that cycle.
+                device.main, device.main_start, device.main_fail = POLICY_CYCLE, now, ""
             return
         self._close_renewal(device, now)
         entry = STAGE_ENTRIES.get(stage, POLICY_CYCLE)
@@ -180,45 +183,72 @@ class FleetDriver:
     # ------------------------------------------------------------------------------------------ span ends
     def _on_wait(self, device: DeviceRun) -> None:
         now = self._clock()
+        renewal_failed = device.renew_fail if device.renew_start is not None else ""
         self._close_renewal(device, now)
         polls = device.lifecycle.polls_done
         if device.main == POLICY_CYCLE and polls > device.polls_seen:
             device.polls_seen = polls
-            self._close_main(device, now, device.main_fail)
+            if renewal_failed and not device.main_fail:
+                # The cycle could not go on without a CCM token: it failed with the renewal, judged once (as that).
+                self._close_main(device, now, renewal_failed, judged=True)
+            else:
+                self._close_main(device, now, device.main_fail)
         # Other waits (retry back-offs during install and registration) belong to the stage: its span runs on.
 
     def _on_done(self, device: DeviceRun, done: Done) -> None:
         now = self._clock()
         outcome = done.outcome
         failed_entry = STAGE_ENTRIES.get(outcome.stage, "") if not outcome.success else ""
-        # The outcome itself is what counts as (un)expected here, not the stage it ended in as well.
+        born = now if device.born is None else device.born
+        # A failure is judged over the stage it ended in; a success over the whole life.
+        if failed_entry == TOKEN_RENEWAL and device.renew_start is not None:
+            start = device.renew_start
+        elif failed_entry and device.main:
+            start = device.main_start
+        else:
+            start = born
+        trail = tuple(device.trail or ())
+        # The outcome itself is judged, not the stage it ended in as well (final=True).
         if device.renew_start is not None:
             self._close_renewal(device, now, outcome.reason if failed_entry == TOKEN_RENEWAL else None, final=True)
         if device.main:
             self._close_main(device, now, outcome.reason if failed_entry == device.main else device.main_fail,
                              final=True)
-        # For now every failure of a device without device faults is unexpected; chaos schedules will refine this.
-        self._tally.record_outcome(outcome.success, outcome.reason, unexpected=not device.faulted)
+        self._tally.record_outcome(outcome.success, outcome.reason)
+        if self._judge is not None:
+            self._judge(device.lifecycle.profile, outcome.reason or None, start, now, trail)
+        device.trail = None
         self.finished += 1
 
     def _close_renewal(self, device: DeviceRun, now: float, reason: str | None = None, *, final: bool = False) -> None:
         if device.renew_start is None:
             return
         fail = device.renew_fail if reason is None else reason
-        self._report(device, TOKEN_RENEWAL, now - device.renew_start, fail, "renewed", final=final)
+        self._report(device, TOKEN_RENEWAL, device.renew_start, now, fail, "renewed", judged=final)
         device.renew_start, device.renew_fail = None, ""
 
-    def _close_main(self, device: DeviceRun, now: float, fail: str, *, final: bool = False) -> None:
+    def _close_main(self, device: DeviceRun, now: float, fail: str, *, final: bool = False,
+                    judged: bool = False) -> None:
         entry = device.main
-        self._report(device, entry, now - device.main_start, fail, "polled" if entry == POLICY_CYCLE else "",
-                     final=final)
+        self._report(device, entry, device.main_start, now, fail, "polled" if entry == POLICY_CYCLE else "",
+                     judged=final or judged)
+        if entry == INSTALL_REGISTER and not fail and not final and self._judge is not None:
+            # Installed and registered: judged as a success, so a device that should have failed is caught here.
+            self._judge(device.lifecycle.profile, None, device.main_start if device.born is None else device.born,
+                        now, tuple(device.trail or ()))
         device.main, device.main_fail = "", ""
+        if not final:
+            device.trail = None
 
-    def _report(self, device: DeviceRun, entry: str, elapsed: float, fail: str, milestone: str, *,
-                final: bool) -> None:
-        self._report_stage(entry, elapsed * 1000.0, fail)
+    def _report(self, device: DeviceRun, entry: str, start: float, now: float, fail: str, milestone: str, *,
+                judged: bool) -> None:
+        """Report a closed span; a failure is handed to the judge unless it is judged otherwise (``judged``)."""
+        self._report_stage(entry, (now - start) * 1000.0, fail)
         if fail:
-            self._tally.record_stage_failure(entry, fail, unexpected=not (device.faulted or final))
+            self._tally.record_stage_failure(entry, fail)
+            if not judged and self._judge is not None:
+                # A failed stage of a device that lives on (a policy cycle, a renewal) is an outcome of its own.
+                self._judge(device.lifecycle.profile, fail, start, now, tuple(device.trail or ()))
         elif milestone:
             self._milestone(device, milestone)
 

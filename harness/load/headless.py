@@ -1,11 +1,13 @@
 """``cmg-harness run``: the mock site and a headless Locust run as two subprocesses, then a one-screen summary.
 
 Nothing here imports Locust (it monkey-patches the process with gevent): Locust runs as ``python -m locust`` and its
-results come back as files — Locust's CSV, HTML and JSON, and the ``outcomes.json`` our listeners write.
+results come back as files — Locust's CSV, HTML and JSON, and the ``outcomes.json`` our listeners write. With
+``--site`` the run uses a site that is already up (in front of which a proxy under test may sit) instead.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -20,6 +22,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
 
+from harness.load.chaos_report import chaos_problems, chaos_sections, format_chaos
 from harness.load.tally import cmgservice_table, lifecycle_table
 
 #: Where the thin Locust entry points live (a source checkout; ``pip install -e .`` keeps them next to the package).
@@ -75,6 +78,14 @@ class RunPlan:
     devices_per_user: int = 5
     seed_clients: int = 0
     extra_locust_args: tuple[str, ...] = field(default=())
+    #: A chaos schedule file (its device shares are already in ``fleet_mix``).
+    chaos: Path | None = None
+    #: The manifest of a site that is already up; None: the run starts the mock site itself.
+    site: Path | None = None
+    #: The CMG-style proxy the clients go through (Locust's host); None: the site's own CMG.
+    target: str | None = None
+    #: The CA (PEM) that issued the target's server certificate; None: the site CA.
+    ca_file: Path | None = None
 
     @property
     def site_dir(self) -> Path:
@@ -82,7 +93,7 @@ class RunPlan:
 
     @property
     def manifest_path(self) -> Path:
-        return self.site_dir / "site.json"
+        return self.site if self.site is not None else self.site_dir / "site.json"
 
     @property
     def devices(self) -> int:
@@ -120,6 +131,12 @@ def locust_command(plan: RunPlan, python: str = sys.executable) -> list[str]:
                "--devices-per-user", str(plan.devices_per_user)]
     if plan.fleet_mix:
         command += ["--fleet-mix", plan.fleet_mix]
+    if plan.chaos is not None:
+        command += ["--chaos", str(plan.chaos)]
+    if plan.target:
+        command += ["--host", plan.target]
+    if plan.ca_file is not None:
+        command += ["--ca-file", str(plan.ca_file)]
     if plan.workers:
         command += ["--processes", str(plan.workers)]
     return command + list(plan.extra_locust_args)
@@ -181,6 +198,23 @@ class SiteProcess:
             process.wait(timeout)
 
 
+class ExistingSite:
+    """A site that is already up, named by its manifest: nothing to start, nothing to stop."""
+
+    def __init__(self, manifest_path: Path) -> None:
+        self.manifest_path = manifest_path
+
+    def start(self) -> dict[str, Any]:
+        """The site's manifest."""
+        manifest = read_json(self.manifest_path)
+        if not isinstance(manifest, dict):
+            raise RunError(f"site manifest {str(self.manifest_path)!r} is not readable JSON")
+        return manifest
+
+    def stop(self) -> None:
+        """Leave the site running: it is not ours."""
+
+
 def read_json(path: Path) -> Any:
     """The JSON in ``path``, or None when the file is missing or unreadable."""
     try:
@@ -197,6 +231,18 @@ def count_registrations(db_path: Path) -> int:
         return db.count_clients()
 
 
+def count_registrations_live(db_path: Path) -> int | None:
+    """Registered clients in the database of a site that is still running (read-only; None when unreadable)."""
+    import sqlite3
+
+    try:
+        with contextlib.closing(sqlite3.connect(f"{Path(db_path).resolve().as_uri()}?mode=ro", uri=True,
+                                                timeout=10)) as db:
+            return int(db.execute("SELECT COUNT(*) FROM clients").fetchone()[0])
+    except (sqlite3.Error, ValueError, OSError):
+        return None
+
+
 #: The result files a run leaves, in the order the summary lists them.
 RESULT_FILES = ("report.html", "locust_stats.csv", "locust.json", OUTCOMES_FILE, SUMMARY_FILE, "locust.log",
                 "site.log", "site/site.json", "site/logs/")
@@ -208,22 +254,29 @@ def result_files(out: Path) -> list[str]:
 
 
 def summarize(plan: RunPlan, *, manifest: dict[str, Any], locust_stats: list[dict[str, Any]] | None,
-              outcomes: dict[str, Any] | None, registrations: int | None, locust_exit: int) -> dict[str, Any]:
-    """Everything the run showed, as ``summary.json`` holds it, with the verdict and why."""
+              outcomes: dict[str, Any] | None, registrations: int | None, locust_exit: int,
+              registrations_before: int | None = None) -> dict[str, Any]:
+    """Everything the run showed, as ``summary.json`` holds it, with the verdict and why.
+
+    The run fails on any unexpected outcome (``harness.verdicts`` judged each one against the device's traits and the
+    faults that were on), a schedule that could not switch a fault, a crashed Locust, or a run in which no device got
+    anywhere without that being expected. ``registrations_before``: the count of a site that was already up.
+    """
     problems: list[str] = []
-    if locust_exit not in (0, 1):  # 1 only says some request failed; the outcome tally judges those
+    if locust_exit not in (0, 1):  # 1 only says some request failed; the verdicts judge those
         problems.append(f"Locust exited with status {locust_exit} (see locust.log)")
     if outcomes is None:
         problems.append(f"Locust wrote no {OUTCOMES_FILE}")
         outcomes = {}
     devices = outcomes.get("devices", {})
     lifecycles = outcomes.get("lifecycles", {})
-    unexpected = int(lifecycles.get("unexpected_failures", 0))
-    if unexpected:
-        problems.append(f"{unexpected} lifecycle(s) failed unexpectedly")
-    if outcomes and not any(devices.get(key, 0) for key in ("installed", "registered", "renewed", "polled")):
+    chaos = chaos_sections(outcomes, locust_stats)
+    problems += chaos_problems(chaos)
+    if outcomes and not chaos["verdicts"].get("expected") and \
+            not any(devices.get(key, 0) for key in ("installed", "registered", "renewed", "polled")):
         problems.append("no device got anywhere (none installed, registered, renewed or polled)")
-    new_registrations = None if registrations is None else registrations - plan.seed_clients
+    already = plan.seed_clients if registrations_before is None else registrations_before
+    new_registrations = None if registrations is None else registrations - already
     stats = locust_stats or []
     return {
         "plan": {**{key: (str(value) if isinstance(value, Path) else value) for key, value in asdict(plan).items()},
@@ -231,7 +284,9 @@ def summarize(plan: RunPlan, *, manifest: dict[str, Any], locust_stats: list[dic
         "site": {"ccm_token_lifetime_s": manifest.get("ccm_token_lifetime_s"),
                  "policy_interval_s": manifest.get("policy_interval_s"),
                  "registrations": registrations, "new_registrations": new_registrations,
-                 "seeded_clients": plan.seed_clients},
+                 "seeded_clients": plan.seed_clients, "external": plan.site is not None,
+                 "registrations_before": registrations_before,
+                 "cmg_url": plan.target or manifest.get("cmg_url")},
         "devices": devices,
         "events": outcomes.get("events", {}),
         "lifecycles": lifecycles,
@@ -240,6 +295,7 @@ def summarize(plan: RunPlan, *, manifest: dict[str, Any], locust_stats: list[dic
         "stage_failures": outcomes.get("stage_failures", {}),
         "stages": lifecycle_table(stats),
         "requests": cmgservice_table(stats, outcomes.get("requests", {})),
+        **chaos,
         "locust_exit_code": locust_exit,
         "files": result_files(plan.out),
         "passed": not problems,
@@ -263,11 +319,12 @@ def format_summary(summary: dict[str, Any]) -> str:
     """The one-screen summary printed at the end of ``cmg-harness run``."""
     plan, site, devices = summary["plan"], summary["site"], summary["devices"]
     lifecycles, events = summary["lifecycles"], summary["events"]
+    through = f", through {site['cmg_url']}" if plan.get("target") else ""
     lines = [
         (f"{plan['users']} users x {plan['devices_per_user']} devices = {plan['devices']} devices for "
          f"{plan['duration']:g} s at time scale {plan['time_scale']:g} "
          f"(CCM token {site['ccm_token_lifetime_s'] or 0:.0f} s, policy every {site['policy_interval_s'] or 0:.0f} s), "
-         f"fleet mix: {plan['fleet_mix'] or 'none'}"),
+         f"fleet mix: {plan['fleet_mix'] or 'none'}{through}"),
         (f"devices     started {devices.get('started', 0)}  installed {devices.get('installed', 0)}  "
          f"registered {devices.get('registered', 0)}  renewed {devices.get('renewed', 0)}  "
          f"polled {devices.get('polled', 0)}"),
@@ -275,12 +332,14 @@ def format_summary(summary: dict[str, Any]) -> str:
          f"policy cycles {events.get('polled', 0)}"),
     ]
     if site["registrations"] is not None:
-        seeded = f" (+{site['seeded_clients']} seeded)" if site["seeded_clients"] else ""
+        if site.get("registrations_before") is not None:
+            seeded = f" (+{site['registrations_before']} already there)" if site["registrations_before"] else ""
+        else:
+            seeded = f" (+{site['seeded_clients']} seeded)" if site["seeded_clients"] else ""
         lines.append(f"site DB     registrations {site['new_registrations']}{seeded}")
     ended = lifecycles.get("succeeded", 0) + lifecycles.get("failed", 0)
     lines.append(f"lifecycles  still running {max(devices.get('started', 0) - ended, 0)}  "
-                 f"succeeded {lifecycles.get('succeeded', 0)}  failed {lifecycles.get('failed', 0)}  "
-                 f"unexpected failures {lifecycles.get('unexpected_failures', 0)}")
+                 f"succeeded {lifecycles.get('succeeded', 0)}  failed {lifecycles.get('failed', 0)}")
     failures = {reason: count for reason, count in summary["outcomes"].items() if reason != "success"}
     if failures:
         lines.append("outcomes    " + "  ".join(f"{reason} {count}" for reason, count in failures.items()))
@@ -289,6 +348,7 @@ def format_summary(summary: dict[str, Any]) -> str:
                                                    for stage, count in summary["stage_failures"].items()))
     if summary["unexpected"]:
         lines.append("unexpected  " + "  ".join(f"{reason} {count}" for reason, count in summary["unexpected"].items()))
+    lines += format_chaos(summary)
     if summary["stages"]:
         lines.append("lifecycle stages:")
         lines += _table(("stage", "count", "failures", "avg ms", "max ms"),
@@ -310,29 +370,41 @@ def format_summary(summary: dict[str, Any]) -> str:
 
 
 def execute(plan: RunPlan, *, out: TextIO = sys.stdout,
-            site_factory: Callable[[RunPlan], SiteProcess] | None = None) -> int:
-    """Run the site and Locust for ``plan``, write the results and the summary; 0 when nothing failed unexpectedly."""
+            site_factory: Callable[[RunPlan], SiteProcess | ExistingSite] | None = None) -> int:
+    """Run the site and Locust for ``plan``, write the results and the summary; 0 when nothing was unexpected."""
     plan.out.mkdir(parents=True, exist_ok=True)
     site = (site_factory or _site_process)(plan)
     locust_exit = -1
+    before: int | None = None
     try:
         manifest = site.start()
-        print(f"cmg-harness run: mock site up (CCM token {manifest['ccm_token_lifetime_s']:.0f} s, policy every "
+        db_path = Path(str(manifest.get("db_path", "")))
+        if plan.site is not None:
+            before = count_registrations_live(db_path)
+        what = "site" if plan.site is not None else "mock site up"
+        print(f"cmg-harness run: {what} (CCM token {manifest['ccm_token_lifetime_s']:.0f} s, policy every "
               f"{manifest['policy_interval_s']:.0f} s); Locust: {plan.users} users x {plan.devices_per_user} devices "
-              f"for {plan.duration:g} s; results in {plan.out}", file=out, flush=True)
+              f"for {plan.duration:g} s{' through ' + plan.target if plan.target else ''}"
+              f"{', chaos schedule ' + str(plan.chaos) if plan.chaos else ''}; results in {plan.out}",
+              file=out, flush=True)
         locust_exit = _run_locust(plan)
     finally:
         site.stop()
-    registrations = count_registrations(Path(manifest["db_path"])) if Path(manifest["db_path"]).exists() else None
+    if plan.site is not None:
+        registrations = count_registrations_live(db_path)
+    else:
+        registrations = count_registrations(db_path) if db_path.is_file() else None
     summary = summarize(plan, manifest=manifest, locust_stats=read_json(plan.out / "locust.json"),
                         outcomes=read_json(plan.out / OUTCOMES_FILE), registrations=registrations,
-                        locust_exit=locust_exit)
+                        locust_exit=locust_exit, registrations_before=before)
     (plan.out / SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
     print(format_summary(summary), file=out, flush=True)
     return 0 if summary["passed"] else 1
 
 
-def _site_process(plan: RunPlan) -> SiteProcess:
+def _site_process(plan: RunPlan) -> SiteProcess | ExistingSite:
+    if plan.site is not None:
+        return ExistingSite(plan.site)
     return SiteProcess(site_command(plan), plan.manifest_path, plan.out / "site.log")
 
 

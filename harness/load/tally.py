@@ -7,7 +7,7 @@ Pure bookkeeping (no Locust import): the Locust listeners feed an :class:`Outcom
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 #: Locust ``request_type`` of the entries that time a whole lifecycle stage rather than one HTTP request.
@@ -15,6 +15,8 @@ LIFECYCLE_REQUEST_TYPE = "LIFECYCLE"
 
 #: Device milestones counted once per device (how many devices got that far) and per occurrence.
 MILESTONES = ("installed", "registered", "renewed", "polled")
+#: The ``unexpected`` key of a device that succeeded where it should have failed (``harness.verdicts.OK``).
+UNEXPECTED_SUCCESS = "ok"
 _SECTIONS = ("outcomes", "unexpected", "stage_failures", "devices", "events", "request_bytes", "responses")
 
 
@@ -28,29 +30,33 @@ class OutcomeTally:
     def __init__(self) -> None:
         self._sections: dict[str, Counter[str]] = {name: Counter() for name in _SECTIONS}
         self._pending: dict[str, Counter[str]] = {name: Counter() for name in _SECTIONS}
+        #: Where the run's verdicts come from (a VerdictBook's ``snapshot``): shown under ``verdicts`` when set.
+        self.verdicts: Callable[[], dict[str, Any]] | None = None
 
     def _add(self, section: str, key: str, amount: int = 1) -> None:
         self._sections[section][key] += amount
         self._pending[section][key] += amount
 
-    def record_outcome(self, success: bool, reason: str = "", *, unexpected: bool = True) -> None:
-        """Count one finished lifecycle (``unexpected``: a failure the run did not expect)."""
+    def record_outcome(self, success: bool, reason: str = "") -> None:
+        """Count one finished lifecycle by its reason code (``success`` for one that succeeded)."""
         if success:
             self._add("outcomes", "success")
             return
         if not reason:
             raise TallyError("a failed lifecycle needs a reason code, got ''")
         self._add("outcomes", reason)
-        if unexpected:
-            self._add("unexpected", reason)
 
-    def record_stage_failure(self, stage: str, reason: str, *, unexpected: bool = True) -> None:
+    def record_stage_failure(self, stage: str, reason: str) -> None:
         """Count a lifecycle stage (install+register, token renewal, policy cycle) whose last exchange failed."""
         if not reason:
             raise TallyError(f"a failed {stage!r} stage needs a reason code, got ''")
         self._add("stage_failures", stage)
-        if unexpected:
-            self._add("unexpected", reason)
+
+    def record_unexpected(self, outcome: str) -> None:
+        """Count one outcome the verdict found unexpected, by reason code (``ok``: a device that should have failed)."""
+        if not outcome:
+            raise TallyError("an unexpected outcome needs a reason code (or 'ok'), got ''")
+        self._add("unexpected", outcome)
 
     def record_milestone(self, milestone: str, *, first: bool) -> None:
         """Count one milestone occurrence (``first``: the device reached it for the first time)."""
@@ -102,15 +108,21 @@ class OutcomeTally:
 
     @property
     def unexpected_failures(self) -> int:
-        """Failed lifecycles and stages the run did not expect."""
-        return sum(self._sections["unexpected"].values())
+        """Failed lifecycles and stages the verdicts found unexpected."""
+        return sum(count for outcome, count in self._sections["unexpected"].items() if outcome != UNEXPECTED_SUCCESS)
+
+    @property
+    def unexpected_successes(self) -> int:
+        """Devices that got through where their traits or the faults said they must fail."""
+        return self._sections["unexpected"][UNEXPECTED_SUCCESS]
 
     def snapshot(self) -> dict[str, Any]:
         """Everything counted, in the shape of ``outcomes.json``."""
         sections = self._sections
         return {
             "lifecycles": {"succeeded": sections["outcomes"]["success"], "failed": self.failed,
-                           "unexpected_failures": self.unexpected_failures},
+                           "unexpected_failures": self.unexpected_failures,
+                           "unexpected_successes": self.unexpected_successes},
             "outcomes": dict(sorted(sections["outcomes"].items())),
             "unexpected": dict(sorted(sections["unexpected"].items())),
             "stage_failures": dict(sorted(sections["stage_failures"].items())),
@@ -119,6 +131,7 @@ class OutcomeTally:
             "requests": {name: {"request_bytes": sections["request_bytes"][name],
                                 "responses": sections["responses"][name]}
                          for name in sorted(set(sections["request_bytes"]) | set(sections["responses"]))},
+            **({"verdicts": self.verdicts()} if self.verdicts is not None else {}),
         }
 
 

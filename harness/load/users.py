@@ -25,7 +25,7 @@ from harness.client.lifecycle import Lifecycle
 from harness.client.transport import Crl, CrlUnavailable, classify_exception
 from harness.load import listeners
 from harness.load.context import RunContext
-from harness.load.driver import DeviceRun, FleetDriver, device_faults
+from harness.load.driver import DeviceRun, FleetDriver
 from harness.load.scheduler import device_indexes
 from harness.load.seeded import SeededFleet
 from harness.load.tally import LIFECYCLE_REQUEST_TYPE
@@ -69,11 +69,10 @@ class LifecycleUser(FastHttpUser):
         self._rng = random.Random(f"{ctx.options.fleet_seed}/{self.device_indexes.start}")
         self._sessions: dict[int, FastHttpSession] = {}
         self.driver = FleetDriver(clock=time.time, send=self._send, report_stage=self._report_stage,
-                                  tally=ctx.tally, cmg_url=ctx.endpoints.cmg_url)
+                                  tally=ctx.tally, cmg_url=ctx.endpoints.cmg_url, judge=listeners.judge)
         now = time.time()
         for index in self.device_indexes:
-            profile = self.device_profile(index)
-            self.driver.add(index, self.make_lifecycle(profile), faulted=bool(device_faults(profile)), due=now)
+            self.driver.add(index, self.make_lifecycle(self.device_profile(index)), due=now)
 
     # ------------------------------------------------------------------------------------------ devices
     def device_profile(self, index: int) -> DeviceProfile:
@@ -96,8 +95,8 @@ class LifecycleUser(FastHttpUser):
         self.driver.run_next()
 
     def ssl_context_factory(self, cafile: str | None = None, **_: Any) -> ssl.SSLContext:  # type: ignore[override]
-        """The default client's context: the site root CA, verified (used for nothing but plain CRL downloads)."""
-        return self.run_context.trust.context(root_ca_present=True)
+        """The default client's context: the site root CA, verified (used for nothing but CRL downloads)."""
+        return self.run_context.site_trust.context(root_ca_present=True)
 
     # ------------------------------------------------------------------------------------------ transport
     def _send(self, device: DeviceRun, request: Request) -> Response | TransportError:
@@ -128,7 +127,7 @@ class LifecycleUser(FastHttpUser):
     def _tls_context(self, device: DeviceRun, request: Request, profile: DeviceProfile) -> ssl.SSLContext:
         trust = self.run_context.trust
         if request.step == STEP_ENTRA_TOKEN:
-            return trust.entra_context()
+            return self.run_context.site_trust.entra_context()
         crl = None
         if profile.root_ca_present and not profile.nocrlcheck:
             parts = urlsplit(request.url)

@@ -1,16 +1,21 @@
-"""Two extra tabs in Locust's web UI: the live CMGService-style table per RequestUri, and the lifecycle outcomes.
+"""Extra tabs in Locust's web UI — the live CMGService-style table per RequestUri, the lifecycle outcomes, the chaos
+verdicts and the fault windows — and a link to the fault controls (``harness.load.faultpanel``).
 
 Locust's React UI shows extra tabs named in ``template_args["extended_tabs"]`` with the columns of
 ``template_args["extended_tables"]``, filled from ``extended_stats`` in each ``/stats/requests`` poll; we add that
 list to the JSON in an ``after_request`` hook. The CMGService numbers come from Locust's own request statistics
-(count, response bytes, elapsed time) plus the tally's request bytes and answered-request counts.
+(count, response bytes, elapsed time) plus the tally's request bytes and answered-request counts. Table cells are
+text, so the link to the fault controls is added to the page itself, by another ``after_request`` hook.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from harness.load import faultpanel
 from harness.load.tally import MILESTONES, cmgservice_table
 
 if TYPE_CHECKING:
@@ -18,8 +23,15 @@ if TYPE_CHECKING:
 
 CMG_TAB = "cmg-traffic"
 OUTCOMES_TAB = "lifecycle-outcomes"
+VERDICTS_TAB = "chaos-verdicts"
+FAULTS_TAB = "cmg-faults"
+#: The link to the fault controls, added to Locust's page (relative: it follows --web-base-path).
+CONTROLS_LINK = ('<a id="cmg-harness-fault-controls" href="./cmg/faults" style="position:fixed;right:1rem;'
+                 'bottom:1rem;z-index:2000;padding:.4rem .8rem;border-radius:4px;background:#0b57d0;color:#fff;'
+                 'font:14px system-ui,sans-serif;text-decoration:none">Fault controls</a>')
 
-EXTENDED_TABS = [{"title": "CMG traffic", "key": CMG_TAB}, {"title": "Lifecycle outcomes", "key": OUTCOMES_TAB}]
+EXTENDED_TABS = [{"title": "CMG traffic", "key": CMG_TAB}, {"title": "Lifecycle outcomes", "key": OUTCOMES_TAB},
+                 {"title": "Chaos verdicts", "key": VERDICTS_TAB}, {"title": "Faults", "key": FAULTS_TAB}]
 # Keys are snake_case: the UI turns both these and the row keys into camelCase before matching them.
 EXTENDED_TABLES = [
     {"key": CMG_TAB, "structure": [
@@ -34,6 +46,21 @@ EXTENDED_TABLES = [
         {"key": "measure", "title": "Measure"},
         {"key": "count", "title": "Count"},
     ]},
+    {"key": VERDICTS_TAB, "structure": [
+        {"key": "kind", "title": "Kind"},
+        {"key": "name", "title": "Fault / reason / example"},
+        {"key": "expected", "title": "Expected"},
+        {"key": "unexpected", "title": "Unexpected"},
+        {"key": "detail", "title": "Detail"},
+    ]},
+    {"key": FAULTS_TAB, "structure": [
+        {"key": "fault", "title": "Fault"},
+        {"key": "role", "title": "Role"},
+        {"key": "state", "title": "State"},
+        {"key": "from_s", "title": "From (s into the test)"},
+        {"key": "to_s", "title": "To (s)"},
+        {"key": "injections", "title": "Injections"},
+    ]},
 ]
 
 
@@ -46,11 +73,48 @@ def outcome_rows(snapshot: dict[str, Any]) -> list[dict[str, Any]]:
              {"measure": "policy cycles", "count": events["polled"]},
              {"measure": "lifecycles succeeded", "count": lifecycles["succeeded"]},
              {"measure": "lifecycles failed", "count": lifecycles["failed"]},
-             {"measure": "unexpected failures", "count": lifecycles["unexpected_failures"]}]
+             {"measure": "unexpected failures", "count": lifecycles["unexpected_failures"]},
+             {"measure": "unexpected successes", "count": lifecycles["unexpected_successes"]}]
     rows += [{"measure": f"failed: {reason}", "count": count}
              for reason, count in snapshot["outcomes"].items() if reason != "success"]
     rows += [{"measure": f"failed stage: {stage}", "count": count}
              for stage, count in snapshot["stage_failures"].items()]
+    return rows
+
+
+def trail_text(trail: Any) -> str:
+    """A request trail (``[step, request URI, status, ms, result]`` entries) as one line."""
+    return " > ".join(f"{step} {'-' if status is None else status} {result}"
+                      for step, _name, status, _ms, result in trail)
+
+
+def verdict_rows(verdicts: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The chaos verdict tab's rows: totals, per fault, per reason, then the first examples of each unexpected kind."""
+    rows = [{"kind": "total", "name": "all judged outcomes", "expected": verdicts.get("expected", 0),
+             "unexpected": verdicts.get("unexpected", 0),
+             "detail": f"{verdicts.get('pending', 0)} waiting for the fault timeline"}]
+    rows += [{"kind": "fault", "name": fault, "expected": counts.get("expected", 0),
+              "unexpected": counts.get("unexpected", 0), "detail": "no fault" if fault == "none" else ""}
+             for fault, counts in verdicts.get("faults", {}).items()]
+    rows += [{"kind": "reason", "name": reason, "expected": counts.get("expected", 0),
+              "unexpected": counts.get("unexpected", 0), "detail": ""}
+             for reason, counts in verdicts.get("reasons", {}).items()]
+    for key, examples in verdicts.get("examples", {}).items():
+        rows += [{"kind": "example", "name": key, "expected": "", "unexpected": "",
+                  "detail": f"{example.get('device', '')}: {example.get('explanation', '')}; trail: "
+                            f"{trail_text(example.get('trail', []))}"} for example in examples]
+    return rows
+
+
+def fault_rows(windows: list[dict[str, Any]], *, started_at: float | None) -> list[dict[str, Any]]:
+    """The fault tab's rows: each fault window seen in this test, with its injections and where the controls are."""
+    origin = started_at if started_at is not None else min((w["start"] for w in windows), default=0.0)
+    rows = [{"fault": w["name"], "role": w["role"], "state": "inferred" if w["inferred"] else
+             ("on" if w["end"] is None else "ended"), "from_s": round(w["start"] - origin, 1),
+             "to_s": "" if w["end"] is None else round(w["end"] - origin, 1), "injections": w["injections"]}
+            for w in windows]
+    rows.append({"fault": "(fault controls)", "role": "", "state": "open cmg/faults (the link at the bottom right)",
+                 "from_s": "", "to_s": "", "injections": ""})
     return rows
 
 
@@ -64,8 +128,13 @@ def extended_stats(plugin: LoadPlugin, environment: Any) -> list[dict[str, Any]]
             entries.append({"name": entry.name, "method": entry.method, "num_requests": entry.num_requests,
                             "total_content_length": entry.total_content_length,
                             "total_response_time": entry.total_response_time})
+    context = plugin.context
+    windows = context.timeline.to_list() if context is not None else []
+    started = plugin.started_at
     return [{"key": CMG_TAB, "data": cmgservice_table(entries, snapshot["requests"])},
-            {"key": OUTCOMES_TAB, "data": outcome_rows(snapshot)}]
+            {"key": OUTCOMES_TAB, "data": outcome_rows(snapshot)},
+            {"key": VERDICTS_TAB, "data": verdict_rows(snapshot.get("verdicts", {}))},
+            {"key": FAULTS_TAB, "data": fault_rows(windows, started_at=started)}]
 
 
 def install(events: Any, plugin: LoadPlugin) -> None:
@@ -77,6 +146,20 @@ def install(events: Any, plugin: LoadPlugin) -> None:
             return
         web_ui.template_args["extended_tabs"] = EXTENDED_TABS
         web_ui.template_args["extended_tables"] = EXTENDED_TABLES
+        base_path = str(getattr(environment.parsed_options, "web_base_path", "") or "").rstrip("/")
+        faultpanel.install(web_ui, faultpanel.ManifestFaultClient(lambda: _manifest(environment)),
+                           base_path=base_path)
+
+        @web_ui.app.after_request
+        def add_controls_link(response: Any) -> Any:
+            from flask import request
+
+            if request.path != base_path + "/" or response.status_code != 200 or response.mimetype != "text/html":
+                return response
+            page = response.get_data(as_text=True)
+            if "</body>" in page and CONTROLS_LINK not in page:
+                response.set_data(page.replace("</body>", CONTROLS_LINK + "\n</body>", 1))
+            return response
 
         @web_ui.app.after_request
         def add_extended_stats(response: Any) -> Any:
@@ -92,3 +175,10 @@ def install(events: Any, plugin: LoadPlugin) -> None:
             return response
 
     events.init.add_listener(on_init)
+
+
+def _manifest(environment: Any) -> dict[str, Any]:
+    from harness.load.context import DEFAULT_SITE, load_site_manifest
+
+    options = environment.parsed_options
+    return load_site_manifest(Path(str(getattr(options, "site", "") or DEFAULT_SITE)))

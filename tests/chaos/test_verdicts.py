@@ -103,3 +103,9 @@ def test_tally_counts_per_fault_and_reason_and_keeps_examples() -> None:
     other = VerdictTally()
     other.merge(data)
     assert other.to_dict()["unexpected"] == 2
+
+
+def test_a_slow_mp_beyond_the_upstream_timeout_may_end_in_504() -> None:
+    """mp_slow past the connection point's timeout is a 504 (http.504): predicted, not a finding."""
+    assert _judge("http.504", windows=[FaultWindow("mp_slow", "mp", 0, 1000)]).expected
+    assert not _judge("http.504").expected

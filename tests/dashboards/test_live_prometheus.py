@@ -3,6 +3,9 @@ query and every recording rule returns data (a misspelt metric would return succ
 
 from __future__ import annotations
 
+import socket
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -33,7 +36,7 @@ from mock_site.testing import RunningSite, SiteClient, running_site
 pytestmark = [
     pytest.mark.prometheus,
     pytest.mark.slow,
-    pytest.mark.timeout(120),
+    pytest.mark.timeout(240),
     pytest.mark.skipif(find_prometheus() is None,
                        reason="the prometheus binary is absent (Debian package prometheus; ./dev installs it)"),
 ]
@@ -126,6 +129,23 @@ class Traffic:
             self.error = error
 
 
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _start_locust(site: RunningSite, port: int, root: Path) -> subprocess.Popen[bytes]:
+    """A small headless Locust run against the site with the client-metrics exporter on ``port`` (bounded: 90 s)."""
+    locustfile = Path(__file__).resolve().parents[2] / "locustfiles" / "lifecycle.py"
+    log = open(root / "locust.log", "wb")  # noqa: SIM115 - handed to the child process, closed with it
+    return subprocess.Popen(
+        [sys.executable, "-m", "locust", "-f", str(locustfile), "--headless", "-u", "4", "-r", "4", "-t", "90s",
+         "--site", str(site.manifest_path), "--devices-per-user", "2", "--metrics-port", str(port),
+         "--only-summary"],
+        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+
+
 def _site_requests_total(site: RunningSite) -> float:
     text = httpx.get(site.manifest["metrics_urls"]["cmg"], timeout=10).text
     return sum(s.value for f in text_string_to_metric_families(text) if f.name == "cmg_requests"
@@ -136,12 +156,16 @@ def _site_requests_total(site: RunningSite) -> float:
 def observed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Observed]:
     """Site and Prometheus (1 s scrapes and rule evaluations) up, traffic driven, the last scrape taken."""
     root = Path(tmp_path_factory.mktemp("live"))
-    with running_site(root / "site", time_scale=60, logs_enabled=False) as site:
-        locust_targets: tuple[str, ...] = ()
+    # Time runs 1200x so that the Locust devices renew their CCM tokens (24 s) while Prometheus watches.
+    with running_site(root / "site", time_scale=1200, logs_enabled=False) as site:
+        port = _free_port()
+        locust_targets: tuple[str, ...] = (f"127.0.0.1:{port}",)
         write_prometheus_config(root / "prometheus", site.manifest, locust_targets, scrape_interval=SCRAPE_INTERVAL)
         prometheus = start_prometheus(root / "prometheus", ready_timeout=30)
+        locust = _start_locust(site, port, root)
         try:
             with Traffic(site) as traffic:
+                _wait_for(prometheus, 'up{job="cmg-harness-locust"} == 1', timeout=30)
                 # Prometheus hands new targets to its scrapers only every few seconds; traffic runs meanwhile.
                 _wait_for(prometheus, 'up{job="cmg-site"} == 1', timeout=20)
                 time.sleep(TRAFFIC_SECONDS / 2)
@@ -154,9 +178,16 @@ def observed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Observed]:
             _wait_for(prometheus, f'sum(cmg_requests_total{{job="cmg-site"}}) >= {total}', timeout=15)
             # ... and two rule evaluations later the recording rules have seen it too.
             time.sleep(2 * SCRAPE_INTERVAL)
+            _wait_for(prometheus, "cmg_client_renewals_total > 0", timeout=30)
             yield Observed(prometheus, time.time(), locust_targets)
         finally:
             prometheus.stop()
+            locust.terminate()
+            try:
+                locust.wait(30)
+            except subprocess.TimeoutExpired:
+                locust.kill()
+                locust.wait()
 
 
 def test_prometheus_scraped_the_site(observed: Observed) -> None:

@@ -48,6 +48,31 @@ def test_bad_options_are_refused_by_name(name: str, value: object, named: str) -
     assert repr(value)[:8] in str(caught.value) or str(value) in str(caught.value)
 
 
+def test_a_chaos_schedules_device_shares_join_the_fleet_mix(tmp_path: Path) -> None:
+    """--chaos adds its device shares to --fleet-mix (the schedule's share wins for a trait both name)."""
+    schedule = tmp_path / "chaos.yaml"
+    schedule.write_text("faults:\n  - {fault: wpj_missing, share: 0.3}\n"
+                        "  - {fault: cp_disconnected, start: 5, duration: 2}\n")
+    options = LoadOptions.from_namespace(Namespace(fleet_mix="wpj_missing=0.1,nocrlcheck=0.5", chaos=str(schedule)))
+    assert options.fleet_mix == FleetMix(wpj_missing=0.3, nocrlcheck=0.5)
+    assert options.chaos == schedule and options.schedule is not None
+    assert [fault.name for fault in options.schedule.timed] == ["cp_disconnected"]
+
+
+def test_a_bad_chaos_schedule_is_refused_with_its_file_and_line(tmp_path: Path) -> None:
+    """An unknown fault in the schedule stops the run before it starts, naming file:line."""
+    schedule = tmp_path / "chaos.yaml"
+    schedule.write_text("faults:\n  - {fault: cp_disconnected, start: 1, duration: 2}\n  - {fault: gremlins}\n")
+    with pytest.raises(LoadOptionError, match=f"--chaos: {schedule}:3: unknown fault 'gremlins'"):
+        LoadOptions.from_namespace(Namespace(chaos=str(schedule)))
+
+
+def test_a_missing_ca_file_is_refused_by_name(tmp_path: Path) -> None:
+    """--ca-file must name a file."""
+    with pytest.raises(LoadOptionError, match="--ca-file .*nope.pem"):
+        LoadOptions.from_namespace(Namespace(ca_file=str(tmp_path / "nope.pem")))
+
+
 def test_a_missing_manifest_is_named_with_the_way_to_make_one(tmp_path: Path) -> None:
     """Pointing --site at nothing says where it looked and how to start a site."""
     with pytest.raises(LoadOptionError, match="cmg-harness up") as caught:
@@ -79,6 +104,30 @@ def test_a_host_given_to_locust_replaces_the_sites_cmg(site: RunningSite) -> Non
     context = RunContext.from_options(Namespace(site=str(site.manifest_path)), cmg_url="https://127.0.0.9:8443")
     try:
         assert context.endpoints.cmg_url == "https://127.0.0.9:8443"
+    finally:
+        context.close()
+
+
+def test_a_ca_file_replaces_the_site_ca_for_the_cmg_only(site: RunningSite, tmp_path: Path) -> None:
+    """With --ca-file the CMG's certificate is checked against that CA; Entra ID still against the site CA."""
+    import socket
+    import ssl
+
+    import trustme
+
+    other_ca = tmp_path / "proxy-ca.pem"
+    trustme.CA().cert_pem.write_to_path(str(other_ca))
+    context = RunContext.from_options(Namespace(site=str(site.manifest_path), ca_file=str(other_ca)))
+    def handshake(ctx: ssl.SSLContext, host: str, port: int) -> None:
+        with socket.create_connection((host, port), timeout=10) as raw, ctx.wrap_socket(raw, server_hostname=host):
+            pass
+
+    try:
+        endpoints = context.endpoints
+        with pytest.raises(ssl.SSLCertVerificationError):
+            handshake(context.trust.context(root_ca_present=True), endpoints.host, endpoints.port)
+        host, port = site.manifest["entra_url"].split("://")[1].split(":")
+        handshake(context.site_trust.entra_context(), host, int(port))
     finally:
         context.close()
 

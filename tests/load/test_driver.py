@@ -1,4 +1,4 @@
-"""The fleet driver: many lifecycles over one transport, with stage timing, milestones and outcomes tallied."""
+"""The fleet driver: many lifecycles over one transport, with stage timing, milestones, outcomes and verdict hand-off."""
 
 from __future__ import annotations
 
@@ -7,19 +7,20 @@ import random
 import pytest
 
 from harness.client import outcome as oc
-from harness.client.device import WAM_DEVICE_FAILS_D0090016, DeviceProfile, Fleet
-from harness.client.events import STEP_AAD_INFO, STEP_POLICY_ASSIGNMENTS, Request, Response, TransportError
-from harness.client.lifecycle import Lifecycle
-from harness.client.testing import ScriptedSite, scripted_endpoints
-from harness.load.driver import (
-    INSTALL_REGISTER,
-    POLICY_CYCLE,
-    TOKEN_RENEWAL,
-    DeviceRun,
-    FleetDriver,
-    device_faults,
-    reply_reason,
+from harness.client.device import DeviceProfile, Fleet
+from harness.client.events import (
+    STEP_AAD_INFO,
+    STEP_CCM_TOKEN,
+    STEP_POLICY_ASSIGNMENTS,
+    Request,
+    Response,
+    TransportError,
 )
+from harness.client.lifecycle import Lifecycle
+from harness.client.outcome import TrailEntry
+from harness.client.testing import ScriptedSite, scripted_endpoints
+from harness.load import driver as driver_module
+from harness.load.driver import INSTALL_REGISTER, POLICY_CYCLE, TOKEN_RENEWAL, DeviceRun, FleetDriver
 from harness.load.tally import OutcomeTally
 from mock_site.clock import FakeClock
 
@@ -36,9 +37,14 @@ class Harness:
         self.site = ScriptedSite(self.clock, ccm_lifetime=ccm_lifetime)
         self.tally = OutcomeTally()
         self.reports: list[tuple[str, float, str]] = []
+        self.judged: list[tuple[DeviceProfile, str | None, float, float, tuple[TrailEntry, ...]]] = []
         self.endpoints = scripted_endpoints(policy_interval_s=INTERVAL)
         self.driver = FleetDriver(clock=self.clock, send=self.send, report_stage=self.report, tally=self.tally,
-                                  cmg_url=self.endpoints.cmg_url)
+                                  cmg_url=self.endpoints.cmg_url, judge=self.judge)
+
+    def judge(self, profile: DeviceProfile, outcome: str | None, start: float, end: float,
+              trail: tuple[TrailEntry, ...]) -> None:
+        self.judged.append((profile, outcome, start, end, trail))
 
     def send(self, device: DeviceRun, request: Request) -> Response | TransportError:
         self.clock.advance(STEP_MS / 1000.0)
@@ -49,8 +55,7 @@ class Harness:
 
     def add(self, profile: DeviceProfile, *, due: float | None = None) -> None:
         life = Lifecycle(profile, self.endpoints, clock=self.clock, rng=random.Random(0), polls=None, trail=False)
-        self.driver.add(profile.index, life, faulted=bool(device_faults(profile)),
-                        due=self.clock() if due is None else due)
+        self.driver.add(profile.index, life, due=self.clock() if due is None else due)
 
     def run_until(self, seconds: float) -> None:
         """Run every device as it falls due, jumping the clock to each due time, for ``seconds`` of clock time."""
@@ -125,25 +130,39 @@ def test_policy_cycles_repeat_and_the_ccm_token_is_renewed_before_it_expires() -
     assert snapshot["unexpected"] == {}
 
 
-@pytest.mark.parametrize(("profile", "unexpected"), [(device(), {"tls.invalid_ca": 1}),
-                                                     (device(root_ca_present=False), {})])
-def test_a_failed_life_is_unexpected_only_for_a_device_without_faults(profile: DeviceProfile,
-                                                                       unexpected: dict[str, int]) -> None:
-    """A TLS failure ends the life; it counts as unexpected unless the device carries a device fault."""
+def test_a_failed_life_ends_and_is_handed_to_the_judge_with_its_trail() -> None:
+    """A TLS failure ends the life: tallied by reason, and judged once over its span with the exchange that failed."""
     harness = Harness()
     harness.site.script(STEP_AAD_INFO, TransportError(oc.TLS_INVALID_CA))
+    profile = device(root_ca_present=False)
+    start = harness.clock()
     harness.add(profile)
     harness.driver.run_next()
     snapshot = harness.tally.snapshot()
     assert snapshot["outcomes"] == {"tls.invalid_ca": 1}
-    assert snapshot["unexpected"] == unexpected
+    assert snapshot["unexpected"] == {}  # the verdict, not the driver, decides what is unexpected
     assert [(name, round(ms), fail) for name, ms, fail in harness.reports] == [
         (INSTALL_REGISTER, STEP_MS, "tls.invalid_ca")]
     assert len(harness.driver) == 0 and harness.driver.finished == 1
+    [(judged, outcome, span_start, span_end, trail)] = harness.judged
+    assert (judged, outcome, span_start) == (profile, "tls.invalid_ca", start)
+    assert span_end == pytest.approx(start + STEP_MS / 1000)
+    assert [(entry.step, entry.status, entry.result) for entry in trail] == [(STEP_AAD_INFO, None, "tls.invalid_ca")]
+
+
+def test_a_finished_install_and_registration_is_judged_as_a_success() -> None:
+    """Reaching policy polling hands the judge a success, so a device that should have failed is caught there."""
+    harness = Harness()
+    harness.add(device())
+    harness.driver.run_next()
+    [(_, outcome, _, _, trail)] = harness.judged
+    assert outcome is None
+    assert trail and all(entry.result == "ok" for entry in trail)
+    assert trail[-1].step == "ccm_token"
 
 
 def test_a_failed_policy_cycle_counts_as_a_failed_stage_while_the_life_goes_on() -> None:
-    """The client retries policy on the next cycle; the failed cycle is reported and tallied by its reason."""
+    """The client retries policy on the next cycle; the failed cycle is reported, tallied and judged by its reason."""
     harness = Harness()
     harness.site.script(STEP_POLICY_ASSIGNMENTS, Response(500))
     harness.add(device())
@@ -151,10 +170,65 @@ def test_a_failed_policy_cycle_counts_as_a_failed_stage_while_the_life_goes_on()
     snapshot = harness.tally.snapshot()
     assert harness.reports[-1][0] == POLICY_CYCLE and harness.reports[-1][2] == "http.500"
     assert snapshot["stage_failures"] == {POLICY_CYCLE: 1}
-    assert snapshot["unexpected"] == {"http.500": 1}
     assert snapshot["devices"]["polled"] == 0
+    assert [outcome for _, outcome, _, _, _ in harness.judged] == [None, "http.500"]
+    assert [entry.step for entry in harness.judged[-1][4]] == [STEP_POLICY_ASSIGNMENTS]
     harness.run_until(INTERVAL)
     assert harness.tally.snapshot()["devices"]["polled"] == 1
+
+
+def test_a_failed_renewal_fails_its_policy_cycle_and_is_judged_once() -> None:
+    """A cycle that cannot renew the CCM token fails with the renewal's reason; the judge hears of it once."""
+    harness = Harness(ccm_lifetime=100.0)
+    harness.add(device())
+    harness.driver.run_next()
+    harness.site.script(STEP_CCM_TOKEN, Response(401, reason="CMGConnector_Unauthorized"))
+    harness.run_until(95.0)
+    snapshot = harness.tally.snapshot()
+    assert snapshot["stage_failures"] == {TOKEN_RENEWAL: 1, POLICY_CYCLE: 1}
+    assert (TOKEN_RENEWAL, "sts.401") in [(name, fail) for name, _, fail in harness.reports]
+    assert (POLICY_CYCLE, "sts.401") in [(name, fail) for name, _, fail in harness.reports]
+    assert [outcome for _, outcome, _, _, _ in harness.judged].count("sts.401") == 1
+
+
+@pytest.mark.parametrize(("reply", "reason"), [(Response(503), "cmg.503"), (Response(401, reason="MP_Invalid_Token"),
+                                                                            "mp.401"),
+                                               (TransportError(oc.RESET), "reset")])
+def test_stage_failures_carry_the_lifecycles_reason_codes(reply: Response | TransportError, reason: str) -> None:
+    """A failed policy request is named as the verdict rules name it (cmg.503, mp.401), not by its bare status."""
+    harness = Harness()
+    harness.site.script(STEP_POLICY_ASSIGNMENTS, reply)
+    harness.add(device())
+    harness.driver.run_next()
+    assert harness.reports[-1][2] == reason and harness.judged[-1][1] == reason
+
+
+def test_a_trail_keeps_only_the_latest_exchanges_of_its_stage(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The trail of an open stage is bounded (MAX_TRAIL), so a device in a long retry sequence holds little memory."""
+    monkeypatch.setattr(driver_module, "MAX_TRAIL", 2)
+    harness = Harness()
+    harness.add(device())
+    harness.driver.run_next()
+    [(_, _, _, _, trail)] = harness.judged
+    assert [entry.step for entry in trail] == ["registration", "ccm_token"]
+
+
+def test_without_a_judge_the_driver_keeps_no_trail() -> None:
+    """A driver built without a judge (a plain load run) holds no per-device exchange history."""
+    harness = Harness()
+    harness.driver = FleetDriver(clock=harness.clock, send=harness.send, report_stage=harness.report,
+                                 tally=harness.tally, cmg_url=harness.endpoints.cmg_url)
+    harness.add(device())
+    seen: list[object] = []
+    original = harness.send
+
+    def send(run: DeviceRun, request: Request) -> Response | TransportError:
+        seen.append(run.trail)
+        return original(run, request)
+
+    harness.driver._send = send
+    harness.driver.run_next()
+    assert seen and all(trail is None for trail in seen)
 
 
 def test_only_requests_to_the_cmg_enter_the_cmgservice_counts() -> None:
@@ -166,22 +240,3 @@ def test_only_requests_to_the_cmg_enter_the_cmgservice_counts() -> None:
     assert requests and all(name.startswith(("/CCM_Proxy", "/downloadrestservice")) for name in requests)
     sent = sum(len(r.body) for r in harness.site.requests if r.url.startswith(harness.endpoints.cmg_url))
     assert sum(row["request_bytes"] for row in requests.values()) == sent
-
-
-@pytest.mark.parametrize(("traits", "faults"), [
-    ({}, ()),
-    ({"nocrlcheck": True, "pki_client_cert": True}, ()),
-    ({"root_ca_present": False}, ("root_ca_missing",)),
-    ({"wpj_cert": False, "clock_skew": 900.0}, ("wpj_missing", "clock_skew")),
-    ({"wam": WAM_DEVICE_FAILS_D0090016}, ("wam:" + WAM_DEVICE_FAILS_D0090016,)),
-])
-def test_device_faults_name_the_faults_a_profile_carries(traits: dict[str, object], faults: tuple[str, ...]) -> None:
-    """Flags such as /NoCRLCheck or a PKI certificate are not faults; a missing root CA or WPJ certificate is."""
-    assert device_faults(device(0, **traits)) == faults
-
-
-@pytest.mark.parametrize(("reply", "reason"), [(Response(204), ""), (Response(401), "http.401"),
-                                               (TransportError(oc.RESET), "reset")])
-def test_reply_reason_names_a_failed_exchange(reply: Response | TransportError, reason: str) -> None:
-    """2xx is success; anything else is an HTTP or transport reason code."""
-    assert reply_reason(reply) == reason

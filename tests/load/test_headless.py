@@ -81,13 +81,30 @@ def test_a_steady_state_run_seeds_every_device_it_can_play(users: int, workers: 
     assert seeded_fleet_size(users, workers, devices) == seeded
 
 
+TRAIL = [["aad_info", "/CCM_Proxy_ServerAuth/AADAuthInfo", 200, 3.1, "ok"],
+         ["policy_assignments", POLICY, 403, 2.0, "cmg.403"]]
+
+
+def _verdicts(unexpected: int) -> dict[str, object]:
+    examples = {"unexpected_failure:cmg.403": [{"device": "CMGDEV7", "outcome": "cmg.403", "trail": TRAIL,
+                                                "explanation": "cmg.403 is not among the predicted outcomes (ok)"}]}
+    return {"expected": 10, "unexpected": unexpected,
+            "kinds": {"expected_success": 10, **({"unexpected_failure": unexpected} if unexpected else {})},
+            "reasons": {"ok": {"expected": 10}, **({"cmg.403": {"unexpected": unexpected}} if unexpected else {})},
+            "faults": {"none": {"expected": 10, "unexpected": unexpected}},
+            "examples": examples if unexpected else {}, "pending": 0}
+
+
 def _outcomes(*, unexpected: int = 0, registered: int = 10) -> dict[str, object]:
-    return {"lifecycles": {"succeeded": 0, "failed": unexpected, "unexpected_failures": unexpected},
+    return {"lifecycles": {"succeeded": 0, "failed": unexpected, "unexpected_failures": unexpected,
+                           "unexpected_successes": 0},
             "outcomes": {"cmg.403": unexpected} if unexpected else {},
             "unexpected": {"cmg.403": unexpected} if unexpected else {}, "stage_failures": {},
             "devices": {"started": 10, "installed": 10, "registered": registered, "renewed": 10, "polled": 10},
             "events": {"installed": 10, "registered": registered, "renewed": 20, "polled": 100},
-            "requests": {POLICY: {"request_bytes": 2000, "responses": 100}}}
+            "requests": {POLICY: {"request_bytes": 2000, "responses": 100}},
+            "verdicts": _verdicts(unexpected), "fault_windows": [], "recovery": [],
+            "chaos": {"schedule": None, "applied": [], "errors": []}, "test_started_at": 1000.0}
 
 
 def _stats() -> list[dict[str, object]]:
@@ -106,14 +123,17 @@ def test_a_run_without_unexpected_failures_passes(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("kwargs", "problem"), [
-    ({"outcomes": _outcomes(unexpected=2)}, "2 lifecycle(s) failed unexpectedly"),
+    ({"outcomes": _outcomes(unexpected=2)}, "2 unexpected outcome(s): unexpected_failure:cmg.403"),
+    ({"outcomes": {**_outcomes(), "chaos": {"schedule": "s.yaml", "applied": [], "errors": ["line 3: reset: gone"]}}},
+     "the chaos schedule could not switch 1 fault(s): line 3: reset: gone"),
     ({"outcomes": None}, "no outcomes.json"),
     ({"locust_exit": 2}, "Locust exited with status 2"),
     ({"outcomes": {"devices": {"started": 5}}}, "no device got anywhere"),
+    ({"outcomes": {"devices": {"started": 5}, "unexpected": {"connect": 5}}}, "5 unexpected outcome(s)"),
 ])
 def test_a_run_fails_for_unexpected_failures_or_missing_results(tmp_path: Path, kwargs: dict[str, object],
                                                                 problem: str) -> None:
-    """Unexpected failures, a crashed Locust, or no progress at all make the run fail, saying why."""
+    """Unexpected outcomes, a schedule that failed, a crashed Locust, or no progress make the run fail, saying why."""
     arguments: dict[str, object] = {"manifest": MANIFEST, "locust_stats": _stats(), "outcomes": _outcomes(),
                                     "registrations": 10, "locust_exit": 1}
     arguments.update(kwargs)
@@ -139,5 +159,56 @@ def test_the_summary_shows_devices_stages_requests_and_the_verdict(tmp_path: Pat
     assert "policy cycle" in text and POLICY in text
     assert "2000 B" in text and "10 ms" in text
     assert "unexpected  cmg.403 1" in text
-    assert text.splitlines()[-1].startswith("FAIL: 1 lifecycle(s) failed unexpectedly")
+    assert "verdicts    expected 10  unexpected 1" in text
+    assert "UNEXPECTED unexpected_failure:cmg.403 CMGDEV7" in text
+    assert "trail: aad_info 200 ok > policy_assignments 403 cmg.403" in text
+    assert text.splitlines()[-1].startswith("FAIL: 1 unexpected outcome(s)")
     assert len(text.splitlines()) < 40
+
+
+def test_a_run_where_every_device_failed_as_expected_passes(tmp_path: Path) -> None:
+    """A fleet stopped entirely by a fault that predicts it (say, no WPJ certificate anywhere) got nowhere, rightly."""
+    outcomes = {**_outcomes(registered=0), "devices": {"started": 10, "installed": 0, "registered": 0,
+                                                       "renewed": 0, "polled": 0}}
+    summary = summarize(RunPlan(out=tmp_path), manifest=MANIFEST, locust_stats=[], outcomes=outcomes,
+                        registrations=0, locust_exit=1)
+    assert summary["passed"], summary["problems"]
+
+
+WINDOWS = [{"name": "cp_disconnected", "role": "cmg", "start": 1010.0, "end": 1015.0, "probability": 1.0,
+            "params": {}, "injections": 40, "inferred": False}]
+RECOVERY = [{"name": "cp_disconnected", "role": "cmg", "start": 1010.0, "end": 1015.0, "baseline_success_rate": 1.0,
+             "worst_success_rate": 0.2, "recovered": True, "recovery_s": 2.0, "baseline_rps": 10.0,
+             "peak_rps_after": 30, "storm_rps": 20.0, "storm_requests": 35, "token_baseline_rps": 1.0,
+             "token_peak_rps_after": 6, "token_storm_rps": 5.0}]
+
+
+def test_the_summary_shows_the_fault_windows_and_the_recovery_after_each(tmp_path: Path) -> None:
+    """Fault windows print relative to the test start; each window's recovery and storm size print as a table."""
+    outcomes = {**_outcomes(), "fault_windows": WINDOWS, "recovery": RECOVERY,
+                "chaos": {"schedule": "scenarios/cp-flap.yaml", "applied": [], "errors": []}}
+    summary = summarize(RunPlan(out=tmp_path), manifest=MANIFEST, locust_stats=[], outcomes=outcomes,
+                        registrations=10, locust_exit=0)
+    assert summary["recovery"] == RECOVERY and summary["fault_windows"] == WINDOWS
+    text = format_summary(summary)
+    assert "faults      chaos schedule scenarios/cp-flap.yaml: cp_disconnected@cmg +10..+15 s" in text
+    row = next(line for line in text.splitlines() if line.strip().startswith("cp_disconnected  cmg"))
+    assert row.split()[2:] == ["20.0", "2", "20", "35", "5"]
+
+
+def test_an_existing_sites_earlier_registrations_are_not_counted_as_new(tmp_path: Path) -> None:
+    """With --site the database already held clients before the run: only the difference is new."""
+    summary = summarize(RunPlan(out=tmp_path, site=tmp_path / "site.json"), manifest=MANIFEST, locust_stats=[],
+                        outcomes=_outcomes(), registrations=30, locust_exit=0, registrations_before=18)
+    assert summary["site"]["new_registrations"] == 12 and summary["site"]["external"]
+    assert "site DB     registrations 12 (+18 already there)" in format_summary(summary)
+
+
+def test_a_run_through_a_proxy_sends_locust_there_with_its_ca(tmp_path: Path) -> None:
+    """--site, --target, --ca-file and --chaos reach Locust as its host and the listeners' options."""
+    plan = RunPlan(out=tmp_path, site=tmp_path / "up" / "site.json", target="https://proxy.test:8443",
+                   ca_file=tmp_path / "proxy-ca.pem", chaos=tmp_path / "crl.yaml")
+    pairs = dict(itertools.pairwise(locust_command(plan, python="py")))
+    assert pairs["--site"] == str(tmp_path / "up" / "site.json")
+    assert pairs["--host"] == "https://proxy.test:8443"
+    assert pairs["--ca-file"] == str(tmp_path / "proxy-ca.pem") and pairs["--chaos"] == str(tmp_path / "crl.yaml")

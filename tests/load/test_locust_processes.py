@@ -53,6 +53,17 @@ def test_a_headless_run_without_a_site_manifest_stops_at_once_naming_the_path(tm
     assert f"cmg-harness: --site '{missing}': no site manifest there" in result.stderr
 
 
+def test_a_headless_run_with_a_bad_chaos_schedule_stops_at_once_naming_file_and_line(tmp_path: Path) -> None:
+    """--chaos is checked when Locust starts: an unknown fault ends a headless run before any user starts."""
+    schedule = tmp_path / "chaos.yaml"
+    schedule.write_text("faults:\n  - {fault: gremlins, start: 1, duration: 2}\n")
+    result = subprocess.run(locust("-f", str(LOCUSTFILES_DIR / "lifecycle.py"), "--headless", "-u", "1", "-t", "5",
+                                   "--site", str(tmp_path / "site.json"), "--chaos", str(schedule)),
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode != 0
+    assert f"cmg-harness: --chaos: {schedule}:2: unknown fault 'gremlins'" in result.stderr
+
+
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -120,6 +131,8 @@ def test_the_web_ui_fills_the_cmg_traffic_and_outcome_tabs_while_users_run(web_u
         time.sleep(0.5)
     uris = {row["request_uri"] for row in traffic}
     assert "/CCM_Proxy_ServerAuth/72186325152220500/CCM_STS" in uris
+    verdicts = _wait_for(lambda: _tab(_get(web_ui + "/stats/requests"), "chaos-verdicts"))
+    assert verdicts[0]["kind"] == "total" and verdicts[0]["unexpected"] == 0
     assert all(set(row) == {"request_uri", "request_count", "request_size", "response_count", "response_size",
                             "average_elapsed_time"} for row in traffic)
 
@@ -129,8 +142,9 @@ def test_the_web_ui_page_declares_the_extra_tabs_and_the_run_options(web_ui: str
     """The page's template arguments name both tabs, their columns, and the cmg-harness options of the start form."""
     page = _get(web_ui + "/")
     assert '"extended_tabs"' in page and "CMG traffic" in page and "Lifecycle outcomes" in page
+    assert "Chaos verdicts" in page and '"Faults"' in page and 'href="./cmg/faults"' in page
     assert "AverageElapsedTime" in page
-    for option in ("fleet_mix", "fleet_seed", "devices_per_user", "time_scale", "site"):
+    for option in ("fleet_mix", "fleet_seed", "devices_per_user", "time_scale", "site", "chaos", "ca_file"):
         assert f'"{option}"' in page
     assert '"results_dir"' not in page and '"fleet_workers"' not in page
 

@@ -14,6 +14,7 @@ import pytest
 from harness.cli import main
 from harness.load.headless import LOCUSTFILES_DIR
 from mock_site.db import SiteDatabase
+from mock_site.testing import RunningSite
 
 DEVICES = 12  # 4 users x 3 devices
 # 8 s CCM token (renewed after 7.2 s) and a 1 s policy cycle: a 12 s run sees polls and renewals.
@@ -118,6 +119,24 @@ def test_the_site_is_stopped_even_when_locust_fails(tmp_path: Path) -> None:
     assert not _alive(json.loads((out / "site" / "site.json").read_text())["pid"])
 
 
+@pytest.mark.slow
+def test_a_run_against_a_site_that_is_up_goes_through_the_given_target(site: RunningSite, tmp_path: Path) -> None:
+    """--site uses the running site (left running), --target and --ca-file reach the clients, and only new
+    registrations count."""
+    out = tmp_path / "results"
+    cmg_url = site.manifest["cmg_url"].replace("127.0.0.1", "localhost")
+    result = cmg_harness("run", "--site", str(site.manifest_path), "--target", cmg_url,
+                         "--ca-file", site.manifest["ca_file"], "--users", "2", "--devices-per-user", "1",
+                         "--duration", "5s", "--out", str(out))
+    assert result.returncode == 0, result.stdout + result.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["site"]["external"] and summary["site"]["cmg_url"] == cmg_url
+    assert summary["requests"]  # counted only for requests sent to the CMG the clients were given: the target
+    assert summary["site"]["new_registrations"] == summary["devices"]["registered"] == 2
+    assert summary["plan"]["time_scale"] == site.manifest["time_scale"]
+    assert site.reset_faults() == {"cleared": []}  # the site is still up: the run did not stop it
+
+
 def test_a_bad_option_exits_2_with_a_one_line_message_naming_the_value() -> None:
     """Run as a subprocess, a bad value stops before anything starts, with exit code 2."""
     result = cmg_harness("run", "--users", "0", timeout=30)
@@ -140,6 +159,65 @@ def test_bad_options_are_named_in_one_line(args: list[str], named: str, capsys: 
     assert main(["run", *args]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and named in err and err.startswith("cmg-harness: ")
+
+
+def test_a_bad_chaos_schedule_stops_the_run_before_anything_starts_naming_file_and_line(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A schedule with an unknown fault, a negative duration or a share above 1 exits 2 with file:line and why."""
+    schedule = tmp_path / "chaos.yaml"
+    schedule.write_text("faults:\n  - {fault: wpj_missing, share: 0.2}\n  - {fault: crl_unreachable, start: 5, "
+                        "duration: -3}\n")
+    out = tmp_path / "results"
+    assert main(["run", "--chaos", str(schedule), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("cmg-harness: argument --chaos: ") and f"{schedule}:3: duration of 'crl_unreachable'" in err
+    assert not out.exists()
+
+
+def _manifest(tmp_path: Path, **changes: object) -> Path:
+    """A site manifest with every key a run needs (nothing listens behind it)."""
+    manifest = {"cmg_url": "https://127.0.0.1:9", "ca_file": str(tmp_path / "ca.pem"), "crl_url": "http://127.0.0.1:9",
+                "entra_url": "https://127.0.0.1:9", "tenant_id": "9aaf466a-3f40-4468-b3cd-f0010f21f05a",
+                "role_id": "72186325152220500", "site_code": "CM1", "policy_interval_s": 3.0,
+                "faults_url": "http://127.0.0.1:9/faults", "faults_token": "t", **changes}
+    path = tmp_path / "site.json"
+    path.write_text(json.dumps(manifest))
+    return path
+
+
+@pytest.mark.parametrize(("args", "named"), [
+    (["--target", "http://proxy.test"], "'http://proxy.test'"),
+    (["--target", "https://proxy.test/CCM_Proxy_ServerAuth"], "https://host[:port]"),
+    (["--site", "no/such/site.json"], "'no/such/site.json' not found"),
+    (["--ca-file", "no/such/ca.pem", "--target", "https://proxy.test"], "'no/such/ca.pem' not found"),
+    (["--chaos", "no/such/chaos.yaml"], "'no/such/chaos.yaml' cannot be read"),
+])
+def test_bad_site_target_and_chaos_options_are_named(args: list[str], named: str,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """Each unusable --site, --target, --ca-file or --chaos is refused with exit code 2 naming the value."""
+    assert main(["run", *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and named in err
+
+
+def test_a_ca_file_without_a_target_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--ca-file only makes sense for the certificate of a proxy named by --target."""
+    ca = tmp_path / "ca.pem"
+    ca.write_text("x")
+    assert main(["run", "--ca-file", str(ca)]) == 2
+    assert "give --target too" in capsys.readouterr().err
+
+
+def test_seeding_a_site_that_is_already_up_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The run cannot seed clients into a site it did not start."""
+    assert main(["run", "--site", str(_manifest(tmp_path)), "--seed-clients", "5"]) == 2
+    assert "cmg-harness up --seed-clients" in capsys.readouterr().err
+
+
+def test_a_site_without_a_cmg_needs_a_target(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A site started with --no-cmg has nothing for clients to talk to unless --target names the proxy."""
+    assert main(["run", "--site", str(_manifest(tmp_path, cmg_url=None))]) == 2
+    assert "give --target" in capsys.readouterr().err
 
 
 def test_a_non_empty_results_dir_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -11,16 +11,33 @@ from harness.load.tally import OutcomeTally, TallyError, cmgservice_table, lifec
 POLICY = "/CCM_Proxy_ServerAuth/72186325152220500/ccm_system_tokenauth/request"
 
 
-def test_failures_of_fault_free_devices_count_as_unexpected() -> None:
-    """A failure marked unexpected is tallied by reason both as an outcome and as unexpected."""
+def test_outcomes_count_by_reason_and_the_verdicts_mark_the_unexpected_ones() -> None:
+    """Ended lives count by reason; outcomes the verdicts found unexpected count apart, successes under 'ok'."""
     tally = OutcomeTally()
-    tally.record_outcome(False, "cmg.403", unexpected=True)
-    tally.record_outcome(False, "aad.no_wpj", unexpected=False)
+    tally.record_outcome(False, "cmg.403")
+    tally.record_outcome(False, "aad.no_wpj")
     tally.record_outcome(True)
+    tally.record_unexpected("cmg.403")
+    tally.record_unexpected("ok")
     snapshot = tally.snapshot()
     assert snapshot["outcomes"] == {"aad.no_wpj": 1, "cmg.403": 1, "success": 1}
-    assert snapshot["unexpected"] == {"cmg.403": 1}
-    assert snapshot["lifecycles"] == {"succeeded": 1, "failed": 2, "unexpected_failures": 1}
+    assert snapshot["unexpected"] == {"cmg.403": 1, "ok": 1}
+    assert snapshot["lifecycles"] == {"succeeded": 1, "failed": 2, "unexpected_failures": 1,
+                                      "unexpected_successes": 1}
+
+
+def test_an_unexpected_outcome_needs_a_reason_code() -> None:
+    """An unexpected verdict without a reason code (or 'ok') is refused."""
+    with pytest.raises(TallyError, match="reason code"):
+        OutcomeTally().record_unexpected("")
+
+
+def test_the_snapshot_carries_the_verdicts_of_an_attached_source() -> None:
+    """With a verdict source attached, the snapshot (and so outcomes.json) holds its verdicts; without, none."""
+    tally = OutcomeTally()
+    assert "verdicts" not in tally.snapshot()
+    tally.verdicts = lambda: {"expected": 3, "unexpected": 0}
+    assert tally.snapshot()["verdicts"] == {"expected": 3, "unexpected": 0}
 
 
 def test_a_failure_needs_a_reason_code() -> None:
@@ -45,14 +62,14 @@ def test_an_unknown_milestone_is_refused_by_name() -> None:
         OutcomeTally().record_milestone("enrolled", first=True)
 
 
-def test_stage_failures_count_per_stage_and_as_unexpected_by_reason() -> None:
-    """A failed stage counts under its stage name and, when unexpected, under its reason."""
+def test_stage_failures_count_per_stage() -> None:
+    """A failed stage counts under its stage name; whether it was expected is the verdict's business."""
     tally = OutcomeTally()
     tally.record_stage_failure("policy cycle", "http.500")
-    tally.record_stage_failure("policy cycle", "reset", unexpected=False)
+    tally.record_stage_failure("policy cycle", "reset")
     snapshot = tally.snapshot()
     assert snapshot["stage_failures"] == {"policy cycle": 2}
-    assert snapshot["unexpected"] == {"http.500": 1}
+    assert snapshot["unexpected"] == {}
 
 
 def test_worker_deltas_merged_on_the_master_add_up_to_the_workers_counts() -> None:

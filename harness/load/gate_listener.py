@@ -1,0 +1,215 @@
+"""The gate on the Locust master: a per-second statistics history, live threshold verdicts, and ``abort_on_fail``.
+
+On the master (or the single local process) a greenlet samples Locust's statistics once a second. Each sample's
+delta is appended to ``stats_history.jsonl`` in ``--results-dir`` (the source of gate windows after the run). With
+``--gate FILE`` every threshold is also measured live — the newest window, or the run so far — for the metrics
+exporter, and a crossed ``abort_on_fail`` threshold (past its ``delay_abort_eval``, its window full) stops the run:
+the headless run quits, the web UI's test stops. ``gate-abort.json`` then records which threshold did it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import IO, Any
+
+import gevent
+from locust.runners import WorkerRunner
+
+from harness.gates import (
+    GATE_ABORT,
+    STATS_HISTORY,
+    Gate,
+    GateFileError,
+    GateResult,
+    HistoryPoint,
+    HistoryRecorder,
+    RunData,
+    StatsEntry,
+    ThresholdResult,
+    describe,
+    evaluate,
+    load_gate,
+)
+from mock_site.clock import Clock
+
+log = logging.getLogger("harness.load.gate")
+
+#: Seconds between two samples of the statistics (the resolution of gate windows).
+SAMPLE_INTERVAL = 1.0
+
+
+def add_arguments(parser: Any) -> None:
+    """The ``--gate`` option of a Locust run."""
+    parser.add_argument("--gate", default="", include_in_web_ui=False,
+                        help="a gate file (YAML thresholds): watched live, abort_on_fail stops the run")
+
+
+def stats_entries(stats: Any) -> list[StatsEntry]:
+    """Locust's statistics entries (a ``RequestStats``) as gate entries; the histograms are copied."""
+    return [StatsEntry(method=str(entry.method or ""), name=str(entry.name), num_requests=entry.num_requests,
+                       num_failures=entry.num_failures, total_response_time=float(entry.total_response_time),
+                       max_response_time=float(entry.max_response_time or 0.0),
+                       response_times=dict(entry.response_times), start_time=float(entry.start_time or 0.0),
+                       last_request_timestamp=float(entry.last_request_timestamp or 0.0))
+            for entry in stats.entries.values()]
+
+
+class GateMonitor:
+    """Samples the statistics of one Locust process each second, writes the history, and watches the gate."""
+
+    def __init__(self, tally_snapshot: Callable[[], dict[str, Any]], *, clock: Clock = time.time) -> None:
+        self._tally_snapshot = tally_snapshot
+        self._clock = clock
+        self.gate: Gate | None = None
+        self.environment: Any = None
+        self.recorder = HistoryRecorder()
+        self.recent: deque[HistoryPoint] = deque(maxlen=2)
+        self.latest: GateResult | None = None
+        self.aborted: dict[str, Any] | None = None
+        self.started_at = 0.0
+        self._greenlet: Any = None
+        self._history: IO[str] | None = None
+
+    def install(self, events: Any) -> None:
+        events.init_command_line_parser.add_listener(add_arguments)
+        events.init.add_listener(self.on_init)
+        events.test_start.add_listener(self.on_test_start)
+        events.test_stop.add_listener(self.on_test_stop)
+        events.quit.add_listener(self.on_quit)
+
+    def _watching(self, environment: Any) -> bool:
+        # Workers send their statistics to the master, which holds the whole run's numbers.
+        return environment.parsed_options is not None and not isinstance(environment.runner, WorkerRunner)
+
+    def on_init(self, environment: Any, **_: Any) -> None:
+        """Read and check the gate file before any user starts."""
+        self.environment = environment
+        if not self._watching(environment):
+            return
+        path = getattr(environment.parsed_options, "gate", "") or ""
+        if not path:
+            return
+        try:
+            self.gate = load_gate(path)
+        except GateFileError as error:
+            log.error("cmg-harness: %s", error)
+            if getattr(environment.parsed_options, "headless", False):
+                raise SystemExit(f"cmg-harness: {error}") from None
+
+    def on_test_start(self, environment: Any, **_: Any) -> None:
+        """Start a fresh history (and file) with a baseline sample, and the once-a-second sampler."""
+        self.environment = environment
+        if not self._watching(environment):
+            return
+        self._stop_sampler()
+        self.recorder.reset()
+        window = int(self.gate.longest_window) if self.gate is not None else 0
+        self.recent = deque(maxlen=window + 2)
+        self.latest, self.aborted = None, None
+        self.started_at = self._clock()
+        self._history = self._open_history(environment)
+        self.sample()
+        self._greenlet = gevent.spawn(self._run_sampler)
+
+    def _open_history(self, environment: Any) -> IO[str] | None:
+        results = getattr(environment.parsed_options, "results_dir", "") or ""
+        if not results:
+            return None
+        path = Path(results) / STATS_HISTORY
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return open(path, "w", encoding="utf-8")
+
+    def _run_sampler(self) -> None:
+        while True:
+            gevent.sleep(SAMPLE_INTERVAL)
+            self.sample()
+
+    def sample(self) -> HistoryPoint:
+        """Take one sample: record the delta, measure the gate, and stop the run if an abort threshold is crossed."""
+        entries = tuple(stats_entries(self.environment.runner.stats))
+        point = self.recorder.sample(self._clock(), entries)
+        self.recent.append(point)
+        if self._history is not None:
+            self._history.write(point.to_json() + "\n")
+            self._history.flush()
+        if self.gate is not None:
+            self.latest = evaluate(self.gate, self.live_data(entries), latest_window_only=True)
+            if self.aborted is None:
+                crossed = next(iter(self.abort_candidates(self.latest.results)), None)
+                if crossed is not None:
+                    self.abort(crossed)
+        return point
+
+    def live_data(self, entries: tuple[StatsEntry, ...]) -> RunData:
+        """The run so far: its cumulative statistics ``entries``, the recent history and the outcome tally."""
+        return RunData(entries=entries, history=tuple(self.recent), outcomes=self._tally_snapshot())
+
+    def abort_candidates(self, results: Iterable[ThresholdResult]) -> list[ThresholdResult]:
+        """The crossed ``abort_on_fail`` thresholds that may stop the run now (past their delay, window full)."""
+        elapsed = self._clock() - self.started_at
+        full = len(self.recent) - 1
+        return [result for result in results
+                if result.threshold.abort_on_fail and not result.passed and result.measured is not None
+                and elapsed >= result.threshold.delay_abort_eval
+                and (not result.threshold.window or full >= result.threshold.window)]
+
+    def abort(self, result: ThresholdResult) -> None:
+        """Record why the run stops and stop it (from another greenlet: stopping ends this sampler)."""
+        elapsed = self._clock() - self.started_at
+        self.aborted = {"threshold": result.threshold.id, "elapsed_s": round(elapsed, 3),
+                        "measured": result.measured, "detail": describe(result), "line": result.threshold.line,
+                        "gate": self.gate.path if self.gate is not None else ""}
+        log.warning("cmg-harness gate: %s crossed after %.0f s (%s): stopping the run", result.threshold.id,
+                    elapsed, describe(result))
+        results = getattr(self.environment.parsed_options, "results_dir", "") or ""
+        if results:
+            (Path(results) / GATE_ABORT).write_text(json.dumps(self.aborted, indent=2) + "\n")
+        gevent.spawn(self._stop_run)
+
+    def _stop_run(self) -> None:
+        runner = self.environment.runner
+        if getattr(self.environment.parsed_options, "headless", False):
+            runner.quit()
+        else:
+            runner.stop()
+
+    def on_test_stop(self, environment: Any, **_: Any) -> None:
+        """Take a last sample (the run's tail) and close the history."""
+        if not self._watching(environment) or self._greenlet is None:
+            return
+        self._stop_sampler()
+        self.sample()
+        self._close_history()
+
+    def on_quit(self, **_: Any) -> None:
+        self._stop_sampler()
+        self._close_history()
+
+    def _stop_sampler(self) -> None:
+        greenlet, self._greenlet = self._greenlet, None
+        if greenlet is not None and greenlet is not gevent.getcurrent():
+            greenlet.kill(block=True)
+
+    def _close_history(self) -> None:
+        history, self._history = self._history, None
+        if history is not None:
+            history.close()
+
+
+#: The monitor of this process (Locust runs one environment per process).
+monitor: GateMonitor | None = None
+
+
+def install(events: Any, plugin: Any) -> None:
+    """Register the gate listener and the metrics exporter on ``events`` (``plugin``: the LoadPlugin, its tally)."""
+    global monitor
+    from harness.load import exporter
+
+    monitor = GateMonitor(plugin.tally.snapshot)
+    monitor.install(events)
+    exporter.install(events, plugin.tally.snapshot, monitor)

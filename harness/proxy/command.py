@@ -1,0 +1,44 @@
+"""``cmg-harness proxy-config``: render an nginx CMG-style proxy for a running site and print how to start it."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from harness.proxy.nginx import VARIANTS, render
+from harness.proxy.process import find_nginx
+from harness.proxy.site import ProxyConfigError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The subcommand's options."""
+    parser.add_argument("--site", type=Path, default=Path("state/site.json"),
+                        help="manifest of a site started with `cmg-harness up --no-cmg`")
+    parser.add_argument("--variant", choices=VARIANTS, default="validating",
+                        help="naive: forward every token; validating: check tokens at the edge (default)")
+    parser.add_argument("--listen", default="127.0.0.1:0", help="HOST:PORT on loopback; port 0 picks a free one")
+    parser.add_argument("--out", type=Path, default=Path("state/nginx"),
+                        help="directory for nginx.conf, its logs, pid file and temp files")
+    parser.add_argument("--workers", type=int, default=1, help="nginx worker processes (default 1)")
+
+
+def cmd_proxy_config(args: argparse.Namespace) -> int:
+    """Render the configuration; print the nginx command line on stdout and the next steps on stderr."""
+    try:
+        manifest = json.loads(Path(args.site).read_text())
+    except (OSError, ValueError) as error:
+        print(f"cmg-harness: cannot read the site manifest {str(args.site)!r}: {error}", file=sys.stderr)
+        return 2
+    try:
+        rendered = render(manifest, variant=args.variant, out_dir=args.out, listen=args.listen,
+                          worker_processes=args.workers)
+    except ProxyConfigError as error:
+        print(f"cmg-harness: {error}", file=sys.stderr)
+        return 2
+    print(rendered.command_line(find_nginx() or "nginx"))
+    print(f"rendered {rendered.config_file} ({rendered.variant}); the proxy will serve {rendered.url}\n"
+          f"then: cmg-harness run --site {args.site} --target {rendered.url} --ca-file {manifest['ca_file']}",
+          file=sys.stderr)
+    return 0
