@@ -85,6 +85,13 @@ def add_run_arguments(parser: argparse.ArgumentParser, _positive_float: Callable
                         help="send the clients to this CMG-style proxy (https://host:port) instead of the site's CMG")
     parser.add_argument("--ca-file", type=Path, metavar="PEM",
                         help="trust this CA for the --target's server certificate instead of the site CA")
+    steps = parser.add_argument_group("step load (with --locustfile locustfiles/capacity.py; the run lasts steps x hold)")
+    steps.add_argument("--steps", type=_int_range("steps", 1, 1000), help="number of steps (default 5)")
+    steps.add_argument("--step-users", type=_int_range("step users", 1, 1_000_000),
+                       help="users added per step (default 10)")
+    steps.add_argument("--step-hold", type=duration, help="how long each step is held (default 60 s)")
+    steps.add_argument("--step-start-users", type=_int_range("step start users", 0, 1_000_000),
+                       help="users before the first step (default 0)")
     parser.add_argument("--gate", type=gate_file, metavar="FILE",
                         help="a gate file of thresholds (YAML): checked before the run, watched during it, judged "
                              "after it; exit 3 when a threshold is crossed")
@@ -223,18 +230,41 @@ def cmd_run(args: argparse.Namespace) -> int:
                         if locustfile.stem == "steady_state" and manifest is None else 0)
     # A site that is already up has its own time scale: the run follows it.
     time_scale = float(manifest.get("time_scale") or args.time_scale) if manifest is not None else args.time_scale
-    plan = RunPlan(out=out, users=args.users, spawn_rate=args.spawn_rate, duration=args.duration,
+    step_args, duration = _step_options(args, locustfile)
+    plan = RunPlan(out=out, users=args.users, spawn_rate=args.spawn_rate, duration=duration,
                    time_scale=time_scale, workers=args.workers, locustfile=locustfile.resolve(),
                    fleet_mix=fleet_mix, seed=args.seed, devices_per_user=args.devices_per_user,
                    seed_clients=seed_clients, chaos=chaos,
                    site=args.site.resolve() if args.site is not None else None, target=args.target,
                    ca_file=args.ca_file.resolve() if args.ca_file is not None else None,
-                   extra_locust_args=("--gate", str(Path(args.gate.path).resolve())) if args.gate else ())
+                   extra_locust_args=step_args + (("--gate", str(Path(args.gate.path).resolve())) if args.gate
+                                                  else ()))
     try:
         run_exit = execute(plan)
     except RunError as error:
         raise CommandError(str(error)) from None
     return _judge_gate(args.gate, out, run_exit) if args.gate else run_exit
+
+
+def _step_options(args: argparse.Namespace, locustfile: Path) -> tuple[tuple[str, ...], float]:
+    """The step shape's Locust options, and the run's length: a step run lasts its steps, whatever --duration says."""
+    from harness.load.plans import PlanError, StepPlan
+
+    given = {"--steps": args.steps, "--step-users": args.step_users, "--step-hold": args.step_hold,
+             "--step-start-users": args.step_start_users}
+    options = tuple(item for name, value in given.items() if value is not None for item in (name, f"{value:g}"))
+    if locustfile.stem != "capacity":
+        if options:
+            raise CommandError(f"{options[0]} only applies to a step run (--locustfile locustfiles/capacity.py)")
+        return (), args.duration
+    defaults = StepPlan()
+    try:
+        plan = StepPlan(step_users=args.step_users or defaults.step_users, steps=args.steps or defaults.steps,
+                        hold=args.step_hold or defaults.hold,
+                        start_users=args.step_start_users or defaults.start_users)
+    except PlanError as error:
+        raise CommandError(str(error)) from None
+    return options, plan.duration
 
 
 def cmd_client(args: argparse.Namespace) -> int:

@@ -399,7 +399,19 @@ def execute(plan: RunPlan, *, out: TextIO = sys.stdout,
                         locust_exit=locust_exit, registrations_before=before)
     (plan.out / SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
     print(format_summary(summary), file=out, flush=True)
+    if plan.locustfile.stem == "capacity":
+        _capacity_report(plan, out)
     return 0 if summary["passed"] else 1
+
+
+def _capacity_report(plan: RunPlan, out: TextIO) -> None:
+    """A step run ends with its capacity-planning report (a report that cannot be made says why, the run stands)."""
+    from harness.report import ReportError, write_report
+
+    try:
+        print(f"capacity report: {write_report(plan.out)}", file=out, flush=True)
+    except ReportError as error:
+        print(f"cmg-harness: no capacity report: {error}", file=out, flush=True)
 
 
 def _site_process(plan: RunPlan) -> SiteProcess | ExistingSite:

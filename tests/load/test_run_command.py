@@ -237,3 +237,24 @@ def _alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/status").read_text().find("State:\tZ") < 0
     except OSError:
         return False
+
+
+def test_step_options_belong_to_a_step_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--steps without the capacity locustfile is refused, naming the option."""
+    assert main(["run", "--steps", "3", "--out", str(tmp_path / "out")]) == 2
+    assert "--steps only applies to a step run" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_step_run_lasts_its_steps_and_ends_with_a_capacity_report(tmp_path: Path) -> None:
+    """`run --locustfile capacity.py --steps ... --step-hold ...` holds each step and writes capacity-report.html."""
+    out = tmp_path / "cap"
+    started = time.monotonic()
+    finished = subprocess.run(
+        [sys.executable, "-m", "harness.cli", "run", "--locustfile", str(LOCUSTFILES_DIR / "capacity.py"),
+         "--steps", "2", "--step-users", "2", "--step-hold", "6", "--duration", "300", "--out", str(out)],
+        capture_output=True, text=True, timeout=240)
+    assert finished.returncode == 0, finished.stdout + finished.stderr
+    assert time.monotonic() - started < 200  # the steps (12 s), not --duration (300 s), decide the length
+    assert (out / "capacity-report.html").read_text().startswith("<!DOCTYPE html>")
+    assert "capacity report:" in finished.stdout
