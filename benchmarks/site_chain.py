@@ -29,9 +29,8 @@ import uuid
 from pathlib import Path
 
 
-
-def serve(state_dir: str, inprocess: bool, metrics: bool, ready: "multiprocessing.Queue[dict]",
-          stop: "multiprocessing.Event") -> None:
+def serve(state_dir: str, inprocess: bool, metrics: bool, ready: multiprocessing.Queue[dict],
+          stop: multiprocessing.Event) -> None:
     os.sched_setaffinity(0, {0})
     from mock_site.asgi import respond
     from mock_site.config import SiteConfig

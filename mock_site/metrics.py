@@ -142,7 +142,7 @@ class _FastFamily:
             family = HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
             for key, child in items:
                 running, buckets = 0, []
-                for bound, count in zip(self.bounds + (math.inf,), child.counts):
+                for bound, count in zip(self.bounds + (math.inf,), child.counts, strict=True):
                     running += count
                     buckets.append((floatToGoString(bound), running))
                 family.add_metric(list(key), buckets, child.sum)

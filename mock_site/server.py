@@ -272,7 +272,7 @@ class ServerGroup:
         self._tasks = [
             asyncio.create_task(server.serve(sockets=[listener.socket] if listener.socket else None),
                                 name=f"serve-{listener.name}")
-            for server, listener in zip(self._servers, self.listeners)
+            for server, listener in zip(self._servers, self.listeners, strict=True)
         ]
         while not all(server.started for server in self._servers):
             for task in self._tasks:

@@ -84,7 +84,7 @@ class SiteEndpoints:
         setter(self, "port", parts.port or 443)
         setter(self, "server_base", origin + server)
         setter(self, "mutual_base", origin + mutual)
-        for name, path in zip(("sts_path", "tokenauth_path", "system_path", "ccmsetup_path"), paths):
+        for name, path in zip(("sts_path", "tokenauth_path", "system_path", "ccmsetup_path"), paths, strict=True):
             setter(self, name, path)
 
     @classmethod

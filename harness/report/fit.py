@@ -80,7 +80,7 @@ def _shape(n: float, sigma: float, kappa: float) -> float:
 
 def _best_lambda(points: list[tuple[float, float]], sigma: float, kappa: float) -> float:
     shapes = [_shape(n, sigma, kappa) for n, _ in points]
-    return sum(g * x for g, (_, x) in zip(shapes, points)) / sum(g * g for g in shapes)
+    return sum(g * x for g, (_, x) in zip(shapes, points, strict=True)) / sum(g * g for g in shapes)
 
 
 def _sse(points: list[tuple[float, float]], sigma: float, kappa: float) -> float:

@@ -140,7 +140,7 @@ def mixture_quantile(levels: tuple[float, ...], parts: list[tuple[float, tuple[f
     breakpoints = sorted({x for _, xs in curves for x in xs})
 
     def cdf(x: float) -> float:
-        return sum(w * _curve_cdf(qs, xs, x) for w, (qs, xs) in zip(weights, curves))
+        return sum(w * _curve_cdf(qs, xs, x) for w, (qs, xs) in zip(weights, curves, strict=True))
 
     previous_x, previous_f = breakpoints[0], cdf(breakpoints[0])
     if previous_f >= level:
