@@ -19,6 +19,16 @@ from pathlib import Path
 from typing import Any
 
 from harness.proxy.site import ProxyConfigError, ProxySite, free_port, parse_listen
+from mock_site.cmg import (
+    BAD_REQUEST,
+    CONNECTION_POINT_TIMEOUT,
+    INVALID_TOKEN,
+    METHOD_NOT_ALLOWED,
+    NO_CONNECTION_POINT,
+    NOT_IN_URL_MAP,
+    TENANT_NOT_ONBOARDED,
+    TOO_LARGE,
+)
 from mock_site.protocol import urlmap
 
 NAIVE = "naive"
@@ -29,14 +39,6 @@ CONFIG_NAME = "nginx.conf"
 PROXY_INFO_NAME = "proxy.json"
 
 # Status texts nginx answers with itself: the mock CMG's, so the client reads the same refusals from either proxy.
-INVALID_TOKEN = "CMGService_Invalid_Token"
-NOT_IN_URL_MAP = "CMGService_Url_Not_Allowed"  # synthetic: not the public ConfigMgr format
-BAD_REQUEST = "CMGService_Bad_Request"  # synthetic: not the public ConfigMgr format
-METHOD_NOT_ALLOWED = "CMGService_Method_Not_Allowed"  # synthetic: not the public ConfigMgr format
-TOO_LARGE = "CMGService_Request_Too_Large"  # synthetic: not the public ConfigMgr format
-TENANT_NOT_ONBOARDED = "CMGService_Tenant_Not_Onboarded"  # synthetic: not the public ConfigMgr format
-NO_CONNECTION_POINT = "CMGService_No_Connection_Point_Available"  # synthetic: not the public ConfigMgr format
-CONNECTION_POINT_TIMEOUT = "CMGService_Connection_Point_Timeout"  # synthetic: not the public ConfigMgr format
 TOKEN_CHECK_FAILED = "CMGService_Token_Validation_Unavailable"  # synthetic: not the public ConfigMgr format
 
 # Headers between the proxy and the connection point (mock_site.cmg's names).
