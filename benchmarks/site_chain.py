@@ -8,7 +8,7 @@ Each mode is measured in the same run:
 - ``policy-https``  the same through real HTTPS hops (CMG → CP over TLS, CP → MP over mutual TLS), all on one core;
 - and the in-process chain once more with Prometheus instrumentation swapped for no-ops, for its overhead.
 
-Usage: python benchmarks/site_chain.py [--seconds 10] [--connections 50]
+Usage: python benchmarks/site_chain.py [--seconds 5] [--rounds 3] [--connections 50]
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import os
 import re
 import shutil
 import ssl
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -99,49 +100,70 @@ def policy_request(manifest: dict, workdir: Path) -> tuple[str, str, dict[str, s
     return url, str(body_file), {"Content-Type": envelope.CONTENT_TYPE, "Authorization": f"Bearer {token}"}
 
 
-def measure(inprocess: bool, seconds: int, connections: int, metrics: bool = True) -> dict[str, float]:
-    workdir = Path(tempfile.mkdtemp(prefix="bench-chain-"))
-    ready: multiprocessing.Queue[dict] = multiprocessing.Queue()
-    stop = multiprocessing.Event()
-    server = multiprocessing.Process(target=serve, args=(str(workdir / "state"), inprocess, metrics, ready, stop))
-    server.start()
-    try:
-        manifest = ready.get(timeout=60)
-        url, body_file, headers = policy_request(manifest, workdir)
-        poll = {"method": "CCM_POST", "body_file": body_file, "headers": headers}
-        load(url, 2, connections, **poll)  # warm-up: token cache, connection pools
-        policy = load(url, seconds, connections, **poll)
-        trivial = load(manifest["trivial_url"] + "/", seconds, connections)
-    finally:
-        stop.set()
-        server.join(30)
-        if server.is_alive():
-            server.kill()
-        shutil.rmtree(workdir, ignore_errors=True)
-    return {"trivial": trivial, "policy": policy}
+class SiteServer:
+    """One benchmark site in its own process (pinned to core 0), with a registered device ready to poll."""
+
+    def __init__(self, inprocess: bool, metrics: bool, connections: int) -> None:
+        self.workdir = Path(tempfile.mkdtemp(prefix="bench-chain-"))
+        self.connections = connections
+        ready: multiprocessing.Queue[dict] = multiprocessing.Queue()
+        self.stop_event = multiprocessing.Event()
+        self.process = multiprocessing.Process(
+            target=serve, args=(str(self.workdir / "state"), inprocess, metrics, ready, self.stop_event))
+        self.process.start()
+        self.manifest = ready.get(timeout=60)
+        url, body_file, headers = policy_request(self.manifest, self.workdir)
+        self.url = url
+        self.poll = {"method": "CCM_POST", "body_file": body_file, "headers": headers}
+        load(url, 2, connections, **self.poll)  # warm-up: token cache, connection pools
+
+    def policy(self, seconds: int) -> float:
+        return load(self.url, seconds, self.connections, **self.poll)
+
+    def trivial(self, seconds: int) -> float:
+        return load(self.manifest["trivial_url"] + "/", seconds, self.connections)
+
+    def close(self) -> None:
+        self.stop_event.set()
+        self.process.join(30)
+        if self.process.is_alive():
+            self.process.kill()
+        shutil.rmtree(self.workdir, ignore_errors=True)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--seconds", type=int, default=5, help="length of one measurement")
+    parser.add_argument("--rounds", type=int, default=3, help="measurements per mode, alternated; medians reported")
     parser.add_argument("--connections", type=int, default=50)
     args = parser.parse_args()
     if shutil.which("hey") is None:
         sys.exit("benchmarks/site_chain.py needs hey (apt-get install hey)")
-    results = {}
-    for label, inprocess, metrics in (("in-process hops", True, True), ("in-process, no metrics", True, False),
-                                      ("HTTPS hops", False, True)):
-        figures = measure(inprocess, args.seconds, args.connections, metrics)
-        results[label] = figures
+    modes = {"in-process hops": (True, True), "in-process, no metrics": (True, False), "HTTPS hops": (False, True)}
+    servers = {label: SiteServer(inprocess, metrics, args.connections) for label, (inprocess, metrics) in modes.items()}
+    samples: dict[str, dict[str, list[float]]] = {label: {"policy": [], "trivial": []} for label in modes}
+    try:
+        # Alternate the modes round by round, so drift on a shared machine hits all of them alike.
+        for _ in range(args.rounds):
+            for label, server in servers.items():
+                samples[label]["policy"].append(server.policy(args.seconds))
+                samples[label]["trivial"].append(server.trivial(args.seconds))
+    finally:
+        for server in servers.values():
+            server.close()
+    results = {label: {kind: statistics.median(values) for kind, values in figures.items()}
+               for label, figures in samples.items()}
+    for label, figures in results.items():
         ratio = figures["policy"] / figures["trivial"]
         print(f"{label:22s} trivial endpoint {figures['trivial']:9,.0f} req/s   policy CCM_POST through "
-              f"CMG→CP→MP {figures['policy']:8,.0f} req/s   ratio {ratio:5.1%}", flush=True)
+              f"CMG→CP→MP {figures['policy']:8,.0f} req/s   ratio {ratio:5.1%}   (median of {args.rounds})",
+              flush=True)
     with_metrics = results["in-process hops"]["policy"]
     without = results["in-process, no metrics"]["policy"]
     print(f"instrumentation overhead on the policy chain: {1 - with_metrics / without:+.1%} "
           f"({with_metrics:,.0f} vs {without:,.0f} req/s)")
     print(json.dumps({"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "connections": args.connections,
-                      "seconds": args.seconds, "results": results}))
+                      "seconds": args.seconds, "rounds": args.rounds, "results": results, "samples": samples}))
 
 
 if __name__ == "__main__":

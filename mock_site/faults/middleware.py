@@ -106,6 +106,11 @@ class FaultMiddleware:
             await self.app(scope, receive, send)
             return
         registry, role = self.registry, self.role
+        if not registry.any_active(role):
+            # No fault at this role: nothing to apply. (Over capacity counts clients only while it is on, so its
+            # added latency builds up over its window after it is switched on.)
+            await self.app(scope, receive, send)
+            return
         # Delay first, then abort, as Envoy's fault filter does: a request can be both slow and failed.
         delay_ms = 0.0
         if self._latency and (fault := registry.trigger("latency", role)) is not None:
@@ -127,7 +132,7 @@ class FaultMiddleware:
         if self._bandwidth and (fault := registry.trigger("bandwidth", role)) is not None:
             scope = _without_zero_copy(scope)
             send = self._throttled(send, _number(fault, "kib_per_s") * 1024.0)
-        if self.clients is not None:
+        if self.clients is not None and registry.get("over_capacity", role) is not None:
             send = self._capacity_send(scope, send)
         await self.app(scope, receive, send)
 

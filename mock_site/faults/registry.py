@@ -189,6 +189,10 @@ class FaultRegistry:
             faults = sorted(self._faults.values(), key=lambda f: (f.name, f.role))
         return [fault for fault in faults if role is None or fault.role == role]
 
+    def any_active(self, role: str) -> bool:
+        """Whether any fault is on at ``role`` (one lookup: the request path's fast exit when none is)."""
+        return bool(self._index.get(role))
+
     def get(self, name: str, role: str) -> ActiveFault | None:
         """The fault ``name`` if it is on at ``role``, without drawing or counting an injection."""
         fault = self._index.get(role, _NO_FAULTS).get(name)
