@@ -1,0 +1,120 @@
+"""Requests/s one Locust worker core sends: the full client protocol against a plain FastHttpUser baseline.
+
+Both run in one invocation against the same mock site (its own process, pinned to core 0, CMG → CP → MP in-process so
+the site is as fast as it gets); Locust runs pinned to core 1:
+
+- ``trivial``  FastHttpUser fetching AADAuthInfo with no wait (benchmarks/locustfiles/trivial.py);
+- ``protocol`` locustfiles/lifecycle.py: devices that install, register, renew CCM tokens and poll policy, with a time
+  scale that makes every device due almost all the time, so the worker, not the schedule, sets the pace.
+
+The figure is the median Requests/s of the last half of each run (Locust's per-second stats history), next to the
+worker's CPU use. Whichever side (site or worker) is at 100 % CPU is the limit; the script says which.
+
+Usage: python benchmarks/locust_worker.py [--seconds 30] [--users 50] [--devices-per-user 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def start_site(state: Path, time_scale: float) -> tuple[subprocess.Popen[bytes], dict]:
+    process = subprocess.Popen(["taskset", "-c", "0", sys.executable, "-m", "harness.cli", "up", "--state-dir",
+                                str(state), "--time-scale", str(time_scale), "--inprocess-hops", "--no-logs"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        path = state / "site.json"
+        if path.exists():
+            manifest = json.loads(path.read_text())
+            if manifest.get("pid") == process.pid:
+                return process, manifest
+        time.sleep(0.1)
+    process.kill()
+    raise SystemExit("the site did not start within 60 s")
+
+
+def run_locust(locustfile: Path, manifest_path: Path, out: Path, seconds: int, users: int,
+               extra: list[str]) -> tuple[float, float]:
+    """(median req/s over the run's second half, the worker's CPU seconds per wall second)."""
+    env = {**os.environ, "CMG_HARNESS_SITE": str(manifest_path)}
+    command = ["taskset", "-c", "1", sys.executable, "-m", "locust", "-f", str(locustfile), "--headless",
+               "-u", str(users), "-r", str(users), "-t", f"{seconds}s", "--csv", str(out), "--csv-full-history",
+               "--only-summary", "--stop-timeout", "5", *extra]
+    started = time.monotonic()
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    cpu_before = _cpu_seconds(process.pid)
+    cpu_mid = cpu_before
+    while process.poll() is None:
+        time.sleep(0.5)
+        cpu_now = _cpu_seconds(process.pid)
+        cpu_mid = cpu_now if cpu_now is not None else cpu_mid
+    wall = time.monotonic() - started
+    rates = []
+    with open(f"{out}_stats_history.csv") as history:
+        for row in csv.DictReader(history):
+            if row["Name"] == "Aggregated" and float(row["Timestamp"]) > 0:
+                rates.append(float(row["Requests/s"]))
+    second_half = rates[len(rates) // 2:] or rates
+    return statistics.median(second_half), (cpu_mid or 0.0) / wall
+
+
+def _cpu_seconds(pid: int) -> float | None:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=int, default=30)
+    parser.add_argument("--users", type=int, default=50)
+    parser.add_argument("--devices-per-user", type=int, default=20)
+    parser.add_argument("--time-scale", type=float, default=3600.0,
+                        help="site time scale for the protocol run (3600: policy every 1 s, CCM token 8 s)")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="bench-locust-"))
+    site, manifest = start_site(work / "site", args.time_scale)
+    try:
+        manifest_path = work / "site" / "site.json"
+        trivial, trivial_cpu = run_locust(ROOT / "benchmarks" / "locustfiles" / "trivial.py", manifest_path,
+                                          work / "trivial", args.seconds, args.users, [])
+        protocol, protocol_cpu = run_locust(ROOT / "locustfiles" / "lifecycle.py", manifest_path, work / "protocol",
+                                            args.seconds, args.users,
+                                            ["--site", str(manifest_path), "--devices-per-user",
+                                             str(args.devices_per_user)])
+    finally:
+        site.send_signal(signal.SIGTERM)
+        site.wait(30)
+        shutil.rmtree(work, ignore_errors=True)
+    devices = args.users * args.devices_per_user
+    print(f"trivial  FastHttpUser, AADAuthInfo, {args.users} users           {trivial:8,.0f} req/s   "
+          f"worker CPU {trivial_cpu:4.0%}")
+    print(f"protocol lifecycle, {devices:,} devices (time scale {args.time_scale:g})   {protocol:8,.0f} req/s   "
+          f"worker CPU {protocol_cpu:4.0%}")
+    print(f"protocol-faithful rate is {protocol / trivial:.0%} of the trivial rate "
+          f"({'worker-bound' if protocol_cpu > 0.9 else 'site- or schedule-bound: the worker had CPU to spare'})")
+    # Per worker CPU second: what one fully busy worker core would send, when the site rather than the worker limits.
+    per_core_trivial = trivial / max(trivial_cpu, 1e-9)
+    per_core_protocol = protocol / max(protocol_cpu, 1e-9)
+    print(f"per worker core (req/s per CPU second): trivial {per_core_trivial:,.0f}, protocol {per_core_protocol:,.0f} "
+          f"= {per_core_protocol / per_core_trivial:.0%}")
+
+
+if __name__ == "__main__":
+    main()
