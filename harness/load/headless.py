@@ -86,6 +86,8 @@ class RunPlan:
     target: str | None = None
     #: The CA (PEM) that issued the target's server certificate; None: the site CA.
     ca_file: Path | None = None
+    #: Start the embedded site with CMG → CP → MP as in-process calls (its ceiling; for large fleets).
+    inprocess_hops: bool = False
 
     @property
     def site_dir(self) -> Path:
@@ -115,6 +117,8 @@ def site_command(plan: RunPlan, python: str = sys.executable) -> list[str]:
                "--time-scale", repr(plan.time_scale)]
     if plan.seed_clients:
         command += ["--seed-clients", str(plan.seed_clients)]
+    if plan.inprocess_hops:
+        command.append("--inprocess-hops")
     return command
 
 

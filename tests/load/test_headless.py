@@ -72,6 +72,12 @@ def test_the_site_starts_in_the_out_dir_with_the_runs_time_scale(tmp_path: Path)
     pairs = dict(itertools.pairwise(command))
     assert pairs["--state-dir"] == str(tmp_path / "site") and pairs["--time-scale"] == "600.0"
     assert pairs["--seed-clients"] == "12"
+    assert "--inprocess-hops" not in command
+
+
+def test_the_site_can_start_with_in_process_hops(tmp_path: Path) -> None:
+    """--inprocess-hops on the run reaches the site's own command line."""
+    assert "--inprocess-hops" in site_command(RunPlan(out=tmp_path, inprocess_hops=True), python="py")
 
 
 @pytest.mark.parametrize(("users", "workers", "devices", "seeded"), [(10, 0, 5, 50), (10, 3, 5, 60), (2, 4, 1, 4)])

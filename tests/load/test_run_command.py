@@ -258,3 +258,11 @@ def test_a_step_run_lasts_its_steps_and_ends_with_a_capacity_report(tmp_path: Pa
     assert time.monotonic() - started < 200  # the steps (12 s), not --duration (300 s), decide the length
     assert (out / "capacity-report.html").read_text().startswith("<!DOCTYPE html>")
     assert "capacity report:" in finished.stdout
+
+
+def test_in_process_hops_do_not_apply_to_a_given_site(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--inprocess-hops with --site is refused: that site already runs as it was started."""
+    manifest = tmp_path / "site.json"
+    manifest.write_text("{}")
+    assert main(["run", "--site", str(manifest), "--inprocess-hops", "--out", str(tmp_path / "out")]) == 2
+    assert "--inprocess-hops" in capsys.readouterr().err
