@@ -19,7 +19,7 @@ from typing import Any
 
 from mock_site.asgi import BodyTooLarge, HttpRequest, Meter, read_body, respond, respond_error
 from mock_site.clock import Clock
-from mock_site.keys import CcmTokenVerifier, EntraTokenVerifier
+from mock_site.keys import CcmTokenVerifier, EntraTokenVerifier, verify_ccm_or_entra
 from mock_site.protocol import tokens, urlmap
 from mock_site.protocol.urlmap import AuthKind, Route, UrlMapError
 from mock_site.server import Receive, Scope, Send, absolute_form_target, client_cert_der
@@ -210,9 +210,13 @@ class CmgApp:
         try:
             if route.auth is AuthKind.ENTRA_TOKEN:
                 await self.entra_verifier.verify(token)
-            elif self._verify_ccm(token, request.scope.get("state")):
-                claims = await self.entra_verifier.verify(token)
-                request.scope["state"]["client_id"] = claims.get("deviceid") or claims.get("oid", "")
+            else:
+                kind, claims = await verify_ccm_or_entra(token, self.ccm_verifier, self.entra_verifier)
+                if kind == "ccm":
+                    self._check_not_revoked(claims)
+                # Who the client is, for the over-capacity fault's count of active clients.
+                request.scope["state"]["client_id"] = (claims.get("smsid") or claims.get("deviceid")
+                                                       or claims.get("oid", ""))
         except tokens.TokenRejected as rejected:
             self.metrics.token_rejected(rejected.kind)
             if self.log is not None:
@@ -222,26 +226,12 @@ class CmgApp:
             return None
         return {}
 
-    def _verify_ccm(self, token: str, state: dict[str, Any] | None = None) -> bool:
-        """Verify a CCM token; True means "not a CCM token at all: the caller must verify it as an Entra token".
-
-        CCM-token routes take a CCM token; registration carries an Entra token there instead (our wire choice, as the
-        protocol notes say), which must then be a valid Entra token.
-        """
-        try:
-            claims = self.ccm_verifier.verify(token)
-        except tokens.TokenRejected as rejected:
-            if rejected.kind in ("issuer", "unknown_key", "audience"):
-                return True
-            raise
-        if state is not None:
-            # Who the client is, for the over-capacity fault's count of active clients.
-            state["client_id"] = claims.get("smsid") or claims.get("deviceid", "")
+    def _check_not_revoked(self, claims: dict[str, Any]) -> None:
+        """The ``ccm_token_expired`` fault: tokens issued before it started count as expired (revoked early)."""
         fault = self.faults.trigger("ccm_token_expired", self.role)
         if fault is not None and claims.get("iat", 0) <= fault.started_at:
             raise tokens.TokenRejected("IDX10223", "the CCM token was expired by the site (fault ccm_token_expired)",
                                        "expired")
-        return False
 
     async def _serve_content(self, route: Route, request: HttpRequest, send: Send) -> None:
         params = request.query_params()
@@ -295,12 +285,7 @@ class TokenValidator:
             await respond_error(send, 401, INVALID_TOKEN, "no bearer token")
             return
         try:
-            try:
-                self.ccm_verifier.verify(token)
-            except tokens.TokenRejected as rejected:
-                if rejected.kind not in ("issuer", "unknown_key", "audience"):
-                    raise
-                await self.entra_verifier.verify(token)
+            await verify_ccm_or_entra(token, self.ccm_verifier, self.entra_verifier)
         except tokens.TokenRejected as rejected:
             await respond_error(send, 401, INVALID_TOKEN, rejected.code)
             return

@@ -132,3 +132,23 @@ class EntraTokenVerifier:
     def _verify_now(self, token: str) -> dict[str, Any]:
         return tokens.verify_entra_token(token, keys=self._jwks.keys, audience=self._audiences,
                                          tenants=self._tenants(), now=self._clock(), leeway=self._leeway)
+
+
+#: Rejections that say a token is not a CCM token at all (another issuer's, another key's, another audience's).
+FOREIGN_TOKEN_KINDS = frozenset({"issuer", "unknown_key", "audience"})
+
+
+async def verify_ccm_or_entra(token: str, ccm: CcmTokenVerifier, entra: EntraTokenVerifier, *,
+                              entra_allowed: bool = True) -> tuple[str, dict[str, Any]]:
+    """``("ccm", claims)`` for a valid CCM token, else ``("entra", claims)`` for a valid Entra token.
+
+    CCM-token endpoints take a CCM token; registration carries an Entra token there instead (our wire choice, as the
+    protocol notes say). A token that is neither, or an Entra token where ``entra_allowed`` is False, raises
+    :class:`tokens.TokenRejected`; a CCM token that fails its own checks is never retried as an Entra token.
+    """
+    try:
+        return "ccm", ccm.verify(token)
+    except tokens.TokenRejected as rejected:
+        if not entra_allowed or rejected.kind not in FOREIGN_TOKEN_KINDS:
+            raise
+    return "entra", await entra.verify(token)

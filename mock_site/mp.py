@@ -22,7 +22,7 @@ from mock_site.clock import Clock
 from mock_site.cmg import CLIENT_CERT_HEADER, REQUEST_URI_HEADER, ContentStore
 from mock_site.config import SiteConfig
 from mock_site.ids import braced_guid
-from mock_site.keys import CcmTokenVerifier, EntraTokenVerifier
+from mock_site.keys import CcmTokenVerifier, EntraTokenVerifier, verify_ccm_or_entra
 from mock_site.protocol import envelope, messages, tokens
 from mock_site.protocol.envelope import EnvelopeError, MessageHeader
 from mock_site.protocol.messages import MessageError
@@ -176,18 +176,13 @@ class MpApp:
             await respond_error(send, 401, INVALID_TOKEN, "no token")
             return None
         try:
-            return Caller(ccm_claims=self.ccm_verifier.verify(token))
-        except tokens.TokenRejected as rejected:
-            if not entra_allowed or rejected.kind not in ("issuer", "unknown_key", "audience"):
-                self.metrics.token_rejected(rejected.kind)
-                await respond_error(send, 401, INVALID_TOKEN, rejected.code)
-                return None
-        try:
-            return Caller(entra_claims=await self.entra_verifier.verify(token))
+            kind, claims = await verify_ccm_or_entra(token, self.ccm_verifier, self.entra_verifier,
+                                                     entra_allowed=entra_allowed)
         except tokens.TokenRejected as rejected:
             self.metrics.token_rejected(rejected.kind)
             await respond_error(send, 401, INVALID_TOKEN, rejected.code)
             return None
+        return Caller(ccm_claims=claims) if kind == "ccm" else Caller(entra_claims=claims)
 
     def _public_cmg_host(self, request: HttpRequest) -> str:
         """The CMG address clients use: from the proxy's X-CMG-Request-URI when it sent one, else the site's CMG."""

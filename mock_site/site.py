@@ -278,7 +278,8 @@ class Site:
             mp_host = f"{mp_listener.host}:{mp_listener.port}"
             sts = CcmSts(config=config, verifier=entra_verifier, signing_key=self.pki.ccm_signing_key,
                          signing_kid=self.pki.ccm_signing_kid, db=self.db, faults=self.faults,
-                         metrics=self._metrics("sts"), logs=self.logs, clock=self.clock, mp_public_host=mp_host)
+                         metrics=self._metrics("sts"), logs=self.logs, clock=self.clock, mp_public_host=mp_host,
+                         rng=self.rng)
             mp_app = MpApp(config=config, sts=sts, ccm_verifier=ccm_verifier, entra_verifier=entra_verifier,
                            db=self.db, faults=self.faults, metrics=self._metrics("mp"), logs=self.logs,
                            clock=self.clock, public_host=mp_host, cmg_host=cmg_host, rng=self.rng,

@@ -8,14 +8,14 @@ answered with a small JSON document holding the CCM token.
 from __future__ import annotations
 
 import json
+import random
 import uuid
 from typing import Any
-
-import jwt
 
 from mock_site.asgi import HttpRequest, respond
 from mock_site.clock import Clock
 from mock_site.config import SiteConfig
+from mock_site.ids import guid
 from mock_site.keys import EntraTokenVerifier
 from mock_site.protocol import tokens
 from mock_site.server import Send
@@ -33,7 +33,8 @@ class CcmSts:
     role = "sts"
 
     def __init__(self, *, config: SiteConfig, verifier: EntraTokenVerifier, signing_key: Any, signing_kid: str,
-                 db: Any, faults: Any, metrics: Any, logs: Any, clock: Clock, mp_public_host: str) -> None:
+                 db: Any, faults: Any, metrics: Any, logs: Any, clock: Clock, mp_public_host: str,
+                 rng: random.Random | None = None) -> None:
         self.config = config
         self.verifier = verifier
         self.signing_key = signing_key
@@ -44,6 +45,8 @@ class CcmSts:
         self.log = logs.writer("CCM_STS.log") if logs is not None else None
         self.clock = clock
         self.mp_public_host = mp_public_host
+        # Token ids come from the injected generator, so the id is known without decoding the token just signed.
+        self._ids = random.Random(rng.getrandbits(64) if rng is not None else None)
 
     def _info(self, text: str) -> None:
         if self.log is not None:
@@ -98,14 +101,14 @@ class CcmSts:
         site_user_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"{tenant_id}/{user_id}"))
         subject = str(device_id or user_id or "")
         ccm_device_id = smsid or f"GUID:{str(uuid.uuid5(uuid.NAMESPACE_URL, subject)).upper()}"
+        jti = guid(self._ids)
         ccm_token = tokens.issue_ccm_token(
             key=self.signing_key, kid=self.signing_kid, hierarchy_id=self.config.hierarchy_id, token_type=token_type,
             device_id=ccm_device_id, user_id=site_user_id, tenant_id=tenant_id, smsid=smsid, now=now,
-            lifetime=lifetime,
+            lifetime=lifetime, jti=jti,
         )
         self._info(f"Created SCCM token, token type: {token_type}, hierarchyId: {self.config.hierarchy_id}, "
                    f"userId: {site_user_id}, deviceId: {ccm_device_id}")
-        jti = jwt.decode(ccm_token, options={"verify_signature": False}).get("jti", "")
         self.db.record_token(jti, smsid or device_id, token_type, now, now + lifetime)
         self.metrics.token_issued("ccm")
         self._info("Issued token")

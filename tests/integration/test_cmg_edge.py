@@ -205,3 +205,34 @@ def test_the_unsafe_switch_makes_the_cmg_forward_invalid_tokens(tmp_path) -> Non
     with running_site(tmp_path, unsafe_skip_token_checks=True) as broken, SiteClient(broken.manifest) as client:
         response = client.policy(_bad_tokens(broken.manifest)["forged"], "GUID:00000000-0000-0000-0000-000000000001")
     assert (response.status_code, response.reason_phrase) == (401, "MP_Invalid_Token")
+
+
+def test_a_ccm_post_verb_split_across_reads_is_still_understood(site_client: SiteClient) -> None:
+    """The CCM_POST rewrite waits for the whole verb when a read ends inside it (the request is still a CCM message)."""
+    import socket
+    import ssl
+    import time
+
+    host, port = site_client.cmg_url.removeprefix("https://").split(":")
+    path = site_client.server_auth("ccm_system_tokenauth/request").removeprefix(site_client.cmg_url)
+    context = ssl.create_default_context(cafile=site_client.manifest["ca_file"])
+    with socket.create_connection((host, int(port))) as raw, context.wrap_socket(raw, server_hostname=host) as tls:
+        tls.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        tls.sendall(b"CCM_")
+        time.sleep(0.2)  # a separate TLS record: the server reads the verb in two pieces
+        tls.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".encode())
+        answer = b""
+        while chunk := tls.recv(4096):
+            answer += chunk
+    # Parsed as CCM_POST and judged by the CMG (no token: 401 with its status text), not refused as a bad request.
+    assert answer.startswith(b"HTTP/1.1 401 CMGService_Invalid_Token")
+
+
+def test_ccm_tokens_are_recorded_under_their_own_id(clean_site, site_client: SiteClient) -> None:
+    """CCM_STS records every token it issues in the site database under the token's jti."""
+    before = clean_site.site.db.tokens_issued()
+    token = site_client.ccm_token()
+    claims = jwt.decode(token, options={"verify_signature": False})
+    assert clean_site.site.db.tokens_issued() == before + 1
+    uuid.UUID(claims["jti"])
+    assert clean_site.site.db.is_revoked(claims["jti"]) is False

@@ -257,3 +257,14 @@ def test_metrics_show_errors_by_status_text_active_faults_crl_fetches_and_entra_
     assert 'cmg_faults_active{fault="mp_slow",role="mp"} 1.0' in metrics
     assert 'cmg_crl_fetches_total{result="served",role="crl"}' in metrics
     assert 'cmg_tokens_issued_total{kind="entra",role="entra"}' in metrics
+
+
+def test_a_site_with_metrics_off_serves_without_recording(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """metrics_enabled=False swaps the instrumentation for no-ops: the site works and records no request series."""
+    from mock_site.testing import running_site
+
+    with running_site(tmp_path, metrics_enabled=False) as quiet, SiteClient(quiet.manifest) as client:
+        assert client.ccm_token()
+        metrics = httpx.get(quiet.manifest["metrics_urls"]["cmg"]).text
+    assert "cmg_requests_total{" not in metrics
+    assert "cmg_faults_active" in metrics  # the site-level gauge stays
