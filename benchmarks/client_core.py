@@ -16,12 +16,12 @@ import time
 import tracemalloc
 from collections.abc import Callable
 
+from cmg_protocol.clock import FakeClock
 from harness.client import events as ev
 from harness.client import lifecycle as lc
 from harness.client.device import Fleet, FleetMix, SmsSigningIdentity
 from harness.client.events import Done, Request, Response, Wait
 from harness.client.testing import ScriptedSite, scripted_endpoints
-from mock_site.clock import FakeClock
 
 TENANT = "9aaf466a-3f40-4468-b3cd-f0010f21f05a"
 

@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry
 
-from mock_site.clock import FakeClock
+from cmg_protocol.clock import FakeClock
 from mock_site.metrics import CMGServiceStats, SiteMetrics
 
 ENDPOINT = "/CCM_Proxy_ServerAuth/{id}/CCM_STS"

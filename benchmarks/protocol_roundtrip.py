@@ -7,7 +7,7 @@ import os
 import time
 from collections.abc import Callable
 
-from mock_site.protocol import envelope, messages, urlmap
+from cmg_protocol import envelope, messages, urlmap
 
 ROLE_ID = "72186325152220500"
 

@@ -81,7 +81,7 @@ def load(url: str, seconds: int, connections: int, *, method: str = "GET", body_
 
 def policy_request(manifest: dict, workdir: Path) -> tuple[str, str, dict[str, str]]:
     """Register one device; return the URL, body file and headers of a policy poll with its CCM token."""
-    from mock_site.protocol import envelope, messages, urlmap
+    from cmg_protocol import envelope, messages, urlmap
     from mock_site.testing import SiteClient
 
     with SiteClient(manifest) as client:

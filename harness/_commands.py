@@ -102,7 +102,7 @@ def add_run_arguments(parser: argparse.ArgumentParser, _positive_float: Callable
 
 def chaos_file(text: str) -> tuple[Path, Any]:
     """argparse type: the chaos schedule at ``text``, read and checked before anything runs (errors name file:line)."""
-    from harness.schedule import ScheduleError, load_schedule
+    from harness.chaos.schedule import ScheduleError, load_schedule
 
     try:
         return Path(text), load_schedule(Path(text))

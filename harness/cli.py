@@ -215,7 +215,7 @@ def _summary(manifest: dict[str, Any], site: Any) -> str:
 
 
 def cmd_faults(args: argparse.Namespace) -> int:
-    from harness.chaos import FaultApiError, FaultClient
+    from harness.chaos.faultapi import FaultApiError, FaultClient
 
     manifest = _commands.load_manifest(args.site)
     client = FaultClient(manifest["faults_url"], manifest["faults_token"])

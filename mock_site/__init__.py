@@ -1,13 +1,32 @@
 """The mock ConfigMgr site: CMG, CMG connection point, management point with CCM_STS, Entra ID and the CRL distribution
-point, each an ASGI app over real TLS on loopback. Import from here; the modules behind it are the implementation."""
+point, each an ASGI app over real TLS on loopback. Import from here; the modules behind it are the implementation.
+
+Names load on first use, so ``import mock_site.manifest`` (say) costs the manifest alone, not the servers.
+"""
 
 from __future__ import annotations
 
-from mock_site.clock import Clock, FakeClock, system_clock
-from mock_site.config import ConfigError, SiteConfig, TenantConfig
-from mock_site.faults import CATALOGUE, FaultError, FaultRegistry
-from mock_site.site import MANIFEST_NAME, ROLES, Site, SiteStateError
-from mock_site.testing import RunningSite, SiteClient, running_site
+import importlib
+from typing import Any
+
+_EXPORTS: dict[str, str] = {
+    "CATALOGUE": "mock_site.faults",
+    "Clock": "cmg_protocol.clock",
+    "ConfigError": "mock_site.config",
+    "FakeClock": "cmg_protocol.clock",
+    "FaultError": "mock_site.faults",
+    "FaultRegistry": "mock_site.faults",
+    "MANIFEST_NAME": "mock_site.site",
+    "ROLES": "mock_site.site",
+    "RunningSite": "mock_site.testing",
+    "Site": "mock_site.site",
+    "SiteClient": "mock_site.testing",
+    "SiteConfig": "mock_site.config",
+    "SiteStateError": "mock_site.site",
+    "TenantConfig": "mock_site.config",
+    "running_site": "mock_site.testing",
+    "system_clock": "cmg_protocol.clock",
+}
 
 __all__ = [
     "CATALOGUE",
@@ -27,3 +46,17 @@ __all__ = [
     "running_site",
     "system_clock",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    try:
+        module_name = _EXPORTS[name]
+    except KeyError:
+        raise AttributeError(f"module 'mock_site' has no attribute {name!r}") from None
+    value = getattr(importlib.import_module(module_name), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

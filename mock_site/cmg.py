@@ -17,26 +17,28 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from cmg_protocol import tokens, urlmap
+from cmg_protocol.clock import Clock
+from cmg_protocol.statuses import (
+    BAD_REQUEST,
+    CLIENT_CERT_REQUIRED,
+    CONNECTION_POINT_TIMEOUT,
+    INVALID_TOKEN,
+    METHOD_NOT_ALLOWED,
+    NO_CONNECTION_POINT,
+    NOT_IN_URL_MAP,
+    TENANT_NOT_ONBOARDED,
+    TOO_LARGE,
+)
+from cmg_protocol.urlmap import AuthKind, Route, UrlMapError
 from mock_site.asgi import BodyTooLarge, HttpRequest, Meter, read_body, respond, respond_error
-from mock_site.clock import Clock
 from mock_site.keys import CcmTokenVerifier, EntraTokenVerifier, verify_ccm_or_entra
-from mock_site.protocol import tokens, urlmap
-from mock_site.protocol.urlmap import AuthKind, Route, UrlMapError
 from mock_site.server import Receive, Scope, Send, absolute_form_target, client_cert_der
 from mock_site.upstream import RoundRobin, UpstreamError, forwardable
 
 log = logging.getLogger("mock_site.cmg")
 
 # Status texts the CMG answers with. The first is documented; the others are ours, in the same style.
-INVALID_TOKEN = "CMGService_Invalid_Token"
-CLIENT_CERT_REQUIRED = "CMGService_Client_Certificate_Required"  # synthetic: not the public ConfigMgr format
-NOT_IN_URL_MAP = "CMGService_Url_Not_Allowed"  # synthetic: not the public ConfigMgr format
-BAD_REQUEST = "CMGService_Bad_Request"  # synthetic: not the public ConfigMgr format
-METHOD_NOT_ALLOWED = "CMGService_Method_Not_Allowed"  # synthetic: not the public ConfigMgr format
-TOO_LARGE = "CMGService_Request_Too_Large"  # synthetic: not the public ConfigMgr format
-TENANT_NOT_ONBOARDED = "CMGService_Tenant_Not_Onboarded"  # synthetic: not the public ConfigMgr format
-NO_CONNECTION_POINT = "CMGService_No_Connection_Point_Available"  # synthetic: not the public ConfigMgr format
-CONNECTION_POINT_TIMEOUT = "CMGService_Connection_Point_Timeout"  # synthetic: not the public ConfigMgr format
 
 #: Upper bound on any request body at the CMG, whatever the endpoint (the URL map sets tighter limits per endpoint).
 MAX_BODY_BYTES = 4 * 1024 * 1024

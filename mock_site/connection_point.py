@@ -12,21 +12,23 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from cmg_protocol import urlmap
+from cmg_protocol.ids import guid
+from cmg_protocol.statuses import (
+    CONNECTOR_BAD_REQUEST,
+    CONNECTOR_CLIENT_CERT_REQUIRED,
+    CONNECTOR_GATEWAY_TIMEOUT,
+    CONNECTOR_INTERNAL_SERVER_ERROR,
+    CONNECTOR_SERVICE_UNAVAILABLE,
+    CONNECTOR_UNAUTHORIZED,
+)
+from cmg_protocol.urlmap import UrlMapError
 from mock_site.asgi import BodyTooLarge, HttpRequest, read_body, respond, respond_error
 from mock_site.cmg import MAX_BODY_BYTES, REQUEST_URI_HEADER
-from mock_site.ids import guid
-from mock_site.protocol import urlmap
-from mock_site.protocol.urlmap import UrlMapError
 from mock_site.server import Receive, Scope, Send
 from mock_site.upstream import Upstream, UpstreamError, forwardable
 
 # Documented status texts (FAULTS.md) and the ConfigMgr error code ccmsetup reports with them.
-CLIENT_CERT_REQUIRED = "CMGConnector_Clientcertificaterequired"
-UNAUTHORIZED = "CMGConnector_Unauthorized"
-INTERNAL_SERVER_ERROR = "CMGConnector_InternalServerError"
-SERVICE_UNAVAILABLE = "CMGConnector_ServiceUnavailable"  # synthetic: not the public ConfigMgr format
-GATEWAY_TIMEOUT = "CMGConnector_GatewayTimeout"  # synthetic: not the public ConfigMgr format
-BAD_REQUEST = "CMGConnector_BadRequest"  # synthetic: not the public ConfigMgr format
 ERROR_CODE_HEADER = "x-ccm-error-code"  # synthetic: not the public ConfigMgr format
 CMG_CONNECTOR_ERROR = "0x87d0027e"
 
@@ -77,14 +79,14 @@ class ConnectionPointApp:
         try:
             route = urlmap.match(request.path, request.query)
         except UrlMapError as refused:
-            await respond_error(send, refused.status, BAD_REQUEST, refused.reason)
+            await respond_error(send, refused.status, CONNECTOR_BAD_REQUEST, refused.reason)
             self.metrics.observe_request("unmatched", request.method, refused.status, 0, 0,
                                          self.perf_counter() - started)
             return
         try:
             body = await read_body(receive, min(route.max_body_bytes, MAX_BODY_BYTES))
         except BodyTooLarge as too_large:
-            await respond_error(send, 413, BAD_REQUEST, f"body over {too_large.limit} bytes")
+            await respond_error(send, 413, CONNECTOR_BAD_REQUEST, f"body over {too_large.limit} bytes")
             self.metrics.observe_request(route.route_template, request.method, 413, 0, 0,
                                          self.perf_counter() - started)
             return
@@ -101,10 +103,10 @@ class ConnectionPointApp:
     async def _forward(self, route: urlmap.Route, request: HttpRequest, body: bytes, send: Send) -> tuple[int, int]:
         # The CP checks the revocation of its own client-auth certificate before it can talk to the MP.
         if self.faults.trigger("cp_cert_revocation_offline", self.role) is not None:
-            await respond_error(send, 403, CLIENT_CERT_REQUIRED, f"error {CMG_CONNECTOR_ERROR}")
+            await respond_error(send, 403, CONNECTOR_CLIENT_CERT_REQUIRED, f"error {CMG_CONNECTOR_ERROR}")
             return 403, 0
         if route.endpoint == urlmap.CCM_STS and self.faults.trigger("sts_unavailable", self.role) is not None:
-            await self._error(send, 401, UNAUTHORIZED)
+            await self._error(send, 401, CONNECTOR_UNAUTHORIZED)
             return 401, 0
 
         external = request.header(REQUEST_URI_HEADER) or f"https://cmg{request.path}"
@@ -123,9 +125,9 @@ class ConnectionPointApp:
             if self.log is not None:
                 self.log.error(f"Failed to forward {internal} to the management point: {failed.detail}")
             if failed.kind == "timeout":
-                await self._error(send, 504, GATEWAY_TIMEOUT)
+                await self._error(send, 504, CONNECTOR_GATEWAY_TIMEOUT)
                 return 504, 0
-            await self._error(send, 503, SERVICE_UNAVAILABLE)
+            await self._error(send, 503, CONNECTOR_SERVICE_UNAVAILABLE)
             return 503, 0
         elapsed_ms = round((self.perf_counter() - started) * 1000)
         if self.verbose:
@@ -135,7 +137,7 @@ class ConnectionPointApp:
                           f"ResponseHeader: HTTP/1.1 {answer.status} {phrase} ~~ ResponseBodySize: {len(answer.body)} "
                           f"ElapsedTime: {elapsed_ms} ms")
         if answer.status >= 500 and route.endpoint == "CCM_STS":
-            await self._error(send, 500, INTERNAL_SERVER_ERROR)
+            await self._error(send, 500, CONNECTOR_INTERNAL_SERVER_ERROR)
             return 500, 0
         passed = [(k, v) for k, v in answer.headers.items() if k in ("x-cmg-status-text", ERROR_CODE_HEADER)]
         await respond(send, answer.status, answer.body,

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Literal, Self
 from urllib.parse import urlsplit
 
-from mock_site.clock import Clock
+from cmg_protocol.clock import Clock
 
 SCHEMA_VERSION = 1
 

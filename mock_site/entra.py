@@ -28,9 +28,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from mock_site.clock import Clock
+from cmg_protocol import tokens
+from cmg_protocol.clock import Clock
 from mock_site.config import TenantConfig
-from mock_site.protocol import tokens
 
 ROLE = "entra"
 COMMON = "common"

@@ -11,8 +11,8 @@ import logging
 from collections.abc import Awaitable, Callable, Collection, Container, Mapping
 from typing import Any
 
-from mock_site.clock import Clock
-from mock_site.protocol import tokens
+from cmg_protocol import tokens
+from cmg_protocol.clock import Clock
 
 log = logging.getLogger("mock_site.keys")
 

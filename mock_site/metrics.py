@@ -16,8 +16,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.utils import floatToGoString
 
-from mock_site.clock import Clock
-from mock_site.protocol.logformat import cmgservice_text
+from cmg_protocol.clock import Clock
+from cmg_protocol.logformat import cmgservice_text
 
 #: Request duration buckets; they hold every threshold the default gates use (5 ms .. 10 s).
 DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)

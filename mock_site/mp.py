@@ -17,22 +17,18 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from cmg_protocol import envelope, messages, tokens
+from cmg_protocol.clock import Clock
+from cmg_protocol.envelope import EnvelopeError, MessageHeader
+from cmg_protocol.ids import braced_guid
+from cmg_protocol.messages import MessageError
+from cmg_protocol.statuses import MP_BAD_MESSAGE, MP_INVALID_TOKEN, MP_NO_CP_CERTIFICATE, MP_NOT_REGISTERED
 from mock_site.asgi import BodyTooLarge, HttpRequest, Meter, read_body, respond, respond_error
-from mock_site.clock import Clock
 from mock_site.cmg import CLIENT_CERT_HEADER, REQUEST_URI_HEADER, ContentStore
 from mock_site.config import SiteConfig
-from mock_site.ids import braced_guid
 from mock_site.keys import CcmTokenVerifier, EntraTokenVerifier, verify_ccm_or_entra
-from mock_site.protocol import envelope, messages, tokens
-from mock_site.protocol.envelope import EnvelopeError, MessageHeader
-from mock_site.protocol.messages import MessageError
 from mock_site.server import Receive, Scope, Send, client_cert_der
 from mock_site.sts import CcmSts
-
-INVALID_TOKEN = "MP_Invalid_Token"  # synthetic: not the public ConfigMgr format
-NOT_REGISTERED = "MP_Client_Not_Registered"  # synthetic: not the public ConfigMgr format
-NO_CP_CERTIFICATE = "MP_Connection_Point_Certificate_Required"  # synthetic: not the public ConfigMgr format
-BAD_MESSAGE = "MP_Bad_Message"  # synthetic: not the public ConfigMgr format
 
 MAX_MESSAGE_BYTES = 1024 * 1024
 
@@ -123,13 +119,13 @@ class MpApp:
 
     async def _route(self, request: HttpRequest, receive: Receive, send: Meter) -> str:
         if self.require_cp_certificate and client_cert_der(request.scope) is None:
-            await respond_error(send, 403, NO_CP_CERTIFICATE, "the MP only takes requests from a connection point")
+            await respond_error(send, 403, MP_NO_CP_CERTIFICATE, "the MP only takes requests from a connection point")
             return "unauthenticated"
         path = request.path.lower()
         try:
             body = await read_body(receive, MAX_MESSAGE_BYTES)
         except BodyTooLarge as too_large:
-            await respond_error(send, 413, BAD_MESSAGE, f"body over {too_large.limit} bytes")
+            await respond_error(send, 413, MP_BAD_MESSAGE, f"body over {too_large.limit} bytes")
             return path
         send.request_bytes = len(body)
         if path == "/ccm_sts":
@@ -158,7 +154,7 @@ class MpApp:
             if await self._caller(request, send, allow_cert=False) is not None:
                 await respond(send, 200, self.client_package, content_type="application/vnd.ms-cab-compressed")
             return "/CCM_Client/ccmsetup.cab"
-        await respond_error(send, 404, BAD_MESSAGE, f"no such MP endpoint: {request.path}")
+        await respond_error(send, 404, MP_BAD_MESSAGE, f"no such MP endpoint: {request.path}")
         return "unmatched"
 
     async def _caller(self, request: HttpRequest, send: Send, *, allow_cert: bool = True,
@@ -169,18 +165,18 @@ class MpApp:
             try:
                 return Caller(client_cert=base64.b64decode(forwarded, validate=True))
             except ValueError:
-                await respond_error(send, 400, BAD_MESSAGE, "forwarded client certificate is not base64")
+                await respond_error(send, 400, MP_BAD_MESSAGE, "forwarded client certificate is not base64")
                 return None
         token = request.bearer_token()
         if token is None:
-            await respond_error(send, 401, INVALID_TOKEN, "no token")
+            await respond_error(send, 401, MP_INVALID_TOKEN, "no token")
             return None
         try:
             kind, claims = await verify_ccm_or_entra(token, self.ccm_verifier, self.entra_verifier,
                                                      entra_allowed=entra_allowed)
         except tokens.TokenRejected as rejected:
             self.metrics.token_rejected(rejected.kind)
-            await respond_error(send, 401, INVALID_TOKEN, rejected.code)
+            await respond_error(send, 401, MP_INVALID_TOKEN, rejected.code)
             return None
         return Caller(ccm_claims=claims) if kind == "ccm" else Caller(entra_claims=claims)
 
@@ -199,7 +195,7 @@ class MpApp:
             message = envelope.decode_message(request.header("content-type"), body,
                                               max_body_bytes=MAX_MESSAGE_BYTES)
         except EnvelopeError as bad:
-            await respond_error(send, 400, BAD_MESSAGE, str(bad))
+            await respond_error(send, 400, MP_BAD_MESSAGE, str(bad))
             return
         target = message.header.target_endpoint
         caller = await self._caller(request, send, allow_cert=not token_auth,
@@ -214,14 +210,14 @@ class MpApp:
             elif target == "MP_PolicyManager":
                 policy_reply = self._policy(message.body_xml, caller)
                 if policy_reply is None:
-                    await respond_error(send, 403, NOT_REGISTERED, "the client is not registered")
+                    await respond_error(send, 403, MP_NOT_REGISTERED, "the client is not registered")
                     return
                 reply = policy_reply
             else:
-                await respond_error(send, 404, BAD_MESSAGE, f"unknown target endpoint {target!r}")
+                await respond_error(send, 404, MP_BAD_MESSAGE, f"unknown target endpoint {target!r}")
                 return
         except MessageError as bad:
-            await respond_error(send, 400, BAD_MESSAGE, str(bad))
+            await respond_error(send, 400, MP_BAD_MESSAGE, str(bad))
             return
         reply_header = MessageHeader(
             target_endpoint=message.header.reply_to.rsplit(":", 1)[-1] if message.header.reply_to else "dummy",
@@ -311,7 +307,7 @@ class MpApp:
         policy_id, separator, version = query.partition("}.")
         policy = self._policy_bodies.get(((policy_id + "}").upper(), version)) if separator else None
         if policy is None:
-            await respond_error(send, 404, BAD_MESSAGE, f"no policy {request.query!r}")
+            await respond_error(send, 404, MP_BAD_MESSAGE, f"no policy {request.query!r}")
             return
         body = messages.PolicyBody(policy_id=policy.policy_id, policy_version=policy.policy_version,
                                    body=f"<Policy PolicyID=\"{policy.policy_id}\" PolicyVersion=\"{version}\"/>")

@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes, PrivateKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from mock_site.clock import Clock
+from cmg_protocol.clock import Clock
 
 DEFAULT_HOSTS: tuple[str, ...] = ("127.0.0.1", "localhost")
 #: RFC 5280 calls it nextUpdate; Windows treats a CRL past it as offline, so a week keeps long runs valid.

@@ -24,7 +24,8 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily
 
-from mock_site.clock import Clock, system_clock
+from cmg_protocol import tokens, urlmap
+from cmg_protocol.clock import Clock, system_clock
 from mock_site.cmg import AadTenant, CmgApp, ContentStore, TokenValidator
 from mock_site.config import SiteConfig
 from mock_site.connection_point import ConnectionPointApp
@@ -45,7 +46,6 @@ from mock_site.metrics import (
 )
 from mock_site.mp import MpApp
 from mock_site.pki import SitePki
-from mock_site.protocol import tokens, urlmap
 from mock_site.server import Listener, ServerGroup
 from mock_site.sts import CcmSts
 from mock_site.upstream import HttpUpstream, InProcessUpstream, RoundRobin, Upstream

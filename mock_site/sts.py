@@ -12,12 +12,12 @@ import random
 import uuid
 from typing import Any
 
+from cmg_protocol import tokens
+from cmg_protocol.clock import Clock
+from cmg_protocol.ids import guid
 from mock_site.asgi import HttpRequest, respond
-from mock_site.clock import Clock
 from mock_site.config import SiteConfig
-from mock_site.ids import guid
 from mock_site.keys import EntraTokenVerifier
-from mock_site.protocol import tokens
 from mock_site.server import Send
 
 ALL_ZEROS = "00000000-0000-0000-0000-000000000000"

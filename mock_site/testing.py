@@ -116,17 +116,17 @@ class SiteClient:
         self.close()
 
     def server_auth(self, tail: str) -> str:
-        from mock_site.protocol import urlmap
+        from cmg_protocol import urlmap
 
         return self.cmg_url + urlmap.server_auth_path(self.manifest["role_id"], tail)
 
     def mutual_auth(self, tail: str) -> str:
-        from mock_site.protocol import urlmap
+        from cmg_protocol import urlmap
 
         return self.cmg_url + urlmap.mutual_auth_path(self.manifest["role_id"], tail)
 
     def aad_auth_info(self, tenant_id: str | None = None) -> Any:
-        from mock_site.protocol import urlmap
+        from cmg_protocol import urlmap
 
         return self.http.get(self.cmg_url + urlmap.aad_auth_info_path(tenant_id or self.manifest["tenant_id"]))
 
@@ -161,7 +161,7 @@ class SiteClient:
         """Send one CCM_POST message; the reply envelope is decoded into ``response.reply`` when it is one."""
         import uuid as _uuid
 
-        from mock_site.protocol import envelope
+        from cmg_protocol import envelope
 
         header = envelope.MessageHeader(target_endpoint=target_endpoint, source_host="TESTDEVICE",
                                         message_id="{" + str(_uuid.uuid4()).upper() + "}",
@@ -178,7 +178,7 @@ class SiteClient:
         return response
 
     def register(self, entra_token: str, *, netbios_name: str = "TESTDEVICE", url: str | None = None) -> Any:
-        from mock_site.protocol import messages
+        from cmg_protocol import messages
 
         request = messages.RegistrationRequest(
             netbios_name=netbios_name, fq_name=f"{netbios_name.lower()}.contoso.com", locale_id=1033,
@@ -187,7 +187,7 @@ class SiteClient:
         return self.message("MP_ClientRegistration", request.to_xml(), token=entra_token, url=url)
 
     def policy(self, token: str, client_id: str) -> Any:
-        from mock_site.protocol import messages
+        from cmg_protocol import messages
 
         request = messages.RequestAssignments(client_id=client_id, fqdn="testdevice.contoso.com",
                                               netbios_name="TESTDEVICE", sid="", site_code=self.manifest["site_code"])

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-PACKAGES = ["mock_site", "mock_site.protocol", "mock_site.faults", "harness", "harness.client"]
+PACKAGES = ["cmg_protocol", "mock_site", "mock_site.faults", "harness", "harness.chaos", "harness.client"]
 
 
 def _isort_key(name: str) -> tuple[int, str]:

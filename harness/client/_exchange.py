@@ -11,6 +11,10 @@ import time
 from collections.abc import Generator
 from typing import Any
 
+from cmg_protocol import envelope, messages
+from cmg_protocol.clock import Clock
+from cmg_protocol.envelope import EnvelopeError, MessageHeader
+from cmg_protocol.messages import MessageError
 from harness.client import outcome as oc
 from harness.client.clientlogs import (
     ADAL,
@@ -37,10 +41,6 @@ from harness.client.events import (
     error_code_of,
 )
 from harness.client.outcome import Outcome, TrailEntry
-from mock_site.clock import Clock
-from mock_site.protocol import envelope, messages
-from mock_site.protocol.envelope import EnvelopeError, MessageHeader
-from mock_site.protocol.messages import MessageError
 
 #: First retry after one site minute, doubling per attempt (ours: ccmsetup's real schedule is not public).
 RETRY_BASE_SITE_SECONDS = 60.0

@@ -12,12 +12,12 @@ from functools import lru_cache
 from typing import Any
 from urllib.parse import quote
 
+from cmg_protocol.statuses import INVALID_TOKEN
 from harness.client import outcome as oc
 from harness.client._exchange import ExchangeBase, Step
 from harness.client.clientlogs import ADAL, CCM_MESSAGING, CCMSETUP, ERROR, WARNING, log_time, wam_failure_lines
 from harness.client.device import SYSTEM_SID, WAM_DEVICE_FAILS_800703F0, WAM_OK, WAM_USER_FAILS_TOO
 from harness.client.events import (
-    INVALID_TOKEN,
     STAGE_INSTALL,
     STAGE_RENEWAL,
     STEP_CCM_TOKEN,

@@ -10,9 +10,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol, Self
 
+from cmg_protocol.clock import Clock
+from cmg_protocol.logfile import DEFAULT_MAX_BYTES, LogWriter
 from harness.client import outcome as oc
-from mock_site.clock import Clock
-from mock_site.logs import DEFAULT_MAX_BYTES, LogWriter
 
 CCMSETUP = "ccmsetup.log"
 ADAL = "ADALOperationProvider.log"

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
-from mock_site.protocol.envelope import clientauth_signature
+from cmg_protocol.envelope import clientauth_signature
 
 #: WAM behaviours (FAULTS.md): device token works; fails with 0xd0090016; fails with 0x800703f0; user token fails too.
 WAM_OK = "ok"

@@ -11,9 +11,10 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from cmg_protocol import urlmap
+from cmg_protocol.statuses import CONNECTOR_PREFIX, MP_INVALID_TOKEN, TENANT_NOT_ONBOARDED
 from harness.client import outcome as oc
 from harness.client.outcome import Outcome
-from mock_site.protocol import urlmap
 
 # The parts of a life (Request.stage) and its steps (Request.step, Outcome.step): stable names for tallies.
 STAGE_INSTALL, STAGE_REGISTRATION, STAGE_RENEWAL, STAGE_POLICY = "install", "registration", "renewal", "policy"
@@ -28,11 +29,6 @@ STEP_REGISTRATION = "registration"
 STEP_POLICY_ASSIGNMENTS = "policy_assignments"
 STEP_POLICY_BODY = "policy_body"
 
-# Status texts the client reacts to (documented: CMGService_Invalid_Token and the CMGConnector_* family).
-INVALID_TOKEN = "CMGService_Invalid_Token"
-MP_INVALID_TOKEN = "MP_Invalid_Token"  # synthetic: not the public ConfigMgr format
-TENANT_NOT_ONBOARDED = "CMGService_Tenant_Not_Onboarded"  # synthetic: not the public ConfigMgr format
-CMG_CONNECTOR_PREFIX = "CMGConnector_"
 
 
 class LifecycleError(ValueError):
@@ -192,6 +188,6 @@ def classify(step: str, reply: Reply) -> str | None:
 
 def error_code_of(reply: Reply) -> int | None:
     """The ConfigMgr error a reply stands for: 0x87d0027e when the CMG connection point answered with an error."""
-    if isinstance(reply, Response) and reply.status >= 400 and reply.reason.startswith(CMG_CONNECTOR_PREFIX):
+    if isinstance(reply, Response) and reply.status >= 400 and reply.reason.startswith(CONNECTOR_PREFIX):
         return oc.E_CMG_CONNECTOR
     return None

@@ -17,6 +17,9 @@ from dataclasses import replace
 from functools import partial
 from urllib.parse import urlsplit
 
+from cmg_protocol import messages, urlmap
+from cmg_protocol.clock import Clock
+from cmg_protocol.messages import MessageError
 from harness.client import outcome as oc
 from harness.client._exchange import RETRY_BASE_SITE_SECONDS, Failed, Step, shared
 from harness.client._tokens import RENEW_SHARE, TokenSteps
@@ -46,9 +49,6 @@ from harness.client.events import (
     classify,
 )
 from harness.client.outcome import Outcome
-from mock_site.clock import Clock
-from mock_site.protocol import messages, urlmap
-from mock_site.protocol.messages import MessageError
 
 __all__ = ["RENEW_SHARE", "RETRY_BASE_SITE_SECONDS", "Lifecycle"]
 

@@ -13,13 +13,13 @@ import uuid
 from collections import defaultdict, deque
 from urllib.parse import parse_qsl, urlsplit
 
+from cmg_protocol import envelope, messages
+from cmg_protocol.clock import FakeClock
 from harness.client import events as ev
 from harness.client import lifecycle as lc
 from harness.client.device import DeviceProfile
 from harness.client.events import Done, Reply, Request, Response, SiteEndpoints, Wait
 from harness.client.outcome import Outcome
-from mock_site.clock import FakeClock
-from mock_site.protocol import envelope, messages
 
 #: Lengths of the tokens the scripted site hands out: about what RS256 JWTs with the site's claims measure.
 ENTRA_TOKEN_CHARS = 1_050

@@ -26,13 +26,13 @@ import httpx
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from cmg_protocol.clock import Clock, system_clock
 from harness.client import outcome as oc
 from harness.client.clientlogs import ClientLogs
 from harness.client.device import DeviceProfile, Fleet, parse_traits
 from harness.client.events import STEP_ENTRA_TOKEN, Done, Reply, Request, Response, SiteEndpoints, TransportError, Wait
 from harness.client.lifecycle import Lifecycle
 from harness.client.outcome import Outcome
-from mock_site.clock import Clock, system_clock
 
 ClientCertProvider = Callable[[str], tuple[Path, Path]]
 """Gives the (certificate chain file, key file) of a device's PKI client-auth certificate, by NetBIOS name."""

@@ -13,7 +13,7 @@ from typing import Any
 
 _EXPORTS: dict[str, tuple[str, str]] = {
     "DeviceScheduler": ("harness.load.scheduler", "DeviceScheduler"),
-    "FaultTimeline": ("harness.load.timeline", "FaultTimeline"),
+    "FaultTimeline": ("harness.chaos.timeline", "FaultTimeline"),
     "FleetDriver": ("harness.load.driver", "FleetDriver"),
     "LifecycleUser": ("harness.load.users", "LifecycleUser"),
     "LoadOptionError": ("harness.load.context", "LoadOptionError"),
@@ -30,13 +30,13 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "SteadyStateUser": ("harness.load.users", "SteadyStateUser"),
     "StepLoadShape": ("harness.load.shapes", "StepLoadShape"),
     "StepPlan": ("harness.load.plans", "StepPlan"),
-    "VerdictBook": ("harness.load.verdictbook", "VerdictBook"),
+    "VerdictBook": ("harness.chaos.verdictbook", "VerdictBook"),
     "cmgservice_table": ("harness.load.tally", "cmgservice_table"),
     "device_indexes": ("harness.load.scheduler", "device_indexes"),
     "execute_run": ("harness.load.headless", "execute"),
     "install": ("harness.load.listeners", "install"),
     "install_shapes": ("harness.load.shapes", "install"),
-    "recovery_report": ("harness.load.recovery", "recovery_report"),
+    "recovery_report": ("harness.chaos.recovery", "recovery_report"),
 }
 
 __all__ = [

@@ -21,13 +21,13 @@ from typing import Any
 
 from cryptography import x509
 
+from harness.chaos.schedule import Schedule, ScheduleError, load_schedule
+from harness.chaos.timeline import FaultTimeline
+from harness.chaos.verdicts import VerdictSettings
 from harness.client.device import Fleet, FleetMix
 from harness.client.events import SiteEndpoints
 from harness.client.transport import Crl, TrustStore, crl_distribution_point
 from harness.load.tally import OutcomeTally
-from harness.load.timeline import FaultTimeline
-from harness.schedule import Schedule, ScheduleError, load_schedule
-from harness.verdicts import VerdictSettings
 
 DEFAULT_SITE = "state/site.json"
 DEFAULT_DEVICES_PER_USER = 10

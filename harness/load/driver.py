@@ -5,13 +5,14 @@ A Locust user owns one :class:`FleetDriver`: the user sleeps until :meth:`FleetD
 back-off) or its life ends. The driver also times each lifecycle stage as a whole — install and registration, a CCM
 token renewal, a policy cycle — counts milestones and outcomes into an :class:`OutcomeTally`, and hands each outcome
 (a life's end, a failed stage, a finished install and registration) with its request trail to a ``judge`` callable,
-which weighs it against the faults that were on (``harness.load.verdictbook``).
+which weighs it against the faults that were on (``harness.chaos.verdictbook``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+from cmg_protocol.clock import Clock
 from harness.client.device import DeviceProfile
 from harness.client.events import (
     STAGE_INSTALL,
@@ -29,7 +30,6 @@ from harness.client.lifecycle import Lifecycle
 from harness.client.outcome import TrailEntry
 from harness.load.scheduler import DeviceScheduler
 from harness.load.tally import MILESTONES, OutcomeTally
-from mock_site.clock import Clock
 
 #: Names of the ``LIFECYCLE`` entries in Locust's statistics.
 INSTALL_REGISTER = "install+register"

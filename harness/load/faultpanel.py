@@ -13,8 +13,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-from harness.chaos import FaultApiError, FaultClient
-from harness.load._faultpage import FAULT_PAGE
+from harness.chaos.faultapi import FaultApiError, FaultClient
+from harness.chaos.page import FAULT_PAGE
 
 #: Where the page and its API live, under Locust's ``--web-base-path``.
 PAGE_PATH = "/cmg/faults"

@@ -20,6 +20,7 @@ from typing import IO, Any
 import gevent
 from locust.runners import WorkerRunner
 
+from cmg_protocol.clock import Clock
 from harness.gates import (
     GATE_ABORT,
     STATS_HISTORY,
@@ -35,7 +36,6 @@ from harness.gates import (
     evaluate,
     load_gate,
 )
-from mock_site.clock import Clock
 
 log = logging.getLogger("harness.load.gate")
 

@@ -22,7 +22,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-from harness.load.chaos_report import chaos_problems, chaos_sections, format_chaos
+from harness.chaos.summary import chaos_problems, chaos_sections, format_chaos
 from harness.load.tally import cmgservice_table, lifecycle_table
 
 #: Where the thin Locust entry points live (a source checkout; ``pip install -e .`` keeps them next to the package).
@@ -262,7 +262,7 @@ def summarize(plan: RunPlan, *, manifest: dict[str, Any], locust_stats: list[dic
               registrations_before: int | None = None) -> dict[str, Any]:
     """Everything the run showed, as ``summary.json`` holds it, with the verdict and why.
 
-    The run fails on any unexpected outcome (``harness.verdicts`` judged each one against the device's traits and the
+    The run fails on any unexpected outcome (``harness.chaos.verdicts`` judged each one against the device's traits and the
     faults that were on), a schedule that could not switch a fault, a crashed Locust, or a run in which no device got
     anywhere without that being expected. ``registrations_before``: the count of a site that was already up.
     """

@@ -18,6 +18,9 @@ from typing import Any
 
 from locust.runners import MasterRunner, WorkerRunner
 
+from harness.chaos.recovery import RecoveryError, recovery_report
+from harness.chaos.verdictbook import VerdictBook
+from harness.chaos.watch import FaultFollower, FaultWatch
 from harness.client.device import DeviceProfile
 from harness.load.context import (
     DEFAULT_DEVICES_PER_USER,
@@ -27,10 +30,7 @@ from harness.load.context import (
     RunContext,
     load_site_manifest,
 )
-from harness.load.faultwatch import FaultFollower, FaultWatch
-from harness.load.recovery import RecoveryError, recovery_report
 from harness.load.tally import OutcomeTally
-from harness.load.verdictbook import VerdictBook
 
 log = logging.getLogger("harness.load")
 
@@ -149,7 +149,7 @@ class LoadPlugin:
 
     def _watch(self, context: RunContext, runner: Any) -> FaultWatch:
         """Follow the site's faults; on the master (or a single process) also run the chaos schedule."""
-        from harness.chaos import FaultClient
+        from harness.chaos.faultapi import FaultClient
 
         manifest = context.manifest
         worker = isinstance(runner, WorkerRunner)

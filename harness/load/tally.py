@@ -15,7 +15,7 @@ LIFECYCLE_REQUEST_TYPE = "LIFECYCLE"
 
 #: Device milestones counted once per device (how many devices got that far) and per occurrence.
 MILESTONES = ("installed", "registered", "renewed", "polled")
-#: The ``unexpected`` key of a device that succeeded where it should have failed (``harness.verdicts.OK``).
+#: The ``unexpected`` key of a device that succeeded where it should have failed (``harness.chaos.verdicts.OK``).
 UNEXPECTED_SUCCESS = "ok"
 _SECTIONS = ("outcomes", "unexpected", "stage_failures", "devices", "events", "request_bytes", "responses")
 

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.proxy.site import ProxyConfigError, ProxySite, free_port, parse_listen
-from mock_site.cmg import (
+from cmg_protocol import urlmap
+from cmg_protocol.statuses import (
     BAD_REQUEST,
     CONNECTION_POINT_TIMEOUT,
     INVALID_TOKEN,
@@ -29,7 +29,7 @@ from mock_site.cmg import (
     TENANT_NOT_ONBOARDED,
     TOO_LARGE,
 )
-from mock_site.protocol import urlmap
+from harness.proxy.site import ProxyConfigError, ProxySite, free_port, parse_listen
 
 NAIVE = "naive"
 VALIDATING = "validating"

@@ -22,7 +22,7 @@ from harness.report.requestlog import RequestLog, read_request_log
 HISTORY_FILE = "locust_stats_history.csv"
 #: The per-second request histograms the gate listener writes (``harness.gates.STATS_HISTORY``).
 REQUEST_LOG_FILE = "stats_history.jsonl"
-#: The key under which a run records its fault windows (``harness.load.timeline``): a list of {"name", "role",
+#: The key under which a run records its fault windows (``harness.chaos.timeline``): a list of {"name", "role",
 #: "start", "end"} in epoch seconds, ``end`` None for a fault still on at the end of the run.
 FAULT_WINDOWS_KEY = "fault_windows"
 

@@ -10,7 +10,7 @@ from typing import cast
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from mock_site.clock import Clock
+from cmg_protocol.clock import Clock
 from mock_site.faults.catalogue import CATALOGUE, ROLES, FaultError
 from mock_site.faults.registry import ActiveFault, FaultRegistry
 

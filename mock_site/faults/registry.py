@@ -13,7 +13,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter
 
-from mock_site.clock import Clock
+from cmg_protocol.clock import Clock
 from mock_site.faults.catalogue import (
     CATALOGUE,
     MAX_DURATION,

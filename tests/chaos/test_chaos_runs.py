@@ -15,10 +15,10 @@ from typing import Any
 
 import pytest
 
+from harness.chaos.schedule import load_schedule
+from harness.chaos.verdicts import FaultWindow, VerdictSettings, judge
 from harness.client import Fleet
 from harness.client.device import SHARE_TRAITS
-from harness.schedule import load_schedule
-from harness.verdicts import FaultWindow, VerdictSettings, judge
 from mock_site.faults import CATALOGUE
 from mock_site.testing import running_site
 

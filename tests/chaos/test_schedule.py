@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from harness.schedule import ScheduleError, ScheduleRunner, load_schedule, parse_schedule
-from mock_site.clock import FakeClock
+from cmg_protocol.clock import FakeClock
+from harness.chaos.schedule import ScheduleError, ScheduleRunner, load_schedule, parse_schedule
 
 EXAMPLE = """\
 faults:

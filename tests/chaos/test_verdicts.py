@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from harness.chaos.verdicts import FaultWindow, VerdictSettings, VerdictTally, judge
 from harness.client import Fleet
 from harness.client.device import WAM_DEVICE_FAILS_D0090016, WAM_USER_FAILS_TOO
-from harness.verdicts import FaultWindow, VerdictSettings, VerdictTally, judge
 
 TENANT = "9aaf466a-3f40-4468-b3cd-f0010f21f05a"
 SETTINGS = VerdictSettings(onboarded_tenants=frozenset({TENANT}), entra_token_lifetime=4500)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from cmg_protocol.clock import FakeClock
+from cmg_protocol.logformat import parse_cmtrace_line
 from harness.client.clientlogs import (
     CCMSETUP,
     CLIENT_LOG_FILES,
@@ -13,8 +15,6 @@ from harness.client.clientlogs import (
     MemoryLog,
     log_time,
 )
-from mock_site.clock import FakeClock
-from mock_site.protocol.logformat import parse_cmtrace_line
 
 
 def test_lines_go_to_the_named_file_in_cmtrace_format(tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -7,6 +7,8 @@ from urllib.parse import parse_qs
 
 import pytest
 
+from cmg_protocol import envelope, messages, statuses
+from cmg_protocol.clock import FakeClock
 from harness.client import events as ev
 from harness.client import lifecycle as lc
 from harness.client import outcome as oc
@@ -14,8 +16,6 @@ from harness.client.clientlogs import ADAL, CCM_MESSAGING, CCMSETUP, CLIENT_ID_M
 from harness.client.device import WAM_DEVICE_FAILS_800703F0, WAM_DEVICE_FAILS_D0090016, WAM_USER_FAILS_TOO, Fleet
 from harness.client.events import Done, LifecycleError, Request, Response, TransportError, Wait
 from harness.client.testing import ScriptedSite, drive, scripted_endpoints
-from mock_site.clock import FakeClock
-from mock_site.protocol import envelope, messages
 
 TENANT = "9aaf466a-3f40-4468-b3cd-f0010f21f05a"
 HOUR = 3600.0
@@ -147,7 +147,7 @@ def test_an_expired_ccm_token_is_renewed_with_a_new_entra_token_only_when_that_e
 def test_invalid_token_at_the_cmg_renews_and_retries_once() -> None:
     """401 CMGService_Invalid_Token: a new CCM token, then the same request again, which succeeds."""
     life, site, _ = make()
-    site.script(ev.STEP_SITE_INFO, Response(401, reason=ev.INVALID_TOKEN))
+    site.script(ev.STEP_SITE_INFO, Response(401, reason=statuses.INVALID_TOKEN))
     result = drive(life, site)
     assert result.success
     assert steps(site)[:7] == [ev.STEP_AAD_INFO, ev.STEP_ENTRA_TOKEN, ev.STEP_CCM_TOKEN, ev.STEP_SITE_INFO,
@@ -159,7 +159,7 @@ def test_invalid_token_at_the_cmg_renews_and_retries_once() -> None:
 def test_a_second_invalid_token_answer_fails_with_cmg_401() -> None:
     """Only one retry: a second 401 CMGService_Invalid_Token ends the life at that step."""
     life, site, _ = make()
-    site.script(ev.STEP_SITE_INFO, *[Response(401, reason=ev.INVALID_TOKEN)] * 2)
+    site.script(ev.STEP_SITE_INFO, *[Response(401, reason=statuses.INVALID_TOKEN)] * 2)
     result = drive(life, site)
     assert (result.success, result.step, result.reason, result.status) == (False, ev.STEP_SITE_INFO, oc.CMG_401, 401)
 
@@ -167,7 +167,7 @@ def test_a_second_invalid_token_answer_fails_with_cmg_401() -> None:
 def test_an_invalid_token_at_the_mp_is_mp_401_and_not_renewed() -> None:
     """401 MP_Invalid_Token means the proxy forwarded a bad token: its own reason code, no renewal."""
     life, site, _ = make()
-    site.script(ev.STEP_SITE_INFO, Response(401, reason=ev.MP_INVALID_TOKEN))
+    site.script(ev.STEP_SITE_INFO, Response(401, reason=statuses.MP_INVALID_TOKEN))
     result = drive(life, site)
     assert (result.step, result.reason) == (ev.STEP_SITE_INFO, oc.MP_401)
     assert steps(site).count(ev.STEP_CCM_TOKEN) == 1
@@ -231,7 +231,7 @@ def test_a_pki_client_certificate_takes_the_mutual_auth_path_and_never_asks_entr
 def test_a_tenant_that_is_not_onboarded_stops_ccmsetup() -> None:
     """AADAuthInfo answers 404 CMGService_Tenant_Not_Onboarded: aad.tenant_not_onboarded, nothing more is sent."""
     life, site, _ = make()
-    site.script(ev.STEP_AAD_INFO, Response(404, b"{}", reason=ev.TENANT_NOT_ONBOARDED))
+    site.script(ev.STEP_AAD_INFO, Response(404, b"{}", reason=statuses.TENANT_NOT_ONBOARDED))
     result = drive(life, site)
     assert (result.step, result.reason) == (ev.STEP_AAD_INFO, oc.AAD_TENANT_NOT_ONBOARDED)
     assert steps(site) == [ev.STEP_AAD_INFO]
@@ -241,7 +241,7 @@ def test_a_tenant_that_is_not_onboarded_stops_ccmsetup() -> None:
     (Response(401, reason="Unauthorized"), oc.STS_401, None),
     (Response(401, reason="CMGConnector_Unauthorized"), oc.STS_401, 0x87D0027E),
     (Response(500, reason="CMGConnector_InternalServerError"), oc.STS_500, 0x87D0027E),
-    (Response(401, reason=ev.INVALID_TOKEN), oc.STS_401, None),
+    (Response(401, reason=statuses.INVALID_TOKEN), oc.STS_401, None),
 ])
 def test_ccm_sts_failures(reply: Response, reason: str, code: int | None) -> None:
     """CCM_STS refusals are sts.401 / sts.500, with 0x87d0027e when the connection point answered."""

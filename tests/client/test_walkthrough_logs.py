@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from cmg_protocol.logformat import parse_cmtrace_line
 from harness.client import outcome as oc
 from harness.client.clientlogs import CLIENT_LOG_FILES
 from harness.client.transport import run_client
-from mock_site.protocol.logformat import parse_cmtrace_line
 from mock_site.testing import RunningSite, running_site
 
 GUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"

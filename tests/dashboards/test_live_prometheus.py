@@ -18,6 +18,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from cmg_protocol import messages
 from harness.dashboards import (
     Expression,
     PrometheusServer,
@@ -30,7 +31,6 @@ from harness.dashboards import (
     variable_values,
     write_prometheus_config,
 )
-from mock_site.protocol import messages
 from mock_site.testing import RunningSite, SiteClient, running_site
 
 pytestmark = [

@@ -11,6 +11,7 @@ import httpx
 import pytest
 import yaml
 
+from cmg_protocol import messages
 from harness.dashboards import (
     DASHBOARDS_DIR,
     RULE_FILES,
@@ -23,7 +24,6 @@ from harness.dashboards import (
     variable_values,
     write_prometheus_config,
 )
-from mock_site.protocol import messages
 from mock_site.testing import RunningSite, SiteClient
 
 PROMTOOL = find_promtool()

@@ -12,7 +12,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from mock_site.protocol import messages, tokens
+from cmg_protocol import messages, tokens
 from mock_site.testing import SiteClient
 
 DEVICE = "8d2b4ff9-0172-4998-9851-b5324303385f"

@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from mock_site.protocol import logformat, messages
+from cmg_protocol import logformat, messages
 from mock_site.testing import SiteClient, running_site
 
 

@@ -19,7 +19,7 @@ POLICY_CLIENT = "GUID:00000000-0000-0000-0000-000000000001"
 
 def _registered(client: SiteClient) -> tuple[str, str]:
     """A freshly registered device: (CCM token, SMSID)."""
-    from mock_site.protocol import messages
+    from cmg_protocol import messages
 
     entra = client.entra_token(device_id=str(uuid.uuid4()))
     reply = client.register(entra)

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from cmg_protocol import messages
 from harness.cli import main
 from mock_site.db import SiteDatabase
-from mock_site.protocol import messages
 from mock_site.testing import SiteClient
 
 MANIFEST_KEYS = ("cmg_url", "server_auth_prefix", "mutual_auth_prefix", "ca_file", "crl_url", "entra_url",

@@ -6,6 +6,7 @@ import random
 
 import pytest
 
+from cmg_protocol.clock import FakeClock
 from harness.client import outcome as oc
 from harness.client.device import DeviceProfile, Fleet
 from harness.client.events import (
@@ -22,7 +23,6 @@ from harness.client.testing import ScriptedSite, scripted_endpoints
 from harness.load import driver as driver_module
 from harness.load.driver import INSTALL_REGISTER, POLICY_CYCLE, TOKEN_RENEWAL, DeviceRun, FleetDriver
 from harness.load.tally import OutcomeTally
-from mock_site.clock import FakeClock
 
 TENANT = "9aaf466a-3f40-4468-b3cd-f0010f21f05a"
 INTERVAL = 30.0

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from harness.load.recovery import RecoveryError, SecondCounts, recovery_report, window_recovery
+from harness.chaos.recovery import RecoveryError, SecondCounts, recovery_report, window_recovery
 
 T0 = 1_000
 STS = "/CCM_Proxy_ServerAuth/72186325152220500/CCM_STS"

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from harness.load.timeline import ANY_ROLE, FaultTimeline, TimelineError
+from harness.chaos.timeline import ANY_ROLE, FaultTimeline, TimelineError
 
 
 def fault(name: str = "cp_disconnected", role: str = "cmg", started: float = 100.0, ends: float = 160.0,

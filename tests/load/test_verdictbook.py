@@ -7,13 +7,13 @@ from typing import Any
 
 import pytest
 
+from cmg_protocol.clock import FakeClock
+from harness.chaos.timeline import FaultTimeline
+from harness.chaos.verdictbook import VerdictBook
+from harness.chaos.verdicts import VerdictSettings
+from harness.chaos.watch import FaultFollower
 from harness.client.device import Fleet
-from harness.load.faultwatch import FaultFollower
 from harness.load.tally import OutcomeTally
-from harness.load.timeline import FaultTimeline
-from harness.load.verdictbook import VerdictBook
-from harness.verdicts import VerdictSettings
-from mock_site.clock import FakeClock
 
 TENANT = "9aaf466a-3f40-4468-b3cd-f0010f21f05a"
 SETTINGS = VerdictSettings(onboarded_tenants=frozenset({TENANT}))

@@ -10,7 +10,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mock_site.protocol.envelope import (
+from cmg_protocol.envelope import (
     BOUNDARY,
     CONTENT_TYPE,
     EnvelopeError,

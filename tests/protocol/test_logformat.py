@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mock_site.protocol.logformat import (
+from cmg_protocol.logformat import (
     CmgServiceTraffic,
     LogFormatError,
     cmgservice_text,

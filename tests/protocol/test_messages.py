@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mock_site.protocol.messages import (
+from cmg_protocol.messages import (
     MESSAGE_TYPES,
     ContentLocationReply,
     ContentLocationRequest,

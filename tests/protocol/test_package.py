@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mock_site import protocol
+import cmg_protocol as protocol
 
 
 def _isort_key(name: str) -> tuple[int, str]:

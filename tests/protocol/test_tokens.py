@@ -13,7 +13,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from mock_site.protocol.tokens import (
+from cmg_protocol.tokens import (
     CCM_AUDIENCE,
     CONFIGMGR_RESOURCE,
     JwkError,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mock_site.protocol.urlmap import (
+from cmg_protocol.urlmap import (
     AuthKind,
     UrlMapError,
     aad_auth_info_path,

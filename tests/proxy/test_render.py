@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 
 import harness.proxy
+from cmg_protocol import urlmap
 from harness.cli import main
 from harness.proxy import NginxError, NginxProcess, ProxyConfigError, parse_listen, render
 from harness.proxy.nginx import NAIVE, ROLE_ENDPOINTS, VALIDATING
 from harness.proxy.site import ProxySite
-from mock_site.protocol import urlmap
 from tests.proxy.conftest import ROLE_ID, EchoSite
 
 

@@ -13,11 +13,11 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from cmg_protocol import tokens, urlmap
+from harness.chaos.verdicts import FaultWindow, VerdictSettings, judge
 from harness.client.transport import device_from_traits, run_client
 from harness.proxy import RenderedProxy
 from harness.proxy.nginx import NAIVE, VALIDATING
-from harness.verdicts import FaultWindow, VerdictSettings, judge
-from mock_site.protocol import tokens, urlmap
 from mock_site.testing import RunningSite, SiteClient, running_site
 from tests.proxy.conftest import ProxyStarter, raw_request
 

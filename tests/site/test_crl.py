@@ -11,7 +11,7 @@ import httpx
 import pytest
 from cryptography import x509
 
-from mock_site.clock import FakeClock
+from cmg_protocol.clock import FakeClock
 from mock_site.crl import CRL_PATH, CRL_PEM_PATH, DER_CONTENT_TYPE, DROPPED, crl_app
 from mock_site.faults import FaultRegistry
 from mock_site.pki import SitePki

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from mock_site.clock import FakeClock
+from cmg_protocol.clock import FakeClock
 from mock_site.db import (
     APPROVAL_ENTRA,
     APPROVAL_PKI,

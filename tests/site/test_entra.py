@@ -13,7 +13,8 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
-from mock_site.clock import FakeClock
+from cmg_protocol import tokens
+from cmg_protocol.clock import FakeClock
 from mock_site.config import DEFAULT_CLIENT_APP_ID, TenantConfig
 from mock_site.entra import (
     AADSTS_INVALID_PARAMETER,
@@ -27,7 +28,6 @@ from mock_site.entra import (
     entra_app,
 )
 from mock_site.faults import CATALOGUE, FaultRegistry
-from mock_site.protocol import tokens
 
 TENANT = "9aaf466a-3f40-4468-b3cd-f0010f21f05a"
 CUSTOM_TENANT = "2ca9a796-a1a6-43ec-88f1-5935b32155c5"

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from mock_site.clock import FakeClock
+from cmg_protocol.clock import FakeClock
 from mock_site.faults import CATALOGUE, MAX_BODY_BYTES, FaultError, FaultRegistry, control_app
 
 TOKEN = "s3cret-control-token"

@@ -11,7 +11,7 @@ import httpx
 import pytest
 from starlette.types import Receive, Scope, Send
 
-from mock_site.clock import FakeClock
+from cmg_protocol.clock import FakeClock
 from mock_site.faults import ClientWindow, ConnectionResetFault, FaultError, FaultMiddleware, FaultRegistry
 
 T = TypeVar("T")

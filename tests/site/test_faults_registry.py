@@ -10,7 +10,7 @@ import threading
 import pytest
 from prometheus_client import CollectorRegistry
 
-from mock_site.clock import FakeClock
+from cmg_protocol.clock import FakeClock
 from mock_site.faults import (
     CATALOGUE,
     DEFAULT_DURATION,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 import uuid
 
-from mock_site.ids import braced_guid, guid
+from cmg_protocol.ids import braced_guid, guid
 
 
 def test_guids_are_version_4_rfc_4122_and_reproducible() -> None:

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
+from cmg_protocol.tokens import TokenRejected
 from mock_site.keys import verify_ccm_or_entra
-from mock_site.protocol.tokens import TokenRejected
 
 
 class Ccm:

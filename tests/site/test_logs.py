@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from mock_site.clock import FakeClock
-from mock_site.logs import LogWriter, NullLogWriter, SiteLogs, log_thread_id
-from mock_site.protocol.logformat import parse_cmtrace_line, parse_smstrace_line
+from cmg_protocol.clock import FakeClock
+from cmg_protocol.logfile import LogWriter, NullLogWriter, log_thread_id
+from cmg_protocol.logformat import parse_cmtrace_line, parse_smstrace_line
+from mock_site.logs import SiteLogs
 
 T0 = 1_593_012_706.376  # 06-24-2020 15:31:46.376 UTC, the walk-through's CMGService.log time
 
@@ -120,7 +121,7 @@ def test_lines_written_before_a_kill_are_in_the_file(tmp_path: Path) -> None:
         f"""
         import os, signal
         from pathlib import Path
-        from mock_site.logs import LogWriter
+        from cmg_protocol.logfile import LogWriter
         w = LogWriter(Path({str(path)!r}), style="cmtrace", component="MP_RegistrationManager", clock=lambda: 1.0)
         for i in range(50):
             w.info(f"Processing Registration request {{i}}")

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from mock_site.clock import FakeClock
-from mock_site.logs import LogWriter
+from cmg_protocol.clock import FakeClock
+from cmg_protocol.logfile import LogWriter
+from cmg_protocol.logformat import parse_cmgservice_text, parse_smstrace_line
 from mock_site.metrics import (
     MAX_ENDPOINTS,
     OTHER_REQUEST_URI,
@@ -20,7 +21,6 @@ from mock_site.metrics import (
     SiteMetrics,
     StatsLogger,
 )
-from mock_site.protocol.logformat import parse_cmgservice_text, parse_smstrace_line
 
 STS = "/CCM_Proxy_ServerAuth/{id}/CCM_STS"
 GATE_THRESHOLDS = ("0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1.0", "2.5", "5.0", "10.0")

@@ -17,7 +17,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from mock_site.clock import FakeClock
+from cmg_protocol.clock import FakeClock
 from mock_site.pki import CertBundle, PkiError, SitePki, rsa_key_thumbprint
 
 CRL_URL = "http://127.0.0.1:8081/pki/site.crl"

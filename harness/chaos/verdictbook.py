@@ -2,7 +2,7 @@
 
 The driver hands every outcome over as it happens; the fault poller learns of a fault up to a second after it began.
 So outcomes wait in :class:`VerdictBook` until the timeline has been synced past their end, and are then judged with
-:func:`harness.verdicts.judge` against the windows known by then. Workers ship the verdicts of each report interval
+:func:`harness.chaos.verdicts.judge` against the windows known by then. Workers ship the verdicts of each report interval
 (``drain()``) to the master, which ``merge()``s them, like the outcome tally.
 """
 
@@ -13,10 +13,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from harness.chaos.timeline import FaultTimeline
+from harness.chaos.verdicts import VerdictSettings, VerdictTally, judge
 from harness.client.device import DeviceProfile
 from harness.load.tally import OutcomeTally
-from harness.load.timeline import FaultTimeline
-from harness.verdicts import VerdictSettings, VerdictTally, judge
 
 #: Seconds the timeline must be synced past an outcome's end before it is judged (a poll is not instantaneous).
 SYNC_LAG = 0.5

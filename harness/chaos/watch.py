@@ -13,11 +13,11 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from harness.load.timeline import FaultTimeline
-from harness.load.verdictbook import VerdictBook
-from harness.schedule import FaultSetter, Schedule, ScheduleRunner
-from harness.verdicts import VerdictSettings
-from mock_site.clock import Clock
+from cmg_protocol.clock import Clock
+from harness.chaos.schedule import FaultSetter, Schedule, ScheduleRunner
+from harness.chaos.timeline import FaultTimeline
+from harness.chaos.verdictbook import VerdictBook
+from harness.chaos.verdicts import VerdictSettings
 
 log = logging.getLogger("harness.load")
 

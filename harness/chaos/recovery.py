@@ -14,8 +14,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from cmg_protocol.urlmap import CCM_STS
 from harness.load.tally import LIFECYCLE_REQUEST_TYPE
-from mock_site.protocol.urlmap import CCM_STS
 
 #: Seconds before a fault whose success rate and request rate are its baseline.
 BASELINE_SECONDS = 10

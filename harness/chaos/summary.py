@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from harness.load.recovery import RecoveryError, SecondCounts, recovery_report
+from harness.chaos.recovery import RecoveryError, SecondCounts, recovery_report
 
 #: Unexpected examples printed per kind (summary.json keeps every example the run collected).
 PRINTED_EXAMPLES = 2

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from harness.verdicts import FaultWindow
+from harness.chaos.verdicts import FaultWindow
 from mock_site.faults import CATALOGUE
 
 #: Seconds a window is widened on both sides when outcomes are judged: the poll's and the site's clocks, and a reply
