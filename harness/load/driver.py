@@ -28,6 +28,7 @@ from harness.client.events import (
 )
 from harness.client.lifecycle import Lifecycle
 from harness.client.outcome import TrailEntry
+from harness.latency.histograms import REQUEST, STAGE, LatencyBook
 from harness.load.scheduler import DeviceScheduler
 from harness.load.tally import MILESTONES, OutcomeTally
 
@@ -59,13 +60,16 @@ class DeviceRun:
     __slots__ = (
         "born",
         "index",
+        "intended",
         "lifecycle",
         "main",
         "main_fail",
+        "main_intended",
         "main_start",
         "polls_seen",
         "reached",
         "renew_fail",
+        "renew_intended",
         "renew_start",
         "tls",
         "trail",
@@ -78,8 +82,13 @@ class DeviceRun:
         self.trail: list[TrailEntry] | None = None  # the exchanges of the open stage (None when there are none)
         self.main = ""  # the open main span: INSTALL_REGISTER or POLICY_CYCLE ('' when none)
         self.main_start = 0.0
+        self.main_intended = 0.0
         self.main_fail = ""
         self.renew_start: float | None = None
+        self.renew_intended = 0.0
+        # When the device's schedule meant its next request to go: its due time after a wait, else the moment the
+        # answer before it arrived (a chain of exchanges goes on at once). Lateness and corrected latency count from it.
+        self.intended = 0.0
         self.renew_fail = ""
         self.polls_seen = 0
         self.reached = 0  # bit set of MILESTONE_BITS this device has reached
@@ -90,8 +99,9 @@ class FleetDriver:
     """Runs the lifecycles of many devices, earliest due first, through one ``send`` callable."""
 
     def __init__(self, *, clock: Clock, send: Send, report_stage: StageReport, tally: OutcomeTally,
-                 cmg_url: str, judge: Judge | None = None) -> None:
+                 cmg_url: str, judge: Judge | None = None, latency: LatencyBook | None = None) -> None:
         self._clock = clock
+        self._latency = latency
         self._judge = judge
         self._cmg_prefix = cmg_url.rstrip("/") + "/"
         self._send = send
@@ -118,7 +128,24 @@ class FleetDriver:
         popped = self._scheduler.pop_due(self._clock())
         if popped is None:
             return False
-        device = popped[1]
+        self.run_device(*popped)
+        return True
+
+    def pop_due(self) -> list[tuple[float, DeviceRun]]:
+        """Take every device that is due now, each with its due time (for a caller that runs them concurrently)."""
+        now = self._clock()
+        due: list[tuple[float, DeviceRun]] = []
+        while (popped := self._scheduler.pop_due(now)) is not None:
+            due.append(popped)
+        return due
+
+    def overdue(self, now: float) -> int:
+        """Devices whose due time has passed without their request going (work a run's end leaves undone)."""
+        return self._scheduler.count_due(now)
+
+    def run_device(self, due: float, device: DeviceRun) -> None:
+        """Run one device that was due at ``due`` until it waits (it is scheduled again) or its life ends."""
+        device.intended = due
         life = device.lifecycle
         while True:
             action = life.next_request()
@@ -128,16 +155,22 @@ class FleetDriver:
             elif kind is Wait:
                 self._on_wait(device)
                 self._scheduler.add(device, action.until)  # type: ignore[union-attr]
-                return True
+                return
             else:
                 self._on_done(device, action)  # type: ignore[arg-type]
-                return True
+                return
 
     # ------------------------------------------------------------------------------------------ one exchange
     def _exchange(self, device: DeviceRun, request: Request) -> None:
-        now = self._clock()
-        self._open_spans(device, request, now)
+        intended = device.intended
         reply = self._send(device, request)
+        answered_at = self._clock()
+        # The transport times the exchange from the moment it really went out (after any wait for a free slot).
+        sent = answered_at - reply.ms / 1000.0
+        self._open_spans(device, request, sent, intended)
+        if self._latency is not None:
+            self._latency.record(REQUEST, request.name, intended=intended, sent=sent, answered=answered_at)
+        device.intended = answered_at
         answered = type(reply) is Response
         if request.url.startswith(self._cmg_prefix):  # the CMGService table counts what the CMG sees
             self._tally.record_request(request.name, len(request.body), answered=answered)
@@ -159,16 +192,16 @@ class FleetDriver:
         if device.lifecycle.smsid:
             self._milestone(device, "registered")
 
-    def _open_spans(self, device: DeviceRun, request: Request, now: float) -> None:
+    def _open_spans(self, device: DeviceRun, request: Request, now: float, intended: float) -> None:
         if device.born is None:
             device.born = now
         stage = request.stage
         if stage == STAGE_RENEWAL:
             if device.renew_start is None:
-                device.renew_start, device.renew_fail = now, ""
+                device.renew_start, device.renew_intended, device.renew_fail = now, intended, ""
             if not device.main and device.lifecycle.smsid:
                 # A renewal before a policy cycle's first request is part of that cycle.
-                device.main, device.main_start, device.main_fail = POLICY_CYCLE, now, ""
+                device.main, device.main_start, device.main_intended, device.main_fail = POLICY_CYCLE, now, intended, ""
             return
         self._close_renewal(device, now)
         entry = STAGE_ENTRIES.get(stage, POLICY_CYCLE)
@@ -178,7 +211,7 @@ class FleetDriver:
             # Install and registration end where polling begins.
             self._close_main(device, now, device.main_fail)
         if not device.main:
-            device.main, device.main_start, device.main_fail = entry, now, ""
+            device.main, device.main_start, device.main_intended, device.main_fail = entry, now, intended, ""
 
     # ------------------------------------------------------------------------------------------ span ends
     def _on_wait(self, device: DeviceRun) -> None:
@@ -224,14 +257,15 @@ class FleetDriver:
         if device.renew_start is None:
             return
         fail = device.renew_fail if reason is None else reason
-        self._report(device, TOKEN_RENEWAL, device.renew_start, now, fail, "renewed", judged=final)
+        self._report(device, TOKEN_RENEWAL, device.renew_start, now, fail, "renewed", judged=final,
+                     intended=device.renew_intended)
         device.renew_start, device.renew_fail = None, ""
 
     def _close_main(self, device: DeviceRun, now: float, fail: str, *, final: bool = False,
                     judged: bool = False) -> None:
         entry = device.main
         self._report(device, entry, device.main_start, now, fail, "polled" if entry == POLICY_CYCLE else "",
-                     judged=final or judged)
+                     judged=final or judged, intended=device.main_intended)
         if entry == INSTALL_REGISTER and not fail and not final and self._judge is not None:
             # Installed and registered: judged as a success, so a device that should have failed is caught here.
             self._judge(device.lifecycle.profile, None, device.main_start if device.born is None else device.born,
@@ -241,9 +275,11 @@ class FleetDriver:
             device.trail = None
 
     def _report(self, device: DeviceRun, entry: str, start: float, now: float, fail: str, milestone: str, *,
-                judged: bool) -> None:
+                judged: bool, intended: float) -> None:
         """Report a closed span; a failure is handed to the judge unless it is judged otherwise (``judged``)."""
         self._report_stage(entry, (now - start) * 1000.0, fail)
+        if self._latency is not None:
+            self._latency.record(STAGE, entry, intended=min(intended, start), sent=start, answered=now)
         if fail:
             self._tally.record_stage_failure(entry, fail)
             if not judged and self._judge is not None:

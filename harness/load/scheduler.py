@@ -39,6 +39,10 @@ class DeviceScheduler(Generic[T]):
         """When the earliest device is due, or None when no device is scheduled."""
         return self._heap[0][0] if self._heap else None
 
+    def count_due(self, now: float) -> int:
+        """How many devices are due at ``now`` (scheduled at or before it)."""
+        return sum(1 for due, _, _ in self._heap if due <= now)
+
     def pop_due(self, now: float) -> tuple[float, T] | None:
         """Take the earliest device if it is due at ``now`` (its due time and the device), else None."""
         if not self._heap or self._heap[0][0] > now:

@@ -1,0 +1,111 @@
+"""The latency book: three measures from three instants, exact merging across workers, honest percentiles."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+
+from harness.latency.histograms import (
+    CORRECTED,
+    LATENESS,
+    REQUEST,
+    SERVICE,
+    STAGE,
+    LatencyBook,
+    LatencyError,
+    percentiles_ms,
+)
+
+URI = "/CCM_Proxy_MutualAuth/<id>/ccm_system/request"
+
+
+def test_the_three_measures_come_from_intended_sent_and_answered() -> None:
+    """A request meant for t=10, sent at 12 and answered at 12.5: lateness 2 s, service 0.5 s, corrected 2.5 s."""
+    book = LatencyBook()
+    book.record(REQUEST, URI, intended=10.0, sent=12.0, answered=12.5)
+    summary = book.summary()["requests"][URI]
+    assert summary[LATENESS]["max"] == pytest.approx(2000.0, rel=1e-3)
+    assert summary[SERVICE]["max"] == pytest.approx(500.0, rel=1e-3)
+    assert summary[CORRECTED]["max"] == pytest.approx(2500.0, rel=1e-3)
+    assert summary[CORRECTED]["count"] == 1
+
+
+def test_a_request_later_than_the_threshold_counts_as_late_and_one_on_time_does_not() -> None:
+    """``late`` counts requests whose lateness passed the threshold; 50 ms of lateness under a 100 ms one is on time."""
+    book = LatencyBook()
+    book.late_threshold_s = 0.1
+    book.record(REQUEST, URI, intended=0.0, sent=0.05, answered=0.06)
+    book.record(REQUEST, URI, intended=0.0, sent=0.15, answered=0.16)
+    book.record(STAGE, "policy cycle", intended=0.0, sent=5.0, answered=6.0)  # stages are not requests
+    assert book.late == 1
+
+
+def test_percentiles_of_a_known_series() -> None:
+    """1..100 ms: p50 = 50, p90 = 90, p99 = 99, max = 100 (within the histogram's 3 significant digits)."""
+    book = LatencyBook()
+    for ms in range(1, 101):
+        book.record(REQUEST, URI, intended=0.0, sent=0.0, answered=ms / 1000.0)
+    values = book.summary()["requests"][URI][SERVICE]
+    assert (values["p50"], values["p90"], values["p99"], values["max"]) == pytest.approx((50, 90, 99, 100), rel=2e-3)
+    assert values["count"] == 100
+
+
+def test_merged_worker_histograms_give_the_percentiles_of_one_histogram_of_all_samples() -> None:
+    """Two workers' drains merged on the master equal one book that saw every sample."""
+    rng = random.Random(7)
+    samples = [(rng.expovariate(1 / 0.05), rng.expovariate(1 / 0.2)) for _ in range(5000)]
+    whole, first, second, master = LatencyBook(), LatencyBook(), LatencyBook(), LatencyBook()
+    for number, (late, service) in enumerate(samples):
+        worker = first if number % 3 else second
+        for book in (whole, worker):
+            book.record(REQUEST, URI, intended=0.0, sent=late, answered=late + service)
+    master.merge(json.loads(json.dumps(first.drain())))
+    master.merge(json.loads(json.dumps(second.drain())))
+    assert master.summary() == whole.summary()
+
+
+def test_drain_hands_out_only_what_came_since_the_last_drain() -> None:
+    """A second drain carries only the new samples; the whole-run view keeps both."""
+    book, master = LatencyBook(), LatencyBook()
+    book.record(REQUEST, URI, intended=0.0, sent=0.0, answered=0.01)
+    master.merge(book.drain())
+    book.record(REQUEST, URI, intended=0.0, sent=0.0, answered=0.02)
+    book.record_unsent(3)
+    master.merge(book.drain())
+    assert master.summary()["requests"][URI][SERVICE]["count"] == 2
+    assert book.summary()["requests"][URI][SERVICE]["count"] == 2
+    assert (master.unsent, book.drain()["histograms"]) == (3, [])
+
+
+@pytest.mark.parametrize("delta", [
+    {"histograms": [["request", URI, "service_ms", "not-base64!"]]},
+    {"histograms": [["nonsense", URI, "service_ms", ""]]},
+    {"histograms": "x", "late": "many"},
+])
+def test_a_malformed_worker_report_is_refused_by_name(delta: dict[str, object]) -> None:
+    """A worker report that cannot be decoded raises LatencyError, never a silent miscount."""
+    with pytest.raises(LatencyError, match="malformed|unknown"):
+        LatencyBook().merge(delta)
+
+
+def test_an_unknown_kind_and_a_non_finite_instant_are_refused() -> None:
+    """Recording under an unknown kind or with NaN raises LatencyError naming it."""
+    with pytest.raises(LatencyError, match="kind"):
+        LatencyBook().record("endpoint", URI, intended=0.0, sent=0.0, answered=1.0)
+    with pytest.raises(LatencyError, match="finite"):
+        LatencyBook().record(REQUEST, URI, intended=float("nan"), sent=0.0, answered=1.0)
+
+
+def test_a_clock_step_backwards_records_the_floor_not_a_negative() -> None:
+    """Sent a hair before intended (clock granularity) is no lateness at all: 1 µs, the histogram's floor."""
+    book = LatencyBook()
+    book.record(REQUEST, URI, intended=1.0, sent=0.9999999, answered=1.01)
+    assert book.summary()["requests"][URI][LATENESS]["max"] == pytest.approx(0.001)
+
+
+def test_an_empty_histogram_summarises_to_zeros() -> None:
+    """No samples: every percentile 0 and count 0 (a summary never raises on an idle endpoint)."""
+    assert percentiles_ms(LatencyBook().histogram(REQUEST, URI, SERVICE)) == {
+        "p50": 0.0, "p90": 0.0, "p99": 0.0, "p999": 0.0, "max": 0.0, "count": 0}
