@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness.latency.search import CapacitySearch, SearchError, SearchSettings, StepResult
+from harness.latency.search import CapacitySearch, RateVerdict, SearchError, SearchSettings, StepResult
 
 
 def system(capacity: float, *, base_ms: float = 20.0):  # type: ignore[no-untyped-def]
@@ -74,14 +74,15 @@ def test_repeats_are_judged_by_their_median_and_disagreement_is_reported() -> No
 
 def test_a_pass_above_a_failure_is_noise_not_capacity() -> None:
     """A rate that passes above one that failed does not raise the capacity; it makes the answer uncertain."""
-    search = CapacitySearch(SearchSettings(start_rate_per_s=10.0, resolution=0.5, max_steps=3))
-    search.record(StepResult(10, 10, 10, 0))
-    search.record(StepResult(20, 20, 5000, 0))
-    search.record(StepResult(15, 15, 10, 0))
-    result = search.result()
-    assert (result.passing_per_s, result.failing_per_s) == (15.0, 20.0)
-    assert result.uncertain
-    assert search.next_rate() is None  # max_steps spent
+    search = CapacitySearch(SearchSettings(start_rate_per_s=10.0))
+    settings = search.settings
+    for rate, p99 in ((10.0, 10.0), (20.0, 5000.0), (40.0, 10.0)):
+        result = StepResult(rate, rate, p99, 0.0)
+        search.verdicts.append(RateVerdict(rate, (result,), not result.failures(settings), True,
+                                           tuple(result.failures(settings))))
+    capacity = search.result()
+    assert (capacity.passing_per_s, capacity.failing_per_s) == (10.0, 20.0)
+    assert capacity.uncertain
 
 
 def test_the_search_stops_after_max_steps() -> None:
