@@ -215,3 +215,12 @@ def test_the_mock_site_never_imports_the_harness() -> None:
     bad = [f"{module}:{line} -> {target}" for module, edges in sorted(graph.items()) if module.startswith("mock_site")
            for target, line in sorted(edges.items()) if target.split(".")[0] == "harness"]
     assert not bad, "\n".join(bad)
+
+
+def test_load_modules_import_their_siblings_directly() -> None:
+    """A harness.load module imports a sibling by its own name, never through the (lazy) package __init__."""
+    bad = [f"{module}:{line} imports {target}" + (f".{name}" if name else "")
+           for module, path in sorted(project_modules().items())
+           if module.startswith("harness.load.")
+           for target, name, line in imported_names(module, path) if target == "harness.load"]
+    assert not bad, "\n".join(bad)
