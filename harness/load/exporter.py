@@ -181,24 +181,14 @@ def add_arguments(parser: Any) -> None:
 
 
 class Exporter:
-    """Serves ``/metrics`` from a gevent WSGI server in the Locust process."""
+    """Serves ``/metrics`` from a gevent WSGI server in the Locust process, each scrape reading ``view()``.
 
-    def __init__(self, tally_snapshot: Callable[[], dict[str, Any]], monitor: Any) -> None:
-        self._tally_snapshot = tally_snapshot
-        self._monitor = monitor
-        self.environment: Any = None
+    One per environment, made and fed its events by the environment's plugin (``harness.load.listeners``).
+    """
+
+    def __init__(self, view: Callable[[], ClientView]) -> None:
+        self._view = view
         self.server: Any = None
-
-    def install(self, events: Any) -> None:
-        events.init_command_line_parser.add_listener(add_arguments)
-        events.init.add_listener(self.on_init)
-        events.quit.add_listener(self.on_quit)
-
-    def view(self) -> ClientView:
-        from harness.load.gate_listener import stats_entries
-
-        return ClientView(entries=stats_entries(self.environment.runner.stats), outcomes=self._tally_snapshot(),
-                          gate=getattr(self._monitor, "latest", None))
 
     def on_init(self, environment: Any, **_: Any) -> None:
         """Start serving when ``--metrics-port`` is set, on the master or the single process only."""
@@ -206,7 +196,6 @@ class Exporter:
         from locust.runners import WorkerRunner
         from prometheus_client import make_wsgi_app
 
-        self.environment = environment
         options = environment.parsed_options
         port = int(getattr(options, "metrics_port", 0) or 0) if options is not None else 0
         if not port or isinstance(environment.runner, WorkerRunner):
@@ -214,7 +203,7 @@ class Exporter:
         host = str(getattr(options, "metrics_host", DEFAULT_METRICS_HOST) or DEFAULT_METRICS_HOST)
         if not 0 < port < 65536:
             raise SystemExit(f"cmg-harness: --metrics-port must be 1..65535 (or 0: off), got {port}")
-        server = WSGIServer((host, port), make_wsgi_app(metrics_registry(self.view)), log=None, error_log=log)
+        server = WSGIServer((host, port), make_wsgi_app(metrics_registry(self._view)), log=None, error_log=log)
         try:
             server.start()
         except OSError as error:
@@ -227,9 +216,3 @@ class Exporter:
         if server is not None:
             server.stop(timeout=1)
 
-
-def install(events: Any, tally_snapshot: Callable[[], dict[str, Any]], monitor: Any) -> Exporter:
-    """Register the exporter's options and listeners (``monitor``: the gate monitor whose verdicts it shows)."""
-    exporter = Exporter(tally_snapshot, monitor)
-    exporter.install(events)
-    return exporter

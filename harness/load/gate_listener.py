@@ -60,7 +60,10 @@ def stats_entries(stats: Any) -> list[StatsEntry]:
 
 
 class GateMonitor:
-    """Samples the statistics of one Locust process each second, writes the history, and watches the gate."""
+    """Samples the statistics of one Locust environment each second, writes the history, and watches the gate.
+
+    One per environment, made and fed its events by the environment's plugin (``harness.load.listeners``).
+    """
 
     def __init__(self, tally_snapshot: Callable[[], dict[str, Any]], *, clock: Clock = time.time) -> None:
         self._tally_snapshot = tally_snapshot
@@ -74,13 +77,6 @@ class GateMonitor:
         self.started_at = 0.0
         self._greenlet: Any = None
         self._history: IO[str] | None = None
-
-    def install(self, events: Any) -> None:
-        events.init_command_line_parser.add_listener(add_arguments)
-        events.init.add_listener(self.on_init)
-        events.test_start.add_listener(self.on_test_start)
-        events.test_stop.add_listener(self.on_test_stop)
-        events.quit.add_listener(self.on_quit)
 
     def _watching(self, environment: Any) -> bool:
         # Workers send their statistics to the master, which holds the whole run's numbers.
@@ -200,16 +196,3 @@ class GateMonitor:
         if history is not None:
             history.close()
 
-
-#: The monitor of this process (Locust runs one environment per process).
-monitor: GateMonitor | None = None
-
-
-def install(events: Any, plugin: Any) -> None:
-    """Register the gate listener and the metrics exporter on ``events`` (``plugin``: the LoadPlugin, its tally)."""
-    global monitor
-    from harness.load import exporter
-
-    monitor = GateMonitor(plugin.tally.snapshot)
-    monitor.install(events)
-    exporter.install(events, plugin.tally.snapshot, monitor)

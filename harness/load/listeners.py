@@ -1,4 +1,10 @@
-"""Locust event listeners: the cmg-harness options, the per-process run context, and the outcome tally.
+"""Locust event listeners: the cmg-harness options, and the per-environment plugin that holds a run's state.
+
+``install(events)`` registers the options and an ``init`` listener; at ``init`` each Locust ``Environment`` gets its
+own :class:`LoadPlugin` (``plugin_of(environment)``): the outcome tally and verdict book, the current test's run
+context, the fault watch, the gate monitor and the metrics exporter. Users, the web UI tabs, the gate and the
+exporter get what they need from that object, never from a module global, so two environments in one process (as
+tests create them) share nothing.
 
 Workers send their tally and verdict deltas with each stats report (``report_to_master``), the master merges them
 (``worker_report``), and the master (or the single process) writes ``outcomes.json`` to ``--results-dir`` when the
@@ -13,11 +19,14 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from weakref import WeakSet
 
 from locust.runners import MasterRunner, WorkerRunner
 
+from harness.chaos.faultapi import FaultClient
 from harness.chaos.recovery import RecoveryError, recovery_report
 from harness.chaos.verdictbook import VerdictBook
 from harness.chaos.watch import FaultFollower, FaultWatch
@@ -30,7 +39,13 @@ from harness.load.context import (
     RunContext,
     load_site_manifest,
 )
+from harness.load.exporter import ClientView, Exporter
+from harness.load.exporter import add_arguments as add_exporter_arguments
+from harness.load.gate_listener import GateMonitor, stats_entries
+from harness.load.gate_listener import add_arguments as add_gate_arguments
 from harness.load.tally import OutcomeTally
+from harness.load.webui import TabData
+from harness.load.webui import install as install_tabs
 
 log = logging.getLogger("harness.load")
 
@@ -69,47 +84,66 @@ def add_arguments(parser: Any) -> None:
     group.add_argument("--fleet-workers", type=int, default=1, include_in_web_ui=False, help="(internal)")
 
 
-class LoadPlugin:
-    """The listeners of one Locust process, with the state they share (tally, run context)."""
+#: The attribute of a Locust ``Environment`` that holds its plugin.
+PLUGIN_ATTRIBUTE = "cmg_harness"
 
-    def __init__(self) -> None:
-        self.environment: Any = None
+
+class LoadPlugin:
+    """The cmg-harness state of one Locust environment (one per process in a Locust run), and its listeners."""
+
+    def __init__(self, environment: Any) -> None:
+        self.environment = environment
         self.tally = OutcomeTally()
         self.verdicts = VerdictBook(tally=self.tally)
         self.tally.verdicts = self.verdicts.snapshot
         self.context: RunContext | None = None
         self.watch: FaultWatch | None = None
         self.started_at: float | None = None  # when this process's current test started (epoch seconds)
+        self.monitor = GateMonitor(self.tally.snapshot)
+        self.exporter = Exporter(self.client_view)
         self._fault_clients: list[Any] = []
         self._recovery: list[dict[str, Any]] = []
         self._relayed: tuple[float, dict[str, Any]] | None = None
-        self._installed: set[int] = set()
 
-    def install(self, events: Any) -> None:
-        """Register every listener on ``events`` (safe to call again: a locustfile may be loaded twice)."""
-        if id(events) in self._installed:
-            return
-        self._installed.add(id(events))
-        events.init_command_line_parser.add_listener(add_arguments)
-        events.init.add_listener(self.on_init)
-        events.test_start.add_listener(self.on_test_start)
-        events.test_stop.add_listener(self.on_test_stop)
-        events.reset_stats.add_listener(self.on_reset_stats)
-        events.report_to_master.add_listener(self.on_report_to_master)
-        events.worker_report.add_listener(self.on_worker_report)
-        events.quit.add_listener(self.on_quit)
-        from harness.load import webui
+    def bind(self, events: Any) -> None:
+        """Register this environment's listeners on ``events``.
 
-        webui.install(events, self)
-        from harness.load import gate_listener  # the gate monitor and the metrics exporter
+        Locust fires some events without naming the environment (reset, reports, quit): an events object shared by two
+        environments would deliver those to both, so give each environment its own (``Environment()`` does).
+        """
+        listen = self._listen
+        listen(events.test_start, self.on_test_start, self.monitor.on_test_start)
+        listen(events.test_stop, self.on_test_stop, self.monitor.on_test_stop)
+        listen(events.reset_stats, self.on_reset_stats)
+        listen(events.report_to_master, self.on_report_to_master)
+        listen(events.worker_report, self.on_worker_report)
+        listen(events.quit, self.on_quit, self.monitor.on_quit, self.exporter.on_quit)
 
-        gate_listener.install(events, self)
+    def _listen(self, hook: Any, *handlers: Callable[..., None]) -> None:
+        for handler in handlers:
+            hook.add_listener(self._own(handler))
+
+    def _own(self, handler: Callable[..., None]) -> Callable[..., None]:
+        """``handler``, called only for this environment's events (and for those that name no environment)."""
+        def listener(**kwargs: Any) -> None:
+            if kwargs.get("environment", self.environment) is self.environment:
+                handler(**kwargs)
+        return listener
 
     # ------------------------------------------------------------------------------------------ lifecycle of a run
-    def on_init(self, environment: Any, **_: Any) -> None:
-        """Check the options (a bad --chaos schedule stops a headless run at once) and point Locust at the site's
-        CMG unless a host was given (a proxy under test, say)."""
-        self.environment = environment
+    def on_init(self, web_ui: Any = None) -> None:
+        """Check the options (a bad --chaos schedule stops a headless run at once), point Locust at the site's
+        CMG unless a host was given (a proxy under test, say), add the web UI tabs, and start the gate and the
+        metrics exporter."""
+        environment = self.environment
+        self._check_options(environment)
+        web_ui = web_ui or getattr(environment, "web_ui", None)
+        if web_ui is not None:
+            install_tabs(web_ui, environment, self.tab_data)
+        self.monitor.on_init(environment)
+        self.exporter.on_init(environment)
+
+    def _check_options(self, environment: Any) -> None:
         if isinstance(environment.runner, WorkerRunner):
             environment.runner.register_message(FAULTS_MESSAGE, self.on_relayed_faults)
         options = environment.parsed_options
@@ -126,7 +160,6 @@ class LoadPlugin:
 
     def on_test_start(self, environment: Any, **_: Any) -> None:
         """Start counting afresh and build this process's run context from the (possibly web-UI-edited) options."""
-        self.environment = environment
         runner = environment.runner
         if isinstance(runner, MasterRunner):
             # Sent to the workers with the spawn message, before any user starts.
@@ -140,7 +173,7 @@ class LoadPlugin:
             self.context.close()
             self.context = None
         try:
-            self.context = self.build_context(environment)
+            self.context = self.build_context()
         except LoadOptionError as error:
             log.error("cmg-harness: %s", error)
             return
@@ -149,8 +182,6 @@ class LoadPlugin:
 
     def _watch(self, context: RunContext, runner: Any) -> FaultWatch:
         """Follow the site's faults; on the master (or a single process) also run the chaos schedule."""
-        from harness.chaos.faultapi import FaultClient
-
         manifest = context.manifest
         worker = isinstance(runner, WorkerRunner)
         poller = FaultClient(manifest["faults_url"], manifest["faults_token"], timeout=FAULT_API_TIMEOUT)
@@ -170,8 +201,9 @@ class LoadPlugin:
             client.close()
         self._fault_clients = []
 
-    def build_context(self, environment: Any) -> RunContext:
-        """The run context for ``environment``'s options; the CMG URL follows the host Locust was given."""
+    def build_context(self) -> RunContext:
+        """The run context for the environment's options; the CMG URL follows the host Locust was given."""
+        environment = self.environment
         options = environment.parsed_options
         worker_index = max(getattr(environment.runner, "worker_index", 0), 0)
         context = RunContext.from_options(options, worker_index=worker_index, tally=self.tally,
@@ -181,14 +213,23 @@ class LoadPlugin:
                         context.manifest.get("time_scale"))
         return context
 
+    def current_context(self) -> RunContext:
+        """This process's run context (built at test start; built now if a user starts first)."""
+        if self.context is None:
+            self.context = self.build_context()
+        return self.context
+
+    def judge(self, profile: DeviceProfile, outcome: str | None, start: float, end: float, trail: Any) -> None:
+        """The fleet driver's verdict hook: queue the outcome until this process's fault timeline has caught up."""
+        self.verdicts.submit(profile, outcome, start=start, end=end, trail=trail)
+
     def on_test_stop(self, environment: Any, **_: Any) -> None:
         self._stop_watch()  # stops the schedule (resetting the site's faults) and judges what is left
-        self.write_outcomes(environment)
+        self.write_outcomes()
 
     def on_quit(self, exit_code: int = 0, **_: Any) -> None:
         self._stop_watch()
-        if self.environment is not None:
-            self.write_outcomes(self.environment)
+        self.write_outcomes()
         if self.context is not None:
             self.context.close()
 
@@ -223,9 +264,22 @@ class LoadPlugin:
             except (AttributeError, TypeError, ValueError) as exc:
                 log.error("cmg-harness: worker %s sent unreadable verdicts: %s", client_id, exc)
 
+    # ------------------------------------------------------------------------------------------ what others read
+    def tab_data(self) -> TabData:
+        """What the web UI's extra tabs show now."""
+        context = self.context
+        return TabData(snapshot=self.tally.snapshot(), windows=context.timeline.to_list() if context else [],
+                       started_at=self.started_at)
+
+    def client_view(self) -> ClientView:
+        """What a scrape of the metrics exporter shows now: Locust's statistics, the tally, the gate's verdicts."""
+        return ClientView(entries=stats_entries(self.environment.runner.stats), outcomes=self.tally.snapshot(),
+                          gate=self.monitor.latest)
+
     # ------------------------------------------------------------------------------------------ results
-    def write_outcomes(self, environment: Any) -> Path | None:
+    def write_outcomes(self) -> Path | None:
         """Write ``outcomes.json`` to ``--results-dir`` (master or single process only); returns its path."""
+        environment = self.environment
         options = environment.parsed_options
         results = getattr(options, "results_dir", "") if options is not None else ""
         if not results or isinstance(environment.runner, WorkerRunner):
@@ -233,11 +287,11 @@ class LoadPlugin:
         path = Path(results) / OUTCOMES_FILE
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(self.outcomes(environment), indent=2))
+        tmp.write_text(json.dumps(self.outcomes(), indent=2))
         tmp.replace(path)
         return path
 
-    def outcomes(self, environment: Any) -> dict[str, Any]:
+    def outcomes(self) -> dict[str, Any]:
         """What ``outcomes.json`` holds: the tally with its verdicts, the fault windows, recovery, the schedule."""
         document = self.tally.snapshot()
         document["test_started_at"] = self.started_at
@@ -246,7 +300,8 @@ class LoadPlugin:
         document["fault_windows"] = windows
         try:
             entries = [{"name": e.name, "method": e.method, "num_reqs_per_sec": e.num_reqs_per_sec,
-                        "num_fail_per_sec": e.num_fail_per_sec} for e in environment.runner.stats.entries.values()]
+                        "num_fail_per_sec": e.num_fail_per_sec}
+                       for e in self.environment.runner.stats.entries.values()]
             # Locust's --json-file empties the entries when it writes them (before quit): keep what was measured.
             if any(entry["num_reqs_per_sec"] for entry in entries):
                 self._recovery = recovery_report(windows, entries, run_end=time.time())
@@ -263,22 +318,30 @@ class LoadPlugin:
         return document
 
 
-#: The plugin of this process (Locust runs one environment per process).
-plugin = LoadPlugin()
+#: The events objects install() has registered on (a locustfile may be loaded twice; Locust keeps one per process).
+_installed: WeakSet[Any] = WeakSet()
 
 
 def install(events: Any) -> None:
-    """Register the cmg-harness options, listeners and web UI tabs on Locust's ``events``."""
-    plugin.install(events)
+    """Register the cmg-harness options and, at Locust's ``init``, one :class:`LoadPlugin` per environment."""
+    if events in _installed:
+        return
+    _installed.add(events)
+    for add in (add_arguments, add_gate_arguments, add_exporter_arguments):
+        events.init_command_line_parser.add_listener(add)
+    events.init.add_listener(on_init)
 
 
-def judge(profile: DeviceProfile, outcome: str | None, start: float, end: float, trail: Any) -> None:
-    """The fleet driver's verdict hook: queue the outcome until this process's fault timeline has caught up."""
-    plugin.verdicts.submit(profile, outcome, start=start, end=end, trail=trail)
+def on_init(environment: Any, web_ui: Any = None, **_: Any) -> None:
+    """Locust's ``init``: give ``environment`` its plugin and set it up (options checked, tabs, gate, exporter)."""
+    plugin_of(environment).on_init(web_ui=web_ui)
 
 
-def current_context(environment: Any) -> RunContext:
-    """This process's run context (built at test start; built now if a user starts first)."""
-    if plugin.context is None:
-        plugin.context = plugin.build_context(environment)
-    return plugin.context
+def plugin_of(environment: Any) -> LoadPlugin:
+    """The plugin of ``environment``: made (and its listeners bound) at Locust's ``init``, or on first use."""
+    plugin = getattr(environment, PLUGIN_ATTRIBUTE, None)
+    if not isinstance(plugin, LoadPlugin):
+        plugin = LoadPlugin(environment)
+        setattr(environment, PLUGIN_ATTRIBUTE, plugin)
+        plugin.bind(environment.events)
+    return plugin

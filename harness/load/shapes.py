@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from typing import Any
+from weakref import WeakSet
 
 from locust import LoadTestShape
 
@@ -16,7 +17,8 @@ from harness.load.plans import PlanError, SoakPlan, SpikePlan, StepPlan, Tick
 log = logging.getLogger("harness.load")
 # The plans' defaults are the options' defaults.
 _STEP, _SOAK, _SPIKE = StepPlan(), SoakPlan(), SpikePlan()
-_installed: set[int] = set()
+#: The events objects install() has registered the options on (a locustfile may be loaded twice).
+_installed: WeakSet[Any] = WeakSet()
 
 
 def add_arguments(parser: Any) -> None:
@@ -40,8 +42,8 @@ def add_arguments(parser: Any) -> None:
 
 def install(events: Any) -> None:
     """Register the shape options on Locust's ``events`` (locustfiles that use a shape call this)."""
-    if id(events) not in _installed:
-        _installed.add(id(events))
+    if events not in _installed:
+        _installed.add(events)
         events.init_command_line_parser.add_listener(add_arguments)
 
 

@@ -23,9 +23,9 @@ from harness.client.device import DeviceProfile
 from harness.client.events import STEP_ENTRA_TOKEN, Request, Response, TransportError
 from harness.client.lifecycle import Lifecycle
 from harness.client.transport import Crl, CrlUnavailable, classify_exception
-from harness.load import listeners
 from harness.load.context import RunContext
 from harness.load.driver import DeviceRun, FleetDriver
+from harness.load.listeners import plugin_of
 from harness.load.scheduler import device_indexes
 from harness.load.seeded import SeededFleet
 from harness.load.tally import LIFECYCLE_REQUEST_TYPE
@@ -59,7 +59,9 @@ class LifecycleUser(FastHttpUser):
     polls: int | None = None
 
     def __init__(self, environment: Any) -> None:
-        self.run_context: RunContext = listeners.current_context(environment)
+        # The run state is the environment's own (its plugin), never the process's: see harness.load.listeners.
+        plugin = plugin_of(environment)
+        self.run_context: RunContext = plugin.current_context()
         super().__init__(environment)
         ctx = self.run_context
         number = ctx.next_user_number()
@@ -69,7 +71,7 @@ class LifecycleUser(FastHttpUser):
         self._rng = random.Random(f"{ctx.options.fleet_seed}/{self.device_indexes.start}")
         self._sessions: dict[int, FastHttpSession] = {}
         self.driver = FleetDriver(clock=time.time, send=self._send, report_stage=self._report_stage,
-                                  tally=ctx.tally, cmg_url=ctx.endpoints.cmg_url, judge=listeners.judge)
+                                  tally=ctx.tally, cmg_url=ctx.endpoints.cmg_url, judge=plugin.judge)
         now = time.time()
         for index in self.device_indexes:
             self.driver.add(index, self.make_lifecycle(self.device_profile(index)), due=now)

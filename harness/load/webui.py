@@ -11,15 +11,14 @@ text, so the link to the fault controls is added to the page itself, by another 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from harness.load import faultpanel
+from harness.load.faultpanel import ManifestFaultClient
+from harness.load.faultpanel import install as install_fault_panel
 from harness.load.tally import MILESTONES, cmgservice_table
-
-if TYPE_CHECKING:
-    from harness.load.listeners import LoadPlugin
 
 CMG_TAB = "cmg-traffic"
 OUTCOMES_TAB = "lifecycle-outcomes"
@@ -64,7 +63,7 @@ EXTENDED_TABLES = [
 ]
 
 
-def outcome_rows(snapshot: dict[str, Any]) -> list[dict[str, Any]]:
+def outcome_rows(snapshot: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The lifecycle outcome tab's rows from a tally snapshot: milestones, lifecycle ends, then failures by reason."""
     devices, events, lifecycles = snapshot["devices"], snapshot["events"], snapshot["lifecycles"]
     rows = [{"measure": "devices started", "count": devices["started"]}]
@@ -118,9 +117,19 @@ def fault_rows(windows: list[dict[str, Any]], *, started_at: float | None) -> li
     return rows
 
 
-def extended_stats(plugin: LoadPlugin, environment: Any) -> list[dict[str, Any]]:
+@dataclass(frozen=True, slots=True)
+class TabData:
+    """What the tabs show besides Locust's statistics: the tally snapshot (with its verdicts), the fault windows of
+    this test, and when it started (epoch seconds; None before the first test)."""
+
+    snapshot: Mapping[str, Any]
+    windows: list[dict[str, Any]]
+    started_at: float | None
+
+
+def extended_stats(environment: Any, data: TabData) -> list[dict[str, Any]]:
     """The ``extended_stats`` list the UI polls: one entry of rows per extra tab."""
-    snapshot = plugin.tally.snapshot()
+    snapshot = data.snapshot
     entries = []
     runner = environment.runner
     if runner is not None:
@@ -128,53 +137,43 @@ def extended_stats(plugin: LoadPlugin, environment: Any) -> list[dict[str, Any]]
             entries.append({"name": entry.name, "method": entry.method, "num_requests": entry.num_requests,
                             "total_content_length": entry.total_content_length,
                             "total_response_time": entry.total_response_time})
-    context = plugin.context
-    windows = context.timeline.to_list() if context is not None else []
-    started = plugin.started_at
     return [{"key": CMG_TAB, "data": cmgservice_table(entries, snapshot["requests"])},
             {"key": OUTCOMES_TAB, "data": outcome_rows(snapshot)},
             {"key": VERDICTS_TAB, "data": verdict_rows(snapshot.get("verdicts", {}))},
-            {"key": FAULTS_TAB, "data": fault_rows(windows, started_at=started)}]
+            {"key": FAULTS_TAB, "data": fault_rows(data.windows, started_at=data.started_at)}]
 
 
-def install(events: Any, plugin: LoadPlugin) -> None:
-    """Add the tabs once the web UI exists (Locust's ``init`` event)."""
+def install(web_ui: Any, environment: Any, tab_data: Callable[[], TabData]) -> None:
+    """Add the tabs, the fault controls and their link to ``environment``'s web UI (at Locust's ``init``); each
+    statistics poll reads ``tab_data()``."""
+    web_ui.template_args["extended_tabs"] = EXTENDED_TABS
+    web_ui.template_args["extended_tables"] = EXTENDED_TABLES
+    base_path = str(getattr(environment.parsed_options, "web_base_path", "") or "").rstrip("/")
+    install_fault_panel(web_ui, ManifestFaultClient(lambda: _manifest(environment)), base_path=base_path)
 
-    def on_init(environment: Any, web_ui: Any = None, **_: Any) -> None:
-        web_ui = web_ui or environment.web_ui
-        if web_ui is None:
-            return
-        web_ui.template_args["extended_tabs"] = EXTENDED_TABS
-        web_ui.template_args["extended_tables"] = EXTENDED_TABLES
-        base_path = str(getattr(environment.parsed_options, "web_base_path", "") or "").rstrip("/")
-        faultpanel.install(web_ui, faultpanel.ManifestFaultClient(lambda: _manifest(environment)),
-                           base_path=base_path)
+    @web_ui.app.after_request
+    def add_controls_link(response: Any) -> Any:
+        from flask import request
 
-        @web_ui.app.after_request
-        def add_controls_link(response: Any) -> Any:
-            from flask import request
-
-            if request.path != base_path + "/" or response.status_code != 200 or response.mimetype != "text/html":
-                return response
-            page = response.get_data(as_text=True)
-            if "</body>" in page and CONTROLS_LINK not in page:
-                response.set_data(page.replace("</body>", CONTROLS_LINK + "\n</body>", 1))
+        if request.path != base_path + "/" or response.status_code != 200 or response.mimetype != "text/html":
             return response
+        page = response.get_data(as_text=True)
+        if "</body>" in page and CONTROLS_LINK not in page:
+            response.set_data(page.replace("</body>", CONTROLS_LINK + "\n</body>", 1))
+        return response
 
-        @web_ui.app.after_request
-        def add_extended_stats(response: Any) -> Any:
-            from flask import request
+    @web_ui.app.after_request
+    def add_extended_stats(response: Any) -> Any:
+        from flask import request
 
-            if not request.path.endswith("/stats/requests") or response.status_code != 200:
-                return response
-            data = response.get_json(silent=True)
-            if not isinstance(data, dict):
-                return response
-            data["extended_stats"] = extended_stats(plugin, environment)
-            response.set_data(json.dumps(data))
+        if not request.path.endswith("/stats/requests") or response.status_code != 200:
             return response
-
-    events.init.add_listener(on_init)
+        data = response.get_json(silent=True)
+        if not isinstance(data, dict):
+            return response
+        data["extended_stats"] = extended_stats(environment, tab_data())
+        response.set_data(json.dumps(data))
+        return response
 
 
 def _manifest(environment: Any) -> dict[str, Any]:
