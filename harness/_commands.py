@@ -254,7 +254,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _step_options(args: argparse.Namespace, locustfile: Path) -> tuple[tuple[str, ...], float]:
     """The step shape's Locust options, and the run's length: a step run lasts its steps, whatever --duration says."""
-    from harness.load.plans import PlanError, StepPlan
+    from harness.plans.users import PlanError, StepPlan
 
     given = {"--steps": args.steps, "--step-users": args.step_users, "--step-hold": args.step_hold,
              "--step-start-users": args.step_start_users}

@@ -157,7 +157,7 @@ def test_the_graph_sees_module_function_level_and_relative_imports() -> None:
     """The reader finds the edges this test relies on (a reader that finds nothing would pass everything)."""
     graph = import_graph()
     assert "cmg_protocol.envelope" in graph["cmg_protocol"]  # relative, from a package __init__
-    assert "harness.load.tally" in graph["harness.load.context"]  # module level
+    assert "harness.fleet.tally" in graph["harness.load.context"]  # module level
     assert "harness.client.transport" in graph["harness.load.context"]  # also inside _client_certs
     assert "harness.client.outcome" in graph["harness.load.users"]  # `from pkg import module`
 

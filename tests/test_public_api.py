@@ -8,7 +8,9 @@ import sys
 
 import pytest
 
-PACKAGES = ["cmg_protocol", "mock_site", "mock_site.faults", "harness", "harness.chaos", "harness.client"]
+PACKAGES = ["cmg_protocol", "mock_site", "mock_site.faults", "harness", "harness.chaos", "harness.client",
+            "harness.fleet", "harness.latency",
+            "harness.plans"]
 
 
 def _isort_key(name: str) -> tuple[int, str]:

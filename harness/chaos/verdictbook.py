@@ -16,7 +16,7 @@ from typing import Any
 from harness.chaos.timeline import FaultTimeline
 from harness.chaos.verdicts import VerdictSettings, VerdictTally, judge
 from harness.client.device import DeviceProfile
-from harness.load.tally import OutcomeTally
+from harness.fleet.tally import OutcomeTally
 
 #: Seconds the timeline must be synced past an outcome's end before it is judged (a poll is not instantaneous).
 SYNC_LAG = 0.5

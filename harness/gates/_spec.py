@@ -21,9 +21,9 @@ import yaml
 #: exit is 1, a usage error 2).
 GATE_FAILED_EXIT = 3
 
-#: Locust ``request_type`` of the entries that time a lifecycle stage (``harness.load.tally``).
+#: Locust ``request_type`` of the entries that time a lifecycle stage (``harness.fleet.tally``).
 LIFECYCLE = "LIFECYCLE"
-#: The lifecycle stages the load users time, as named in Locust's statistics (``harness.load.driver``).
+#: The lifecycle stages the load users time, as named in Locust's statistics (``harness.fleet.driver``).
 STAGES = ("install+register", "policy cycle", "token renewal")
 
 ALL_REQUESTS = "all"

@@ -17,8 +17,8 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from harness.fleet.tally import LIFECYCLE_REQUEST_TYPE
 from harness.gates import GateResult, StatsEntry
-from harness.load.tally import LIFECYCLE_REQUEST_TYPE
 from mock_site.metrics import DURATION_BUCKETS
 
 log = logging.getLogger("harness.load.exporter")

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from harness.chaos.summary import chaos_problems, chaos_sections, format_chaos
-from harness.load.tally import cmgservice_table, lifecycle_table
+from harness.fleet.tally import cmgservice_table, lifecycle_table
 
 #: Where the thin Locust entry points live (a source checkout; ``pip install -e .`` keeps them next to the package).
 LOCUSTFILES_DIR = Path(__file__).resolve().parents[2] / "locustfiles"

@@ -31,6 +31,7 @@ from harness.chaos.recovery import RecoveryError, recovery_report
 from harness.chaos.verdictbook import VerdictBook
 from harness.chaos.watch import FaultFollower, FaultWatch
 from harness.client.device import DeviceProfile
+from harness.fleet.tally import OutcomeTally
 from harness.load.context import (
     DEFAULT_DEVICES_PER_USER,
     DEFAULT_SITE,
@@ -43,7 +44,6 @@ from harness.load.exporter import ClientView, Exporter
 from harness.load.exporter import add_arguments as add_exporter_arguments
 from harness.load.gate_listener import GateMonitor, stats_entries
 from harness.load.gate_listener import add_arguments as add_gate_arguments
-from harness.load.tally import OutcomeTally
 from harness.load.webui import TabData
 from harness.load.webui import install as install_tabs
 

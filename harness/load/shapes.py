@@ -1,4 +1,4 @@
-"""Locust load shapes for capacity (step), soak and spike runs; the arithmetic lives in ``harness.load.plans``.
+"""Locust load shapes for capacity (step), soak and spike runs; the arithmetic lives in ``harness.plans.users``.
 
 Each shape reads its plan from the run's options on every tick, so a value edited in the web UI's start form
 applies to the next run. An unusable value stops the run with the option named in the log.
@@ -12,7 +12,7 @@ from weakref import WeakSet
 
 from locust import LoadTestShape
 
-from harness.load.plans import PlanError, SoakPlan, SpikePlan, StepPlan, Tick
+from harness.plans.users import PlanError, SoakPlan, SpikePlan, StepPlan, Tick
 
 log = logging.getLogger("harness.load")
 # The plans' defaults are the options' defaults.

@@ -23,12 +23,12 @@ from harness.client.device import DeviceProfile
 from harness.client.events import STEP_ENTRA_TOKEN, Request, Response, TransportError
 from harness.client.lifecycle import Lifecycle
 from harness.client.transport import Crl, CrlUnavailable, classify_exception
+from harness.fleet.driver import DeviceRun, FleetDriver
+from harness.fleet.scheduler import device_indexes
+from harness.fleet.seeded import SeededFleet
+from harness.fleet.tally import LIFECYCLE_REQUEST_TYPE
 from harness.load.context import RunContext
-from harness.load.driver import DeviceRun, FleetDriver
 from harness.load.listeners import plugin_of
-from harness.load.scheduler import device_indexes
-from harness.load.seeded import SeededFleet
-from harness.load.tally import LIFECYCLE_REQUEST_TYPE
 
 #: How long a user whose devices have all ended sleeps between looks (nothing is left for it to do).
 IDLE_WAIT = 60.0

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness.fleet.tally import MILESTONES, cmgservice_table
 from harness.load.faultpanel import ManifestFaultClient
 from harness.load.faultpanel import install as install_fault_panel
-from harness.load.tally import MILESTONES, cmgservice_table
 
 CMG_TAB = "cmg-traffic"
 OUTCOMES_TAB = "lifecycle-outcomes"

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from harness.report.errors import ReportError
 
-#: The request type of the lifecycle-stage entries (``harness.load.tally.LIFECYCLE_REQUEST_TYPE``).
+#: The request type of the lifecycle-stage entries (``harness.fleet.tally.LIFECYCLE_REQUEST_TYPE``).
 LIFECYCLE_TYPE = "LIFECYCLE"
 AGGREGATED = "Aggregated"
 #: Seconds of responses behind each percentile of a history row (Locust's percentile window).

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from harness.fleet import driver
 from harness.gates import STAGES, GateFileError, load_gate, parse_gate, parse_selector
-from harness.load import driver
 
 STS = "/CCM_Proxy_ServerAuth/72186325152220500/CCM_STS"
 

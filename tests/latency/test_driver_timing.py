@@ -12,9 +12,9 @@ from harness.client.device import Fleet
 from harness.client.events import Request, Response, TransportError
 from harness.client.lifecycle import Lifecycle
 from harness.client.testing import ScriptedSite, scripted_endpoints
+from harness.fleet.driver import INSTALL_REGISTER, DeviceRun, FleetDriver
+from harness.fleet.tally import OutcomeTally
 from harness.latency.histograms import CORRECTED, LATENESS, SERVICE, LatencyBook
-from harness.load.driver import INSTALL_REGISTER, DeviceRun, FleetDriver
-from harness.load.tally import OutcomeTally
 
 TENANT = "9aaf466a-3f40-4468-b3cd-f0010f21f05a"
 SERVICE_S = 0.01

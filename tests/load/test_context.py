@@ -12,8 +12,8 @@ import pytest
 
 from harness.client.device import FleetMix
 from harness.client.transport import Crl
+from harness.fleet.seeded import SEED_CLIENTS_RNG_SEED, SeededFleet
 from harness.load.context import CrlCache, LoadOptionError, LoadOptions, RunContext, load_site_manifest
-from harness.load.seeded import SEED_CLIENTS_RNG_SEED, SeededFleet
 from mock_site.db import SiteDatabase
 from mock_site.testing import RunningSite
 

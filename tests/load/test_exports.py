@@ -21,12 +21,12 @@ def _python(code: str) -> str:
 
 def test_importing_harness_and_its_pure_load_modules_does_not_import_locust() -> None:
     """The site, the CLI and tests import harness.load freely: Locust stays out until a Locust name is used."""
-    modules = ["harness", "harness.cli", "harness.load", "harness.load.context", "harness.load.driver",
-               "harness.load.headless", "harness.load.plans", "harness.load.scheduler", "harness.load.seeded",
-               "harness.load.tally", "harness.chaos.timeline", "harness.chaos.verdictbook", "harness.chaos.recovery",
+    modules = ["harness", "harness.cli", "harness.load", "harness.load.context", "harness.fleet.driver",
+               "harness.load.headless", "harness.plans.users", "harness.fleet.scheduler", "harness.fleet.seeded",
+               "harness.fleet.tally", "harness.chaos.timeline", "harness.chaos.verdictbook", "harness.chaos.recovery",
                "harness.chaos.summary", "harness.chaos.watch", "harness.load.faultpanel"]
     code = ("import sys\n" + "".join(f"import {name}\n" for name in modules)
-            + "import harness.load as load\nload.OutcomeTally, load.StepPlan, load.RunPlan\n"
+            + "import harness.load as load\nload.RunPlan, load.LoadOptions\n"
             + "print(sorted(m for m in ('locust', 'gevent') if m in sys.modules))")
     assert _python(code) == "[]"
 

@@ -13,7 +13,7 @@ from harness.chaos.verdictbook import VerdictBook
 from harness.chaos.verdicts import VerdictSettings
 from harness.chaos.watch import FaultFollower
 from harness.client.device import Fleet
-from harness.load.tally import OutcomeTally
+from harness.fleet.tally import OutcomeTally
 
 TENANT = "9aaf466a-3f40-4468-b3cd-f0010f21f05a"
 SETTINGS = VerdictSettings(onboarded_tenants=frozenset({TENANT}))

@@ -21,9 +21,9 @@ from harness.client.events import (
 from harness.client.lifecycle import Lifecycle
 from harness.client.outcome import TrailEntry
 from harness.client.testing import ScriptedSite, scripted_endpoints
-from harness.load import driver as driver_module
-from harness.load.driver import INSTALL_REGISTER, POLICY_CYCLE, TOKEN_RENEWAL, DeviceRun, FleetDriver
-from harness.load.tally import OutcomeTally
+from harness.fleet import driver as driver_module
+from harness.fleet.driver import INSTALL_REGISTER, POLICY_CYCLE, TOKEN_RENEWAL, DeviceRun, FleetDriver
+from harness.fleet.tally import OutcomeTally
 
 TENANT = "9aaf466a-3f40-4468-b3cd-f0010f21f05a"
 INTERVAL = 30.0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness.load.plans import PlanError, SoakPlan, SpikePlan, StepPlan
+from harness.plans.users import PlanError, SoakPlan, SpikePlan, StepPlan
 
 
 @pytest.mark.parametrize(("run_time", "users"), [(0.0, 15), (9.99, 15), (10.0, 25), (29.9, 35)])

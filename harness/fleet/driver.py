@@ -28,9 +28,9 @@ from harness.client.events import (
 )
 from harness.client.lifecycle import Lifecycle
 from harness.client.outcome import TrailEntry
+from harness.fleet.scheduler import DeviceScheduler
+from harness.fleet.tally import MILESTONES, OutcomeTally
 from harness.latency.histograms import REQUEST, STAGE, LatencyBook
-from harness.load.scheduler import DeviceScheduler
-from harness.load.tally import MILESTONES, OutcomeTally
 
 #: Names of the ``LIFECYCLE`` entries in Locust's statistics.
 INSTALL_REGISTER = "install+register"

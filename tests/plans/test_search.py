@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness.latency.search import CapacitySearch, RateVerdict, SearchError, SearchSettings, StepResult
+from harness.plans.search import CapacitySearch, RateVerdict, SearchError, SearchSettings, StepResult
 
 
 def system(capacity: float, *, base_ms: float = 20.0):  # type: ignore[no-untyped-def]

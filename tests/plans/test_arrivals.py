@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness.latency.arrivals import ArrivalError, ArrivalPlan, ArrivalStage, FleetPlan
+from harness.plans.arrivals import ArrivalError, ArrivalPlan, ArrivalStage, FleetPlan
 
 
 def test_a_constant_rate_starts_device_n_at_n_over_the_rate() -> None:

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from harness.load.scheduler import DeviceScheduler, SchedulerError, device_indexes
+from harness.fleet.scheduler import DeviceScheduler, SchedulerError, device_indexes
 
 
 def test_scheduler_hands_out_the_earliest_due_device_first() -> None:

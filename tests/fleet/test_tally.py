@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from harness.load.tally import OutcomeTally, TallyError, cmgservice_table, lifecycle_table
+from harness.fleet.tally import OutcomeTally, TallyError, cmgservice_table, lifecycle_table
 
 POLICY = "/CCM_Proxy_ServerAuth/72186325152220500/ccm_system_tokenauth/request"
 
