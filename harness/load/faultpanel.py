@@ -14,7 +14,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from harness.chaos.faultapi import FaultApiError, FaultClient
-from harness.chaos.page import FAULT_PAGE
+from harness.chaos.page import render_fault_page
 
 #: Where the page and its API live, under Locust's ``--web-base-path``.
 PAGE_PATH = "/cmg/faults"
@@ -68,11 +68,17 @@ def _error_status(error: FaultApiError) -> int:
     return int(match.group(1)) if match else 502  # not refused: the site could not be reached
 
 
+def fault_page_html() -> str:
+    """The page, rendered with where its API lives (relative to the page) and the header the routes require."""
+    return render_fault_page(api_suffix=API_PATH.removeprefix(PAGE_PATH), request_header=REQUEST_HEADER)
+
+
 def install(web_ui: Any, client: Callable[[], FaultClient], *, base_path: str = "") -> None:
     """Add the page and the API routes to Locust's Flask app (``client``: the site's fault client, built on demand)."""
     from flask import Blueprint, Response, jsonify, request
 
     blueprint = Blueprint("cmg_harness_faults", __name__, url_prefix=base_path.rstrip("/") or None)
+    page = fault_page_html()
     guard = web_ui.auth_required_if_enabled
 
     def relay(call: Callable[[FaultClient], Any], *, changes: bool = False) -> Any:
@@ -88,8 +94,8 @@ def install(web_ui: Any, client: Callable[[], FaultClient], *, base_path: str = 
     @blueprint.route(PAGE_PATH)
     @guard
     def fault_page() -> Any:
-        return Response(FAULT_PAGE, mimetype="text/html", headers={"Content-Security-Policy": PAGE_POLICY,
-                                                                   "Cache-Control": "no-store"})
+        return Response(page, mimetype="text/html", headers={"Content-Security-Policy": PAGE_POLICY,
+                                                             "Cache-Control": "no-store"})
 
     @blueprint.route(API_PATH)
     @guard

@@ -1,6 +1,9 @@
 """Inline SVG line and scatter charts for the report: axes with round ticks, series, shaded bands, reference rules.
 
 Plain strings, no scripts and no external references, so the report opens in a browser without network access.
+The report templates insert a chart's markup unescaped, so every text that goes into it (title, axis labels, series
+names and colours, band and rule labels) passes through ``html.escape`` here, and everything else is a number
+formatted here.
 """
 
 from __future__ import annotations
@@ -126,11 +129,12 @@ def chart(*, title: str, x_label: str, y_label: str, series: Sequence[Series], b
         if item.line:
             for segment in _segments(item.points):
                 path = " ".join(f"{px(x):.1f},{py(y):.1f}" for x, y in segment)
-                parts.append(f'<polyline fill="none" stroke="{item.color}" stroke-width="2"{dash} points="{path}"/>')
+                parts.append(f'<polyline fill="none" stroke="{escape(item.color)}" stroke-width="2"{dash} '
+                             f'points="{path}"/>')
         if item.markers:
             for x, y in item.points:
                 if y is not None:
-                    parts.append(f'<circle cx="{px(x):.1f}" cy="{py(y):.1f}" r="3.5" fill="{item.color}">'
+                    parts.append(f'<circle cx="{px(x):.1f}" cy="{py(y):.1f}" r="3.5" fill="{escape(item.color)}">'
                                  f"<title>{escape(item.name)}: {format_number(x)}, {y:.4g}</title></circle>")
     if not ys:
         parts.append(f'<text class="empty" x="{width / 2:.0f}" y="{height / 2:.0f}" text-anchor="middle">no data'
@@ -160,7 +164,7 @@ def _legend(series: Sequence[Series], width: int) -> str:
     x = _MARGIN_LEFT
     for item in series:
         dash = ' stroke-dasharray="6 4"' if item.dashed else ""
-        items.append(f'<line x1="{x}" x2="{x + 18}" y1="14" y2="14" stroke="{item.color}" stroke-width="3"{dash}/>')
+        items.append(f'<line x1="{x}" x2="{x + 18}" y1="14" y2="14" stroke="{escape(item.color)}" stroke-width="3"{dash}/>')
         items.append(f'<text class="legend" x="{x + 23}" y="18">{escape(item.name)}</text>')
         x += 32 + 7 * len(item.name)
         if x > width - 80:

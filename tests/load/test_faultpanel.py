@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from flask import Flask
 
+from harness.chaos.page import render_fault_page
 from harness.load import faultpanel
-from harness.load.faultpanel import API_PATH, PAGE_PATH, ManifestFaultClient, PanelError, set_arguments
+from harness.load.faultpanel import (
+    API_PATH,
+    PAGE_PATH,
+    REQUEST_HEADER,
+    ManifestFaultClient,
+    PanelError,
+    fault_page_html,
+    set_arguments,
+)
 from mock_site.testing import RunningSite
 
 PAGE_HEADERS = {"X-Requested-With": "cmg-harness", "Content-Type": "application/json"}
@@ -152,3 +162,30 @@ def test_set_arguments_are_checked_for_shape(body: dict[str, Any], named: str) -
     """The relay refuses bodies whose fields have the wrong type, naming the field."""
     with pytest.raises(PanelError, match=named):
         set_arguments(body)
+
+
+MALICIOUS = "</script><script>alert(1)</script>"
+
+
+def test_values_rendered_into_the_page_are_html_safe_json() -> None:
+    """What the page template is given goes into its script as JSON that cannot close the script element."""
+    html = render_fault_page(api_suffix=MALICIOUS, request_header=("X-Evil", MALICIOUS))
+    assert html.count("<script>") == 1 and html.count("</script>") == 1
+    assert "alert(1)" in html and "\\u003c/script\\u003e" in html
+
+
+def test_the_served_page_sends_the_header_the_routes_require() -> None:
+    """The page's script is rendered with REQUEST_HEADER and the API path, so they cannot drift apart."""
+    html = fault_page_html()
+    assert f"const requestHeader = {json.dumps(list(REQUEST_HEADER))};" in html
+    assert '+ "' + API_PATH.removeprefix(PAGE_PATH) + '";' in html
+    assert html.startswith("<!doctype html>")
+
+
+def test_the_pages_script_writes_what_the_site_sends_as_text_only() -> None:
+    """Fault names, descriptions and parameters come from the site: the script never parses them as markup."""
+    html = fault_page_html()
+    script = html[html.index("<script>"):html.index("</script>")]
+    assert "textContent" in script
+    for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval(", "new Function"):
+        assert sink not in script

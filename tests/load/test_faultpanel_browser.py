@@ -151,3 +151,77 @@ def test_a_fault_switched_on_and_off_in_the_browser_is_on_and_off_at_the_site(cl
                 assert "cleared" in status or "updated" in status
 
         asyncio.run(drive())
+
+
+#: Markup that would run if the page ever parsed what the site sends as HTML (the page's policy allows inline
+#: handlers, and the blocked image makes onerror fire).
+EVIL = '<img src=x onerror="window.pwned=1"><script>window.pwned=2</script>'
+
+
+class MaliciousFaults:
+    """A fault client whose catalogue and active faults carry markup in every text the page shows."""
+
+    def catalogue(self) -> Any:
+        return {"faults": [{"name": "latency" + EVIL, "description": "slow replies " + EVIL, "expected_outcome": EVIL,
+                            "roles": ["mp", EVIL], "default_role": "mp",
+                            "params": [{"name": "mean_ms" + EVIL, "description": EVIL, "type": "str",
+                                        "default": EVIL}]}]}
+
+    def list(self) -> Any:
+        return {"active": [{"name": EVIL, "role": EVIL, "probability": 1.0, "params": {"mean_ms": EVIL},
+                            "remaining_s": 30.0, "injections": 2}],
+                "injections": {EVIL: 2}}
+
+
+class _BareWebUI:
+    def __init__(self) -> None:
+        from flask import Flask
+
+        self.app = Flask("malicious-faults")
+
+    def auth_required_if_enabled(self, view: Any) -> Any:
+        return view
+
+
+@contextlib.contextmanager
+def _serving(app: Any) -> Iterator[str]:
+    import threading
+
+    from werkzeug.serving import make_server
+
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        thread.join(10)
+
+
+def test_markup_from_the_site_is_shown_as_text_and_never_runs(tmp_path: Path) -> None:
+    """A fault name, description, role and parameters holding markup appear literally; no element or script is made."""
+    from harness.load import faultpanel
+
+    ui = _BareWebUI()
+    faultpanel.install(ui, lambda: MaliciousFaults())  # type: ignore[arg-type, return-value]
+    with _serving(ui.app) as base, chromium(tmp_path / "profile") as devtools:
+
+        async def drive() -> None:
+            async with page(devtools) as tab:
+                await tab.call("Page.navigate", url=base + "/cmg/faults")
+                await tab.wait_for("document.body && document.body.dataset.ready === 'yes' && "
+                                   "document.getElementById('fault-name').options.length > 0 && "
+                                   "document.querySelectorAll('#active tr[data-fault]').length > 0")
+                await asyncio.sleep(0.5)  # a blocked image's onerror would have fired by now
+                assert await tab.evaluate("window.pwned === undefined")
+                assert await tab.evaluate("document.querySelectorAll('img').length") == 0
+                assert await tab.evaluate("document.querySelectorAll('script').length") == 1
+                description = await tab.evaluate("document.getElementById('fault-description').textContent")
+                assert description == f"slow replies {EVIL} Expected: {EVIL}"
+                active = await tab.evaluate("document.querySelector('#active tr[data-fault]').textContent")
+                assert active.count(EVIL) == 3  # name, role, parameters
+                option = await tab.evaluate("document.getElementById('fault-name').options[0].textContent")
+                assert option == "latency" + EVIL
+
+        asyncio.run(drive())

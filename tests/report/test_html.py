@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from harness.report import ReportError, build_report, write_report
 from harness.report.capacity import REPORT_FILE
-from harness.report.html import render
+from harness.report.html import environment, render
+from harness.report.svg import Band, Rule, Series, chart
 from tests.report.html_check import external_references, read_page
 from tests.report.synthetic import START, Step, results_dir
 
@@ -171,3 +174,51 @@ def test_a_fault_still_on_at_the_end_runs_to_the_end(tmp_path: Path) -> None:
     assert 'class="band"' in html
     assert "<td>end of run</td>" in html
     assert page.errors == []  # type: ignore[attr-defined]
+
+
+MALICIOUS = "<script>alert(1)</script>"
+
+
+def test_markup_anywhere_in_the_results_comes_out_as_text(tmp_path: Path) -> None:
+    """A directory name, locustfile, fault window name and role, warning and assumption holding markup are escaped."""
+    windows = [{"name": MALICIOUS, "role": '"><img src=x onerror=alert(1)>', "start": START + 30, "end": START + 50}]
+    directory = results_dir(tmp_path / "<b>run&amp;", STEPS, fault_windows=windows)
+    summary = json.loads((directory / "summary.json").read_text())
+    summary["plan"]["locustfile"] = f"/x/{MALICIOUS}.py"
+    (directory / "summary.json").write_text(json.dumps(summary))
+    report = build_report(directory)
+    report = replace(report, warnings=(*report.warnings, MALICIOUS),
+                     facts=replace(report.facts, assumptions=(MALICIOUS,)))
+    html = render(report)
+    page = read_page(html)
+    assert "<script" not in html and "<img" not in html and "<b>run" not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert page.errors == [] and "script" not in page.tags and "img" not in page.tags
+    text = "\n".join(page.text)
+    assert text.count(MALICIOUS) >= 5  # fault table, band label and its tooltip, warning, assumption, run table
+    assert "<b>run&amp;" in text  # the directory name as written, not interpreted
+
+
+def test_chart_texts_are_escaped_before_the_page_inserts_the_svg() -> None:
+    """svg.chart escapes every text it writes (the templates insert its markup as is)."""
+    svg = chart(title=MALICIOUS, x_label=MALICIOUS, y_label=MALICIOUS,
+                series=[Series(MALICIOUS, ((0.0, 1.0), (1.0, 2.0)), color='"><script>x</script>', markers=True)],
+                bands=[Band(0.2, 0.4, MALICIOUS)], x_rules=[Rule(0.5, MALICIOUS)], y_rules=[Rule(1.5, MALICIOUS)])
+    assert "<script" not in svg
+    page = read_page(svg)
+    assert page.errors == [] and "script" not in page.tags
+    assert sum(MALICIOUS in text for text in page.text) >= 7
+
+
+def test_a_later_report_extends_the_base_with_the_same_look_and_escaping() -> None:
+    """The report family's base template: shared style, a title and content block, autoescaping for every page."""
+    page = environment().from_string(
+        '{% extends "base.html.j2" %}{% block title %}{{ name }}{% endblock %}'
+        "{% block content %}<h1>{{ name }}</h1>{% endblock %}").render(name=MALICIOUS)
+    assert page.startswith("<!DOCTYPE html>") and "<script" not in page
+    assert page.count("&lt;script&gt;") == 2
+    shared = environment().get_template("base.html.j2").render()
+    style = shared[shared.index("<style>"):shared.index("</style>")]
+    assert "svg.chart" in style and style in page
+    source, _, _ = environment().loader.get_source(environment(), "capacity.html.j2")  # type: ignore[union-attr]
+    assert '{% extends "base.html.j2" %}' in source
