@@ -160,7 +160,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     try:
         config = SiteConfig(state_dir=args.state_dir, time_scale=args.time_scale, cmg_instances=args.cmg_instances,
                             connection_points=args.connection_points,
-                            cmgservice_log_period=args.cmgservice_log_period, inprocess_hops=args.inprocess_hops,
+                            cmgservice_log_period_seconds=args.cmgservice_log_period, inprocess_hops=args.inprocess_hops,
                             cmg_enabled=not args.no_cmg, unsafe_skip_token_checks=args.unsafe_skip_token_checks)
         links = {}
         for item in args.link:

@@ -126,7 +126,7 @@ class Site:
         self.faults_token = self._load_or_create_token()
         entra_metrics = self._metrics("entra")
         self.entra = EntraIssuer(clock, self.rng, tenants=config.tenants,
-                                 lifetime=config.scaled(config.entra_token_lifetime),
+                                 lifetime=config.scaled(config.entra_token_lifetime_site_seconds),
                                  on_mint=lambda: entra_metrics.token_issued("entra"))
         self.registry.register(ActiveFaultsCollector(self.faults))
         self.content = ContentStore(config.package_content_bytes)
@@ -256,9 +256,9 @@ class Site:
         jwks = JwksCache(self._jwks_fetcher(entra_url), clock=self.clock)
         audiences = sorted({tokens.CONFIGMGR_RESOURCE} | {t.resource_uri for t in config.tenants})
         entra_verifier = EntraTokenVerifier(jwks, audiences=audiences, tenants=onboarded, clock=self.clock,
-                                            leeway=config.token_leeway)
+                                            leeway=config.token_leeway_seconds)
         ccm_verifier = CcmTokenVerifier(self.pki.ccm_public_keys(), hierarchy_id=config.hierarchy_id,
-                                        clock=self.clock, leeway=config.token_leeway)
+                                        clock=self.clock, leeway=config.token_leeway_seconds)
 
         mp_bundle = self.pki.mp_server_cert(hosts)
         cmg_count = config.cmg_instances if config.cmg_enabled and self._local("cmg") else 0
@@ -373,7 +373,7 @@ class Site:
             self.build()
         assert self.group is not None
         await self.group.start()
-        period = self.config.cmgservice_log_period
+        period = self.config.cmgservice_log_period_seconds
         for index, stats in enumerate(self.cmg_stats):
             writer = self.logs.writer("CMGService.log" if index == 0 else f"CMGService_IN_{index}.log")
             cmg_logger = CMGServiceLogger(stats, writer, period)
@@ -381,7 +381,7 @@ class Site:
             self._tasks.append(asyncio.create_task(cmg_logger.run(), name=f"cmgservice-log-{index}"))
         cp_writer = self.logs.writer("SMS_CLOUD_PROXYCONNECTOR.log")
         for report in self.cp_reports:
-            cp_logger = StatsLogger(report, cp_writer, self.config.cp_report_period)
+            cp_logger = StatsLogger(report, cp_writer, self.config.cp_report_period_seconds)
             self._cmg_loggers.append(cp_logger)
             self._tasks.append(asyncio.create_task(cp_logger.run(), name="cp-report"))
         self._tasks.append(asyncio.create_task(self._expire_faults(), name="fault-expiry"))
@@ -447,8 +447,8 @@ class Site:
             "site_code": config.site_code,
             "hierarchy_id": config.hierarchy_id,
             "time_scale": config.time_scale,
-            "ccm_token_lifetime_s": config.scaled(config.ccm_token_lifetime),
-            "policy_interval_s": config.scaled(config.policy_interval),
+            "ccm_token_lifetime_s": config.scaled(config.ccm_token_lifetime_site_seconds),
+            "policy_interval_s": config.scaled(config.policy_interval_site_seconds),
             "faults_url": f"{control}/faults",
             "faults_token": self.faults_token,
             "metrics_urls": {role: f"{control}/metrics" for role in ("cmg", "cp", "mp", "sts", "entra", "crl")
