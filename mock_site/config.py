@@ -75,9 +75,6 @@ class SiteConfig:
     cmg_enabled: bool = True
     #: False swaps the Prometheus instrumentation for no-ops (the benchmark measures its overhead this way).
     metrics_enabled: bool = True
-    #: Test-only: the mock CMG forwards requests without checking their tokens, the way a broken proxy would, so that
-    #: tests can prove the harness's verdicts catch it. Never on by default (`up --unsafe-skip-token-checks`).
-    unsafe_skip_token_checks: bool = False
     ports: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

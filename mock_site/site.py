@@ -100,8 +100,11 @@ class Site:
 
     def __init__(self, config: SiteConfig, *, clock: Clock = system_clock, rng: random.Random | None = None,
                  registry: CollectorRegistry | None = None, logs_enabled: bool = True,
-                 roles: Iterable[str] = ROLES, links: Mapping[str, str] | None = None) -> None:
+                 roles: Iterable[str] = ROLES, links: Mapping[str, str] | None = None,
+                 cmg_app_type: type[CmgApp] = CmgApp) -> None:
         self.config = config
+        # The class each CMG instance runs; mock_site.testing passes a deliberately broken one to test the verdicts.
+        self.cmg_app_type = cmg_app_type
         self.roles = frozenset(roles)
         unknown = sorted(self.roles - set(ROLES))
         if unknown or not self.roles:
@@ -330,11 +333,11 @@ class Site:
             for index, listener in enumerate(cmg_listeners):
                 stats = CMGServiceStats(self.clock)
                 self.cmg_stats.append(stats)
-                app = CmgApp(instance=index, public_host=f"{listener.host}:{listener.port}",
-                             connection_points=round_robin, ccm_verifier=ccm_verifier,
-                             entra_verifier=entra_verifier, tenants=lambda: aad_tenants, faults=self.faults,
-                             metrics=cmg_metrics, stats=stats, logs=self.logs, content=self.content,
-                             clock=self.clock, skip_token_checks=config.unsafe_skip_token_checks)
+                app = self.cmg_app_type(instance=index, public_host=f"{listener.host}:{listener.port}",
+                                        connection_points=round_robin, ccm_verifier=ccm_verifier,
+                                        entra_verifier=entra_verifier, tenants=lambda: aad_tenants, faults=self.faults,
+                                        metrics=cmg_metrics, stats=stats, logs=self.logs, content=self.content,
+                                        clock=self.clock)
                 self.cmg_apps.append(app)
                 listener.app = FaultMiddleware(app, registry=self.faults, role="cmg",
                                                cmg_instances=config.cmg_instances)
