@@ -32,8 +32,8 @@ from cmg_protocol.statuses import (
 )
 from cmg_protocol.urlmap import AuthKind, Route, UrlMapError
 from mock_site.asgi import BodyTooLarge, HttpRequest, Meter, read_body, respond, respond_error
-from mock_site.keys import CcmTokenVerifier, EntraTokenVerifier, verify_ccm_or_entra
 from mock_site.server import Receive, Scope, Send, absolute_form_target, client_cert_der
+from mock_site.token_checks import CcmTokenVerifier, EntraTokenVerifier, verify_ccm_or_entra
 from mock_site.upstream import RoundRobin, UpstreamError, forwardable
 
 log = logging.getLogger("mock_site.cmg")

@@ -34,7 +34,6 @@ from mock_site.crl import crl_app
 from mock_site.db import SiteDatabase
 from mock_site.entra import EntraIssuer, entra_app
 from mock_site.faults import FaultMiddleware, FaultRegistry
-from mock_site.keys import CcmTokenVerifier, EntraTokenVerifier, JwksCache
 from mock_site.logs import SiteLogs
 from mock_site.metrics import (
     CMGServiceLogger,
@@ -48,6 +47,7 @@ from mock_site.mp import MpApp
 from mock_site.pki import SitePki
 from mock_site.server import Listener, ServerGroup
 from mock_site.sts import CcmSts
+from mock_site.token_checks import CcmTokenVerifier, EntraTokenVerifier, JwksCache
 from mock_site.upstream import HttpUpstream, InProcessUpstream, RoundRobin, Upstream
 
 log = logging.getLogger("mock_site.site")

@@ -17,8 +17,8 @@ from cmg_protocol.clock import Clock
 from cmg_protocol.ids import guid
 from mock_site.asgi import HttpRequest, respond
 from mock_site.config import SiteConfig
-from mock_site.keys import EntraTokenVerifier
 from mock_site.server import Send
+from mock_site.token_checks import EntraTokenVerifier
 
 ALL_ZEROS = "00000000-0000-0000-0000-000000000000"
 
