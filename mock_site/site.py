@@ -204,7 +204,7 @@ class Site:
         return SiteMetrics(role, registry=self.registry)
 
     def _on_fault_change(self, event: Any = None) -> None:
-        """Keep certificate-level faults in step with the registry (the CRL lists the CMG cert while it is on)."""
+        """Keep certificate-level faults in step with the fault registry (the CRL lists the CMG cert while it is on)."""
         if self._cmg_serial is None:
             return
         active = {fault.name for fault in self.faults.active()}
@@ -235,7 +235,7 @@ class Site:
                 crl_metrics.crl_fetch("served" if status == 200 else "dropped" if status == 0 else "failed")
 
             crl = self._listener("crl", FaultMiddleware(crl_app(self.pki, faults=self.faults, metrics_hook=crl_fetched),
-                                                        registry=self.faults, role="crl"), None, ports)
+                                                        faults=self.faults, role="crl"), None, ports)
             self.crl_url = f"{crl.url}/pki/site.crl"
         else:
             self.crl_url = self._link("crl")
@@ -245,7 +245,7 @@ class Site:
 
         if self._local("entra"):
             entra_url = self._listener("entra", FaultMiddleware(entra_app(self.entra, faults=self.faults),
-                                                                registry=self.faults, role="entra"),
+                                                                faults=self.faults, role="entra"),
                                        self._server_context(self.pki.entra_server_cert(hosts)), ports).url
         else:
             entra_url = self._link("entra")
@@ -287,7 +287,7 @@ class Site:
                            db=self.db, faults=self.faults, metrics=self._metrics("mp"), logs=self.logs,
                            clock=self.clock, public_host=mp_host, cmg_host=cmg_host, rng=self.rng,
                            content=self.content)
-            mp_wrapped = FaultMiddleware(mp_app, registry=self.faults, role="mp")
+            mp_wrapped = FaultMiddleware(mp_app, faults=self.faults, role="mp")
             mp_listener.app = mp_wrapped
         else:
             mp_url = self._link("mp")
@@ -312,7 +312,7 @@ class Site:
                 cp_app = FaultMiddleware(
                     ConnectionPointApp(name=name, mp=mp_upstream, mp_public_host=mp_host, faults=self.faults,
                                        metrics=self._metrics("cp"), report=report, logs=self.logs),
-                    registry=self.faults, role="cp")
+                    faults=self.faults, role="cp")
                 cp_listener = self._listener(name, cp_app, self._server_context(mp_bundle), ports)
                 if config.inprocess_hops:
                     cp_upstreams.append(InProcessUpstream(name=cp_listener.name, app=cp_app))
@@ -339,7 +339,7 @@ class Site:
                                         metrics=cmg_metrics, stats=stats, logs=self.logs, content=self.content,
                                         clock=self.clock)
                 self.cmg_apps.append(app)
-                listener.app = FaultMiddleware(app, registry=self.faults, role="cmg",
+                listener.app = FaultMiddleware(app, faults=self.faults, role="cmg",
                                                cmg_instances=config.cmg_instances)
 
         self._listener("control", control_listener_app(self.faults, token=self.faults_token, registry=self.registry,
