@@ -66,8 +66,14 @@ def parse_xml(text: str, *, max_chars: int = MAX_XML_CHARS) -> ET.Element:
         raise TypeError(f"parse_xml takes str, got {type(text).__name__}")
     if len(text) > max_chars:
         raise MessageError(f"XML text of {len(text)} characters exceeds the limit of {max_chars}")
-    # No message carries a DTD, so defusedxml refuses every one: no entity expansion, no external entity, no fetch.
     try:
+        if "<!" not in text:
+            # Without "<!" there is no DOCTYPE, hence no entity declaration and nothing external to fetch; expat
+            # refuses undeclared entity references. Such text (every message we build) takes the C parser, which
+            # is about three times faster than defusedxml's pure-Python one.
+            return ET.fromstring(text)
+        # Anything with markup declarations goes through defusedxml, which refuses any DTD: no entity expansion, no
+        # external entity, no fetch. (CDATA sections and comments also start with "<!" and parse normally there.)
         return defused_ET.fromstring(text, forbid_dtd=True, forbid_entities=True, forbid_external=True)
     except DefusedXmlException as exc:
         raise MessageError(f"XML with DOCTYPE or ENTITY is refused ({type(exc).__name__})") from None
