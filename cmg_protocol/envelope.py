@@ -12,7 +12,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from .messages import MessageError, escape_attr, escape_text, parse_xml
+from .xmlbase import MessageError, escape_attr, escape_text, parse_xml
 
 BOUNDARY = "aAbBcCdDv1234567890VxXyYzZ"
 CONTENT_TYPE = f'multipart/mixed; boundary="{BOUNDARY}"'

@@ -156,19 +156,21 @@ def main(argv: Sequence[str] | None = None) -> int:
 def cmd_up(args: argparse.Namespace) -> int:
     from mock_site.config import ConfigError, SiteConfig
     from mock_site.site import ROLES, Site, SiteStateError
+    from mock_site.testing import cmg_app_type
 
     try:
         config = SiteConfig(state_dir=args.state_dir, time_scale=args.time_scale, cmg_instances=args.cmg_instances,
                             connection_points=args.connection_points,
-                            cmgservice_log_period=args.cmgservice_log_period, inprocess_hops=args.inprocess_hops,
-                            cmg_enabled=not args.no_cmg, unsafe_skip_token_checks=args.unsafe_skip_token_checks)
+                            cmgservice_log_period_seconds=args.cmgservice_log_period, inprocess_hops=args.inprocess_hops,
+                            cmg_enabled=not args.no_cmg)
         links = {}
         for item in args.link:
             role, sep, url = item.partition("=")
             if not sep or not url.startswith(("http://", "https://")):
                 raise CliError(f"--link must be ROLE=URL with an http(s) URL, got {item!r}")
             links[role] = url.rstrip("/")
-        site = Site(config, logs_enabled=not args.no_logs, roles=args.role or ROLES, links=links)
+        site = Site(config, logs_enabled=not args.no_logs, roles=args.role or ROLES, links=links,
+                    cmg_app_type=cmg_app_type(unsafe_skip_token_checks=args.unsafe_skip_token_checks))
         site.build()
     except (ConfigError, SiteStateError) as error:
         raise CliError(str(error)) from None

@@ -32,8 +32,8 @@ from cmg_protocol.statuses import (
 )
 from cmg_protocol.urlmap import AuthKind, Route, UrlMapError
 from mock_site.asgi import BodyTooLarge, HttpRequest, Meter, read_body, respond, respond_error
-from mock_site.keys import CcmTokenVerifier, EntraTokenVerifier, verify_ccm_or_entra
 from mock_site.server import Receive, Scope, Send, absolute_form_target, client_cert_der
+from mock_site.token_checks import CcmTokenVerifier, EntraTokenVerifier, verify_ccm_or_entra
 from mock_site.upstream import RoundRobin, UpstreamError, forwardable
 
 log = logging.getLogger("mock_site.cmg")
@@ -97,10 +97,8 @@ class CmgApp:
         content: ContentStore,
         clock: Clock,
         perf_counter: Callable[[], float] = time.perf_counter,
-        skip_token_checks: bool = False,
     ) -> None:
         self.instance = instance
-        self.skip_token_checks = skip_token_checks
         self.public_host = public_host
         self.connection_points = connection_points
         self.ccm_verifier = ccm_verifier
@@ -200,9 +198,11 @@ class CmgApp:
         if route.auth is AuthKind.CLIENT_CERT_OR_TOKEN and cert:
             # The TLS layer verified the chain against the site's root CA; pass on which certificate it was.
             return {CLIENT_CERT_HEADER: base64.b64encode(cert).decode("ascii")}
+        return await self.check_token(route, request, send)
+
+    async def check_token(self, route: Route, request: HttpRequest, send: Send) -> dict[str, str] | None:
+        """Verify the bearer token the route asks for; on failure answer and return None, else return ``{}``."""
         token = request.bearer_token()
-        if self.skip_token_checks:
-            return {}  # the deliberately broken proxy of the verdict tests: forward whatever came
         if token is None:
             if route.auth is AuthKind.CLIENT_CERT_OR_TOKEN:
                 await respond_error(send, 403, CLIENT_CERT_REQUIRED, "no client certificate and no token")

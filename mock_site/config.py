@@ -7,6 +7,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+MINUTES = 60.0
 HOURS = 3600.0
 
 #: The role id the walk-through shows in CMG URLs (``/CCM_Proxy_MutualAuth/72186325152220500/...``).
@@ -36,7 +37,13 @@ class TenantConfig:
 
 @dataclass(frozen=True, slots=True)
 class SiteConfig:
-    """Everything a site needs to start; durations are in *site* seconds before time scaling."""
+    """Everything a site needs to start.
+
+    Names carry their unit. ``*_site_seconds`` are site time: ``scaled()`` turns them into the real seconds they last
+    under ``time_scale`` (so a fast run keeps the CCM token lifetime and the policy interval in proportion).
+    ``*_seconds`` are real seconds and do not scale: the token leeway (clock skew is real) and the log periods
+    (what an operator reads in the logs).
+    """
 
     state_dir: Path
     host: str = "127.0.0.1"
@@ -53,12 +60,12 @@ class SiteConfig:
     )
     cmg_instances: int = 1
     connection_points: int = 1
-    ccm_token_lifetime: float = 8 * HOURS
-    entra_token_lifetime: float = 75 * 60.0
-    policy_interval: float = 1 * HOURS
-    token_leeway: float = 300.0
-    cmgservice_log_period: float = 300.0
-    cp_report_period: float = 300.0
+    ccm_token_lifetime_site_seconds: float = 8 * HOURS
+    entra_token_lifetime_site_seconds: float = 75 * MINUTES
+    policy_interval_site_seconds: float = 1 * HOURS
+    token_leeway_seconds: float = 5 * MINUTES
+    cmgservice_log_period_seconds: float = 5 * MINUTES
+    cp_report_period_seconds: float = 5 * MINUTES
     log_max_bytes: int = 250_000
     client_content_bytes: int = 256 * 1024
     package_content_bytes: int = 64 * 1024
@@ -68,9 +75,6 @@ class SiteConfig:
     cmg_enabled: bool = True
     #: False swaps the Prometheus instrumentation for no-ops (the benchmark measures its overhead this way).
     metrics_enabled: bool = True
-    #: Test-only: the mock CMG forwards requests without checking their tokens, the way a broken proxy would, so that
-    #: tests can prove the harness's verdicts catch it. Never on by default (`up --unsafe-skip-token-checks`).
-    unsafe_skip_token_checks: bool = False
     ports: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -80,8 +84,8 @@ class SiteConfig:
             raise ConfigError(f"cmg instances must be 1..16 (a CMG has at most 16 VM instances), got {self.cmg_instances}")
         if self.connection_points < 1:
             raise ConfigError(f"connection points must be >= 1, got {self.connection_points}")
-        if self.cmgservice_log_period <= 0:
-            raise ConfigError(f"CMGService.log period must be > 0 s, got {self.cmgservice_log_period}")
+        if self.cmgservice_log_period_seconds <= 0:
+            raise ConfigError(f"CMGService.log period must be > 0 s, got {self.cmgservice_log_period_seconds}")
         try:
             uuid.UUID(self.hierarchy_id)
         except ValueError:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
 
 from mock_site.asgi import respond
 from mock_site.faults import control_app
+from mock_site.metrics.exposition import exposition
 from mock_site.server import ASGIApp, Receive, Scope, Send
 
 
@@ -21,7 +22,8 @@ def control_listener_app(faults: Any, *, token: str, registry: CollectorRegistry
             return
         path = scope["path"]
         if path == "/metrics":
-            await respond(send, 200, generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
+            body, content_type = exposition(registry)
+            await respond(send, 200, body, content_type=content_type)
         elif path == "/validate" and validator is not None:
             await validator(scope, receive, send)
         elif path == "/healthz":

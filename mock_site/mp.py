@@ -26,9 +26,9 @@ from cmg_protocol.statuses import MP_BAD_MESSAGE, MP_INVALID_TOKEN, MP_NO_CP_CER
 from mock_site.asgi import BodyTooLarge, HttpRequest, Meter, read_body, respond, respond_error
 from mock_site.cmg import CLIENT_CERT_HEADER, REQUEST_URI_HEADER, ContentStore
 from mock_site.config import SiteConfig
-from mock_site.keys import CcmTokenVerifier, EntraTokenVerifier, verify_ccm_or_entra
 from mock_site.server import Receive, Scope, Send, client_cert_der
 from mock_site.sts import CcmSts
+from mock_site.token_checks import CcmTokenVerifier, EntraTokenVerifier, verify_ccm_or_entra
 
 MAX_MESSAGE_BYTES = 1024 * 1024
 

@@ -34,7 +34,6 @@ from mock_site.crl import crl_app
 from mock_site.db import SiteDatabase
 from mock_site.entra import EntraIssuer, entra_app
 from mock_site.faults import FaultMiddleware, FaultRegistry
-from mock_site.keys import CcmTokenVerifier, EntraTokenVerifier, JwksCache
 from mock_site.logs import SiteLogs
 from mock_site.metrics import (
     CMGServiceLogger,
@@ -48,6 +47,7 @@ from mock_site.mp import MpApp
 from mock_site.pki import SitePki
 from mock_site.server import Listener, ServerGroup
 from mock_site.sts import CcmSts
+from mock_site.token_checks import CcmTokenVerifier, EntraTokenVerifier, JwksCache
 from mock_site.upstream import HttpUpstream, InProcessUpstream, RoundRobin, Upstream
 
 log = logging.getLogger("mock_site.site")
@@ -100,8 +100,11 @@ class Site:
 
     def __init__(self, config: SiteConfig, *, clock: Clock = system_clock, rng: random.Random | None = None,
                  registry: CollectorRegistry | None = None, logs_enabled: bool = True,
-                 roles: Iterable[str] = ROLES, links: Mapping[str, str] | None = None) -> None:
+                 roles: Iterable[str] = ROLES, links: Mapping[str, str] | None = None,
+                 cmg_app_type: type[CmgApp] = CmgApp) -> None:
         self.config = config
+        # The class each CMG instance runs; mock_site.testing passes a deliberately broken one to test the verdicts.
+        self.cmg_app_type = cmg_app_type
         self.roles = frozenset(roles)
         unknown = sorted(self.roles - set(ROLES))
         if unknown or not self.roles:
@@ -126,7 +129,7 @@ class Site:
         self.faults_token = self._load_or_create_token()
         entra_metrics = self._metrics("entra")
         self.entra = EntraIssuer(clock, self.rng, tenants=config.tenants,
-                                 lifetime=config.scaled(config.entra_token_lifetime),
+                                 lifetime=config.scaled(config.entra_token_lifetime_site_seconds),
                                  on_mint=lambda: entra_metrics.token_issued("entra"))
         self.registry.register(ActiveFaultsCollector(self.faults))
         self.content = ContentStore(config.package_content_bytes)
@@ -201,7 +204,7 @@ class Site:
         return SiteMetrics(role, registry=self.registry)
 
     def _on_fault_change(self, event: Any = None) -> None:
-        """Keep certificate-level faults in step with the registry (the CRL lists the CMG cert while it is on)."""
+        """Keep certificate-level faults in step with the fault registry (the CRL lists the CMG cert while it is on)."""
         if self._cmg_serial is None:
             return
         active = {fault.name for fault in self.faults.active()}
@@ -232,7 +235,7 @@ class Site:
                 crl_metrics.crl_fetch("served" if status == 200 else "dropped" if status == 0 else "failed")
 
             crl = self._listener("crl", FaultMiddleware(crl_app(self.pki, faults=self.faults, metrics_hook=crl_fetched),
-                                                        registry=self.faults, role="crl"), None, ports)
+                                                        faults=self.faults, role="crl"), None, ports)
             self.crl_url = f"{crl.url}/pki/site.crl"
         else:
             self.crl_url = self._link("crl")
@@ -242,7 +245,7 @@ class Site:
 
         if self._local("entra"):
             entra_url = self._listener("entra", FaultMiddleware(entra_app(self.entra, faults=self.faults),
-                                                                registry=self.faults, role="entra"),
+                                                                faults=self.faults, role="entra"),
                                        self._server_context(self.pki.entra_server_cert(hosts)), ports).url
         else:
             entra_url = self._link("entra")
@@ -256,9 +259,9 @@ class Site:
         jwks = JwksCache(self._jwks_fetcher(entra_url), clock=self.clock)
         audiences = sorted({tokens.CONFIGMGR_RESOURCE} | {t.resource_uri for t in config.tenants})
         entra_verifier = EntraTokenVerifier(jwks, audiences=audiences, tenants=onboarded, clock=self.clock,
-                                            leeway=config.token_leeway)
+                                            leeway=config.token_leeway_seconds)
         ccm_verifier = CcmTokenVerifier(self.pki.ccm_public_keys(), hierarchy_id=config.hierarchy_id,
-                                        clock=self.clock, leeway=config.token_leeway)
+                                        clock=self.clock, leeway=config.token_leeway_seconds)
 
         mp_bundle = self.pki.mp_server_cert(hosts)
         cmg_count = config.cmg_instances if config.cmg_enabled and self._local("cmg") else 0
@@ -284,7 +287,7 @@ class Site:
                            db=self.db, faults=self.faults, metrics=self._metrics("mp"), logs=self.logs,
                            clock=self.clock, public_host=mp_host, cmg_host=cmg_host, rng=self.rng,
                            content=self.content)
-            mp_wrapped = FaultMiddleware(mp_app, registry=self.faults, role="mp")
+            mp_wrapped = FaultMiddleware(mp_app, faults=self.faults, role="mp")
             mp_listener.app = mp_wrapped
         else:
             mp_url = self._link("mp")
@@ -309,7 +312,7 @@ class Site:
                 cp_app = FaultMiddleware(
                     ConnectionPointApp(name=name, mp=mp_upstream, mp_public_host=mp_host, faults=self.faults,
                                        metrics=self._metrics("cp"), report=report, logs=self.logs),
-                    registry=self.faults, role="cp")
+                    faults=self.faults, role="cp")
                 cp_listener = self._listener(name, cp_app, self._server_context(mp_bundle), ports)
                 if config.inprocess_hops:
                     cp_upstreams.append(InProcessUpstream(name=cp_listener.name, app=cp_app))
@@ -330,13 +333,13 @@ class Site:
             for index, listener in enumerate(cmg_listeners):
                 stats = CMGServiceStats(self.clock)
                 self.cmg_stats.append(stats)
-                app = CmgApp(instance=index, public_host=f"{listener.host}:{listener.port}",
-                             connection_points=round_robin, ccm_verifier=ccm_verifier,
-                             entra_verifier=entra_verifier, tenants=lambda: aad_tenants, faults=self.faults,
-                             metrics=cmg_metrics, stats=stats, logs=self.logs, content=self.content,
-                             clock=self.clock, skip_token_checks=config.unsafe_skip_token_checks)
+                app = self.cmg_app_type(instance=index, public_host=f"{listener.host}:{listener.port}",
+                                        connection_points=round_robin, ccm_verifier=ccm_verifier,
+                                        entra_verifier=entra_verifier, tenants=lambda: aad_tenants, faults=self.faults,
+                                        metrics=cmg_metrics, stats=stats, logs=self.logs, content=self.content,
+                                        clock=self.clock)
                 self.cmg_apps.append(app)
-                listener.app = FaultMiddleware(app, registry=self.faults, role="cmg",
+                listener.app = FaultMiddleware(app, faults=self.faults, role="cmg",
                                                cmg_instances=config.cmg_instances)
 
         self._listener("control", control_listener_app(self.faults, token=self.faults_token, registry=self.registry,
@@ -373,7 +376,7 @@ class Site:
             self.build()
         assert self.group is not None
         await self.group.start()
-        period = self.config.cmgservice_log_period
+        period = self.config.cmgservice_log_period_seconds
         for index, stats in enumerate(self.cmg_stats):
             writer = self.logs.writer("CMGService.log" if index == 0 else f"CMGService_IN_{index}.log")
             cmg_logger = CMGServiceLogger(stats, writer, period)
@@ -381,7 +384,7 @@ class Site:
             self._tasks.append(asyncio.create_task(cmg_logger.run(), name=f"cmgservice-log-{index}"))
         cp_writer = self.logs.writer("SMS_CLOUD_PROXYCONNECTOR.log")
         for report in self.cp_reports:
-            cp_logger = StatsLogger(report, cp_writer, self.config.cp_report_period)
+            cp_logger = StatsLogger(report, cp_writer, self.config.cp_report_period_seconds)
             self._cmg_loggers.append(cp_logger)
             self._tasks.append(asyncio.create_task(cp_logger.run(), name="cp-report"))
         self._tasks.append(asyncio.create_task(self._expire_faults(), name="fault-expiry"))
@@ -447,8 +450,8 @@ class Site:
             "site_code": config.site_code,
             "hierarchy_id": config.hierarchy_id,
             "time_scale": config.time_scale,
-            "ccm_token_lifetime_s": config.scaled(config.ccm_token_lifetime),
-            "policy_interval_s": config.scaled(config.policy_interval),
+            "ccm_token_lifetime_s": config.scaled(config.ccm_token_lifetime_site_seconds),
+            "policy_interval_s": config.scaled(config.policy_interval_site_seconds),
             "faults_url": f"{control}/faults",
             "faults_token": self.faults_token,
             "metrics_urls": {role: f"{control}/metrics" for role in ("cmg", "cp", "mp", "sts", "entra", "crl")

@@ -17,8 +17,8 @@ from cmg_protocol.clock import Clock
 from cmg_protocol.ids import guid
 from mock_site.asgi import HttpRequest, respond
 from mock_site.config import SiteConfig
-from mock_site.keys import EntraTokenVerifier
 from mock_site.server import Send
+from mock_site.token_checks import EntraTokenVerifier
 
 ALL_ZEROS = "00000000-0000-0000-0000-000000000000"
 
@@ -57,7 +57,7 @@ class CcmSts:
         fault = self.faults.trigger("ccm_token_lifetime", self.role)
         if fault is not None:
             return float(fault.params["seconds"])
-        return self.config.scaled(self.config.ccm_token_lifetime)
+        return self.config.scaled(self.config.ccm_token_lifetime_site_seconds)
 
     async def handle(self, request: HttpRequest, send: Send) -> None:
         self._info("ProcessRequest - Start")
@@ -97,7 +97,7 @@ class CcmSts:
         lifetime = self.lifetime()
         if self.faults.trigger("ccm_token_expired", self.role) is not None:
             # Issued already expired: backdated so that it ended a minute beyond the validation leeway.
-            now -= lifetime + self.config.token_leeway + 60.0
+            now -= lifetime + self.config.token_leeway_seconds + 60.0
         site_user_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"{tenant_id}/{user_id}"))
         subject = str(device_id or user_id or "")
         ccm_device_id = smsid or f"GUID:{str(uuid.uuid5(uuid.NAMESPACE_URL, subject)).upper()}"

@@ -12,8 +12,28 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cmg_protocol.urlmap import Route
+from mock_site.asgi import HttpRequest
+from mock_site.cmg import CmgApp
 from mock_site.config import SiteConfig
+from mock_site.server import Send
 from mock_site.site import Site
+
+
+class TokenBlindCmgApp(CmgApp):
+    """A deliberately broken CMG that forwards requests whatever token they carry (or none), as a naive proxy would.
+
+    Test-only: it lets tests prove the harness's verdicts catch such a proxy (the MP then refuses the tokens). Only
+    ``running_site(..., unsafe_skip_token_checks=True)`` and the hidden ``up --unsafe-skip-token-checks`` use it.
+    """
+
+    async def check_token(self, route: Route, request: HttpRequest, send: Send) -> dict[str, str] | None:
+        return {}
+
+
+def cmg_app_type(*, unsafe_skip_token_checks: bool = False) -> type[CmgApp]:
+    """The CMG class a site runs: the real one, or with the test-only switch the token-blind one."""
+    return TokenBlindCmgApp if unsafe_skip_token_checks else CmgApp
 
 
 @dataclass
@@ -53,8 +73,13 @@ class RunningSite:
 
 @contextlib.contextmanager
 def running_site(state_dir: Path, **config: Any) -> Iterator[RunningSite]:
-    """Start a whole mock site on 127.0.0.1 for the duration of the ``with`` block."""
+    """Start a whole mock site on 127.0.0.1 for the duration of the ``with`` block.
+
+    ``config`` holds SiteConfig fields, plus ``logs_enabled`` and the test-only ``unsafe_skip_token_checks`` (the CMG
+    forwards requests without checking their tokens: see ``TokenBlindCmgApp``).
+    """
     logs_enabled = config.pop("logs_enabled", True)
+    cmg_type = cmg_app_type(unsafe_skip_token_checks=config.pop("unsafe_skip_token_checks", False))
     site_config = SiteConfig(state_dir=Path(state_dir), **config)
     loop = asyncio.new_event_loop()
     started = threading.Event()
@@ -64,7 +89,7 @@ def running_site(state_dir: Path, **config: Any) -> Iterator[RunningSite]:
 
     async def main() -> None:
         try:
-            site = Site(site_config, logs_enabled=logs_enabled)
+            site = Site(site_config, logs_enabled=logs_enabled, cmg_app_type=cmg_type)
             site_box.append(site)
             await site.start()
         except BaseException as exc:  # reported to the caller's thread

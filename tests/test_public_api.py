@@ -8,9 +8,10 @@ import sys
 
 import pytest
 
-PACKAGES = ["cmg_protocol", "mock_site", "mock_site.faults", "harness", "harness.chaos", "harness.client",
-            "harness.fleet", "harness.latency",
-            "harness.plans"]
+PACKAGES = [
+    "cmg_protocol", "mock_site", "mock_site.faults", "mock_site.metrics", "mock_site.pki", "harness", "harness.chaos",
+    "harness.client", "harness.fleet", "harness.latency", "harness.plans",
+]
 
 
 def _isort_key(name: str) -> tuple[int, str]:

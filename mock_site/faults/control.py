@@ -31,11 +31,11 @@ class _BadRequest(Exception):
         self.status = status
 
 
-def control_app(registry: FaultRegistry, *, token: str) -> ASGIApp:
-    """The control API over ``registry``; every route needs ``Authorization: Bearer <token>`` from a loopback address."""
+def control_app(faults: FaultRegistry, *, token: str) -> ASGIApp:
+    """The control API over ``faults`` (the fault registry); every route needs ``Authorization: Bearer <token>`` from loopback."""
     if not isinstance(token, str) or not token:
         raise FaultError("the fault control API needs a non-empty token")
-    api = _ControlApi(registry)
+    api = _ControlApi(faults)
     app = Starlette(
         routes=[
             Route("/faults", api.list_faults, methods=["GET"]),
@@ -79,14 +79,14 @@ class _Guard:
 class _ControlApi:
     """The route handlers; every change goes through the registry, which validates before it changes anything."""
 
-    def __init__(self, registry: FaultRegistry) -> None:
-        self.registry = registry
+    def __init__(self, faults: FaultRegistry) -> None:
+        self.faults = faults
 
     async def list_faults(self, request: Request) -> Response:
         return JSONResponse(
             {
-                "active": self.registry.snapshot(),
-                "injections": self.registry.injections(),
+                "active": self.faults.snapshot(),
+                "injections": self.faults.injections(),
                 "catalogue": catalogue_dict(),
             }
         )
@@ -105,7 +105,7 @@ class _ControlApi:
             role = body.get("role")
             if role is not None and not isinstance(role, str):
                 raise FaultError(f"role must be a string, got {role!r}")
-            fault = self.registry.set(
+            fault = self.faults.set(
                 name,
                 role=role,
                 probability=body.get("probability", 1.0),
@@ -114,24 +114,24 @@ class _ControlApi:
             )
         except (FaultError, _BadRequest) as exc:
             return _refusal(exc)
-        return JSONResponse(self.registry.describe(fault))
+        return JSONResponse(self.faults.describe(fault))
 
     async def clear_fault(self, request: Request) -> Response:
         name = request.path_params["name"]
         role = request.query_params.get("role")
         try:
-            cleared = self.registry.clear(name, role)
+            cleared = self.faults.clear(name, role)
         except FaultError as exc:
             return _refusal(exc)
         if not cleared:
             where = f" at role {role!r}" if role is not None else ""
             return _error(404, f"fault {name!r} is not active{where}")
-        now = self.registry.clock()
+        now = self.faults.clock()
         return JSONResponse({"cleared": [fault.to_dict(now) for fault in cleared]})
 
     async def reset(self, request: Request) -> Response:
-        cleared = self.registry.reset()
-        now = self.registry.clock()
+        cleared = self.faults.reset()
+        now = self.faults.clock()
         return JSONResponse({"cleared": [fault.to_dict(now) for fault in cleared]})
 
 

@@ -76,7 +76,7 @@ class FaultMiddleware:
         self,
         app: ASGIApp,
         *,
-        registry: FaultRegistry,
+        faults: FaultRegistry,
         role: str,
         clock: Clock | None = None,
         sleep: Sleep = asyncio.sleep,
@@ -87,9 +87,9 @@ class FaultMiddleware:
         if isinstance(cmg_instances, bool) or not isinstance(cmg_instances, int) or cmg_instances < 1:
             raise FaultError(f"cmg_instances must be an integer >= 1, got {cmg_instances!r}")
         self.app = app
-        self.registry = registry
+        self.faults = faults
         self.role = role
-        self.clock = clock if clock is not None else registry.clock
+        self.clock = clock if clock is not None else faults.clock
         self._sleep = sleep
         self._cmg_instances = cmg_instances
         applies = {name for name in MIDDLEWARE_FAULTS if role in CATALOGUE[name].roles}
@@ -105,34 +105,34 @@ class FaultMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        registry, role = self.registry, self.role
-        if not registry.any_active(role):
+        faults, role = self.faults, self.role
+        if not faults.any_active(role):
             # No fault at this role: nothing to apply. (Over capacity counts clients only while it is on, so its
             # added latency builds up over its window after it is switched on.)
             await self.app(scope, receive, send)
             return
         # Delay first, then abort, as Envoy's fault filter does: a request can be both slow and failed.
         delay_ms = 0.0
-        if self._latency and (fault := registry.trigger("latency", role)) is not None:
+        if self._latency and (fault := faults.trigger("latency", role)) is not None:
             jitter = _number(fault, "jitter_ms")
-            delay_ms += max(0.0, _number(fault, "mean_ms") + (2.0 * registry.random() - 1.0) * jitter)
-        if self._mp_slow and (fault := registry.trigger("mp_slow", role)) is not None:
+            delay_ms += max(0.0, _number(fault, "mean_ms") + (2.0 * faults.random() - 1.0) * jitter)
+        if self._mp_slow and (fault := faults.trigger("mp_slow", role)) is not None:
             delay_ms += _number(fault, "latency_ms")
         if delay_ms > 0:
             await self._sleep(delay_ms / 1000.0)
-        if self._reset and registry.trigger("reset", role) is not None:
+        if self._reset and faults.trigger("reset", role) is not None:
             raise ConnectionResetFault(role)
-        if self._mp_down and registry.trigger("mp_down", role) is not None:
+        if self._mp_down and faults.trigger("mp_down", role) is not None:
             await _respond(send, 503, MP_DOWN_TEXT)
             return
-        if self._http_error and (fault := registry.trigger("http_error", role)) is not None:
+        if self._http_error and (fault := faults.trigger("http_error", role)) is not None:
             status = int(_number(fault, "status"))
             await _respond(send, status, cast(str | None, fault.params["status_text"]) or _phrase(status))
             return
-        if self._bandwidth and (fault := registry.trigger("bandwidth", role)) is not None:
+        if self._bandwidth and (fault := faults.trigger("bandwidth", role)) is not None:
             scope = _without_zero_copy(scope)
             send = self._throttled(send, _number(fault, "kib_per_s") * 1024.0)
-        if self.clients is not None and registry.get("over_capacity", role) is not None:
+        if self.clients is not None and faults.get("over_capacity", role) is not None:
             send = self._capacity_send(scope, send)
         await self.app(scope, receive, send)
 
@@ -166,7 +166,7 @@ class FaultMiddleware:
 
     async def _capacity_delay(self, scope: Scope) -> None:
         assert self.clients is not None
-        fault = self.registry.get("over_capacity", self.role)
+        fault = self.faults.get("over_capacity", self.role)
         window_s = _number(fault, "window_s") if fault is not None else _DEFAULT_WINDOW_S
         active_clients = self.clients.observe(client_id(scope), self.clock(), window_s)
         if fault is None:
@@ -175,7 +175,7 @@ class FaultMiddleware:
         if capacity is None:
             capacity = _number(fault, "clients_per_instance") * self._cmg_instances
         excess = active_clients - cast(float, capacity)
-        if excess <= 0 or self.registry.trigger("over_capacity", self.role) is None:
+        if excess <= 0 or self.faults.trigger("over_capacity", self.role) is None:
             return
         delay_ms = min(excess * _number(fault, "ms_per_excess_client"), _number(fault, "max_delay_ms"))
         if delay_ms > 0:

@@ -32,7 +32,7 @@ NOT_ONBOARDED = "c8c82542-203c-4df9-9d86-cdd4dae67e0a"
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSite]:
     # time_scale 3600: the policy interval is 1 s and the CCM token lives 8 s; CMGService.log is written often.
-    with running_site(tmp_path_factory.mktemp("site"), time_scale=3600, cmgservice_log_period=0.2) as running:
+    with running_site(tmp_path_factory.mktemp("site"), time_scale=3600, cmgservice_log_period_seconds=0.2) as running:
         yield running
 
 

@@ -236,3 +236,22 @@ def test_ccm_tokens_are_recorded_under_their_own_id(clean_site, site_client: Sit
     assert clean_site.site.db.tokens_issued() == before + 1
     uuid.UUID(claims["jti"])
     assert clean_site.site.db.is_revoked(claims["jti"]) is False
+
+
+BILLION_LAUGHS = (
+    '<?xml version="1.0"?><!DOCTYPE RequestAssignments [<!ENTITY lol "lol">'
+    '<!ENTITY lol2 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;">]><RequestAssignments>&lol2;</RequestAssignments>'
+)
+EXTERNAL_ENTITY = (
+    '<?xml version="1.0"?><!DOCTYPE RequestAssignments [<!ENTITY secret SYSTEM "file:///etc/passwd">]>'
+    "<RequestAssignments>&secret;</RequestAssignments>"
+)
+
+
+@pytest.mark.parametrize("body_xml", [BILLION_LAUGHS, EXTERNAL_ENTITY], ids=["entity_expansion", "external_entity"])
+def test_message_bodies_with_a_dtd_are_refused_at_the_mp(site_client: SiteClient, body_xml: str) -> None:
+    """A CCM message whose body declares entities (expansion or an external file) is refused with 400 MP_Bad_Message."""
+    response = site_client.message("MP_PolicyManager", body_xml, token=site_client.ccm_token())
+    assert (response.status_code, response.reason_phrase) == (400, "MP_Bad_Message")
+    assert "DOCTYPE" in response.text
+    assert "root:" not in response.text  # nothing of /etc/passwd comes back

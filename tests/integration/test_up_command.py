@@ -56,6 +56,19 @@ def test_up_writes_a_manifest_an_outside_script_can_use(tmp_path: Path) -> None:
     assert (Path(manifest["log_dir"]) / "CMGService.log").read_text().count("RequestUri:") >= 1
 
 
+def test_the_hidden_unsafe_flag_runs_a_token_blind_cmg(tmp_path: Path) -> None:
+    """``up --unsafe-skip-token-checks`` forwards a request with a garbage token, so the MP is the one refusing it."""
+    started = time.time() - 1
+    process = _start(tmp_path, "--time-scale", "60", "--no-logs", "--unsafe-skip-token-checks")
+    try:
+        manifest = _wait_for_manifest(tmp_path, process, started)
+        with SiteClient(manifest) as client:
+            response = client.policy("not-a-jwt", "GUID:00000000-0000-0000-0000-000000000001")
+    finally:
+        _stop(process)
+    assert (response.status_code, response.reason_phrase) == (401, "MP_Invalid_Token")
+
+
 def test_sigkill_mid_registration_loses_no_completed_registration(tmp_path: Path) -> None:
     """Registrations the site confirmed before a SIGKILL are all in the database after a restart on the same dir."""
     started = time.time() - 1

@@ -268,7 +268,11 @@ BILLION_LAUGHS = (
     [
         (BILLION_LAUGHS, "DOCTYPE"),
         ('<!DOCTYPE r SYSTEM "file:///etc/passwd"><r/>', "DOCTYPE"),
-        ('<r><!ENTITY x "y"></r>', "ENTITY"),
+        (
+            '<!DOCTYPE r [<!ENTITY x SYSTEM "file:///etc/passwd">]><r>&x;</r>',
+            "DOCTYPE",
+        ),
+        ('<r><!ENTITY x "y"></r>', "not well-formed"),
         ("<r>", "not well-formed"),
         ("<r>&undefined;</r>", "not well-formed"),
     ],
@@ -277,6 +281,12 @@ def test_parse_xml_refuses_dtds_and_malformed_xml(xml: str, reason: str) -> None
     """DTDs (hence entity expansion and external entities) and malformed XML raise MessageError."""
     with pytest.raises(MessageError, match=reason):
         parse_xml(xml)
+
+
+@pytest.mark.parametrize("xml", ["<r><![CDATA[<!DOCTYPE r>]]></r>", "<r><!-- <!ENTITY x 'y'> --></r>"])
+def test_parse_xml_reads_dtd_words_that_are_only_data(xml: str) -> None:
+    """``<!DOCTYPE`` inside CDATA or a comment is text, not a DTD: the parser, not a substring search, decides."""
+    assert parse_xml(xml).tag == "r"
 
 
 def test_parse_xml_refuses_text_over_the_limit() -> None:

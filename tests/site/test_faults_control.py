@@ -18,12 +18,12 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 @pytest.fixture
-def registry() -> FaultRegistry:
+def faults() -> FaultRegistry:
     return FaultRegistry(FakeClock(), random.Random(5))
 
 
 def call(
-    registry: FaultRegistry,
+    faults: FaultRegistry,
     method: str,
     path: str,
     *,
@@ -34,7 +34,7 @@ def call(
     """Send one request to a control app over ``registry`` from ``client``."""
 
     async def send() -> httpx.Response:
-        transport = httpx.ASGITransport(app=control_app(registry, token=TOKEN), client=client)
+        transport = httpx.ASGITransport(app=control_app(faults, token=TOKEN), client=client)
         async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as http:
             return await http.request(method, path, headers=headers, **kw)
 
@@ -42,106 +42,106 @@ def call(
 
 
 @pytest.mark.parametrize("headers", [None, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN}])
-def test_requests_without_the_token_get_401(registry: FaultRegistry, headers: dict[str, str] | None) -> None:
+def test_requests_without_the_token_get_401(faults: FaultRegistry, headers: dict[str, str] | None) -> None:
     """A missing or wrong bearer token gets 401 with a Bearer challenge."""
-    response = call(registry, "GET", "/faults", headers=headers)
+    response = call(faults, "GET", "/faults", headers=headers)
     assert response.status_code == 401
     assert response.headers["www-authenticate"] == "Bearer"
 
 
 @pytest.mark.parametrize("address", ["10.0.0.5", "192.168.1.20", "2001:db8::1", "testclient"])
-def test_non_loopback_clients_get_403_even_with_the_token(registry: FaultRegistry, address: str) -> None:
+def test_non_loopback_clients_get_403_even_with_the_token(faults: FaultRegistry, address: str) -> None:
     """A client not on loopback is refused with 403 whatever token it sends, and changes nothing."""
-    response = call(registry, "PUT", "/faults/reset", client=(address, 40000), json={})
+    response = call(faults, "PUT", "/faults/reset", client=(address, 40000), json={})
     assert response.status_code == 403
-    assert registry.active() == []
+    assert faults.active() == []
 
 
 @pytest.mark.parametrize("address", ["127.0.0.1", "127.0.0.7", "::1", "::ffff:127.0.0.1"])
-def test_loopback_clients_with_the_token_are_served(registry: FaultRegistry, address: str) -> None:
+def test_loopback_clients_with_the_token_are_served(faults: FaultRegistry, address: str) -> None:
     """Any loopback address, IPv4, IPv6 or mapped, is accepted with the right token."""
-    assert call(registry, "GET", "/faults", client=(address, 40000)).status_code == 200
+    assert call(faults, "GET", "/faults", client=(address, 40000)).status_code == 200
 
 
-def test_control_app_needs_a_token(registry: FaultRegistry) -> None:
+def test_control_app_needs_a_token(faults: FaultRegistry) -> None:
     """Building the API with an empty token is refused."""
     with pytest.raises(FaultError):
-        control_app(registry, token="")
+        control_app(faults, token="")
 
 
-def test_put_sets_a_fault_and_returns_it(registry: FaultRegistry) -> None:
+def test_put_sets_a_fault_and_returns_it(faults: FaultRegistry) -> None:
     """PUT /faults/{name} switches the fault on and answers with it as data."""
     body = {"role": "mp", "probability": 0.5, "duration": 120, "params": {"status": 502}}
-    response = call(registry, "PUT", "/faults/http_error", json=body)
+    response = call(faults, "PUT", "/faults/http_error", json=body)
     assert response.status_code == 200
     data = response.json()
     assert (data["name"], data["role"], data["probability"], data["remaining_s"]) == ("http_error", "mp", 0.5, 120)
     assert data["params"] == {"status": 502, "status_text": None}
-    assert [(f.name, f.role) for f in registry.active()] == [("http_error", "mp")]
+    assert [(f.name, f.role) for f in faults.active()] == [("http_error", "mp")]
 
 
-def test_put_with_empty_body_uses_defaults(registry: FaultRegistry) -> None:
+def test_put_with_empty_body_uses_defaults(faults: FaultRegistry) -> None:
     """A PUT with no body sets the fault with the catalogue's defaults."""
-    response = call(registry, "PUT", "/faults/mp_down")
+    response = call(faults, "PUT", "/faults/mp_down")
     assert (response.status_code, response.json()["role"]) == (200, "mp")
 
 
-def test_put_reset_sets_the_reset_fault_not_a_reset_of_all(registry: FaultRegistry) -> None:
+def test_put_reset_sets_the_reset_fault_not_a_reset_of_all(faults: FaultRegistry) -> None:
     """PUT /faults/reset switches on the connection-reset fault; only POST resets everything."""
-    registry.set("mp_down")
-    assert call(registry, "PUT", "/faults/reset", json={}).status_code == 200
-    assert sorted(f.name for f in registry.active()) == ["mp_down", "reset"]
+    faults.set("mp_down")
+    assert call(faults, "PUT", "/faults/reset", json={}).status_code == 200
+    assert sorted(f.name for f in faults.active()) == ["mp_down", "reset"]
 
 
-def test_get_faults_lists_active_faults_injections_and_catalogue(registry: FaultRegistry) -> None:
+def test_get_faults_lists_active_faults_injections_and_catalogue(faults: FaultRegistry) -> None:
     """GET /faults gives the active faults, injection counts and the catalogue."""
-    registry.set("reset")
-    registry.trigger("reset", "cmg")
-    data = call(registry, "GET", "/faults").json()
+    faults.set("reset")
+    faults.trigger("reset", "cmg")
+    data = call(faults, "GET", "/faults").json()
     assert [(f["name"], f["injections"]) for f in data["active"]] == [("reset", 1)]
     assert data["injections"]["reset"] == 1
     assert {f["name"] for f in data["catalogue"]["faults"]} == set(CATALOGUE)
 
 
-def test_get_catalogue_lists_server_and_device_faults(registry: FaultRegistry) -> None:
+def test_get_catalogue_lists_server_and_device_faults(faults: FaultRegistry) -> None:
     """GET /faults/catalogue gives every server-side fault and the device faults."""
-    data = call(registry, "GET", "/faults/catalogue").json()
+    data = call(faults, "GET", "/faults/catalogue").json()
     assert {f["name"] for f in data["faults"]} == set(CATALOGUE)
     assert "wpj_missing" in {f["name"] for f in data["device_faults"]}
 
 
-def test_delete_clears_an_active_fault(registry: FaultRegistry) -> None:
+def test_delete_clears_an_active_fault(faults: FaultRegistry) -> None:
     """DELETE /faults/{name} switches the fault off and lists what was cleared."""
-    registry.set("latency", role="cp")
-    response = call(registry, "DELETE", "/faults/latency")
+    faults.set("latency", role="cp")
+    response = call(faults, "DELETE", "/faults/latency")
     assert response.status_code == 200
     assert [(f["name"], f["role"]) for f in response.json()["cleared"]] == [("latency", "cp")]
-    assert registry.active() == []
+    assert faults.active() == []
 
 
-def test_delete_with_role_clears_only_that_role(registry: FaultRegistry) -> None:
+def test_delete_with_role_clears_only_that_role(faults: FaultRegistry) -> None:
     """DELETE /faults/{name}?role=… leaves the fault on at other roles."""
-    registry.set("latency", role="cp")
-    registry.set("latency", role="mp")
-    assert call(registry, "DELETE", "/faults/latency?role=mp").status_code == 200
-    assert [f.role for f in registry.active()] == ["cp"]
+    faults.set("latency", role="cp")
+    faults.set("latency", role="mp")
+    assert call(faults, "DELETE", "/faults/latency?role=mp").status_code == 200
+    assert [f.role for f in faults.active()] == ["cp"]
 
 
-def test_delete_of_an_inactive_fault_is_404(registry: FaultRegistry) -> None:
+def test_delete_of_an_inactive_fault_is_404(faults: FaultRegistry) -> None:
     """Deleting a fault that is not on answers 404 naming it."""
-    response = call(registry, "DELETE", "/faults/latency")
+    response = call(faults, "DELETE", "/faults/latency")
     assert response.status_code == 404
     assert "'latency'" in response.json()["error"]
 
 
-def test_post_reset_clears_everything(registry: FaultRegistry) -> None:
+def test_post_reset_clears_everything(faults: FaultRegistry) -> None:
     """POST /faults/reset switches every fault off."""
-    registry.set("latency")
-    registry.set("mp_down")
-    response = call(registry, "POST", "/faults/reset")
+    faults.set("latency")
+    faults.set("mp_down")
+    response = call(faults, "POST", "/faults/reset")
     assert response.status_code == 200
     assert len(response.json()["cleared"]) == 2
-    assert registry.active() == []
+    assert faults.active() == []
 
 
 @pytest.mark.parametrize(
@@ -161,54 +161,54 @@ def test_post_reset_clears_everything(registry: FaultRegistry) -> None:
     ],
 )
 def test_bad_put_is_400_naming_the_value_and_loses_nothing(
-    registry: FaultRegistry, kwargs: dict[str, Any], fragment: str
+    faults: FaultRegistry, kwargs: dict[str, Any], fragment: str
 ) -> None:
     """A bad PUT answers 400 with an error naming the value, and the fault already on stays as it was."""
-    before = registry.set("latency", params={"mean_ms": 100})
-    response = call(registry, "PUT", "/faults/latency", **kwargs)
+    before = faults.set("latency", params={"mean_ms": 100})
+    response = call(faults, "PUT", "/faults/latency", **kwargs)
     assert response.status_code == 400
     assert fragment in response.json()["error"]
-    assert registry.active() == [before]
+    assert faults.active() == [before]
 
 
 @pytest.mark.parametrize(("method", "path"), [("PUT", "/faults/no_such_fault"), ("DELETE", "/faults/no_such_fault")])
-def test_unknown_fault_is_404_naming_it(registry: FaultRegistry, method: str, path: str) -> None:
+def test_unknown_fault_is_404_naming_it(faults: FaultRegistry, method: str, path: str) -> None:
     """Setting or clearing a fault not in the catalogue answers 404 naming it."""
-    response = call(registry, method, path, json={} if method == "PUT" else None)
+    response = call(faults, method, path, json={} if method == "PUT" else None)
     assert response.status_code == 404
     assert "'no_such_fault'" in response.json()["error"]
 
 
-def test_delete_with_a_bad_role_is_400(registry: FaultRegistry) -> None:
+def test_delete_with_a_bad_role_is_400(faults: FaultRegistry) -> None:
     """DELETE with a role the fault cannot target answers 400 naming the role."""
-    registry.set("latency")
-    response = call(registry, "DELETE", "/faults/latency?role=entra")
+    faults.set("latency")
+    response = call(faults, "DELETE", "/faults/latency?role=entra")
     assert response.status_code == 400
     assert "'entra'" in response.json()["error"]
-    assert len(registry.active()) == 1
+    assert len(faults.active()) == 1
 
 
-def test_oversized_body_is_413(registry: FaultRegistry) -> None:
+def test_oversized_body_is_413(faults: FaultRegistry) -> None:
     """A body over the size limit answers 413 and changes nothing."""
     payload = b'{"params": {"status_text": "' + b"x" * MAX_BODY_BYTES + b'"}}'
-    response = call(registry, "PUT", "/faults/http_error", content=payload)
+    response = call(faults, "PUT", "/faults/http_error", content=payload)
     assert response.status_code == 413
-    assert registry.active() == []
+    assert faults.active() == []
 
 
-def test_oversized_chunked_body_is_413(registry: FaultRegistry) -> None:
+def test_oversized_chunked_body_is_413(faults: FaultRegistry) -> None:
     """A body over the limit without a Content-Length is cut off while it is read, with 413."""
 
     async def chunks() -> AsyncIterator[bytes]:
         for _ in range(20):
             yield b" " * 8192
 
-    response = call(registry, "PUT", "/faults/http_error", content=chunks())
+    response = call(faults, "PUT", "/faults/http_error", content=chunks())
     assert response.status_code == 413
 
 
-def test_unknown_route_is_404_json(registry: FaultRegistry) -> None:
+def test_unknown_route_is_404_json(faults: FaultRegistry) -> None:
     """A path outside the API answers 404 in the same JSON error shape."""
-    response = call(registry, "GET", "/admin")
+    response = call(faults, "GET", "/admin")
     assert response.status_code == 404
     assert "error" in response.json()

@@ -56,7 +56,7 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def registry(clock: FakeClock) -> FaultRegistry:
+def faults(clock: FakeClock) -> FaultRegistry:
     return FaultRegistry(clock, random.Random(99))
 
 
@@ -70,8 +70,8 @@ def inner() -> InnerApp:
     return InnerApp()
 
 
-def middleware(inner: InnerApp, registry: FaultRegistry, sleep: FakeSleep, role: str = "cmg", **kw: Any) -> Any:
-    return FaultMiddleware(inner, registry=registry, role=role, sleep=sleep, **kw)
+def middleware(inner: InnerApp, faults: FaultRegistry, sleep: FakeSleep, role: str = "cmg", **kw: Any) -> Any:
+    return FaultMiddleware(inner, faults=faults, role=role, sleep=sleep, **kw)
 
 
 async def get(app: Any, path: str = "/", headers: dict[str, str] | None = None, **kw: Any) -> httpx.Response:
@@ -95,25 +95,25 @@ async def raw_call(app: Any, scope: dict[str, Any] | None = None) -> list[dict[s
     return messages
 
 
-def test_without_faults_the_request_passes_untouched(registry: FaultRegistry, sleep: FakeSleep, inner: InnerApp) -> None:
+def test_without_faults_the_request_passes_untouched(faults: FaultRegistry, sleep: FakeSleep, inner: InnerApp) -> None:
     """With no fault on, the inner app answers and nothing sleeps."""
-    response = run(get(middleware(inner, registry, sleep)))
+    response = run(get(middleware(inner, faults, sleep)))
     assert (response.status_code, response.content) == (200, BODY)
     assert sleep.calls == []
 
 
-def test_latency_delays_the_request_by_the_mean(registry: FaultRegistry, sleep: FakeSleep, inner: InnerApp) -> None:
+def test_latency_delays_the_request_by_the_mean(faults: FaultRegistry, sleep: FakeSleep, inner: InnerApp) -> None:
     """latency without jitter sleeps exactly mean_ms before the request is handled."""
-    registry.set("latency", params={"mean_ms": 250})
-    response = run(get(middleware(inner, registry, sleep)))
+    faults.set("latency", params={"mean_ms": 250})
+    response = run(get(middleware(inner, faults, sleep)))
     assert response.status_code == 200
     assert sleep.calls == [0.25]
 
 
-def test_latency_jitter_stays_within_the_band(registry: FaultRegistry, sleep: FakeSleep, inner: InnerApp) -> None:
+def test_latency_jitter_stays_within_the_band(faults: FaultRegistry, sleep: FakeSleep, inner: InnerApp) -> None:
     """With jitter, delays vary and stay within mean ± jitter."""
-    registry.set("latency", params={"mean_ms": 100, "jitter_ms": 50})
-    app = middleware(inner, registry, sleep)
+    faults.set("latency", params={"mean_ms": 100, "jitter_ms": 50})
+    app = middleware(inner, faults, sleep)
 
     async def many() -> None:
         for _ in range(40):
@@ -124,46 +124,46 @@ def test_latency_jitter_stays_within_the_band(registry: FaultRegistry, sleep: Fa
     assert len(set(sleep.calls)) > 1
 
 
-def test_fault_at_another_role_is_not_applied(registry: FaultRegistry, sleep: FakeSleep, inner: InnerApp) -> None:
+def test_fault_at_another_role_is_not_applied(faults: FaultRegistry, sleep: FakeSleep, inner: InnerApp) -> None:
     """A fault set at the MP does not slow the CMG."""
-    registry.set("latency", role="mp")
-    run(get(middleware(inner, registry, sleep, role="cmg")))
+    faults.set("latency", role="mp")
+    run(get(middleware(inner, faults, sleep, role="cmg")))
     assert sleep.calls == []
 
 
-def test_mp_slow_delays_requests_at_the_mp(registry: FaultRegistry, sleep: FakeSleep, inner: InnerApp) -> None:
+def test_mp_slow_delays_requests_at_the_mp(faults: FaultRegistry, sleep: FakeSleep, inner: InnerApp) -> None:
     """mp_slow sleeps latency_ms at the MP role."""
-    registry.set("mp_slow", params={"latency_ms": 1500})
-    run(get(middleware(inner, registry, sleep, role="mp")))
+    faults.set("mp_slow", params={"latency_ms": 1500})
+    run(get(middleware(inner, faults, sleep, role="mp")))
     assert sleep.calls == [1.5]
 
 
-def test_http_error_answers_with_status_and_text(registry: FaultRegistry, sleep: FakeSleep, inner: InnerApp) -> None:
+def test_http_error_answers_with_status_and_text(faults: FaultRegistry, sleep: FakeSleep, inner: InnerApp) -> None:
     """http_error answers with the status, its text in the body and X-CMG-Status-Text, without calling the app."""
-    registry.set("http_error", params={"status": 502, "status_text": "Proxy Gone"})
-    response = run(get(middleware(inner, registry, sleep)))
+    faults.set("http_error", params={"status": 502, "status_text": "Proxy Gone"})
+    response = run(get(middleware(inner, faults, sleep)))
     assert (response.status_code, response.text) == (502, "Proxy Gone")
     assert response.headers["x-cmg-status-text"] == "Proxy Gone"
     assert inner.scopes == []
 
 
-def test_http_error_defaults_to_the_standard_phrase(registry: FaultRegistry, sleep: FakeSleep, inner: InnerApp) -> None:
+def test_http_error_defaults_to_the_standard_phrase(faults: FaultRegistry, sleep: FakeSleep, inner: InnerApp) -> None:
     """Without a status text, http_error uses the standard reason phrase of the status."""
-    registry.set("http_error", params={"status": 504})
-    response = run(get(middleware(inner, registry, sleep)))
+    faults.set("http_error", params={"status": 504})
+    response = run(get(middleware(inner, faults, sleep)))
     assert (response.status_code, response.text) == (504, "Gateway Timeout")
 
 
-def test_http_error_passes_the_text_as_reason(registry: FaultRegistry, sleep: FakeSleep, inner: InnerApp) -> None:
+def test_http_error_passes_the_text_as_reason(faults: FaultRegistry, sleep: FakeSleep, inner: InnerApp) -> None:
     """The response start message carries the status text under "reason" for the server layer's status line."""
-    registry.set("http_error", params={"status": 500, "status_text": "CMGConnector_InternalServerError"})
-    messages = run(raw_call(middleware(inner, registry, sleep)))
+    faults.set("http_error", params={"status": 500, "status_text": "CMGConnector_InternalServerError"})
+    messages = run(raw_call(middleware(inner, faults, sleep)))
     assert messages[0]["reason"] == "CMGConnector_InternalServerError"
 
 
-def test_reset_raises_and_sends_nothing(registry: FaultRegistry, sleep: FakeSleep, inner: InnerApp) -> None:
+def test_reset_raises_and_sends_nothing(faults: FaultRegistry, sleep: FakeSleep, inner: InnerApp) -> None:
     """reset raises ConnectionResetFault for the server layer, before the app runs or any response starts."""
-    registry.set("reset", role="cp")
+    faults.set("reset", role="cp")
     sent: list[dict[str, Any]] = []
 
     async def call() -> None:
@@ -173,7 +173,7 @@ def test_reset_raises_and_sends_nothing(registry: FaultRegistry, sleep: FakeSlee
         async def send(message: dict[str, Any]) -> None:
             sent.append(message)
 
-        await middleware(inner, registry, sleep, role="cp")({"type": "http", "headers": []}, receive, send)
+        await middleware(inner, faults, sleep, role="cp")({"type": "http", "headers": []}, receive, send)
 
     with pytest.raises(ConnectionResetFault) as error:
         run(call())
@@ -181,55 +181,55 @@ def test_reset_raises_and_sends_nothing(registry: FaultRegistry, sleep: FakeSlee
     assert (sent, inner.scopes) == ([], [])
 
 
-def test_reset_propagates_through_an_http_client(registry: FaultRegistry, sleep: FakeSleep, inner: InnerApp) -> None:
+def test_reset_propagates_through_an_http_client(faults: FaultRegistry, sleep: FakeSleep, inner: InnerApp) -> None:
     """An HTTP client driving the app sees the reset exception rather than a response."""
-    registry.set("reset")
+    faults.set("reset")
     with pytest.raises(ConnectionResetFault):
-        run(get(middleware(inner, registry, sleep)))
+        run(get(middleware(inner, faults, sleep)))
 
 
-def test_mp_down_answers_503_mp_unavailable(registry: FaultRegistry, sleep: FakeSleep, inner: InnerApp) -> None:
+def test_mp_down_answers_503_mp_unavailable(faults: FaultRegistry, sleep: FakeSleep, inner: InnerApp) -> None:
     """mp_down makes the MP answer 503 with the text MP unavailable."""
-    registry.set("mp_down")
-    response = run(get(middleware(inner, registry, sleep, role="mp")))
+    faults.set("mp_down")
+    response = run(get(middleware(inner, faults, sleep, role="mp")))
     assert (response.status_code, response.text) == (503, "MP unavailable")
     assert response.headers["x-cmg-status-text"] == "MP unavailable"
 
 
-def test_delay_comes_before_an_error(registry: FaultRegistry, sleep: FakeSleep, inner: InnerApp) -> None:
+def test_delay_comes_before_an_error(faults: FaultRegistry, sleep: FakeSleep, inner: InnerApp) -> None:
     """A request hit by latency and http_error is first delayed, then failed."""
-    registry.set("latency", params={"mean_ms": 100})
-    registry.set("http_error", params={"status": 500})
-    response = run(get(middleware(inner, registry, sleep)))
+    faults.set("latency", params={"mean_ms": 100})
+    faults.set("http_error", params={"status": 500})
+    response = run(get(middleware(inner, faults, sleep)))
     assert (response.status_code, sleep.calls) == (500, [0.1])
 
 
-def test_undrawn_fault_is_neither_applied_nor_counted(registry: FaultRegistry, sleep: FakeSleep, inner: InnerApp) -> None:
+def test_undrawn_fault_is_neither_applied_nor_counted(faults: FaultRegistry, sleep: FakeSleep, inner: InnerApp) -> None:
     """With probability 0 the request passes and no injection is counted."""
-    registry.set("http_error", probability=0.0)
-    response = run(get(middleware(inner, registry, sleep)))
+    faults.set("http_error", probability=0.0)
+    response = run(get(middleware(inner, faults, sleep)))
     assert response.status_code == 200
-    assert registry.injections()["http_error"] == 0
+    assert faults.injections()["http_error"] == 0
 
 
-def test_applied_fault_is_counted(registry: FaultRegistry, sleep: FakeSleep, inner: InnerApp) -> None:
+def test_applied_fault_is_counted(faults: FaultRegistry, sleep: FakeSleep, inner: InnerApp) -> None:
     """Each request a fault hits counts one injection."""
-    registry.set("mp_down")
-    app = middleware(inner, registry, sleep, role="mp")
+    faults.set("mp_down")
+    app = middleware(inner, faults, sleep, role="mp")
 
     async def twice() -> None:
         await get(app)
         await get(app)
 
     run(twice())
-    assert registry.injections()["mp_down"] == 2
+    assert faults.injections()["mp_down"] == 2
 
 
-def test_bandwidth_throttles_the_body_in_slices(registry: FaultRegistry, sleep: FakeSleep) -> None:
+def test_bandwidth_throttles_the_body_in_slices(faults: FaultRegistry, sleep: FakeSleep) -> None:
     """bandwidth sends the body in slices, sleeping so the total time matches the rate, and keeps every byte."""
     body = bytes(range(256)) * 40  # 10 KiB
-    registry.set("bandwidth", params={"kib_per_s": 4})
-    messages = run(raw_call(middleware(InnerApp(body), registry, sleep)))
+    faults.set("bandwidth", params={"kib_per_s": 4})
+    messages = run(raw_call(middleware(InnerApp(body), faults, sleep)))
     parts = [m for m in messages if m["type"] == "http.response.body"]
     assert b"".join(m["body"] for m in parts) == body
     assert [m["more_body"] for m in parts] == [True] * (len(parts) - 1) + [False]
@@ -237,19 +237,19 @@ def test_bandwidth_throttles_the_body_in_slices(registry: FaultRegistry, sleep: 
     assert sum(sleep.calls) == pytest.approx(len(body) / 4096)
 
 
-def test_bandwidth_body_arrives_whole_over_http(registry: FaultRegistry, sleep: FakeSleep) -> None:
+def test_bandwidth_body_arrives_whole_over_http(faults: FaultRegistry, sleep: FakeSleep) -> None:
     """A throttled download still delivers the whole body to an HTTP client."""
     body = b"x" * 5000
-    registry.set("bandwidth", params={"kib_per_s": 1})
-    response = run(get(middleware(InnerApp(body), registry, sleep)))
+    faults.set("bandwidth", params={"kib_per_s": 1})
+    response = run(get(middleware(InnerApp(body), faults, sleep)))
     assert response.content == body
 
 
-def test_bandwidth_hides_zero_copy_sends(registry: FaultRegistry, sleep: FakeSleep, inner: InnerApp) -> None:
+def test_bandwidth_hides_zero_copy_sends(faults: FaultRegistry, sleep: FakeSleep, inner: InnerApp) -> None:
     """While throttling, the app is not offered pathsend, which would bypass the throttle."""
-    registry.set("bandwidth")
+    faults.set("bandwidth")
     extensions = {"http.response.pathsend": {}, "tls": {"client_cert_der": None}}
-    run(raw_call(middleware(inner, registry, sleep), {"extensions": extensions}))
+    run(raw_call(middleware(inner, faults, sleep), {"extensions": extensions}))
     assert inner.scopes[0]["extensions"] == {"tls": {"client_cert_der": None}}
 
 
@@ -259,53 +259,53 @@ async def from_clients(app: Any, clients: list[str]) -> list[int]:
         return [(await client.get("/", headers={"x-client": c})).status_code for c in clients]
 
 
-def test_over_capacity_delays_grow_with_the_excess(registry: FaultRegistry, sleep: FakeSleep, inner: InnerApp) -> None:
+def test_over_capacity_delays_grow_with_the_excess(faults: FaultRegistry, sleep: FakeSleep, inner: InnerApp) -> None:
     """Above capacity each answer is delayed by ms_per_excess_client per extra client, and none is refused."""
-    registry.set("over_capacity", params={"capacity_clients": 2, "ms_per_excess_client": 10})
-    statuses = run(from_clients(middleware(inner, registry, sleep), ["a", "b", "c", "d", "a"]))
+    faults.set("over_capacity", params={"capacity_clients": 2, "ms_per_excess_client": 10})
+    statuses = run(from_clients(middleware(inner, faults, sleep), ["a", "b", "c", "d", "a"]))
     assert statuses == [200] * 5
     assert sleep.calls == pytest.approx([0.01, 0.02, 0.02])
 
 
 def test_over_capacity_uses_clients_per_instance_times_instances(
-    registry: FaultRegistry, sleep: FakeSleep, inner: InnerApp
+    faults: FaultRegistry, sleep: FakeSleep, inner: InnerApp
 ) -> None:
     """Without capacity_clients, capacity is clients_per_instance × CMG instances."""
-    registry.set("over_capacity", params={"clients_per_instance": 2, "ms_per_excess_client": 1})
-    run(from_clients(middleware(inner, registry, sleep, cmg_instances=2), ["a", "b", "c", "d", "e"]))
+    faults.set("over_capacity", params={"clients_per_instance": 2, "ms_per_excess_client": 1})
+    run(from_clients(middleware(inner, faults, sleep, cmg_instances=2), ["a", "b", "c", "d", "e"]))
     assert sleep.calls == pytest.approx([0.001])
 
 
-def test_over_capacity_delay_is_capped(registry: FaultRegistry, sleep: FakeSleep, inner: InnerApp) -> None:
+def test_over_capacity_delay_is_capped(faults: FaultRegistry, sleep: FakeSleep, inner: InnerApp) -> None:
     """The added delay never exceeds max_delay_ms."""
-    registry.set(
+    faults.set(
         "over_capacity", params={"capacity_clients": 1, "ms_per_excess_client": 500, "max_delay_ms": 700}
     )
-    run(from_clients(middleware(inner, registry, sleep), ["a", "b", "c", "d"]))
+    run(from_clients(middleware(inner, faults, sleep), ["a", "b", "c", "d"]))
     assert sleep.calls == pytest.approx([0.5, 0.7, 0.7])
 
 
 def test_over_capacity_forgets_clients_after_the_window(
-    registry: FaultRegistry, sleep: FakeSleep, inner: InnerApp, clock: FakeClock
+    faults: FaultRegistry, sleep: FakeSleep, inner: InnerApp, clock: FakeClock
 ) -> None:
     """Clients not seen within window_s no longer count as active."""
-    registry.set("over_capacity", params={"capacity_clients": 1, "ms_per_excess_client": 10, "window_s": 30})
-    app = middleware(inner, registry, sleep)
+    faults.set("over_capacity", params={"capacity_clients": 1, "ms_per_excess_client": 10, "window_s": 30})
+    app = middleware(inner, faults, sleep)
     run(from_clients(app, ["a", "b"]))
     clock.advance(31)
     run(from_clients(app, ["c"]))
     assert sleep.calls == pytest.approx([0.01])
 
 
-def test_over_capacity_falls_back_to_the_client_address(registry: FaultRegistry, sleep: FakeSleep) -> None:
+def test_over_capacity_falls_back_to_the_client_address(faults: FaultRegistry, sleep: FakeSleep) -> None:
     """Without a client id in scope state, requests are told apart by client address."""
-    registry.set("over_capacity", params={"capacity_clients": 1, "ms_per_excess_client": 10})
+    faults.set("over_capacity", params={"capacity_clients": 1, "ms_per_excess_client": 10})
 
     async def plain(scope: Any, receive: Any, send: Any) -> None:
         await send({"type": "http.response.start", "status": 204, "headers": []})
         await send({"type": "http.response.body", "body": b""})
 
-    app = FaultMiddleware(plain, registry=registry, role="cmg", sleep=sleep)
+    app = FaultMiddleware(plain, faults=faults, role="cmg", sleep=sleep)
 
     async def from_addresses() -> None:
         for address in ["127.0.0.2", "127.0.0.3", "127.0.0.3"]:
@@ -317,10 +317,10 @@ def test_over_capacity_falls_back_to_the_client_address(registry: FaultRegistry,
 
 @pytest.mark.parametrize("scope_type", ["lifespan", "websocket"])
 def test_non_http_scopes_pass_through(
-    registry: FaultRegistry, sleep: FakeSleep, inner: InnerApp, scope_type: str
+    faults: FaultRegistry, sleep: FakeSleep, inner: InnerApp, scope_type: str
 ) -> None:
     """Lifespan and websocket scopes reach the app untouched even while faults are on."""
-    registry.set("reset")
+    faults.set("reset")
 
     async def call() -> None:
         async def receive() -> dict[str, Any]:
@@ -329,18 +329,18 @@ def test_non_http_scopes_pass_through(
         async def send(message: dict[str, Any]) -> None:
             return None
 
-        await middleware(inner, registry, sleep)({"type": scope_type}, receive, send)
+        await middleware(inner, faults, sleep)({"type": scope_type}, receive, send)
 
     run(call())
     assert [scope["type"] for scope in inner.scopes] == [scope_type]
 
 
 @pytest.mark.parametrize(("kwargs", "fragment"), [({"role": "edge"}, "'edge'"), ({"cmg_instances": 0}, "got 0")])
-def test_middleware_refuses_bad_settings(registry: FaultRegistry, kwargs: dict[str, Any], fragment: str) -> None:
+def test_middleware_refuses_bad_settings(faults: FaultRegistry, kwargs: dict[str, Any], fragment: str) -> None:
     """An unknown role or a CMG instance count below 1 raises FaultError naming it."""
     settings: dict[str, Any] = {"role": "cmg", **kwargs}
     with pytest.raises(FaultError, match=fragment):
-        FaultMiddleware(InnerApp(), registry=registry, **settings)
+        FaultMiddleware(InnerApp(), faults=faults, **settings)
 
 
 def test_client_window_counts_distinct_clients_in_the_window() -> None:

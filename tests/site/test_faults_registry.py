@@ -28,13 +28,13 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def registry(clock: FakeClock) -> FaultRegistry:
+def faults(clock: FakeClock) -> FaultRegistry:
     return FaultRegistry(clock, random.Random(1234))
 
 
-def test_set_fills_in_catalogue_defaults(registry: FaultRegistry, clock: FakeClock) -> None:
+def test_set_fills_in_catalogue_defaults(faults: FaultRegistry, clock: FakeClock) -> None:
     """A fault set by name alone gets the default role, probability 1, default duration and default parameters."""
-    fault = registry.set("latency")
+    fault = faults.set("latency")
     assert (fault.name, fault.role, fault.probability) == ("latency", "cmg", 1.0)
     assert fault.ends_at - fault.started_at == DEFAULT_DURATION
     assert fault.started_at == clock.now
@@ -64,128 +64,128 @@ def test_set_fills_in_catalogue_defaults(registry: FaultRegistry, clock: FakeClo
     ],
 )
 def test_bad_settings_raise_fault_error_naming_the_value(
-    registry: FaultRegistry, kwargs: dict[str, object], fragment: str
+    faults: FaultRegistry, kwargs: dict[str, object], fragment: str
 ) -> None:
     """Every kind of bad setting raises FaultError (a ValueError) whose message names the bad value."""
     name = kwargs.pop("name")
     with pytest.raises(FaultError) as error:
-        registry.set(name, **kwargs)  # type: ignore[arg-type]
+        faults.set(name, **kwargs)  # type: ignore[arg-type]
     assert isinstance(error.value, ValueError)
     assert fragment in str(error.value)
 
 
-def test_bad_setting_keeps_the_fault_already_on(registry: FaultRegistry) -> None:
+def test_bad_setting_keeps_the_fault_already_on(faults: FaultRegistry) -> None:
     """A refused change leaves the fault that was on untouched."""
-    before = registry.set("latency", params={"mean_ms": 100})
+    before = faults.set("latency", params={"mean_ms": 100})
     with pytest.raises(FaultError):
-        registry.set("latency", params={"mean_ms": -1})
-    assert registry.active() == [before]
+        faults.set("latency", params={"mean_ms": -1})
+    assert faults.active() == [before]
 
 
-def test_longest_duration_is_accepted(registry: FaultRegistry) -> None:
+def test_longest_duration_is_accepted(faults: FaultRegistry) -> None:
     """A duration of exactly the maximum (24 h) is allowed."""
-    fault = registry.set("reset", duration=MAX_DURATION)
+    fault = faults.set("reset", duration=MAX_DURATION)
     assert fault.ends_at - fault.started_at == MAX_DURATION
 
 
-def test_fault_vanishes_when_its_duration_ends(registry: FaultRegistry, clock: FakeClock) -> None:
+def test_fault_vanishes_when_its_duration_ends(faults: FaultRegistry, clock: FakeClock) -> None:
     """A fault is on until its end and gone from every read from then on."""
-    registry.set("reset", duration=10)
+    faults.set("reset", duration=10)
     clock.advance(9.9)
-    assert registry.trigger("reset", "cmg") is not None
+    assert faults.trigger("reset", "cmg") is not None
     clock.advance(0.1)
-    assert registry.trigger("reset", "cmg") is None
-    assert registry.active() == []
-    assert registry.snapshot() == []
+    assert faults.trigger("reset", "cmg") is None
+    assert faults.active() == []
+    assert faults.snapshot() == []
 
 
-def test_fault_without_duration_ends_after_the_catalogue_default(registry: FaultRegistry, clock: FakeClock) -> None:
+def test_fault_without_duration_ends_after_the_catalogue_default(faults: FaultRegistry, clock: FakeClock) -> None:
     """No fault lingers: without a duration it ends after the catalogue's default."""
-    registry.set("mp_down")
+    faults.set("mp_down")
     clock.advance(CATALOGUE["mp_down"].default_duration)
-    assert registry.active() == []
+    assert faults.active() == []
 
 
-def test_setting_again_replaces_the_fault_at_that_role(registry: FaultRegistry) -> None:
+def test_setting_again_replaces_the_fault_at_that_role(faults: FaultRegistry) -> None:
     """Setting a fault that is on at the same role replaces it."""
-    registry.set("latency", params={"mean_ms": 100})
-    registry.set("latency", params={"mean_ms": 200})
-    assert [f.params["mean_ms"] for f in registry.active()] == [200.0]
+    faults.set("latency", params={"mean_ms": 100})
+    faults.set("latency", params={"mean_ms": 200})
+    assert [f.params["mean_ms"] for f in faults.active()] == [200.0]
 
 
-def test_same_fault_can_be_on_at_several_roles(registry: FaultRegistry) -> None:
+def test_same_fault_can_be_on_at_several_roles(faults: FaultRegistry) -> None:
     """One fault may be on at different roles at the same time, each with its own parameters."""
-    registry.set("latency", role="cmg", params={"mean_ms": 100})
-    registry.set("latency", role="mp", params={"mean_ms": 300})
-    assert [(f.role, f.params["mean_ms"]) for f in registry.active()] == [("cmg", 100.0), ("mp", 300.0)]
+    faults.set("latency", role="cmg", params={"mean_ms": 100})
+    faults.set("latency", role="mp", params={"mean_ms": 300})
+    assert [(f.role, f.params["mean_ms"]) for f in faults.active()] == [("cmg", 100.0), ("mp", 300.0)]
 
 
-def test_active_filters_by_role(registry: FaultRegistry) -> None:
+def test_active_filters_by_role(faults: FaultRegistry) -> None:
     """active(role) lists only the faults on at that role."""
-    registry.set("latency", role="cp")
-    registry.set("mp_down")
-    assert [f.name for f in registry.active("mp")] == ["mp_down"]
+    faults.set("latency", role="cp")
+    faults.set("mp_down")
+    assert [f.name for f in faults.active("mp")] == ["mp_down"]
 
 
-def test_active_refuses_an_unknown_role(registry: FaultRegistry) -> None:
+def test_active_refuses_an_unknown_role(faults: FaultRegistry) -> None:
     """active() with a role that does not exist raises naming it."""
     with pytest.raises(FaultError, match="'gateway'"):
-        registry.active("gateway")
+        faults.active("gateway")
 
 
-def test_clear_without_role_clears_every_role(registry: FaultRegistry) -> None:
+def test_clear_without_role_clears_every_role(faults: FaultRegistry) -> None:
     """clear(name) switches the fault off at every role and returns what was on."""
-    registry.set("latency", role="cmg")
-    registry.set("latency", role="mp")
-    registry.set("reset")
-    cleared = registry.clear("latency")
+    faults.set("latency", role="cmg")
+    faults.set("latency", role="mp")
+    faults.set("reset")
+    cleared = faults.clear("latency")
     assert sorted(f.role for f in cleared) == ["cmg", "mp"]
-    assert [f.name for f in registry.active()] == ["reset"]
+    assert [f.name for f in faults.active()] == ["reset"]
 
 
-def test_clear_with_role_clears_only_that_role(registry: FaultRegistry) -> None:
+def test_clear_with_role_clears_only_that_role(faults: FaultRegistry) -> None:
     """clear(name, role) leaves the fault on at other roles."""
-    registry.set("latency", role="cmg")
-    registry.set("latency", role="mp")
-    registry.clear("latency", "cmg")
-    assert [f.role for f in registry.active()] == ["mp"]
+    faults.set("latency", role="cmg")
+    faults.set("latency", role="mp")
+    faults.clear("latency", "cmg")
+    assert [f.role for f in faults.active()] == ["mp"]
 
 
-def test_clear_of_a_fault_that_is_off_returns_nothing(registry: FaultRegistry) -> None:
+def test_clear_of_a_fault_that_is_off_returns_nothing(faults: FaultRegistry) -> None:
     """Clearing a fault that is not on changes nothing and returns an empty list."""
-    assert registry.clear("latency") == []
+    assert faults.clear("latency") == []
 
 
-def test_clear_refuses_an_unknown_name(registry: FaultRegistry) -> None:
+def test_clear_refuses_an_unknown_name(faults: FaultRegistry) -> None:
     """Clearing a name not in the catalogue raises UnknownFault naming it."""
     with pytest.raises(UnknownFault, match="'latencyy'"):
-        registry.clear("latencyy")
+        faults.clear("latencyy")
 
 
-def test_reset_clears_all_and_keeps_injection_totals(registry: FaultRegistry) -> None:
+def test_reset_clears_all_and_keeps_injection_totals(faults: FaultRegistry) -> None:
     """reset() switches every fault off; injection totals stay, like counters."""
-    registry.set("reset")
-    registry.set("mp_down")
-    registry.trigger("reset", "cmg")
-    assert len(registry.reset()) == 2
-    assert registry.active() == []
-    assert registry.injections()["reset"] == 1
+    faults.set("reset")
+    faults.set("mp_down")
+    faults.trigger("reset", "cmg")
+    assert len(faults.reset()) == 2
+    assert faults.active() == []
+    assert faults.injections()["reset"] == 1
 
 
 @pytest.mark.parametrize(("probability", "expected_hits"), [(0.0, 0), (1.0, 200)])
 def test_probability_bounds_never_and_always_inject(
-    registry: FaultRegistry, probability: float, expected_hits: int
+    faults: FaultRegistry, probability: float, expected_hits: int
 ) -> None:
     """Probability 0 never draws the fault and probability 1 always does."""
-    registry.set("http_error", probability=probability)
-    hits = sum(registry.trigger("http_error", "cmg") is not None for _ in range(200))
+    faults.set("http_error", probability=probability)
+    hits = sum(faults.trigger("http_error", "cmg") is not None for _ in range(200))
     assert hits == expected_hits
 
 
-def test_half_probability_injects_about_half_the_time(registry: FaultRegistry) -> None:
+def test_half_probability_injects_about_half_the_time(faults: FaultRegistry) -> None:
     """Probability 0.5 over 1000 draws injects within a wide band around 500."""
-    registry.set("http_error", probability=0.5)
-    hits = sum(registry.trigger("http_error", "cmg") is not None for _ in range(1000))
+    faults.set("http_error", probability=0.5)
+    hits = sum(faults.trigger("http_error", "cmg") is not None for _ in range(1000))
     assert 400 <= hits <= 600
 
 
@@ -193,65 +193,65 @@ def test_draws_are_reproducible_with_a_seeded_rng(clock: FakeClock) -> None:
     """Two registries with the same seed draw the same sequence of hits and misses."""
 
     def draws(seed: int) -> list[bool]:
-        registry = FaultRegistry(clock, random.Random(seed))
-        registry.set("reset", probability=0.3)
-        return [registry.trigger("reset", "cmg") is not None for _ in range(100)]
+        faults = FaultRegistry(clock, random.Random(seed))
+        faults.set("reset", probability=0.3)
+        return [faults.trigger("reset", "cmg") is not None for _ in range(100)]
 
     assert draws(7) == draws(7)
     assert draws(7) != draws(8)
 
 
-def test_trigger_at_another_role_is_a_miss(registry: FaultRegistry) -> None:
+def test_trigger_at_another_role_is_a_miss(faults: FaultRegistry) -> None:
     """A fault on at one role is not injected at another."""
-    registry.set("latency", role="mp")
-    assert registry.trigger("latency", "cmg") is None
+    faults.set("latency", role="mp")
+    assert faults.trigger("latency", "cmg") is None
 
 
 @pytest.mark.parametrize(("name", "role", "error"), [("nope", "cmg", UnknownFault), ("latency", "router", FaultError)])
 def test_trigger_refuses_unknown_names_and_roles(
-    registry: FaultRegistry, name: str, role: str, error: type[Exception]
+    faults: FaultRegistry, name: str, role: str, error: type[Exception]
 ) -> None:
     """trigger() with a name or role that does not exist raises, catching typos in role apps."""
     with pytest.raises(error, match=repr(name if error is UnknownFault else role)):
-        registry.trigger(name, role)
+        faults.trigger(name, role)
 
 
-def test_injections_count_only_hits(registry: FaultRegistry) -> None:
+def test_injections_count_only_hits(faults: FaultRegistry) -> None:
     """injections() counts the draws that injected, per fault name, every catalogue name included."""
-    registry.set("reset", probability=1.0)
-    registry.set("mp_down", probability=0.0)
+    faults.set("reset", probability=1.0)
+    faults.set("mp_down", probability=0.0)
     for _ in range(3):
-        registry.trigger("reset", "cmg")
-        registry.trigger("mp_down", "mp")
-    counts = registry.injections()
+        faults.trigger("reset", "cmg")
+        faults.trigger("mp_down", "mp")
+    counts = faults.injections()
     assert set(counts) == set(CATALOGUE)
     assert (counts["reset"], counts["mp_down"], counts["latency"]) == (3, 0, 0)
 
 
-def test_get_neither_draws_nor_counts(registry: FaultRegistry) -> None:
+def test_get_neither_draws_nor_counts(faults: FaultRegistry) -> None:
     """get() returns the active fault without counting an injection."""
-    fault = registry.set("ccm_token_lifetime", params={"seconds": 60})
-    assert registry.get("ccm_token_lifetime", "sts") == fault
-    assert registry.injections()["ccm_token_lifetime"] == 0
+    fault = faults.set("ccm_token_lifetime", params={"seconds": 60})
+    assert faults.get("ccm_token_lifetime", "sts") == fault
+    assert faults.injections()["ccm_token_lifetime"] == 0
 
 
 def test_injections_feed_the_prometheus_counter(clock: FakeClock) -> None:
     """Each injection increments cmg_fault_injections_total for its role and fault."""
     metrics = CollectorRegistry()
-    registry = FaultRegistry(clock, random.Random(0), metrics)
-    registry.set("latency", role="cp")
+    faults = FaultRegistry(clock, random.Random(0), metrics)
+    faults.set("latency", role="cp")
     for _ in range(3):
-        registry.trigger("latency", "cp")
+        faults.trigger("latency", "cp")
     assert metrics.get_sample_value("cmg_fault_injections_total", {"role": "cp", "fault": "latency"}) == 3.0
 
 
-def test_snapshot_is_json_ready_with_times_and_injections(registry: FaultRegistry, clock: FakeClock) -> None:
+def test_snapshot_is_json_ready_with_times_and_injections(faults: FaultRegistry, clock: FakeClock) -> None:
     """snapshot() gives each active fault's settings, times, remaining seconds and injections since it was set."""
-    registry.set("http_error", role="mp", probability=0.25, duration=60, params={"status": 502})
-    registry.set("reset")
-    registry.trigger("reset", "cmg")
+    faults.set("http_error", role="mp", probability=0.25, duration=60, params={"status": 502})
+    faults.set("reset")
+    faults.trigger("reset", "cmg")
     clock.advance(15)
-    snapshot = json.loads(json.dumps(registry.snapshot()))
+    snapshot = json.loads(json.dumps(faults.snapshot()))
     assert snapshot[0] == {
         "name": "http_error",
         "role": "mp",
@@ -265,39 +265,39 @@ def test_snapshot_is_json_ready_with_times_and_injections(registry: FaultRegistr
     assert (snapshot[1]["name"], snapshot[1]["injections"]) == ("reset", 1)
 
 
-def test_setting_again_restarts_the_per_fault_count(registry: FaultRegistry) -> None:
+def test_setting_again_restarts_the_per_fault_count(faults: FaultRegistry) -> None:
     """A replaced fault starts with no injections of its own, while the total keeps counting."""
-    registry.set("reset")
-    registry.trigger("reset", "cmg")
-    registry.set("reset")
-    assert registry.snapshot()[0]["injections"] == 0
-    assert registry.injections()["reset"] == 1
+    faults.set("reset")
+    faults.trigger("reset", "cmg")
+    faults.set("reset")
+    assert faults.snapshot()[0]["injections"] == 0
+    assert faults.injections()["reset"] == 1
 
 
-def test_concurrent_triggers_are_all_counted(registry: FaultRegistry) -> None:
+def test_concurrent_triggers_are_all_counted(faults: FaultRegistry) -> None:
     """Triggers from several threads at once lose no count."""
-    registry.set("reset")
+    faults.set("reset")
 
     def hammer() -> None:
         for _ in range(2000):
-            registry.trigger("reset", "cmg")
+            faults.trigger("reset", "cmg")
 
     threads = [threading.Thread(target=hammer) for _ in range(4)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    assert registry.injections()["reset"] == 8000
+    assert faults.injections()["reset"] == 8000
 
 
-def test_listeners_hear_set_clear_and_reset(registry: FaultRegistry) -> None:
+def test_listeners_hear_set_clear_and_reset(faults: FaultRegistry) -> None:
     """Subscribers get one event per change, saying whether the fault is now on."""
     events: list[FaultEvent] = []
-    registry.subscribe(events.append)
-    registry.set("cmg_cert_revoked")
-    registry.clear("cmg_cert_revoked")
-    registry.set("mp_down")
-    registry.reset()
+    faults.subscribe(events.append)
+    faults.set("cmg_cert_revoked")
+    faults.clear("cmg_cert_revoked")
+    faults.set("mp_down")
+    faults.reset()
     assert [(e.action, e.fault.name, e.active) for e in events] == [
         ("set", "cmg_cert_revoked", True),
         ("clear", "cmg_cert_revoked", False),
@@ -306,42 +306,42 @@ def test_listeners_hear_set_clear_and_reset(registry: FaultRegistry) -> None:
     ]
 
 
-def test_listeners_hear_expiry_on_the_next_read(registry: FaultRegistry, clock: FakeClock) -> None:
+def test_listeners_hear_expiry_on_the_next_read(faults: FaultRegistry, clock: FakeClock) -> None:
     """An expired fault is reported to listeners as an expire event when the registry next looks."""
     events: list[FaultEvent] = []
-    registry.subscribe(events.append)
-    registry.set("cmg_cert_revoked", duration=5)
+    faults.subscribe(events.append)
+    faults.set("cmg_cert_revoked", duration=5)
     clock.advance(5)
-    assert [f.name for f in registry.purge()] == ["cmg_cert_revoked"]
+    assert [f.name for f in faults.purge()] == ["cmg_cert_revoked"]
     assert [(e.action, e.active) for e in events] == [("set", True), ("expire", False)]
 
 
-def test_unsubscribed_listener_hears_nothing_more(registry: FaultRegistry) -> None:
+def test_unsubscribed_listener_hears_nothing_more(faults: FaultRegistry) -> None:
     """The function subscribe() returns stops the callbacks."""
     events: list[FaultEvent] = []
-    unsubscribe = registry.subscribe(events.append)
+    unsubscribe = faults.subscribe(events.append)
     unsubscribe()
-    registry.set("reset")
+    faults.set("reset")
     assert events == []
 
 
-def test_failing_listener_neither_blocks_others_nor_the_change(registry: FaultRegistry) -> None:
+def test_failing_listener_neither_blocks_others_nor_the_change(faults: FaultRegistry) -> None:
     """A listener that raises is logged; the change stands and later listeners still run."""
     heard: list[str] = []
 
     def broken(event: FaultEvent) -> None:
         raise RuntimeError("listener bug")
 
-    registry.subscribe(broken)
-    registry.subscribe(lambda event: heard.append(event.fault.name))
-    registry.set("reset")
+    faults.subscribe(broken)
+    faults.subscribe(lambda event: heard.append(event.fault.name))
+    faults.set("reset")
     assert heard == ["reset"]
-    assert [f.name for f in registry.active()] == ["reset"]
+    assert [f.name for f in faults.active()] == ["reset"]
 
 
-def test_listener_may_read_the_registry(registry: FaultRegistry) -> None:
+def test_listener_may_read_the_registry(faults: FaultRegistry) -> None:
     """Listeners run outside the registry's lock, so they can read it without deadlock."""
     seen: list[list[str]] = []
-    registry.subscribe(lambda event: seen.append([f.name for f in registry.active()]))
-    registry.set("reset")
+    faults.subscribe(lambda event: seen.append([f.name for f in faults.active()]))
+    faults.set("reset")
     assert seen == [["reset"]]

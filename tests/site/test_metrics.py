@@ -114,11 +114,11 @@ def test_the_hot_path_binds_labels_only_the_first_time(
     metrics: SiteMetrics, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """After the first request of a kind, ``observe_request`` reuses cached children and calls no ``.labels()``."""
-    from mock_site.metrics import _FastFamily
+    from mock_site.metrics.exposition import FastFamily
 
     calls = []
-    original = _FastFamily.labels
-    monkeypatch.setattr(_FastFamily, "labels", lambda self, *a, **k: calls.append(a) or original(self, *a, **k))
+    original = FastFamily.labels
+    monkeypatch.setattr(FastFamily, "labels", lambda self, *a, **k: calls.append(a) or original(self, *a, **k))
     metrics.observe_request(STS, "CCM_POST", 200, 10, 20, 0.01)
     assert len(calls) == 4
     calls.clear()

@@ -14,7 +14,7 @@ from typing import Any
 from cmg_protocol import tokens
 from cmg_protocol.clock import Clock
 
-log = logging.getLogger("mock_site.keys")
+log = logging.getLogger("mock_site.token_checks")
 
 JwksFetcher = Callable[[], Awaitable[Mapping[str, Any]]]
 

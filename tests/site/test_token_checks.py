@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from cmg_protocol.tokens import TokenRejected
-from mock_site.keys import verify_ccm_or_entra
+from mock_site.token_checks import verify_ccm_or_entra
 
 
 class Ccm:
