@@ -38,10 +38,10 @@ def add_run_arguments(parser: argparse.ArgumentParser, _positive_float: Callable
     from harness.load.headless import DEFAULT_LOCUSTFILE, DEFAULT_TIME_SCALE
 
     def duration(text: str) -> float:
-        from harness.load.headless import parse_duration
+        from harness.units import parse_duration_seconds
 
         try:
-            return parse_duration(text)
+            return parse_duration_seconds(text)
         except ValueError as error:
             raise argparse.ArgumentTypeError(str(error)) from None
 

@@ -17,7 +17,7 @@ from harness.gates._data import (
     load_results,
     percentile,
 )
-from harness.gates._evaluate import GateResult, ThresholdResult, evaluate, format_value, measure
+from harness.gates._evaluate import GateResult, ThresholdResult, evaluate, measure
 from harness.gates._report import (
     GATE_JSON,
     GATE_JUNIT,
@@ -67,7 +67,6 @@ __all__ = [
     "describe",
     "evaluate",
     "format_results",
-    "format_value",
     "junit_xml",
     "load_gate",
     "load_results",

@@ -9,8 +9,9 @@ from pathlib import Path
 from typing import TextIO
 
 from harness.gates._data import load_results
-from harness.gates._evaluate import GateResult, ThresholdResult, evaluate, format_value
+from harness.gates._evaluate import GateResult, ThresholdResult, evaluate
 from harness.gates._spec import GATE_FAILED_EXIT, Gate
+from harness.units import format_measure
 
 GATE_JSON = "gate.json"
 GATE_JUNIT = "gate-junit.xml"
@@ -21,8 +22,8 @@ FAIL_MARK = "✗"
 def describe(result: ThresholdResult) -> str:
     """``measured X, threshold Y`` plus the detail: the JUnit failure message and the end of a printed line."""
     threshold = result.threshold
-    text = (f"measured {format_value(result.measured, threshold.unit)}, threshold {threshold.metric} {threshold.op} "
-            f"{format_value(threshold.limit, threshold.unit)}")
+    text = (f"measured {format_measure(result.measured, threshold.unit)}, threshold {threshold.metric} {threshold.op} "
+            f"{format_measure(threshold.limit, threshold.unit)}")
     return f"{text} ({result.detail})" if result.detail else text
 
 

@@ -17,6 +17,8 @@ from typing import Any
 
 import yaml
 
+from harness.units import yaml_duration_seconds
+
 #: Exit code of ``cmg-harness run --gate`` and ``cmg-harness gate`` when a threshold is crossed (Locust's own error
 #: exit is 1, a usage error 2).
 GATE_FAILED_EXIT = 3
@@ -239,17 +241,6 @@ def _domain(metric: Metric) -> str:
     return f"a value >= 0 ({metric.unit})"
 
 
-def parse_duration_value(value: Any) -> float:
-    """Seconds in a YAML duration (``30``, ``"30s"``, ``"2m"``); ValueError naming it otherwise."""
-    from harness.load.headless import parse_duration
-
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        if not math.isfinite(value) or value <= 0:
-            raise ValueError(f"duration must be > 0, got {value!r}")
-        return float(value)
-    return parse_duration(str(value))
-
-
 class _Reader:
     """Walks the YAML node tree so that every value keeps the line it was written on."""
 
@@ -375,7 +366,7 @@ def _option_duration(reader: _Reader, options: Mapping[str, tuple[Any, yaml.Node
         return None
     value, node = options[key]
     try:
-        return parse_duration_value(value)
+        return yaml_duration_seconds(value)
     except ValueError as error:
         raise reader.fail(node, f"{key}: {error}") from None
 

@@ -11,7 +11,6 @@ import contextlib
 import json
 import math
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -38,23 +37,8 @@ SITE_STOP_TIMEOUT = 30.0
 #: Seconds Locust lets a user finish the device it is driving when the run time is up (no half-done registrations).
 STOP_TIMEOUT = 10.0
 
-_DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s?)?$")
-
-
 class RunError(Exception):
     """The run could not be carried out (site would not start, Locust crashed); a one-line message for the user."""
-
-
-def parse_duration(text: str) -> float:
-    """Seconds in ``"90"``, ``"90s"``, ``"2m"`` or ``"1h30m"``; ValueError naming the text otherwise."""
-    match = _DURATION.match(text.strip().lower())
-    if not text.strip() or match is None or not any(match.groups()):
-        raise ValueError(f"duration must look like 90, 90s, 2m or 1h30m, got {text!r}")
-    hours, minutes, seconds = (float(group) if group else 0.0 for group in match.groups())
-    total = hours * 3600 + minutes * 60 + seconds
-    if not total > 0:
-        raise ValueError(f"duration must be > 0, got {text!r}")
-    return total
 
 
 def default_out_dir(now: datetime) -> Path:

@@ -13,7 +13,6 @@ from harness.load.headless import (
     default_out_dir,
     format_summary,
     locust_command,
-    parse_duration,
     seeded_fleet_size,
     site_command,
     summarize,
@@ -21,21 +20,6 @@ from harness.load.headless import (
 
 MANIFEST = {"ccm_token_lifetime_s": 24.0, "policy_interval_s": 3.0, "db_path": "/nonexistent/site.db"}
 POLICY = "/CCM_Proxy_ServerAuth/72186325152220500/ccm_system_tokenauth/request"
-
-
-@pytest.mark.parametrize(("text", "seconds"), [("90", 90.0), ("90s", 90.0), ("2m", 120.0), ("1h30m", 5400.0),
-                                               ("1.5m", 90.0), (" 10S ", 10.0)])
-def test_durations_read_like_locusts_run_time(text: str, seconds: float) -> None:
-    """Plain seconds and h/m/s forms are accepted."""
-    assert parse_duration(text) == seconds
-
-
-@pytest.mark.parametrize("text", ["", "0", "soon", "5 minutes", "-3", "1m-2s"])
-def test_bad_durations_are_refused_by_value(text: str) -> None:
-    """Anything else raises ValueError quoting the text."""
-    with pytest.raises(ValueError, match="duration") as caught:
-        parse_duration(text)
-    assert repr(text) in str(caught.value)
 
 
 def test_default_results_go_to_a_timestamped_folder() -> None:
