@@ -7,8 +7,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from harness.gates._data import RunData, StatsEntry, percentile
+from harness.gates._data import RunData
 from harness.gates._spec import GATE_FAILED_EXIT, PERCENTILES, RUN, Gate, Threshold
+from harness.results.stats import StatsEntry, percentile
 from harness.units import format_measure
 
 

@@ -17,16 +17,13 @@ from typing import Any
 
 import yaml
 
+from harness.client.stages import LIFECYCLE_REQUEST_TYPE, STAGES
 from harness.units import yaml_duration_seconds
 
 #: Exit code of ``cmg-harness run --gate`` and ``cmg-harness gate`` when a threshold is crossed (Locust's own error
 #: exit is 1, a usage error 2).
 GATE_FAILED_EXIT = 3
 
-#: Locust ``request_type`` of the entries that time a lifecycle stage (``harness.load.tally``).
-LIFECYCLE = "LIFECYCLE"
-#: The lifecycle stages the load users time, as named in Locust's statistics (``harness.load.driver``).
-STAGES = ("install+register", "policy cycle", "token renewal")
 
 ALL_REQUESTS = "all"
 REQUEST = "request"
@@ -96,11 +93,11 @@ class Selector:
     def matches(self, method: str, name: str) -> bool:
         """Does the Locust stats entry ``(method, name)`` belong to this selector?"""
         if self.kind == ALL_REQUESTS:
-            return method != LIFECYCLE
+            return method != LIFECYCLE_REQUEST_TYPE
         if self.kind == REQUEST:
-            return method != LIFECYCLE and self.pattern is not None and self.pattern.fullmatch(name) is not None
+            return method != LIFECYCLE_REQUEST_TYPE and self.pattern is not None and self.pattern.fullmatch(name) is not None
         if self.kind == STAGE:
-            return method == LIFECYCLE and (self.stage == "*" or name == self.stage)
+            return method == LIFECYCLE_REQUEST_TYPE and (self.stage == "*" or name == self.stage)
         return False
 
 

@@ -9,14 +9,14 @@ from pathlib import Path
 import pytest
 
 from harness.load.headless import (
-    RunPlan,
-    default_out_dir,
     format_summary,
     locust_command,
     seeded_fleet_size,
     site_command,
     summarize,
 )
+from harness.results.layout import default_results_path
+from harness.results.plan import RunPlan
 
 MANIFEST = {"ccm_token_lifetime_s": 24.0, "policy_interval_s": 3.0, "db_path": "/nonexistent/site.db"}
 POLICY = "/CCM_Proxy_ServerAuth/72186325152220500/ccm_system_tokenauth/request"
@@ -24,7 +24,7 @@ POLICY = "/CCM_Proxy_ServerAuth/72186325152220500/ccm_system_tokenauth/request"
 
 def test_default_results_go_to_a_timestamped_folder() -> None:
     """results/<timestamp>/ sorts runs by start time."""
-    assert default_out_dir(datetime(2024, 5, 17, 9, 3, 4)) == Path("results/20240517-090304")
+    assert default_results_path(datetime(2024, 5, 17, 9, 3, 4)) == Path("results/20240517-090304")
 
 
 def test_locust_runs_headless_with_every_result_file_in_the_out_dir(tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from harness.cli import main
-from harness.load.headless import LOCUSTFILES_DIR
+from harness.defaults import LOCUSTFILES_DIR
 from mock_site.db import SiteDatabase
 from mock_site.testing import RunningSite
 
