@@ -8,7 +8,8 @@ import sys
 
 import pytest
 
-PACKAGES = ["cmg_protocol", "mock_site", "mock_site.faults", "harness", "harness.chaos", "harness.client"]
+PACKAGES = ["cmg_protocol", "mock_site", "mock_site.faults", "harness", "harness.chaos", "harness.cli", "harness.client",
+            "harness.results"]
 
 
 def _isort_key(name: str) -> tuple[int, str]:

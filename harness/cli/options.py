@@ -26,7 +26,9 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Shows ``(default: X)`` after an option's help, except for switches and options without a default."""
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
-        if action.default in (None, False, [], argparse.SUPPRESS) or "%(default)" in (action.help or ""):
+        default, text = action.default, action.help or ""
+        unset = default is None or default is False or default == [] or default == argparse.SUPPRESS
+        if unset or "%(default)" in text or "(default" in text:  # no default, or the help says it in words
             return action.help
         return super()._get_help_string(action)
 
