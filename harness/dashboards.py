@@ -22,6 +22,8 @@ from typing import Any, Self
 
 import yaml
 
+from harness.units import format_prometheus_duration, parse_prometheus_duration
+
 __all__ = [
     "CLIENT_METRICS",
     "DASHBOARDS_DIR",
@@ -78,7 +80,6 @@ GRAFANA_BUILTINS: Mapping[str, str] = {
     "__range_ms": "3600000",
 }
 
-_DURATION = re.compile(r"(?:\d+y)?(?:\d+w)?(?:\d+d)?(?:\d+h)?(?:\d+m)?(?:\d+s)?(?:\d+ms)?")
 # ${name}, ${name:format}, $name and [[name]]: the spellings Grafana interpolates.
 _VARIABLE = re.compile(r"\$\{(\w+)(?::\w+)?\}|\$(\w+)|\[\[(\w+)\]\]")
 _LABEL_VALUES = re.compile(r"^\s*label_values\(\s*(?:(.*),\s*)?(\w+)\s*\)\s*$", re.DOTALL)
@@ -97,16 +98,12 @@ class PrometheusError(RuntimeError):
 
 def prometheus_duration(value: float | str) -> str:
     """A Prometheus duration (``"5s"``, ``"500ms"``) from seconds or from a duration string, checked."""
-    if isinstance(value, str):
-        if not value or not _DURATION.fullmatch(value):
-            raise DashboardError(f"not a Prometheus duration: {value!r}")
-        return value
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise DashboardError(f"interval must be a positive number of seconds: {value!r}")
-    milliseconds = round(value * 1000)
-    if milliseconds < 1:
-        raise DashboardError(f"interval below one millisecond: {value!r}")
-    return f"{milliseconds // 1000}s" if milliseconds % 1000 == 0 else f"{milliseconds}ms"
+    try:
+        if isinstance(value, str):
+            return parse_prometheus_duration(value)
+        return format_prometheus_duration(value)
+    except ValueError as error:
+        raise DashboardError(str(error)) from None
 
 
 @dataclass(frozen=True)

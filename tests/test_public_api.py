@@ -10,7 +10,7 @@ import pytest
 
 PACKAGES = [
     "cmg_protocol", "mock_site", "mock_site.faults", "mock_site.metrics", "mock_site.pki", "harness", "harness.chaos",
-    "harness.client", "harness.fleet", "harness.latency", "harness.plans",
+    "harness.cli", "harness.client", "harness.fleet", "harness.latency", "harness.plans", "harness.results",
 ]
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cmg_protocol.urlmap import CCM_STS
-from harness.fleet.tally import LIFECYCLE_REQUEST_TYPE
+from harness.client.stages import LIFECYCLE_REQUEST_TYPE
 
 #: Seconds before a fault whose success rate and request rate are its baseline.
 BASELINE_SECONDS = 10

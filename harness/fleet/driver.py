@@ -28,14 +28,11 @@ from harness.client.events import (
 )
 from harness.client.lifecycle import Lifecycle
 from harness.client.outcome import TrailEntry
+from harness.client.stages import INSTALL_REGISTER, POLICY_CYCLE, TOKEN_RENEWAL
 from harness.fleet.scheduler import DeviceScheduler
 from harness.fleet.tally import MILESTONES, OutcomeTally
 from harness.latency.histograms import REQUEST, STAGE, LatencyBook
 
-#: Names of the ``LIFECYCLE`` entries in Locust's statistics.
-INSTALL_REGISTER = "install+register"
-TOKEN_RENEWAL = "token renewal"
-POLICY_CYCLE = "policy cycle"
 STAGE_ENTRIES = {STAGE_INSTALL: INSTALL_REGISTER, STAGE_REGISTRATION: INSTALL_REGISTER, STAGE_RENEWAL: TOKEN_RENEWAL,
                  STAGE_POLICY: POLICY_CYCLE}
 

@@ -10,8 +10,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-#: Locust ``request_type`` of the entries that time a whole lifecycle stage rather than one HTTP request.
-LIFECYCLE_REQUEST_TYPE = "LIFECYCLE"
+from harness.client.stages import LIFECYCLE_REQUEST_TYPE
 
 #: Device milestones counted once per device (how many devices got that far) and per occurrence.
 MILESTONES = ("installed", "registered", "renewed", "polled")

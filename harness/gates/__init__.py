@@ -6,21 +6,9 @@ thresholds live (``harness.load.gate_listener``) to abort a run early and to exp
 
 from __future__ import annotations
 
-from harness.gates._data import (
-    GATE_ABORT,
-    STATS_HISTORY,
-    HistoryPoint,
-    HistoryRecorder,
-    ResultsError,
-    RunData,
-    StatsEntry,
-    load_results,
-    percentile,
-)
-from harness.gates._evaluate import GateResult, ThresholdResult, evaluate, format_value, measure
+from harness.gates._data import HistoryRecorder, RunData, load_results
+from harness.gates._evaluate import GateResult, ThresholdResult, evaluate, measure
 from harness.gates._report import (
-    GATE_JSON,
-    GATE_JUNIT,
     check,
     describe,
     format_results,
@@ -42,6 +30,9 @@ from harness.gates._spec import (
     parse_gate,
     parse_selector,
 )
+from harness.results.errors import ResultsError
+from harness.results.layout import GATE_ABORT, GATE_JSON, GATE_JUNIT, STATS_HISTORY
+from harness.results.stats import HistoryPoint, StatsEntry, percentile
 
 __all__ = [
     "GATE_ABORT",
@@ -67,7 +58,6 @@ __all__ = [
     "describe",
     "evaluate",
     "format_results",
-    "format_value",
     "junit_xml",
     "load_gate",
     "load_results",

@@ -7,8 +7,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from harness.gates._data import RunData, StatsEntry, percentile
+from harness.gates._data import RunData
 from harness.gates._spec import GATE_FAILED_EXIT, PERCENTILES, RUN, Gate, Threshold
+from harness.results.stats import StatsEntry, percentile
+from harness.units import format_measure
 
 
 class Aggregate:
@@ -121,22 +123,9 @@ def measure(threshold: Threshold, data: RunData, *, latest_window_only: bool = F
     if abort is None:
         return result
     at_abort = abort.get("measured")
-    value = format_value(float(at_abort), threshold.unit) if isinstance(at_abort, (int, float)) else "none"
+    value = format_measure(float(at_abort), threshold.unit) if isinstance(at_abort, (int, float)) else "none"
     detail = f"aborted the run after {float(abort.get('elapsed_s', 0.0)):.0f} s, measuring {value} then"
     return ThresholdResult(threshold, result.measured, False, detail, result.at, abort)
-
-
-def format_value(value: float | None, unit: str) -> str:
-    """``value`` in ``unit`` as the verdict prints it (``none`` when nothing was measured)."""
-    if value is None or math.isnan(value):
-        return "none"
-    if unit == "ms":
-        return f"{value:.0f} ms" if value >= 10 else f"{value:.1f} ms"
-    if unit == "ratio":
-        return f"{value * 100:.2f} %"
-    if unit == "rps":
-        return f"{value:.1f}/s"
-    return f"{value:.0f}"
 
 
 def _verdict(threshold: Threshold, measured: float | None, detail: str, at: float | None = None) -> ThresholdResult:

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import json
 import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import TextIO
 
 from harness.gates._data import load_results
-from harness.gates._evaluate import GateResult, ThresholdResult, evaluate, format_value
+from harness.gates._evaluate import GateResult, ThresholdResult, evaluate
 from harness.gates._spec import GATE_FAILED_EXIT, Gate
+from harness.results.layout import ResultsDir
+from harness.units import format_measure
 
-GATE_JSON = "gate.json"
-GATE_JUNIT = "gate-junit.xml"
 PASS_MARK = "✓"
 FAIL_MARK = "✗"
 
@@ -21,8 +20,8 @@ FAIL_MARK = "✗"
 def describe(result: ThresholdResult) -> str:
     """``measured X, threshold Y`` plus the detail: the JUnit failure message and the end of a printed line."""
     threshold = result.threshold
-    text = (f"measured {format_value(result.measured, threshold.unit)}, threshold {threshold.metric} {threshold.op} "
-            f"{format_value(threshold.limit, threshold.unit)}")
+    text = (f"measured {format_measure(result.measured, threshold.unit)}, threshold {threshold.metric} {threshold.op} "
+            f"{format_measure(threshold.limit, threshold.unit)}")
     return f"{text} ({result.detail})" if result.detail else text
 
 
@@ -65,11 +64,7 @@ def junit_xml(result: GateResult) -> str:
 
 def write_outputs(result: GateResult, folder: Path) -> tuple[Path, Path]:
     """Write ``gate.json`` and ``gate-junit.xml`` into ``folder``; returns their paths."""
-    folder.mkdir(parents=True, exist_ok=True)
-    json_path, junit_path = folder / GATE_JSON, folder / GATE_JUNIT
-    json_path.write_text(json.dumps(result.to_dict(), indent=2, allow_nan=False) + "\n")
-    junit_path.write_text(junit_xml(result), encoding="utf-8")
-    return json_path, junit_path
+    return ResultsDir(folder).write_gate_verdict(result.to_dict(), junit_xml(result))
 
 
 def check(gate: Gate, results_dir: str | Path, *, out: TextIO | None = None) -> GateResult:

@@ -17,14 +17,13 @@ from typing import Any
 
 import yaml
 
+from harness.client.stages import LIFECYCLE_REQUEST_TYPE, STAGES
+from harness.units import yaml_duration_seconds
+
 #: Exit code of ``cmg-harness run --gate`` and ``cmg-harness gate`` when a threshold is crossed (Locust's own error
 #: exit is 1, a usage error 2).
 GATE_FAILED_EXIT = 3
 
-#: Locust ``request_type`` of the entries that time a lifecycle stage (``harness.fleet.tally``).
-LIFECYCLE = "LIFECYCLE"
-#: The lifecycle stages the load users time, as named in Locust's statistics (``harness.fleet.driver``).
-STAGES = ("install+register", "policy cycle", "token renewal")
 
 ALL_REQUESTS = "all"
 REQUEST = "request"
@@ -94,11 +93,11 @@ class Selector:
     def matches(self, method: str, name: str) -> bool:
         """Does the Locust stats entry ``(method, name)`` belong to this selector?"""
         if self.kind == ALL_REQUESTS:
-            return method != LIFECYCLE
+            return method != LIFECYCLE_REQUEST_TYPE
         if self.kind == REQUEST:
-            return method != LIFECYCLE and self.pattern is not None and self.pattern.fullmatch(name) is not None
+            return method != LIFECYCLE_REQUEST_TYPE and self.pattern is not None and self.pattern.fullmatch(name) is not None
         if self.kind == STAGE:
-            return method == LIFECYCLE and (self.stage == "*" or name == self.stage)
+            return method == LIFECYCLE_REQUEST_TYPE and (self.stage == "*" or name == self.stage)
         return False
 
 
@@ -239,17 +238,6 @@ def _domain(metric: Metric) -> str:
     return f"a value >= 0 ({metric.unit})"
 
 
-def parse_duration_value(value: Any) -> float:
-    """Seconds in a YAML duration (``30``, ``"30s"``, ``"2m"``); ValueError naming it otherwise."""
-    from harness.load.headless import parse_duration
-
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        if not math.isfinite(value) or value <= 0:
-            raise ValueError(f"duration must be > 0, got {value!r}")
-        return float(value)
-    return parse_duration(str(value))
-
-
 class _Reader:
     """Walks the YAML node tree so that every value keeps the line it was written on."""
 
@@ -375,7 +363,7 @@ def _option_duration(reader: _Reader, options: Mapping[str, tuple[Any, yaml.Node
         return None
     value, node = options[key]
     try:
-        return parse_duration_value(value)
+        return yaml_duration_seconds(value)
     except ValueError as error:
         raise reader.fail(node, f"{key}: {error}") from None
 

@@ -27,10 +27,8 @@ from harness.chaos.verdicts import VerdictSettings
 from harness.client.device import Fleet, FleetMix
 from harness.client.events import SiteEndpoints
 from harness.client.transport import Crl, TrustStore, crl_distribution_point
+from harness.defaults import DEFAULT_DEVICES_PER_USER, DEFAULT_SITE
 from harness.fleet.tally import OutcomeTally
-
-DEFAULT_SITE = "state/site.json"
-DEFAULT_DEVICES_PER_USER = 10
 
 
 class LoadOptionError(ValueError):

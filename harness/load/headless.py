@@ -11,95 +11,32 @@ import contextlib
 import json
 import math
 import os
-import re
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
 
 from harness.chaos.summary import chaos_problems, chaos_sections, format_chaos
 from harness.fleet.tally import cmgservice_table, lifecycle_table
+from harness.results.layout import LOCUST_HTML, LOCUST_LOG, OUTCOMES, SITE_LOG, ResultsDir, or_none
+from harness.results.plan import RunPlan
 
-#: Where the thin Locust entry points live (a source checkout; ``pip install -e .`` keeps them next to the package).
-LOCUSTFILES_DIR = Path(__file__).resolve().parents[2] / "locustfiles"
-DEFAULT_LOCUSTFILE = LOCUSTFILES_DIR / "lifecycle.py"
-#: With this time scale the 8 h CCM token lasts 24 s (renewed at 90 %) and the 60 min policy cycle 3 s, so one
-#: minute shows install, registration, polling and renewal.
-DEFAULT_TIME_SCALE = 1200.0
-OUTCOMES_FILE = "outcomes.json"
-SUMMARY_FILE = "summary.json"
 SITE_START_TIMEOUT = 90.0
 SITE_STOP_TIMEOUT = 30.0
 #: Seconds Locust lets a user finish the device it is driving when the run time is up (no half-done registrations).
 STOP_TIMEOUT = 10.0
-
-_DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s?)?$")
 
 
 class RunError(Exception):
     """The run could not be carried out (site would not start, Locust crashed); a one-line message for the user."""
 
 
-def parse_duration(text: str) -> float:
-    """Seconds in ``"90"``, ``"90s"``, ``"2m"`` or ``"1h30m"``; ValueError naming the text otherwise."""
-    match = _DURATION.match(text.strip().lower())
-    if not text.strip() or match is None or not any(match.groups()):
-        raise ValueError(f"duration must look like 90, 90s, 2m or 1h30m, got {text!r}")
-    hours, minutes, seconds = (float(group) if group else 0.0 for group in match.groups())
-    total = hours * 3600 + minutes * 60 + seconds
-    if not total > 0:
-        raise ValueError(f"duration must be > 0, got {text!r}")
-    return total
-
-
-def default_out_dir(now: datetime) -> Path:
-    """``results/<timestamp>/`` for a run started at ``now``."""
-    return Path("results") / now.strftime("%Y%m%d-%H%M%S")
-
-
-@dataclass(frozen=True)
-class RunPlan:
-    """Everything one ``cmg-harness run`` does, decided before anything starts."""
-
-    out: Path
-    users: int = 20
-    spawn_rate: float = 10.0
-    duration: float = 60.0
-    time_scale: float = DEFAULT_TIME_SCALE
-    workers: int = 0
-    locustfile: Path = DEFAULT_LOCUSTFILE
-    fleet_mix: str = ""
-    seed: int = 1
-    devices_per_user: int = 5
-    seed_clients: int = 0
-    extra_locust_args: tuple[str, ...] = field(default=())
-    #: A chaos schedule file (its device shares are already in ``fleet_mix``).
-    chaos: Path | None = None
-    #: The manifest of a site that is already up; None: the run starts the mock site itself.
-    site: Path | None = None
-    #: The CMG-style proxy the clients go through (Locust's host); None: the site's own CMG.
-    target: str | None = None
-    #: The CA (PEM) that issued the target's server certificate; None: the site CA.
-    ca_file: Path | None = None
-    #: Start the embedded site with CMG → CP → MP as in-process calls (its ceiling; for large fleets).
-    inprocess_hops: bool = False
-
-    @property
-    def site_dir(self) -> Path:
-        return self.out / "site"
-
-    @property
-    def manifest_path(self) -> Path:
-        return self.site if self.site is not None else self.site_dir / "site.json"
-
-    @property
-    def devices(self) -> int:
-        return self.users * self.devices_per_user
+def manifest_path(plan: RunPlan) -> Path:
+    """The manifest of the site the run uses: the one given with ``--site``, else the one the run's own site writes."""
+    return plan.site if plan.site is not None else ResultsDir(plan.out).site_manifest
 
 
 def seeded_fleet_size(users: int, workers: int, devices_per_user: int) -> int:
@@ -113,7 +50,7 @@ def seeded_fleet_size(users: int, workers: int, devices_per_user: int) -> int:
 
 def site_command(plan: RunPlan, python: str = sys.executable) -> list[str]:
     """The command line that starts the mock site for ``plan``."""
-    command = [python, "-m", "harness.cli", "up", "--state-dir", str(plan.site_dir),
+    command = [python, "-m", "harness.cli", "up", "--state-dir", str(ResultsDir(plan.out).site_dir),
                "--time-scale", repr(plan.time_scale)]
     if plan.seed_clients:
         command += ["--seed-clients", str(plan.seed_clients)]
@@ -124,13 +61,13 @@ def site_command(plan: RunPlan, python: str = sys.executable) -> list[str]:
 
 def locust_command(plan: RunPlan, python: str = sys.executable) -> list[str]:
     """The command line of the headless Locust run for ``plan``."""
-    out = plan.out
+    results = ResultsDir(plan.out)
     command = [python, "-m", "locust", "-f", str(plan.locustfile), "--headless",
                "-u", str(plan.users), "-r", repr(plan.spawn_rate), "-t", f"{plan.duration:g}s",
                "--stop-timeout", f"{STOP_TIMEOUT:g}",
-               "--csv", str(out / "locust"), "--html", str(out / "report.html"), "--json-file", str(out / "locust"),
-               "--only-summary",
-               "--site", str(plan.manifest_path), "--results-dir", str(out),
+               "--csv", str(results.locust_prefix), "--html", str(results.file(LOCUST_HTML)),
+               "--json-file", str(results.locust_prefix), "--only-summary",
+               "--site", str(manifest_path(plan)), "--results-dir", str(results.path),
                "--time-scale", repr(plan.time_scale), "--fleet-seed", str(plan.seed),
                "--devices-per-user", str(plan.devices_per_user)]
     if plan.fleet_mix:
@@ -247,16 +184,6 @@ def count_registrations_live(db_path: Path) -> int | None:
         return None
 
 
-#: The result files a run leaves, in the order the summary lists them.
-RESULT_FILES = ("report.html", "locust_stats.csv", "locust.json", OUTCOMES_FILE, SUMMARY_FILE, "locust.log",
-                "site.log", "site/site.json", "site/logs/")
-
-
-def result_files(out: Path) -> list[str]:
-    """The result files present in ``out`` (``summary.json`` counts: it is written with this list)."""
-    return [name for name in RESULT_FILES if name == SUMMARY_FILE or (out / name).exists()]
-
-
 def summarize(plan: RunPlan, *, manifest: dict[str, Any], locust_stats: list[dict[str, Any]] | None,
               outcomes: dict[str, Any] | None, registrations: int | None, locust_exit: int,
               registrations_before: int | None = None) -> dict[str, Any]:
@@ -268,9 +195,9 @@ def summarize(plan: RunPlan, *, manifest: dict[str, Any], locust_stats: list[dic
     """
     problems: list[str] = []
     if locust_exit not in (0, 1):  # 1 only says some request failed; the verdicts judge those
-        problems.append(f"Locust exited with status {locust_exit} (see locust.log)")
+        problems.append(f"Locust exited with status {locust_exit} (see {LOCUST_LOG})")
     if outcomes is None:
-        problems.append(f"Locust wrote no {OUTCOMES_FILE}")
+        problems.append(f"Locust wrote no {OUTCOMES}")
         outcomes = {}
     devices = outcomes.get("devices", {})
     lifecycles = outcomes.get("lifecycles", {})
@@ -283,8 +210,7 @@ def summarize(plan: RunPlan, *, manifest: dict[str, Any], locust_stats: list[dic
     new_registrations = None if registrations is None else registrations - already
     stats = locust_stats or []
     return {
-        "plan": {**{key: (str(value) if isinstance(value, Path) else value) for key, value in asdict(plan).items()},
-                 "extra_locust_args": list(plan.extra_locust_args), "devices": plan.devices},
+        "plan": plan.to_dict(),
         "site": {"ccm_token_lifetime_s": manifest.get("ccm_token_lifetime_s"),
                  "policy_interval_s": manifest.get("policy_interval_s"),
                  "registrations": registrations, "new_registrations": new_registrations,
@@ -301,7 +227,7 @@ def summarize(plan: RunPlan, *, manifest: dict[str, Any], locust_stats: list[dic
         "requests": cmgservice_table(stats, outcomes.get("requests", {})),
         **chaos,
         "locust_exit_code": locust_exit,
-        "files": result_files(plan.out),
+        "files": ResultsDir(plan.out).run_files(),
         "passed": not problems,
         "problems": problems,
     }
@@ -376,7 +302,8 @@ def format_summary(summary: dict[str, Any]) -> str:
 def execute(plan: RunPlan, *, out: TextIO = sys.stdout,
             site_factory: Callable[[RunPlan], SiteProcess | ExistingSite] | None = None) -> int:
     """Run the site and Locust for ``plan``, write the results and the summary; 0 when nothing was unexpected."""
-    plan.out.mkdir(parents=True, exist_ok=True)
+    results = ResultsDir(plan.out)
+    results.write_plan(plan)
     site = (site_factory or _site_process)(plan)
     locust_exit = -1
     before: int | None = None
@@ -398,10 +325,10 @@ def execute(plan: RunPlan, *, out: TextIO = sys.stdout,
         registrations = count_registrations_live(db_path)
     else:
         registrations = count_registrations(db_path) if db_path.is_file() else None
-    summary = summarize(plan, manifest=manifest, locust_stats=read_json(plan.out / "locust.json"),
-                        outcomes=read_json(plan.out / OUTCOMES_FILE), registrations=registrations,
+    summary = summarize(plan, manifest=manifest, locust_stats=or_none(results.read_locust_stats_json),
+                        outcomes=or_none(results.read_outcomes), registrations=registrations,
                         locust_exit=locust_exit, registrations_before=before)
-    (plan.out / SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
+    results.write_summary(summary)
     print(format_summary(summary), file=out, flush=True)
     if plan.locustfile.stem == "capacity":
         _capacity_report(plan, out)
@@ -421,13 +348,14 @@ def _capacity_report(plan: RunPlan, out: TextIO) -> None:
 def _site_process(plan: RunPlan) -> SiteProcess | ExistingSite:
     if plan.site is not None:
         return ExistingSite(plan.site)
-    return SiteProcess(site_command(plan), plan.manifest_path, plan.out / "site.log")
+    return SiteProcess(site_command(plan), manifest_path(plan), ResultsDir(plan.out).file(SITE_LOG))
 
 
 def _run_locust(plan: RunPlan) -> int:
     # Locust's own run time, its stop timeout, start-up and report writing, with room to spare on a busy machine.
     limit = plan.duration + STOP_TIMEOUT + 120.0
-    with open(plan.out / "locust.log", "ab") as log:
+    log_path = ResultsDir(plan.out).file(LOCUST_LOG)
+    with open(log_path, "ab") as log:
         process = subprocess.Popen(locust_command(plan), stdout=log, stderr=subprocess.STDOUT,
                                    stdin=subprocess.DEVNULL)
         try:
@@ -439,7 +367,7 @@ def _run_locust(plan: RunPlan) -> int:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
-            raise RunError(f"Locust did not finish within {limit:g} s (see {plan.out / 'locust.log'})") from None
+            raise RunError(f"Locust did not finish within {limit:g} s (see {log_path})") from None
         except BaseException:
             process.terminate()
             process.wait(30)

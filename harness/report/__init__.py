@@ -28,12 +28,11 @@ from harness.report.recommend import (
     requests_per_client_hour,
     size_fleet,
 )
-from harness.report.results import FaultWindow, RunFacts, RunResults, load_results
+from harness.report.results import RunFacts, RunResults, load_results
 from harness.report.steps import StepError, StepStats, split_steps
 
 __all__ = [
     "CapacityReport",
-    "FaultWindow",
     "FitError",
     "HistoryError",
     "Knee",

@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness.chaos.verdicts import FaultWindow
 from harness.report.errors import ReportError
 from harness.report.fit import MIN_POINTS, FitError, UslFit, fit_usl
 from harness.report.generator import MIN_JUDGED_SECONDS, cpu_warnings, throughput_shortfalls
@@ -20,10 +21,10 @@ from harness.report.recommend import (
     recommend,
 )
 from harness.report.requestlog import RequestLog
-from harness.report.results import FaultWindow, RunFacts, load_results
+from harness.report.results import RunFacts, load_results
 from harness.report.steps import DEFAULT_SETTLE, StepStats, split_steps
+from harness.results.layout import CAPACITY_REPORT, ResultsDir
 
-REPORT_FILE = "capacity-report.html"
 #: Where a report's request figures come from, best first.
 SOURCES = {
     "histograms": "per-second request histograms (stats_history.jsonl): exact per step, HTTP requests only",
@@ -110,7 +111,7 @@ def write_report(results_dir: Path, *, out: Path | None = None, target_clients: 
     """Write the capacity report of ``results_dir`` (default ``RESULTS_DIR/capacity-report.html``); its path."""
     report = build_report(results_dir, target_clients=target_clients, latency_target_ms=latency_target_ms,
                           settle=settle)
-    return save_report(report, Path(out) if out is not None else Path(results_dir) / REPORT_FILE)
+    return save_report(report, Path(out) if out is not None else ResultsDir(Path(results_dir)).file(CAPACITY_REPORT))
 
 
 def save_report(report: CapacityReport, path: Path) -> Path:

@@ -16,10 +16,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness.client.stages import LIFECYCLE_REQUEST_TYPE
 from harness.report.errors import ReportError
 
-#: The request type of the lifecycle-stage entries (``harness.fleet.tally.LIFECYCLE_REQUEST_TYPE``).
-LIFECYCLE_TYPE = "LIFECYCLE"
 AGGREGATED = "Aggregated"
 #: Seconds of responses behind each percentile of a history row (Locust's percentile window).
 PERCENTILE_WINDOW = 10.0
@@ -192,7 +191,7 @@ def parse_history(text: str, *, source: str = "<text>") -> StatsHistory:
         except (TypeError, ValueError) as error:
             raise HistoryError(f"stats history {source} line {number}: {error}") from None
         if sample.name != AGGREGATED or sample.method:
-            if sample.method != LIFECYCLE_TYPE:
+            if sample.method != LIFECYCLE_REQUEST_TYPE:
                 pending.append(sample)
             continue
         # Locust writes the entries of one second first and that second's Aggregated row last.

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import bisect
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness.gates import HistoryPoint, percentile
+from harness.client.stages import LIFECYCLE_REQUEST_TYPE
 from harness.report.errors import ReportError
-from harness.report.history import LIFECYCLE_TYPE
+from harness.results.errors import ResultsError
+from harness.results.stats import HistoryPoint, merge_times, parse_history_lines, percentile
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,16 +42,9 @@ class Interval:
 
     @classmethod
     def merged(cls, parts: Iterable[Interval]) -> Interval:
-        requests = failures = 0
-        total = 0.0
-        histogram: dict[int, int] = {}
-        for part in parts:
-            requests += part.requests
-            failures += part.failures
-            total += part.total_ms
-            for key, count in part.histogram.items():
-                histogram[key] = histogram.get(key, 0) + count
-        return cls(requests, failures, total, histogram)
+        parts = list(parts)
+        return cls(sum(part.requests for part in parts), sum(part.failures for part in parts),
+                   sum(part.total_ms for part in parts), merge_times(part.histogram for part in parts))
 
 
 class RequestLog:
@@ -75,27 +69,20 @@ def read_request_log(path: Path) -> RequestLog:
         lines = Path(path).read_text().splitlines()
     except OSError as error:
         raise ReportError(f"request history {str(path)!r} is not readable: {error.strerror or error}") from None
-    points = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            point = HistoryPoint.from_json(line)
-        except (ValueError, KeyError, TypeError) as error:
-            if number == len(lines):
-                break
-            raise ReportError(f"request history {str(path)!r} line {number} is not a history point: {error}") from None
-        http = [entry for entry in point.entries if entry.method != LIFECYCLE_TYPE]
-        points.append((point.t, Interval(requests=sum(e.num_requests for e in http),
-                                         failures=sum(e.num_failures for e in http),
-                                         total_ms=sum(e.total_response_time for e in http),
-                                         histogram=_merge(e.response_times for e in http))))
-    return RequestLog(points, source=str(path))
+    try:
+        points = parse_history_lines(lines, source=str(path))
+    except ResultsError as error:
+        raise ReportError(f"request history {error}") from None
+    return request_log(points, source=str(path))
 
 
-def _merge(histograms: Iterable[Mapping[int, int]]) -> dict[int, int]:
-    merged: dict[int, int] = {}
-    for histogram in histograms:
-        for key, count in histogram.items():
-            merged[key] = merged.get(key, 0) + count
-    return merged
+def request_log(points: Iterable[HistoryPoint], *, source: str = "") -> RequestLog:
+    """The HTTP request intervals of history points (the ``LIFECYCLE`` stage entries left out)."""
+    intervals = []
+    for point in points:
+        http = [entry for entry in point.entries if entry.method != LIFECYCLE_REQUEST_TYPE]
+        intervals.append((point.t, Interval(requests=sum(e.num_requests for e in http),
+                                            failures=sum(e.num_failures for e in http),
+                                            total_ms=sum(e.total_response_time for e in http),
+                                            histogram=merge_times(e.response_times for e in http))))
+    return RequestLog(intervals, source=source)

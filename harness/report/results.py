@@ -1,40 +1,25 @@
 """What a results directory of ``cmg-harness run`` (or a plain Locust run with ``--csv``) tells the report.
 
-Read: ``locust_stats_history.csv`` (required: the user count of every second), ``stats_history.jsonl`` (the
-per-second request histograms, when the run has them), ``summary.json`` (the run plan: time scale, devices per user),
-``site/site.json`` (CMG instances, policy interval), ``locust.log`` (CPU warnings), and fault windows from
-``summary.json`` or ``outcomes.json`` when the run had a chaos schedule. Whatever is missing becomes a stated
-assumption in the report, not an error.
+Read through :class:`harness.results.ResultsDir`: ``locust_stats_history.csv`` (required: the user count of every
+second), ``stats_history.jsonl`` (the per-second request histograms, when the run has them), ``summary.json`` (the
+run plan: time scale, devices per user), ``site/site.json`` (CMG instances, policy interval), ``locust.log`` (CPU
+warnings), and fault windows from ``summary.json`` or ``outcomes.json`` when the run had a chaos schedule. Whatever
+is missing becomes a stated assumption in the report, not an error.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness.chaos.verdicts import FaultWindow
 from harness.report.errors import ReportError
 from harness.report.history import StatsHistory, read_history
-from harness.report.requestlog import RequestLog, read_request_log
-
-HISTORY_FILE = "locust_stats_history.csv"
-#: The per-second request histograms the gate listener writes (``harness.gates.STATS_HISTORY``).
-REQUEST_LOG_FILE = "stats_history.jsonl"
-#: The key under which a run records its fault windows (``harness.chaos.timeline``): a list of {"name", "role",
-#: "start", "end"} in epoch seconds, ``end`` None for a fault still on at the end of the run.
-FAULT_WINDOWS_KEY = "fault_windows"
-
-
-@dataclass(frozen=True, slots=True)
-class FaultWindow:
-    """A server-side fault that was on from ``start`` to ``end`` (epoch seconds; infinite: on until the end)."""
-
-    name: str
-    role: str
-    start: float
-    end: float
+from harness.report.requestlog import RequestLog, request_log
+from harness.results.errors import ResultsError
+from harness.results.layout import LOCUST_HISTORY_CSV, STATS_HISTORY, ResultsDir, or_none
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,26 +48,21 @@ class RunResults:
 
 
 def load_results(results_dir: Path) -> RunResults:
-    """Read ``results_dir``; ReportError when it or its stats history is missing."""
-    directory = Path(results_dir)
-    if not directory.is_dir():
-        raise ReportError(f"results directory {str(directory)!r} not found")
-    history_path = directory / HISTORY_FILE
-    if not history_path.is_file():
-        candidates = sorted(directory.glob("*_stats_history.csv"))
-        if len(candidates) != 1:
-            raise ReportError(f"results directory {str(directory)!r} has no {HISTORY_FILE} (run Locust with --csv)")
-        history_path = candidates[0]
-    summary = _json(directory / "summary.json")
-    outcomes = _json(directory / "outcomes.json")
-    site = _json(directory / "site" / "site.json")
-    log_path = directory / "locust.log"
-    locust_log = log_path.read_text(errors="replace") if log_path.is_file() else None
-    log = directory / REQUEST_LOG_FILE
-    requests = read_request_log(log) if log.is_file() else None
-    return RunResults(directory=directory, history=read_history(history_path), requests=requests,
-                      facts=run_facts(summary, site),
-                      locust_log=locust_log, fault_windows=fault_windows(summary, outcomes))
+    """Read ``results_dir``; ReportError when it or its stats history is missing, or a file it needs is broken."""
+    results = ResultsDir(Path(results_dir))
+    try:
+        results.require()
+        history_path = results.locust_history_csv()
+        if history_path is None:
+            raise ReportError(f"results directory {str(results.path)!r} has no {LOCUST_HISTORY_CSV} "
+                              "(run Locust with --csv)")
+        points = results.read_stats_history()
+        return RunResults(directory=results.path, history=read_history(history_path),
+                          requests=None if points is None else request_log(points, source=str(results.file(STATS_HISTORY))),
+                          facts=run_facts(or_none(results.read_summary), or_none(results.read_site_manifest)),
+                          locust_log=results.read_locust_log(), fault_windows=results.read_fault_windows())
+    except ResultsError as error:
+        raise ReportError(str(error)) from None
 
 
 def run_facts(summary: dict[str, Any] | None, site: dict[str, Any] | None) -> RunFacts:
@@ -109,34 +89,6 @@ def run_facts(summary: dict[str, Any] | None, site: dict[str, Any] | None) -> Ru
     return RunFacts(time_scale=time_scale, devices_per_user=devices, policy_interval_s=interval,
                     cmg_instances=instances, locustfile=str(plan.get("locustfile") or "unknown"),
                     workers=int(plan.get("workers") or 0), assumptions=tuple(assumptions))
-
-
-def fault_windows(*sources: dict[str, Any] | None) -> tuple[FaultWindow, ...] | None:
-    """Fault windows from the first source that records any under ``fault_windows``; None when none does."""
-    for source in sources:
-        entries = (source or {}).get(FAULT_WINDOWS_KEY)
-        if not isinstance(entries, list):
-            continue
-        windows = []
-        for number, entry in enumerate(entries):
-            try:
-                start, name = float(entry["start"]), str(entry["name"])
-                end = math.inf if entry["end"] is None else float(entry["end"])
-            except (KeyError, TypeError, ValueError):
-                raise ReportError(f"{FAULT_WINDOWS_KEY}[{number}] needs name, start and end, got {entry!r}") from None
-            if not math.isfinite(start) or math.isnan(end) or end < start:
-                raise ReportError(f"{FAULT_WINDOWS_KEY}[{number}] ends before it starts: {entry!r}")
-            windows.append(FaultWindow(name=name, role=str(entry.get("role") or ""), start=start, end=end))
-        return tuple(windows)
-    return None
-
-
-def _json(path: Path) -> dict[str, Any] | None:
-    try:
-        value = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return value if isinstance(value, dict) else None
 
 
 def _positive(value: Any) -> float | None:

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from harness.results.layout import ResultsDir
 
 from harness.gates import HistoryPoint, HistoryRecorder, ResultsError, StatsEntry
-from harness.gates._data import read_history
 
 STS = "/CCM_Proxy_ServerAuth/72186325152220500/CCM_STS"
 
@@ -47,7 +47,7 @@ def test_a_torn_last_line_is_ignored_but_a_torn_middle_line_is_refused(tmp_path:
     good = HistoryPoint(t=1.0, entries=(cumulative(1, {5: 1}),)).to_json()
     path = tmp_path / "stats_history.jsonl"
     path.write_text(f"{good}\n{good}\n{{\"t\": 3, \"entr")
-    assert len(read_history(path)) == 2
+    assert len(ResultsDir(tmp_path).read_stats_history() or ()) == 2
     path.write_text(f"{good}\n{{\"t\": 3, \"entr\n{good}\n")
     with pytest.raises(ResultsError, match="line 2"):
-        read_history(path)
+        ResultsDir(tmp_path).read_stats_history()

@@ -15,9 +15,9 @@ from prometheus_client import REGISTRY, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from harness.dashboards import CLIENT_METRICS
+from harness.defaults import LOCUSTFILES_DIR
 from harness.gates import RunData, StatsEntry, evaluate, parse_gate
 from harness.load.exporter import ClientView, metrics_registry
-from harness.load.headless import LOCUSTFILES_DIR
 from mock_site.testing import RunningSite
 
 STS = "/CCM_Proxy_ServerAuth/72186325152220500/CCM_STS"

@@ -7,13 +7,12 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
+from harness.results.layout import default_results_path
+from harness.results.plan import RunPlan
 
 from harness.load.headless import (
-    RunPlan,
-    default_out_dir,
     format_summary,
     locust_command,
-    parse_duration,
     seeded_fleet_size,
     site_command,
     summarize,
@@ -23,24 +22,9 @@ MANIFEST = {"ccm_token_lifetime_s": 24.0, "policy_interval_s": 3.0, "db_path": "
 POLICY = "/CCM_Proxy_ServerAuth/72186325152220500/ccm_system_tokenauth/request"
 
 
-@pytest.mark.parametrize(("text", "seconds"), [("90", 90.0), ("90s", 90.0), ("2m", 120.0), ("1h30m", 5400.0),
-                                               ("1.5m", 90.0), (" 10S ", 10.0)])
-def test_durations_read_like_locusts_run_time(text: str, seconds: float) -> None:
-    """Plain seconds and h/m/s forms are accepted."""
-    assert parse_duration(text) == seconds
-
-
-@pytest.mark.parametrize("text", ["", "0", "soon", "5 minutes", "-3", "1m-2s"])
-def test_bad_durations_are_refused_by_value(text: str) -> None:
-    """Anything else raises ValueError quoting the text."""
-    with pytest.raises(ValueError, match="duration") as caught:
-        parse_duration(text)
-    assert repr(text) in str(caught.value)
-
-
 def test_default_results_go_to_a_timestamped_folder() -> None:
     """results/<timestamp>/ sorts runs by start time."""
-    assert default_out_dir(datetime(2024, 5, 17, 9, 3, 4)) == Path("results/20240517-090304")
+    assert default_results_path(datetime(2024, 5, 17, 9, 3, 4)) == Path("results/20240517-090304")
 
 
 def test_locust_runs_headless_with_every_result_file_in_the_out_dir(tmp_path: Path) -> None:

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from harness.load.headless import LOCUSTFILES_DIR
+from harness.defaults import LOCUSTFILES_DIR
 from mock_site.testing import RunningSite
 
 

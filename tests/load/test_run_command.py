@@ -10,9 +10,10 @@ import time
 from pathlib import Path
 
 import pytest
+from harness.results.layout import ResultsDir
 
 from harness.cli import main
-from harness.load.headless import LOCUSTFILES_DIR
+from harness.defaults import LOCUSTFILES_DIR
 from mock_site.db import SiteDatabase
 from mock_site.testing import RunningSite
 
@@ -65,7 +66,16 @@ def test_ccm_tokens_are_renewed_and_policy_polled_within_the_run(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["report.html", "locust_stats.csv", "locust_stats_history.csv", "locust.json",
+def test_the_run_records_its_plan_as_run_json(lifecycle_run: tuple[subprocess.CompletedProcess[str], Path]) -> None:
+    """run.json reads back as the plan the summary reports (what the run was asked to do)."""
+    _, out = lifecycle_run
+    plan = ResultsDir(out).read_plan()
+    assert plan is not None and plan.out == out
+    assert plan.to_dict() == json.loads((out / "summary.json").read_text())["plan"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["run.json", "report.html", "locust_stats.csv", "locust_stats_history.csv", "locust.json",
                                   "outcomes.json", "summary.json", "site/site.json", "site/logs/CCM_STS.log"])
 def test_the_run_leaves_its_results_in_the_out_dir(lifecycle_run: tuple[subprocess.CompletedProcess[str], Path],
                                                    name: str) -> None:

@@ -22,6 +22,6 @@ def test_importing_the_report_leaves_locust_out() -> None:
     import subprocess
     import sys
 
-    code = "import sys, harness.report, harness.report.command\nprint('locust' in sys.modules)"
+    code = "import sys, harness.report, harness.cli.report\nprint('locust' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert result.stdout.strip() == "False"

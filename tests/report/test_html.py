@@ -7,9 +7,9 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from harness.results.layout import CAPACITY_REPORT
 
 from harness.report import ReportError, build_report, write_report
-from harness.report.capacity import REPORT_FILE
 from harness.report.html import environment, render
 from harness.report.svg import Band, Rule, Series, chart
 from tests.report.html_check import external_references, read_page
@@ -126,8 +126,8 @@ def test_histograms_make_the_aggregated_history_enough(tmp_path: Path) -> None:
 def test_the_report_goes_into_the_results_directory_by_default(tmp_path: Path) -> None:
     """write_report(RESULTS_DIR) writes RESULTS_DIR/capacity-report.html."""
     directory = results_dir(tmp_path / "run", STEPS)
-    assert write_report(directory) == directory / REPORT_FILE
-    assert (directory / REPORT_FILE).is_file()
+    assert write_report(directory) == directory / CAPACITY_REPORT
+    assert (directory / CAPACITY_REPORT).is_file()
 
 
 def test_text_from_the_results_is_escaped(tmp_path: Path) -> None:

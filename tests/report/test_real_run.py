@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.load.headless import LOCUSTFILES_DIR
+from harness.defaults import LOCUSTFILES_DIR
 from harness.report import build_report, write_report
 from tests.report.html_check import external_references, read_page
 

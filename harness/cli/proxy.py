@@ -6,37 +6,44 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
-from harness.proxy.nginx import VARIANTS, render
-from harness.proxy.process import find_nginx
-from harness.proxy.site import ProxyConfigError
+from harness.cli.errors import CliError
+from harness.cli.options import add_command, int_range
+from harness.defaults import DEFAULT_SITE
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The subcommand's options."""
-    parser.add_argument("--site", type=Path, default=Path("state/site.json"),
+def add_proxy_command(commands: Any) -> None:
+    """The ``proxy-config`` subcommand."""
+    from harness.proxy.nginx import VARIANTS
+
+    parser = add_command(commands, "proxy-config", help="render an nginx CMG-style proxy for a site without the mock "
+                                                        "CMG and print its command line")
+    parser.add_argument("--site", type=Path, default=Path(DEFAULT_SITE),
                         help="manifest of a site started with `cmg-harness up --no-cmg`")
     parser.add_argument("--variant", choices=VARIANTS, default="validating",
-                        help="naive: forward every token; validating: check tokens at the edge (default)")
+                        help="naive: forward every token; validating: check tokens at the edge")
     parser.add_argument("--listen", default="127.0.0.1:0", help="HOST:PORT on loopback; port 0 picks a free one")
     parser.add_argument("--out", type=Path, default=Path("state/nginx"),
                         help="directory for nginx.conf, its logs, pid file and temp files")
-    parser.add_argument("--workers", type=int, default=1, help="nginx worker processes (default 1)")
+    parser.add_argument("--workers", type=int_range("workers", 1, 64), default=1, help="nginx worker processes")
 
 
 def cmd_proxy_config(args: argparse.Namespace) -> int:
     """Render the configuration; print the nginx command line on stdout and the next steps on stderr."""
+    from harness.proxy.nginx import render
+    from harness.proxy.process import find_nginx
+    from harness.proxy.site import ProxyConfigError
+
     try:
         manifest = json.loads(Path(args.site).read_text())
     except (OSError, ValueError) as error:
-        print(f"cmg-harness: cannot read the site manifest {str(args.site)!r}: {error}", file=sys.stderr)
-        return 2
+        raise CliError(f"cannot read the site manifest {str(args.site)!r}: {error}") from None
     try:
         rendered = render(manifest, variant=args.variant, out_dir=args.out, listen=args.listen,
                           worker_processes=args.workers)
     except ProxyConfigError as error:
-        print(f"cmg-harness: {error}", file=sys.stderr)
-        return 2
+        raise CliError(str(error)) from None
     print(rendered.command_line(find_nginx() or "nginx"))
     print(f"rendered {rendered.config_file} ({rendered.variant}); the proxy will serve {rendered.url}\n"
           f"then: cmg-harness run --site {args.site} --target {rendered.url} --ca-file {manifest['ca_file']}",

@@ -1,4 +1,4 @@
-"""``cmg-harness``: up | run | client | faults | report | gate | dashboards | proxy-config."""
+"""``cmg-harness up | faults | dashboards``: start the mock site, switch its faults, scrape it with Prometheus."""
 
 from __future__ import annotations
 
@@ -6,60 +6,26 @@ import argparse
 import asyncio
 import json
 import signal
-import sys
 import threading
-from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from harness import _commands
+from harness.cli.errors import CliError
+from harness.cli.manifest import load_manifest
+from harness.cli.options import Parser, add_command, int_range, positive_float
+from harness.defaults import DEFAULT_SITE, DEFAULT_STATE_DIR
 
 
-class CliError(Exception):
-    """A one-line message for the user; the CLI prints it and exits with status 2."""
-
-
-def _positive_float(name: str) -> Callable[[str], float]:
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be a number, got {text!r}") from None
-        if not value > 0:
-            raise argparse.ArgumentTypeError(f"{name} must be > 0, got {text!r}")
-        return value
-    return parse
-
-
-def _int_range(name: str, low: int, high: int) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be a whole number, got {text!r}") from None
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"{name} must be {low}..{high}, got {value}")
-        return value
-    return parse
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise CliError(message)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="cmg-harness", description="Chaos and load-testing harness for CMG-style proxies.")
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-
-    up = commands.add_parser("up", help="start the mock site (CMG, connection point, MP + CCM_STS, Entra, CRL)")
-    up.add_argument("--state-dir", type=Path, default=Path("state"), help="PKI, database, logs and site.json")
-    up.add_argument("--time-scale", type=_positive_float("time scale"), default=1.0,
+def add_site_commands(commands: Any) -> None:
+    """The ``up``, ``faults`` and ``dashboards`` subcommands."""
+    up = add_command(commands, "up", help="start the mock site (CMG, connection point, MP + CCM_STS, Entra, CRL)")
+    up.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR, help="PKI, database, logs and site.json")
+    up.add_argument("--time-scale", type=positive_float("time scale"), default=1.0,
                     help="site time runs this many times faster (CCM token 8 h / scale)")
-    up.add_argument("--cmg-instances", type=_int_range("cmg instances", 1, 16), default=1)
-    up.add_argument("--connection-points", type=_int_range("connection points", 1, 16), default=1)
-    up.add_argument("--cmgservice-log-period", type=_positive_float("CMGService.log period"), default=300.0,
-                    help="seconds between CMGService.log traffic lines (default 300, as the real CMG)")
+    up.add_argument("--cmg-instances", type=int_range("cmg instances", 1, 16), default=1)
+    up.add_argument("--connection-points", type=int_range("connection points", 1, 16), default=1)
+    up.add_argument("--cmgservice-log-period", type=positive_float("CMGService.log period"), default=300.0,
+                    help="seconds between CMGService.log traffic lines (300 as the real CMG)")
     up.add_argument("--inprocess-hops", action="store_true",
                     help="call CMG → CP → MP in-process instead of over HTTPS (the site's ceiling)")
     up.add_argument("--no-logs", action="store_true", help="do not write site log files")
@@ -70,90 +36,36 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--link", action="append", default=[], metavar="ROLE=URL",
                     help="where a role run elsewhere listens (cp takes a comma-separated list; crl the CRL's URL)")
     up.add_argument("--unsafe-skip-token-checks", action="store_true", help=argparse.SUPPRESS)
-    up.add_argument("--seed-clients", type=_int_range("seed clients", 0, 10_000_000), default=0,
+    up.add_argument("--seed-clients", type=int_range("seed clients", 0, 10_000_000), default=0,
                     help="register this many clients in the site database before serving (steady-state runs)")
 
-    faults = commands.add_parser("faults", help="list, set, clear or reset faults on a running site")
-    faults.add_argument("--site", type=Path, default=Path("state/site.json"), help="the site's manifest")
-    fault_actions = faults.add_subparsers(dest="action", required=True, parser_class=_Parser)
-    fault_actions.add_parser("list", help="active faults and injection counts")
-    fault_actions.add_parser("catalogue", help="every fault the site knows, with parameters")
-    set_fault = fault_actions.add_parser("set", help="switch a fault on")
+    faults = add_command(commands, "faults", help="list, set, clear or reset faults on a running site")
+    faults.add_argument("--site", type=Path, default=Path(DEFAULT_SITE), help="the site's manifest")
+    fault_actions = faults.add_subparsers(dest="action", required=True, parser_class=Parser)
+    add_command(fault_actions, "list", help="active faults and injection counts")
+    add_command(fault_actions, "catalogue", help="every fault the site knows, with parameters")
+    set_fault = add_command(fault_actions, "set", help="switch a fault on")
     set_fault.add_argument("name")
     set_fault.add_argument("--role")
     set_fault.add_argument("--probability", type=float, default=1.0)
     set_fault.add_argument("--duration", type=float, help="seconds (every fault ends)")
     set_fault.add_argument("--param", action="append", default=[], metavar="KEY=VALUE")
-    clear = fault_actions.add_parser("clear", help="switch a fault off")
+    clear = add_command(fault_actions, "clear", help="switch a fault off")
     clear.add_argument("name")
-    fault_actions.add_parser("reset", help="switch every fault off")
+    add_command(fault_actions, "reset", help="switch every fault off")
 
-    client = commands.add_parser("client", help="run one simulated device's whole life against a running site")
-    client.add_argument("--site", type=Path, default=Path("state/site.json"))
-    client.add_argument("--profile", default="", help="traits, e.g. 'wpj_missing,pki_client_cert' or 'clock_skew=900'")
-    client.add_argument("--seed", type=int, default=1)
-    client.add_argument("--log-dir", type=Path, help="write the client's CMTrace logs here")
-    client.add_argument("--polls", type=_int_range("polls", 0, 1000), default=1)
-    client.add_argument("--json", action="store_true", help="print the outcome and steps as JSON")
-
-    dashboards = commands.add_parser(
-        "dashboards", help="write the Prometheus config and rules for a running site; --serve starts Prometheus")
-    dashboards.add_argument("--site", type=Path, default=Path("state/site.json"))
+    dashboards = add_command(
+        commands, "dashboards", help="write the Prometheus config and rules for a running site; --serve starts Prometheus")
+    dashboards.add_argument("--site", type=Path, default=Path(DEFAULT_SITE))
     dashboards.add_argument("--out", type=Path, help="where prometheus.yml and rules/ go (default: <state>/prometheus)")
     dashboards.add_argument("--locust", action="append", default=[], metavar="HOST:PORT",
                             help="also scrape a Locust client-metrics exporter (repeatable)")
     dashboards.add_argument("--serve", action="store_true",
                             help="start Debian's prometheus on 127.0.0.1 against them until Ctrl-C")
 
-    run = commands.add_parser("run", help="start the mock site and run a headless Locust load against it")
-    _commands.add_run_arguments(run, _positive_float, _int_range)
-
-    gate = commands.add_parser("gate", help="judge an earlier run's results against a gate file (exit 3: crossed)")
-    _commands.add_gate_arguments(gate)
-
-    from harness.proxy import command as proxy_command
-
-    proxy_config = commands.add_parser("proxy-config", help="render an nginx CMG-style proxy for a site without the mock "
-                                                          "CMG and print its command line")
-    proxy_command.add_arguments(proxy_config)
-
-    from harness.report import command as report_command
-
-    report = commands.add_parser("report", help="write the capacity-planning report (HTML) of a step-load run")
-    report_command.add_arguments(report)
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``cmg-harness``; returns the process exit code."""
-    try:
-        args = build_parser().parse_args(argv)
-        if args.command == "up":
-            return cmd_up(args)
-        if args.command == "faults":
-            return cmd_faults(args)
-        if args.command == "proxy-config":
-            from harness.proxy.command import cmd_proxy_config
-
-            return cmd_proxy_config(args)
-        if args.command == "dashboards":
-            return cmd_dashboards(args)
-        if args.command == "report":
-            from harness.report.command import cmd_report
-
-            return cmd_report(args)
-        return getattr(_commands, f"cmd_{args.command}")(args)
-    except CliError as error:
-        print(f"cmg-harness: {error}", file=sys.stderr)
-        return 2
-    except _commands.CommandError as error:
-        print(f"cmg-harness: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
-
 
 def cmd_up(args: argparse.Namespace) -> int:
+    """Build the mock site (or the roles asked for), serve it until SIGINT or SIGTERM, then stop it."""
     from mock_site.config import ConfigError, SiteConfig
     from mock_site.site import ROLES, Site, SiteStateError
     from mock_site.testing import cmg_app_type
@@ -219,7 +131,7 @@ def _summary(manifest: dict[str, Any], site: Any) -> str:
 def cmd_faults(args: argparse.Namespace) -> int:
     from harness.chaos.faultapi import FaultApiError, FaultClient
 
-    manifest = _commands.load_manifest(args.site)
+    manifest = load_manifest(args.site)
     client = FaultClient(manifest["faults_url"], manifest["faults_token"])
     try:
         if args.action == "list":
@@ -248,7 +160,7 @@ def cmd_faults(args: argparse.Namespace) -> int:
 def cmd_dashboards(args: argparse.Namespace) -> int:
     from harness import dashboards
 
-    manifest = _commands.load_manifest(args.site)
+    manifest = load_manifest(args.site)
     out = args.out or Path(manifest["state_dir"]) / "prometheus"
     try:
         config = dashboards.write_prometheus_config(out, manifest, tuple(args.locust))
@@ -277,5 +189,3 @@ def _number_or_text(value: str) -> Any:
     return value
 
 
-if __name__ == "__main__":
-    sys.exit(main())
