@@ -12,6 +12,8 @@ from pathlib import Path
 #: Where the thin Locust entry points live (a source checkout; ``pip install -e .`` keeps them next to the package).
 LOCUSTFILES_DIR = Path(__file__).resolve().parents[1] / "locustfiles"
 DEFAULT_LOCUSTFILE = LOCUSTFILES_DIR / "lifecycle.py"
+#: The locustfile of an open-model run (--arrival-rate, --ramp, --fleet).
+OPEN_LOCUSTFILE = LOCUSTFILES_DIR / "open.py"
 
 #: The mock site's state directory (PKI, database, logs) and the manifest ``cmg-harness up`` writes into it.
 DEFAULT_STATE_DIR = Path("state")

@@ -13,9 +13,12 @@ from typing import Any
 
 __all__ = [
     "format_measure",
+    "format_rate",
     "format_prometheus_duration",
     "parse_duration_seconds",
     "parse_prometheus_duration",
+    "parse_ramp",
+    "parse_rate_per_second",
     "yaml_duration_seconds",
 ]
 
@@ -35,6 +38,40 @@ def parse_duration_seconds(text: str) -> float:
     if not total > 0:
         raise ValueError(f"duration must be > 0, got {text!r}")
     return total
+
+
+#: ``20``, ``20/s``, ``1200/m``, ``0.5/s``, ``3600/h``: a count per second unless a unit says otherwise.
+_RATE = re.compile(r"^(\d+(?:\.\d+)?)(?:/(s|m|h))?$")
+_PER_SECOND = {"s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_rate_per_second(text: str) -> float:
+    """Events per second in ``"20"``, ``"20/s"``, ``"1200/m"`` or ``"3600/h"`` (> 0); ValueError naming the text."""
+    match = _RATE.match(str(text).strip().lower())
+    if match is None:
+        raise ValueError(f"rate must look like 20, 20/s, 1200/m or 3600/h, got {text!r}")
+    rate = float(match.group(1)) / _PER_SECOND[match.group(2) or "s"]
+    if not (math.isfinite(rate) and rate > 0):
+        raise ValueError(f"rate must be > 0, got {text!r}")
+    return rate
+
+
+def parse_ramp(text: str) -> list[tuple[float, float]]:
+    """``"10/s:1m,50/s:2m"`` as ``[(10.0, 60.0), (50.0, 120.0)]``: each stage's target rate and how long it ramps."""
+    stages = []
+    for part in str(text).split(","):
+        rate, sep, duration = part.strip().partition(":")
+        if not sep or not rate or not duration:
+            raise ValueError(f"ramp stage must look like RATE:DURATION (e.g. 50/s:2m), got {part.strip()!r}")
+        stages.append((parse_rate_per_second(rate), parse_duration_seconds(duration)))
+    return stages
+
+
+def format_rate(per_second: float) -> str:
+    """A rate as people read it: ``27.8/s``, ``0.5/s``; below one a minute, per minute (``0.2/m``)."""
+    if per_second >= 1 / 60 or per_second == 0:
+        return f"{per_second:.3g}/s" if per_second < 100 else f"{per_second:,.0f}/s"
+    return f"{per_second * 60:.3g}/m"
 
 
 def yaml_duration_seconds(value: Any) -> float:

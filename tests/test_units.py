@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from harness import units
 from harness.units import (
     format_measure,
     format_prometheus_duration,
@@ -83,3 +84,32 @@ def test_bad_prometheus_duration_text_is_refused_naming_it(text: str) -> None:
 def test_measured_values_print_with_their_unit(value: float | None, unit: str, text: str) -> None:
     """Latency keeps a decimal below 10 ms, ratios print as percent, rates per second, counts whole."""
     assert format_measure(value, unit) == text
+
+
+@pytest.mark.parametrize(("text", "per_second"), [
+    ("20", 20.0), ("20/s", 20.0), ("1200/m", 20.0), ("3600/h", 1.0), ("0.5/s", 0.5), (" 7/S ", 7.0)])
+def test_rates_are_read_per_second_whatever_unit_they_are_written_in(text: str, per_second: float) -> None:
+    """A rate without a unit is per second; /m and /h divide by 60 and 3600."""
+    assert units.parse_rate_per_second(text) == pytest.approx(per_second)
+
+
+@pytest.mark.parametrize("text", ["", "0", "0/s", "-1/s", "fast", "20/d", "20/s/s", "1e3"])
+def test_an_unusable_rate_is_refused_quoting_it(text: str) -> None:
+    """Zero, negatives, unknown units and words raise ValueError naming the text."""
+    with pytest.raises(ValueError, match="rate must"):
+        units.parse_rate_per_second(text)
+
+
+def test_a_ramp_is_read_as_target_rates_with_their_durations() -> None:
+    """``10/s:1m,50/s:2m`` is two stages: to 10/s over 60 s, then to 50/s over 120 s."""
+    assert units.parse_ramp("10/s:1m, 50/s:2m") == [(10.0, 60.0), (50.0, 120.0)]
+    with pytest.raises(ValueError, match="RATE:DURATION"):
+        units.parse_ramp("10/s")
+    with pytest.raises(ValueError, match="duration"):
+        units.parse_ramp("10/s:soon")
+
+
+def test_rates_print_per_second_or_per_minute_when_slow() -> None:
+    """27.78/s prints as 27.8/s, 1,500/s with a separator, one every ten minutes as 0.1/m."""
+    assert (units.format_rate(27.78), units.format_rate(1500), units.format_rate(1 / 600)) == ("27.8/s", "1,500/s",
+                                                                                                "0.1/m")

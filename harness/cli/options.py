@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any, NoReturn
 
 from harness.cli.errors import CliError
-from harness.units import parse_duration_seconds
+from harness.units import parse_duration_seconds, parse_ramp, parse_rate_per_second
 
 
 class Parser(argparse.ArgumentParser):
@@ -91,6 +91,30 @@ def count_at_least(name: str, low: int) -> Callable[[str], int]:
             raise argparse.ArgumentTypeError(f"{name} must be >= {low}, got {text!r}")
         return value
     return parse
+
+
+def rate_text(text: str) -> str:
+    """argparse type: a rate (``20``, ``20/s``, ``1200/m``), checked and kept as written for Locust."""
+    try:
+        parse_rate_per_second(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return text
+
+
+def ramp_text(text: str) -> str:
+    """argparse type: ramp stages (``10/s:1m,50/s:2m``), checked and kept as written for Locust."""
+    try:
+        parse_ramp(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return text
+
+
+def duration_text(text: str) -> str:
+    """argparse type: a duration, checked and kept as written for Locust."""
+    duration_seconds(text)
+    return text
 
 
 def duration_seconds(text: str) -> float:

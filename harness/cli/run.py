@@ -11,7 +11,7 @@ from typing import Any
 from harness.cli.errors import CliError
 from harness.cli.gate import gate_file, judge_run
 from harness.cli.manifest import load_manifest
-from harness.cli.options import add_command, duration_seconds, int_range, positive_float
+from harness.cli.options import add_command, duration_seconds, duration_text, int_range, positive_float, ramp_text, rate_text
 from harness.defaults import (
     DEFAULT_DEVICES_PER_USER,
     DEFAULT_DURATION_SECONDS,
@@ -21,7 +21,9 @@ from harness.defaults import (
     DEFAULT_SPAWN_RATE,
     DEFAULT_TIME_SCALE,
     DEFAULT_USERS,
+    OPEN_LOCUSTFILE,
 )
+from harness.plans.arrivals import DEFAULT_MAX_IN_FLIGHT
 
 
 def add_run_commands(commands: Any) -> None:
@@ -29,8 +31,9 @@ def add_run_commands(commands: Any) -> None:
     from harness.plans.users import StepPlan
 
     run = add_command(commands, "run", help="start the mock site and run a headless Locust load against it")
-    run.add_argument("--users", type=int_range("users", 1, 1_000_000), default=DEFAULT_USERS,
-                     help="Locust users (each plays --devices-per-user devices)")
+    run.add_argument("--users", type=int_range("users", 1, 1_000_000),
+                     help=f"Locust users (each plays --devices-per-user devices; default {DEFAULT_USERS}; "
+                          "open model: one per process)")
     run.add_argument("--spawn-rate", type=positive_float("spawn rate"), default=DEFAULT_SPAWN_RATE,
                      help="users started per second")
     run.add_argument("--duration", type=duration_seconds, default=DEFAULT_DURATION_SECONDS,
@@ -41,8 +44,9 @@ def add_run_commands(commands: Any) -> None:
     run.add_argument("--workers", type=int_range("workers", 0, 256), default=0,
                      help="Locust worker processes (master + W workers; 0: one process)")
     run.add_argument("--out", type=Path, help="results directory (default: results/<timestamp>/)")
-    run.add_argument("--locustfile", type=Path, default=DEFAULT_LOCUSTFILE,
-                     help="lifecycle.py, steady_state.py or capacity.py from locustfiles/, or your own")
+    run.add_argument("--locustfile", type=Path,
+                     help=f"lifecycle.py, steady_state.py, capacity.py or open.py from locustfiles/, or your own "
+                          f"(default: {DEFAULT_LOCUSTFILE.name}; open model: {OPEN_LOCUSTFILE.name})")
     run.add_argument("--fleet-mix", type=fleet_mix, default="",
                      help="device traits by share, e.g. 'wpj_missing=0.2,root_ca_missing=0.05' (default: none)")
     run.add_argument("--seed", type=int, default=DEFAULT_SEED, help="fleet seed: the same seed plays the same devices")
@@ -60,6 +64,22 @@ def add_run_commands(commands: Any) -> None:
                      help="send the clients to this CMG-style proxy (https://host:port) instead of the site's CMG")
     run.add_argument("--ca-file", type=Path, metavar="PEM",
                      help="trust this CA for the --target's server certificate instead of the site CA")
+    arrivals = run.add_argument_group(
+        "open model (devices act on their own schedules whatever the latency of others; docs/load.md)")
+    arrivals.add_argument("--arrival-rate", type=rate_text, metavar="RATE",
+                          help="new devices starting their life per second: 20, 20/s, 1200/m")
+    arrivals.add_argument("--ramp", type=ramp_text, metavar="STAGES",
+                          help="ramping arrival rate from 0: stages RATE:DURATION, e.g. 10/s:1m,50/s:2m")
+    arrivals.add_argument("--fleet", type=int_range("fleet", 1, 10_000_000), metavar="N",
+                          help="a steady fleet of N devices, each polling policy every --poll-interval")
+    arrivals.add_argument("--poll-interval", type=duration_text, metavar="DURATION",
+                          help="device time between policy polls, e.g. 60m (scaled by --time-scale; default: the "
+                               "site's 60 minutes)")
+    arrivals.add_argument("--max-in-flight", type=int_range("max in flight", 1, 100_000),
+                          default=DEFAULT_MAX_IN_FLIGHT,
+                          help="outstanding requests per Locust process before new ones wait (and count as late)")
+    arrivals.add_argument("--polls-per-device", type=int_range("polls per device", 0, 1_000_000), default=0,
+                          help="policy cycles each device runs before its life ends (0: until the run ends)")
     plan = StepPlan()
     steps = run.add_argument_group("step load (with --locustfile locustfiles/capacity.py; the run lasts steps x hold)")
     steps.add_argument("--steps", type=int_range("steps", 1, 1000), help=f"number of steps (default: {plan.steps})")
@@ -155,7 +175,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     from harness.results.layout import ResultsDir, default_results_path
     from harness.results.plan import RunPlan
 
-    locustfile = Path(args.locustfile)
+    open_options = open_model_args(args)
+    locustfile = Path(args.locustfile or (OPEN_LOCUSTFILE if open_options else DEFAULT_LOCUSTFILE))
+    users = args.users or (max(1, args.workers) if open_options else DEFAULT_USERS)
     if not locustfile.is_file():
         raise CliError(f"locustfile {str(locustfile)!r} not found")
     if args.ca_file is not None and not args.ca_file.is_file():
@@ -186,25 +208,43 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise CliError(f"results directory {str(out)!r} is not an empty directory (pick a new --out)")
     seed_clients = args.seed_clients
     if seed_clients is None:
-        seed_clients = (seeded_fleet_size(args.users, args.workers, args.devices_per_user)
+        seed_clients = (seeded_fleet_size(users, args.workers, args.devices_per_user)
                         if locustfile.stem == "steady_state" and manifest is None else 0)
     # A site that is already up has its own time scale: the run follows it.
     time_scale = float(manifest.get("time_scale") or args.time_scale) if manifest is not None else args.time_scale
     step_args, duration = _step_options(args, locustfile)
-    plan = RunPlan(out=out, users=args.users, spawn_rate=args.spawn_rate, duration=duration,
+    plan = RunPlan(out=out, users=users, spawn_rate=args.spawn_rate, duration=duration,
                    time_scale=time_scale, workers=args.workers, locustfile=locustfile.resolve(),
                    fleet_mix=fleet_mix, seed=args.seed, devices_per_user=args.devices_per_user,
                    seed_clients=seed_clients, chaos=chaos,
                    site=args.site.resolve() if args.site is not None else None, target=args.target,
                    ca_file=args.ca_file.resolve() if args.ca_file is not None else None,
                    inprocess_hops=args.inprocess_hops,
-                   extra_locust_args=step_args + (("--gate", str(Path(args.gate.path).resolve())) if args.gate
+                   model="open" if open_options else "closed",
+                   extra_locust_args=step_args + open_options + (("--gate", str(Path(args.gate.path).resolve())) if args.gate
                                                   else ()))
     try:
         run_exit = execute(plan)
     except RunError as error:
         raise CliError(str(error)) from None
     return judge_run(args.gate, out, run_exit) if args.gate else run_exit
+
+
+def open_model_args(args: argparse.Namespace) -> tuple[str, ...]:
+    """The open-model options as Locust arguments (empty for a closed run); refuses two kinds of arrivals at once."""
+    chosen = [flag for flag, value in (("--arrival-rate", args.arrival_rate), ("--ramp", args.ramp),
+                                       ("--fleet", args.fleet)) if value]
+    if len(chosen) > 1:
+        raise CliError(f"choose one of {', '.join(chosen)}: each sets the open model's arrivals")
+    common: tuple[str, ...] = ()
+    if args.poll_interval:
+        common += ("--poll-interval", args.poll_interval)
+    if args.polls_per_device:
+        common += ("--polls-per-device", str(args.polls_per_device))
+    if not chosen:
+        return common
+    value = {"--arrival-rate": args.arrival_rate, "--ramp": args.ramp, "--fleet": str(args.fleet)}[chosen[0]]
+    return (chosen[0], value, "--max-in-flight", str(args.max_in_flight)) + common
 
 
 def _step_options(args: argparse.Namespace, locustfile: Path) -> tuple[tuple[str, ...], float]:

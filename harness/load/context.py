@@ -8,6 +8,7 @@ here too: its device shares join the fleet mix, its timed faults are for the mas
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import math
@@ -29,6 +30,7 @@ from harness.client.events import SiteEndpoints
 from harness.client.transport import Crl, TrustStore, crl_distribution_point
 from harness.defaults import DEFAULT_DEVICES_PER_USER, DEFAULT_SITE
 from harness.fleet.tally import OutcomeTally
+from harness.load.open_model import OpenModelError, open_model_from, poll_interval_seconds
 
 
 class LoadOptionError(ValueError):
@@ -49,6 +51,8 @@ class LoadOptions:
     chaos: Path | None = None
     schedule: Schedule | None = None
     ca_file: Path | None = None
+    #: Locust's parsed options as given, for the option groups read where they are used (the open model).
+    parsed: Any = field(default=None, compare=False, repr=False)
 
     @classmethod
     def from_namespace(cls, options: Any) -> LoadOptions:
@@ -77,6 +81,10 @@ class LoadOptions:
                 mix = schedule.fleet_mix(mix)  # the schedule's device shares join (and win over) --fleet-mix
             except (ScheduleError, ValueError) as error:
                 raise LoadOptionError(f"--chaos: {error}") from None
+        try:  # checked now, so a bad open-model option stops a headless run at once; built with the site's numbers
+            open_model_from(options, time_scale=1.0, site_poll_interval_s=1.0)
+        except OpenModelError as error:
+            raise LoadOptionError(str(error)) from None
         ca_text = str(getattr(options, "ca_file", "") or "")
         if ca_text and not Path(ca_text).is_file():
             raise LoadOptionError(f"--ca-file {ca_text!r}: no such file")
@@ -84,7 +92,7 @@ class LoadOptions:
                    fleet_seed=seed, devices_per_user=devices, time_scale=scale,
                    results_dir=Path(str(results)) if results else None, fleet_workers=workers,
                    chaos=Path(chaos_text) if chaos_text else None, schedule=schedule,
-                   ca_file=Path(ca_text) if ca_text else None)
+                   ca_file=Path(ca_text) if ca_text else None, parsed=options)
 
 
 def _whole(name: str, value: Any, low: int | None) -> int:
@@ -154,6 +162,18 @@ class RunContext:
         except ValueError as error:
             raise LoadOptionError(str(error)) from None
         self.timeline = FaultTimeline()
+        parsed = options.parsed if options.parsed is not None else object()
+        try:
+            site_interval = float(manifest["policy_interval_s"])
+            interval = poll_interval_seconds(parsed, time_scale=float(manifest.get("time_scale", 1.0)),
+                                             site_poll_interval_s=site_interval)
+            #: The run's open model (None: closed, each user plays its devices one after another).
+            self.open_model = open_model_from(parsed, time_scale=float(manifest.get("time_scale", 1.0)),
+                                              site_poll_interval_s=site_interval)
+        except OpenModelError as error:
+            raise LoadOptionError(str(error)) from None
+        if interval != site_interval:
+            self.endpoints = dataclasses.replace(self.endpoints, policy_interval_s=interval)
         self.verdict_settings = VerdictSettings.from_manifest(manifest)
         self.crls = CrlCache()
         self._cdp: dict[tuple[str, int], str | None] = {}

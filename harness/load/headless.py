@@ -225,12 +225,55 @@ def summarize(plan: RunPlan, *, manifest: dict[str, Any], locust_stats: list[dic
         "stage_failures": outcomes.get("stage_failures", {}),
         "stages": lifecycle_table(stats),
         "requests": cmgservice_table(stats, outcomes.get("requests", {})),
+        **measures_section(plan, outcomes),
         **chaos,
         "locust_exit_code": locust_exit,
         "files": ResultsDir(plan.out).run_files(),
         "passed": not problems,
         "problems": problems,
     }
+
+
+def measures_section(plan: RunPlan, outcomes: dict[str, Any]) -> dict[str, Any]:
+    """The model, the three measures per RequestUri and stage, late and unsent work, achieved versus intended rate."""
+    latency = outcomes.get("latency") or {}
+    rates = outcomes.get("rates") or {}
+    return {
+        "model": outcomes.get("model", plan.model),
+        "model_description": outcomes.get("model_description", ""),
+        "latency": {"requests": latency.get("requests", {}), "stages": latency.get("stages", {}),
+                    "all_requests": latency.get("all_requests", {})},
+        "late": latency.get("late", 0),
+        "unsent": latency.get("unsent", 0),
+        "rates": rates,
+    }
+
+
+def format_measures(summary: dict[str, Any]) -> list[str]:
+    """Service time and corrected latency side by side, per RequestUri and stage, with late and unsent work."""
+    latency = summary.get("latency") or {}
+    rows = [(name, values) for section in ("requests", "stages") for name, values in latency.get(section, {}).items()]
+    if not rows:
+        return []
+    rates = summary.get("rates") or {}
+    lines = [f"latency ({summary.get('model', 'closed')} model; ms): service = sent -> answered, corrected = "
+             "intended -> answered, lateness = intended -> sent"]
+    lines += _table(("RequestUri / stage", "count", "service p50", "p90", "p99", "max", "corrected p50", "p90",
+                     "p99", "max", "lateness p99"),
+                    [(name, values["service_ms"]["count"], *(_ms(values["service_ms"][k]) for k in PERCENTILE_KEYS),
+                      *(_ms(values["corrected_ms"][k]) for k in PERCENTILE_KEYS), _ms(values["lateness_ms"]["p99"]))
+                     for name, values in rows])
+    ratio = rates.get("achieved_rate_ratio")
+    lines.append(f"late {summary.get('late', 0)}  unsent {summary.get('unsent', 0)}"
+                 + (f"  achieved rate {ratio:.1%} of intended" if ratio is not None else ""))
+    return lines
+
+
+PERCENTILE_KEYS = ("p50", "p90", "p99", "max")
+
+
+def _ms(value: float) -> str:
+    return f"{value:.0f}" if value >= 10 else f"{value:.1f}"
 
 
 def _table(headers: tuple[str, ...], rows: list[tuple[Any, ...]]) -> list[str]:
@@ -250,7 +293,9 @@ def format_summary(summary: dict[str, Any]) -> str:
     plan, site, devices = summary["plan"], summary["site"], summary["devices"]
     lifecycles, events = summary["lifecycles"], summary["events"]
     through = f", through {site['cmg_url']}" if plan.get("target") else ""
-    lines = [
+    model_line = summary.get("model_description") or ""
+    lines = [model_line] if model_line else []
+    lines += [
         (f"{plan['users']} users x {plan['devices_per_user']} devices = {plan['devices']} devices for "
          f"{plan['duration']:g} s at time scale {plan['time_scale']:g} "
          f"(CCM token {site['ccm_token_lifetime_s'] or 0:.0f} s, policy every {site['policy_interval_s'] or 0:.0f} s), "
@@ -291,6 +336,7 @@ def format_summary(summary: dict[str, Any]) -> str:
                         [(row["request_uri"], row["request_count"], f"{row['request_size']} B",
                           row["response_count"], f"{row['response_size']} B", f"{row['average_elapsed_time']} ms")
                          for row in summary["requests"]])
+    lines += format_measures(summary)
     lines.append(f"results in {plan['out']}: " + ", ".join(summary.get("files", [])))
     if summary["passed"]:
         lines.append("PASS")

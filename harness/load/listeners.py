@@ -32,6 +32,7 @@ from harness.chaos.verdictbook import VerdictBook
 from harness.chaos.watch import FaultFollower, FaultWatch
 from harness.client.device import DeviceProfile
 from harness.fleet.tally import OutcomeTally
+from harness.latency.histograms import LatencyBook, LatencyError
 from harness.load.context import (
     DEFAULT_DEVICES_PER_USER,
     DEFAULT_SITE,
@@ -44,6 +45,8 @@ from harness.load.exporter import ClientView, Exporter
 from harness.load.exporter import add_arguments as add_exporter_arguments
 from harness.load.gate_listener import GateMonitor, stats_entries
 from harness.load.gate_listener import add_arguments as add_gate_arguments
+from harness.load.open_model import CLOSED, OPEN
+from harness.load.open_model import add_arguments as add_open_model_arguments
 from harness.load.webui import TabData
 from harness.load.webui import install as install_tabs
 
@@ -51,6 +54,7 @@ log = logging.getLogger("harness.load")
 
 #: The keys of the tally and verdict deltas in a worker's stats report.
 TALLY_KEY = "cmg_harness_tally"
+LATENCY_KEY = "cmg_harness_latency"
 VERDICTS_KEY = "cmg_harness_verdicts"
 OUTCOMES_FILE = "outcomes.json"
 #: Seconds the fault poller waits for the site's control API.
@@ -80,6 +84,7 @@ def add_arguments(parser: Any) -> None:
                        help="trust this CA (PEM) for the CMG-style proxy's server certificate instead of the site CA")
     group.add_argument("--results-dir", default="", include_in_web_ui=False,
                        help="write outcomes.json here when the test stops")
+    add_open_model_arguments(group)
     # Set by the master at test start so workers hand out device numbers that never collide.
     group.add_argument("--fleet-workers", type=int, default=1, include_in_web_ui=False, help="(internal)")
 
@@ -94,6 +99,8 @@ class LoadPlugin:
     def __init__(self, environment: Any) -> None:
         self.environment = environment
         self.tally = OutcomeTally()
+        #: Service time, lateness and corrected latency per request and stage (merged from workers on the master).
+        self.latency = LatencyBook()
         self.verdicts = VerdictBook(tally=self.tally)
         self.tally.verdicts = self.verdicts.snapshot
         self.context: RunContext | None = None
@@ -102,6 +109,7 @@ class LoadPlugin:
         self.monitor = GateMonitor(self.tally.snapshot)
         self.exporter = Exporter(self.client_view)
         self._fault_clients: list[Any] = []
+        self._in_flight: tuple[int, Any] | None = None
         self._recovery: list[dict[str, Any]] = []
         self._relayed: tuple[float, dict[str, Any]] | None = None
 
@@ -168,6 +176,7 @@ class LoadPlugin:
         self.started_at = time.time()
         self._recovery = []
         self.tally.reset()
+        self.latency.reset()
         self.verdicts.reset()
         if self.context is not None:
             self.context.close()
@@ -235,6 +244,7 @@ class LoadPlugin:
 
     def on_reset_stats(self, **_: Any) -> None:
         self.tally.reset()
+        self.latency.reset()
         self.verdicts.reset()
 
     def on_relayed_faults(self, environment: Any = None, msg: Any = None, **_: Any) -> None:
@@ -251,18 +261,33 @@ class LoadPlugin:
     # ------------------------------------------------------------------------------------------ distributed tally
     def on_report_to_master(self, client_id: str, data: dict[str, Any], **_: Any) -> None:
         data[TALLY_KEY] = self.tally.drain()
+        data[LATENCY_KEY] = self.latency.drain()
         data[VERDICTS_KEY] = self.verdicts.drain()
 
     def on_worker_report(self, client_id: str, data: dict[str, Any], **_: Any) -> None:
         delta = data.get(TALLY_KEY)
         if delta:
             self.tally.merge(delta)
+        latency = data.get(LATENCY_KEY)
+        if latency:
+            try:
+                self.latency.merge(latency)
+            except LatencyError as exc:
+                log.error("cmg-harness: worker %s sent unreadable latency histograms: %s", client_id, exc)
         verdicts = data.get(VERDICTS_KEY)
         if verdicts:
             try:
                 self.verdicts.merge(verdicts)
             except (AttributeError, TypeError, ValueError) as exc:
                 log.error("cmg-harness: worker %s sent unreadable verdicts: %s", client_id, exc)
+
+    def in_flight_slots(self, limit: int) -> Any:
+        """The process's semaphore of ``limit`` outstanding requests (open model), shared by all its users."""
+        if self._in_flight is None or self._in_flight[0] != limit:
+            from gevent.lock import BoundedSemaphore  # only in a Locust process, which gevent already patched
+
+            self._in_flight = (limit, BoundedSemaphore(limit))
+        return self._in_flight[1]
 
     # ------------------------------------------------------------------------------------------ what others read
     def tab_data(self) -> TabData:
@@ -275,6 +300,32 @@ class LoadPlugin:
         """What a scrape of the metrics exporter shows now: Locust's statistics, the tally, the gate's verdicts."""
         return ClientView(entries=stats_entries(self.environment.runner.stats), outcomes=self.tally.snapshot(),
                           gate=self.monitor.latest)
+
+    def measures(self) -> dict[str, Any]:
+        """The run's model and its three measures (service, lateness, corrected) with achieved versus intended rates."""
+        context = self.context
+        model = context.open_model if context is not None else None
+        summary = self.latency.summary()
+        elapsed = max(time.time() - self.started_at, 1e-9) if self.started_at is not None else None
+        sent = sum(values["service_ms"]["count"] for values in summary["requests"].values())
+        intended = sent + summary["unsent"]
+        rates: dict[str, Any] = {
+            "requests_sent": sent,
+            "requests_intended": intended,
+            "achieved_rate_ratio": round(sent / intended, 4) if intended else 1.0,
+            "achieved_per_s": round(sent / elapsed, 3) if elapsed else None,
+            "intended_per_s": round(intended / elapsed, 3) if elapsed else None,
+        }
+        if model is not None and model.arrivals is not None and elapsed is not None:
+            rates["devices_intended"] = min(model.arrivals.total(), round(model.arrivals.arrivals_by(elapsed)))
+        rates["devices_started"] = self.tally.snapshot()["devices"].get("started", 0)
+        return {
+            "model": OPEN if model is not None else CLOSED,
+            "model_description": model.describe() if model is not None else
+            "closed model: each Locust user plays its devices one after another",
+            "latency": summary,
+            "rates": rates,
+        }
 
     # ------------------------------------------------------------------------------------------ results
     def write_outcomes(self) -> Path | None:
@@ -308,6 +359,7 @@ class LoadPlugin:
         except (AttributeError, RecoveryError) as exc:
             log.error("cmg-harness: recovery measures not available: %s", exc)
         document["recovery"] = self._recovery
+        document.update(self.measures())
         runner = self.watch.runner if self.watch is not None else None
         document["chaos"] = {
             "schedule": str(context.options.chaos) if context is not None and context.options.chaos else None,

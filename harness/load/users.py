@@ -70,11 +70,21 @@ class LifecycleUser(FastHttpUser):
         # One generator per user for message ids: a Random per device would cost ~5 KB each.
         self._rng = random.Random(f"{ctx.options.fleet_seed}/{self.device_indexes.start}")
         self._sessions: dict[int, FastHttpSession] = {}
+        self.plugin = plugin
         self.driver = FleetDriver(clock=time.time, send=self._send, report_stage=self._report_stage,
-                                  tally=ctx.tally, cmg_url=ctx.endpoints.cmg_url, judge=plugin.judge)
+                                  tally=ctx.tally, cmg_url=ctx.endpoints.cmg_url, judge=plugin.judge,
+                                  latency=plugin.latency)
+        self.admit_devices()
+
+    def admit_devices(self) -> None:
+        """Give the driver this user's devices: in the closed model, all of them, due at once."""
         now = time.time()
         for index in self.device_indexes:
             self.driver.add(index, self.make_lifecycle(self.device_profile(index)), due=now)
+
+    def on_stop(self) -> None:
+        """Count the devices that were due and never got to send: work the run's end left undone."""
+        self.plugin.latency.record_unsent(self.driver.overdue(time.time()))
 
     # ------------------------------------------------------------------------------------------ devices
     def device_profile(self, index: int) -> DeviceProfile:
@@ -210,3 +220,98 @@ def _seeded_fleet() -> SeededFleet:
     if not _SEEDED:
         _SEEDED.append(SeededFleet())
     return _SEEDED[0]
+
+
+#: An open-model user admits arriving devices this far ahead of their start (the heap holds them until due).
+ADMIT_AHEAD_SECONDS = 1.0
+#: The dispatcher looks again at least this often (new arrivals, a device rescheduled sooner).
+DISPATCH_LOOK_SECONDS = 0.25
+
+
+class OpenLifecycleUser(LifecycleUser):
+    """The open model: devices start on the plan's schedule and act on their own clocks, concurrently.
+
+    Each user is one dispatcher: arrivals are dealt to users round-robin (``n % slots``), every device that is due is
+    run in a greenlet of its own, and a process-wide limit of ``--max-in-flight`` outstanding requests makes the rest
+    wait — their lateness is recorded, never hidden. A run of one user per Locust process is the usual form.
+    """
+
+    def __init__(self, environment: Any) -> None:
+        import gevent.event
+        import gevent.pool
+
+        context = plugin_of(environment).current_context()
+        model = context.open_model
+        if model is None:
+            raise RuntimeError("OpenLifecycleUser needs an open model: --arrival-rate, --ramp or --fleet")
+        self.model = model
+        self.polls = model.polls_per_device
+        # One pooled connection per request in flight, per trust state (FastHttpSession's pool size).
+        self.concurrency = model.max_in_flight
+        self._group = gevent.pool.Group()
+        self._wake = gevent.event.Event()
+        self._starting = 0
+        self._waiting_for_slot = 0
+        self._arrivals: Any = iter(())
+        self._next_arrival: tuple[int, float] | None = None
+        super().__init__(environment)
+        self._slots = self.plugin.in_flight_slots(model.max_in_flight)
+
+    def admit_devices(self) -> None:
+        """Deal this user its share of the plan's arrivals; they are admitted as their start comes near."""
+        ctx = self.run_context
+        # The slot device_indexes gave this user (user number x workers + worker index), among every user's slots.
+        slot = self.device_indexes.start // max(ctx.options.devices_per_user, 1)
+        users = int(getattr(ctx.options.parsed, "num_users", 1) or 1)
+        slots = max(users * ctx.worker_count, slot + 1)
+        self._t0 = self.plugin.started_at or time.time()
+        self._arrivals = self.model.starts(slot, slots)
+        self._next_arrival = next(self._arrivals, None)
+        self._rng = random.Random(f"{ctx.options.fleet_seed}/open/{slot}")
+
+    def _admit(self, now: float) -> None:
+        while self._next_arrival is not None and self._t0 + self._next_arrival[1] <= now + ADMIT_AHEAD_SECONDS:
+            index, offset = self._next_arrival
+            self.driver.add(index, self.make_lifecycle(self.device_profile(index)), due=self._t0 + offset)
+            self._next_arrival = next(self._arrivals, None)
+
+    def wait_time(self) -> float:  # type: ignore[override]
+        """The dispatcher never returns between looks; Locust's wait is not used."""
+        return 0.0
+
+    @task
+    def dispatch(self) -> None:
+        """Start every device that is due in a greenlet of its own; sleep until the next is due or one reschedules."""
+        while True:
+            now = time.time()
+            self._admit(now)
+            for due, device in self.driver.pop_due():
+                self._starting += 1
+                self._group.spawn(self._run_device, due, device)
+            upcoming = [at for at in (self.driver.next_due(),
+                                      self._t0 + self._next_arrival[1] if self._next_arrival else None)
+                        if at is not None]
+            self._wake.clear()
+            self._wake.wait(timeout=min([DISPATCH_LOOK_SECONDS, *(max(0.0, at - time.time()) for at in upcoming)]))
+
+    def _run_device(self, due: float, device: DeviceRun) -> None:
+        self._starting -= 1
+        self.driver.run_device(due, device)
+        self._wake.set()  # it may be due again sooner than the dispatcher planned to look
+
+    def _send(self, device: DeviceRun, request: Request) -> Response | TransportError:
+        self._waiting_for_slot += 1
+        try:
+            self._slots.acquire()
+        finally:
+            self._waiting_for_slot -= 1
+        try:
+            return super()._send(device, request)  # timed from here: the wait for a slot is lateness, not service
+        finally:
+            self._slots.release()
+
+    def on_stop(self) -> None:
+        """Count what the run's end left undone (due devices, devices waiting to start or for a slot), stop them."""
+        undone = self.driver.overdue(time.time()) + self._starting + self._waiting_for_slot
+        self._group.kill(block=False)
+        self.plugin.latency.record_unsent(undone)

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 #: Far more arrivals than one run can start: a plan asking for more is refused rather than silently truncated.
-MAX_ARRIVALS = 50_000_000
+MAX_ARRIVALS = 10_000_000_000
 
 
 class ArrivalError(ValueError):
@@ -160,3 +160,45 @@ def _check_slot(slot: int, slots: int) -> None:
         raise ArrivalError(f"slots must be a whole number >= 1, got {slots!r}")
     if isinstance(slot, bool) or not isinstance(slot, int) or not 0 <= slot < slots:
         raise ArrivalError(f"slot must be a whole number from 0 to {slots - 1}, got {slot!r}")
+
+
+#: Outstanding requests per Locust process before new ones wait: high enough not to matter on a healthy site.
+DEFAULT_MAX_IN_FLIGHT = 256
+
+
+@dataclass(frozen=True)
+class OpenModel:
+    """What an open-model run asks for: new devices at a rate (``arrivals``) or a steady fleet (``fleet``), how many
+    requests a process may have outstanding before later ones wait (and show it as lateness), and how many policy
+    cycles each device runs (``None``: until the run ends)."""
+
+    arrivals: ArrivalPlan | None = None
+    fleet: FleetPlan | None = None
+    max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
+    polls_per_device: int | None = None
+
+    def __post_init__(self) -> None:
+        if (self.arrivals is None) == (self.fleet is None):
+            raise ArrivalError("an open model needs exactly one of an arrival rate (or ramp) and a fleet size")
+        if isinstance(self.max_in_flight, bool) or not isinstance(self.max_in_flight, int) or self.max_in_flight < 1:
+            raise ArrivalError(f"max in flight must be a whole number >= 1, got {self.max_in_flight!r}")
+        if self.polls_per_device is not None and (isinstance(self.polls_per_device, bool)
+                                                  or not isinstance(self.polls_per_device, int)
+                                                  or self.polls_per_device < 1):
+            raise ArrivalError(f"polls per device must be a whole number >= 1, got {self.polls_per_device!r}")
+
+    def starts(self, slot: int, slots: int) -> Iterator[tuple[int, float]]:
+        """The devices of ``slot`` of ``slots`` with their start offsets (seconds after the test started)."""
+        plan: ArrivalPlan | FleetPlan = self.arrivals if self.arrivals is not None else self.fleet  # type: ignore[assignment]
+        return plan.starts(slot, slots)
+
+    def describe(self) -> str:
+        """One line for the run header: what arrives, at what rate."""
+        if self.fleet is not None:
+            return (f"open model: a fleet of {self.fleet.size:,} devices, each acting every "
+                    f"{self.fleet.poll_interval_s:g} s ({self.fleet.rate_per_s:.3g} policy cycles/s); "
+                    f"at most {self.max_in_flight} requests in flight per process")
+        assert self.arrivals is not None
+        stages = ", ".join(f"{s.rate_per_s:g}/s over {s.duration_s:g} s" for s in self.arrivals.stages)
+        return (f"open model: new devices arriving at {stages}; at most {self.max_in_flight} requests in flight "
+                "per process")

@@ -57,6 +57,8 @@ class RunPlan:
     ca_file: Path | None = None
     #: Start the embedded site with CMG → CP → MP as in-process calls (its ceiling; for large fleets).
     inprocess_hops: bool = False
+    #: ``open`` (devices on their own schedules: --arrival-rate, --ramp, --fleet) or ``closed`` (users with waits).
+    model: str = "closed"
 
     @property
     def devices(self) -> int:
