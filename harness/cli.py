@@ -183,7 +183,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
         await site.start()
-        manifest = site.manifest()
+        manifest = site.manifest().to_dict()
         print(_summary(manifest, site), flush=True)
         await stop.wait()
         print("cmg-harness: stopping the site", flush=True)

@@ -2,7 +2,8 @@
 
 Roles talk to each other over HTTP(S) by default (CMG → connection point → MP, MP → Entra JWKS), so any of them can be
 replaced by a real server; ``SiteConfig.inprocess_hops`` makes the hops direct ASGI calls instead, for measuring the
-site's own ceiling. ``Site.manifest()`` is what ``cmg-harness up`` writes to ``site.json`` for scripts and other tools.
+site's own ceiling. ``Site.manifest()`` is the :class:`SiteManifest` that ``cmg-harness up`` writes to ``site.json``
+for scripts and other tools.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from mock_site.entra import EntraIssuer, entra_app
 from mock_site.faults import FaultMiddleware, FaultRegistry
 from mock_site.keys import CcmTokenVerifier, EntraTokenVerifier, JwksCache
 from mock_site.logs import SiteLogs
+from mock_site.manifest import MANIFEST_NAME, ManifestTenant, RoleUrl, SiteManifest
 from mock_site.metrics import (
     CMGServiceLogger,
     CMGServiceStats,
@@ -52,7 +54,6 @@ from mock_site.upstream import HttpUpstream, InProcessUpstream, RoundRobin, Upst
 
 log = logging.getLogger("mock_site.site")
 
-MANIFEST_NAME = "site.json"
 PORTS_NAME = "ports.json"
 #: The roles of a site; ``cmg-harness up --role`` runs a subset in one process and links to the others by URL.
 ROLES = ("crl", "entra", "mp", "cp", "cmg")
@@ -413,7 +414,7 @@ class Site:
     def url(self, name: str) -> str:
         return self.listeners[name].url
 
-    def manifest(self) -> dict[str, Any]:
+    def manifest(self) -> SiteManifest:
         """What a script needs to find every part of the running site."""
         config = self.config
         control = self.url("control")
@@ -421,49 +422,43 @@ class Site:
         tenant = config.default_tenant
         cmg_url = self.url("cmg") if "cmg" in self.listeners else self.links.get("cmg")
         cp_urls = [self.url(name) for name in self.listeners if name.startswith("cp")]
-        return {
-            "cmg_url": cmg_url,
-            "cmg_enabled": cmg_url is not None,
-            "roles": [role for role in ROLES if role in self.roles],
-            "links": dict(self.links),
-            "token_validation_url": f"{control}/validate",
-            "cmg_urls": [self.url(name) for name in self.listeners if name.startswith("cmg")],
-            "cp_urls": cp_urls or [url for url in self.links.get("cp", "").split(",") if url],
-            "mp_url": self.url("mp") if "mp" in self.listeners else self.links.get("mp"),
-            "server_auth_prefix": urlmap.server_auth_path(role_id, ""),
-            "mutual_auth_prefix": urlmap.mutual_auth_path(role_id, ""),
-            "role_id": role_id,
-            "ca_file": str(self.pki.ca_file),
-            "cmg_cert_file": str(self.pki.pki_dir / "cmg.pem"),
-            "cmg_key_file": str(self.pki.pki_dir / "cmg.key"),
-            "cp_server_name": "localhost",
-            "crl_url": self.crl_url,
-            "entra_url": self.entra_url,
-            "tenant_id": tenant.tenant_id,
-            "tenants": [{"tenant_id": t.tenant_id, "onboarded": t.onboarded, "client_app_id": t.client_app_id,
-                         "resource_uri": t.resource_uri} for t in config.tenants],
-            "client_app_id": tenant.client_app_id,
-            "resource_uri": tenant.resource_uri,
-            "site_code": config.site_code,
-            "hierarchy_id": config.hierarchy_id,
-            "time_scale": config.time_scale,
-            "ccm_token_lifetime_s": config.scaled(config.ccm_token_lifetime),
-            "policy_interval_s": config.scaled(config.policy_interval),
-            "faults_url": f"{control}/faults",
-            "faults_token": self.faults_token,
-            "metrics_urls": {role: f"{control}/metrics" for role in ("cmg", "cp", "mp", "sts", "entra", "crl")
-                             if role in self.roles or (role == "sts" and "mp" in self.roles)},
-            "log_dir": str(config.log_dir),
-            "db_path": str(config.db_path),
-            "state_dir": str(config.state_dir),
-            "pid": os.getpid(),
-        }
+        return SiteManifest(
+            cmg_url=cmg_url,
+            cmg_enabled=cmg_url is not None,
+            roles=tuple(role for role in ROLES if role in self.roles),
+            links=tuple(RoleUrl(role, url) for role, url in self.links.items()),
+            token_validation_url=f"{control}/validate",
+            cmg_urls=tuple(self.url(name) for name in self.listeners if name.startswith("cmg")),
+            cp_urls=tuple(cp_urls or [url for url in self.links.get("cp", "").split(",") if url]),
+            mp_url=self.url("mp") if "mp" in self.listeners else self.links.get("mp"),
+            server_auth_prefix=urlmap.server_auth_path(role_id, ""),
+            mutual_auth_prefix=urlmap.mutual_auth_path(role_id, ""),
+            role_id=role_id,
+            ca_file=self.pki.ca_file,
+            cmg_cert_file=self.pki.pki_dir / "cmg.pem",
+            cmg_key_file=self.pki.pki_dir / "cmg.key",
+            cp_server_name="localhost",
+            crl_url=self.crl_url,
+            entra_url=self.entra_url,
+            tenant_id=tenant.tenant_id,
+            tenants=tuple(ManifestTenant(tenant_id=t.tenant_id, onboarded=t.onboarded, client_app_id=t.client_app_id,
+                                         resource_uri=t.resource_uri) for t in config.tenants),
+            client_app_id=tenant.client_app_id,
+            resource_uri=tenant.resource_uri,
+            site_code=config.site_code,
+            hierarchy_id=config.hierarchy_id,
+            time_scale=config.time_scale,
+            ccm_token_lifetime_s=config.scaled(config.ccm_token_lifetime),
+            policy_interval_s=config.scaled(config.policy_interval),
+            faults_url=f"{control}/faults",
+            faults_token=self.faults_token,
+            metrics_urls=tuple(RoleUrl(role, f"{control}/metrics") for role in ("cmg", "cp", "mp", "sts", "entra", "crl")
+                               if role in self.roles or (role == "sts" and "mp" in self.roles)),
+            log_dir=config.log_dir,
+            db_path=config.db_path,
+            state_dir=config.state_dir,
+            pid=os.getpid(),
+        )
 
     def write_manifest(self) -> Path:
-        path = self.manifest_path
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(self.manifest(), indent=2))
-        os.chmod(tmp, 0o600)  # it holds the fault API's bearer token
-        tmp.replace(path)
-        return path
-
+        return self.manifest().write(self.manifest_path)

@@ -20,6 +20,7 @@ from harness.load.tally import MILESTONES, cmgservice_table
 
 if TYPE_CHECKING:
     from harness.load.listeners import LoadPlugin
+    from mock_site.manifest import SiteManifest
 
 CMG_TAB = "cmg-traffic"
 OUTCOMES_TAB = "lifecycle-outcomes"
@@ -177,7 +178,7 @@ def install(events: Any, plugin: LoadPlugin) -> None:
     events.init.add_listener(on_init)
 
 
-def _manifest(environment: Any) -> dict[str, Any]:
+def _manifest(environment: Any) -> SiteManifest:
     from harness.load.context import DEFAULT_SITE, load_site_manifest
 
     options = environment.parsed_options

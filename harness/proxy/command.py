@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 from harness.proxy.nginx import VARIANTS, render
 from harness.proxy.process import find_nginx
 from harness.proxy.site import ProxyConfigError
+from mock_site.manifest import ManifestError, SiteManifest
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,9 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def cmd_proxy_config(args: argparse.Namespace) -> int:
     """Render the configuration; print the nginx command line on stdout and the next steps on stderr."""
     try:
-        manifest = json.loads(Path(args.site).read_text())
-    except (OSError, ValueError) as error:
-        print(f"cmg-harness: cannot read the site manifest {str(args.site)!r}: {error}", file=sys.stderr)
+        manifest = SiteManifest.read(args.site)
+    except ManifestError as error:
+        print(f"cmg-harness: {error}", file=sys.stderr)
         return 2
     try:
         rendered = render(manifest, variant=args.variant, out_dir=args.out, listen=args.listen,
@@ -39,6 +39,6 @@ def cmd_proxy_config(args: argparse.Namespace) -> int:
         return 2
     print(rendered.command_line(find_nginx() or "nginx"))
     print(f"rendered {rendered.config_file} ({rendered.variant}); the proxy will serve {rendered.url}\n"
-          f"then: cmg-harness run --site {args.site} --target {rendered.url} --ca-file {manifest['ca_file']}",
+          f"then: cmg-harness run --site {args.site} --target {rendered.url} --ca-file {manifest.ca_file}",
           file=sys.stderr)
     return 0

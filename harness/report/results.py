@@ -18,6 +18,7 @@ from typing import Any
 from harness.report.errors import ReportError
 from harness.report.history import StatsHistory, read_history
 from harness.report.requestlog import RequestLog, read_request_log
+from mock_site.manifest import MANIFEST_NAME, ManifestError, SiteManifest
 
 HISTORY_FILE = "locust_stats_history.csv"
 #: The per-second request histograms the gate listener writes (``harness.gates.STATS_HISTORY``).
@@ -75,22 +76,34 @@ def load_results(results_dir: Path) -> RunResults:
         history_path = candidates[0]
     summary = _json(directory / "summary.json")
     outcomes = _json(directory / "outcomes.json")
-    site = _json(directory / "site" / "site.json")
+    site, unusable = _site_manifest(directory / "site" / MANIFEST_NAME)
     log_path = directory / "locust.log"
     locust_log = log_path.read_text(errors="replace") if log_path.is_file() else None
     log = directory / REQUEST_LOG_FILE
     requests = read_request_log(log) if log.is_file() else None
     return RunResults(directory=directory, history=read_history(history_path), requests=requests,
-                      facts=run_facts(summary, site),
+                      facts=run_facts(summary, site, unusable_site=unusable),
                       locust_log=locust_log, fault_windows=fault_windows(summary, outcomes))
 
 
-def run_facts(summary: dict[str, Any] | None, site: dict[str, Any] | None) -> RunFacts:
+def _site_manifest(path: Path) -> tuple[SiteManifest | None, str | None]:
+    """The run's site manifest, or None and (when there was one) why it cannot be used."""
+    if not path.is_file():
+        return None, None
+    try:
+        return SiteManifest.read(path), None
+    except ManifestError as error:
+        return None, str(error)
+
+
+def run_facts(summary: dict[str, Any] | None, site: SiteManifest | None, *,
+              unusable_site: str | None = None) -> RunFacts:
     """The run's time scale, devices per user, policy interval and CMG instances, with assumptions for gaps."""
     plan = (summary or {}).get("plan") or {}
-    site = site or {}
     assumptions: list[str] = []
-    time_scale = _positive(plan.get("time_scale")) or _positive(site.get("time_scale"))
+    if unusable_site is not None:
+        assumptions.append(f"site manifest ignored: {unusable_site}")
+    time_scale = _positive(plan.get("time_scale")) or (site.time_scale if site is not None else None)
     if time_scale is None:
         time_scale = 1.0
         assumptions.append("time scale not recorded (no summary.json or site.json): taken as 1 (real time)")
@@ -99,10 +112,9 @@ def run_facts(summary: dict[str, Any] | None, site: dict[str, Any] | None) -> Ru
         devices = 1
         assumptions.append("devices per Locust user not recorded (no summary.json): taken as 1")
     interval = _positive(((summary or {}).get("site") or {}).get("policy_interval_s")) \
-        or _positive(site.get("policy_interval_s"))
-    urls = site.get("cmg_urls")
-    if site.get("cmg_enabled", True) and isinstance(urls, list) and urls:
-        instances = len(urls)
+        or (site.policy_interval_s if site is not None else None)
+    if site is not None and site.cmg_enabled and site.cmg_urls:
+        instances = len(site.cmg_urls)
     else:
         instances = 1
         assumptions.append("CMG instance count unknown (no mock CMG in the run, e.g. a proxy under test): taken as 1")

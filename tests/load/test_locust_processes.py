@@ -184,7 +184,7 @@ def test_a_browser_sees_the_custom_tabs_fill_after_a_swarm_started_from_the_form
                                                                                  tmp_path: Path) -> None:
     """Start a swarm as the start form does (with a cmg-harness option changed), then render both tabs in Chromium."""
     with running_web_ui(site, tmp_path / "locust.log") as base:
-        form = urllib.parse.urlencode({"user_count": "1", "spawn_rate": "1", "host": site.manifest["cmg_url"],
+        form = urllib.parse.urlencode({"user_count": "1", "spawn_rate": "1", "host": site.manifest.cmg_url,
                                        "devices_per_user": "3"}).encode()
         with urllib.request.urlopen(base + "/swarm", data=form, timeout=10) as answer:
             assert json.loads(answer.read())["success"]
