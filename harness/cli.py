@@ -69,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="run only this role here (repeatable); the others are reached through --link ROLE=URL")
     up.add_argument("--link", action="append", default=[], metavar="ROLE=URL",
                     help="where a role run elsewhere listens (cp takes a comma-separated list; crl the CRL's URL)")
+    up.add_argument("--join", action="append", default=[], type=Path, metavar="MANIFEST",
+                    help="take the other roles' URLs from the manifest another `up --role` wrote (repeatable)")
+    up.add_argument("--host", default="127.0.0.1", help="the address the roles listen on (default 127.0.0.1)")
     up.add_argument("--unsafe-skip-token-checks", action="store_true", help=argparse.SUPPRESS)
     up.add_argument("--seed-clients", type=_int_range("seed clients", 0, 10_000_000), default=0,
                     help="register this many clients in the site database before serving (steady-state runs)")
@@ -155,22 +158,25 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def cmd_up(args: argparse.Namespace) -> int:
     from mock_site.config import ConfigError, SiteConfig
+    from mock_site.joining import JoinError, join_links
     from mock_site.site import ROLES, Site, SiteStateError
 
     try:
         config = SiteConfig(state_dir=args.state_dir, time_scale=args.time_scale, cmg_instances=args.cmg_instances,
                             connection_points=args.connection_points,
                             cmgservice_log_period=args.cmgservice_log_period, inprocess_hops=args.inprocess_hops,
-                            cmg_enabled=not args.no_cmg, unsafe_skip_token_checks=args.unsafe_skip_token_checks)
+                            cmg_enabled=not args.no_cmg, unsafe_skip_token_checks=args.unsafe_skip_token_checks,
+                            host=args.host)
         links = {}
         for item in args.link:
             role, sep, url = item.partition("=")
             if not sep or not url.startswith(("http://", "https://")):
                 raise CliError(f"--link must be ROLE=URL with an http(s) URL, got {item!r}")
             links[role] = url.rstrip("/")
+        links = join_links(args.join, links, roles=args.role or ROLES, ca_file=config.pki_dir / "ca.pem")
         site = Site(config, logs_enabled=not args.no_logs, roles=args.role or ROLES, links=links)
         site.build()
-    except (ConfigError, SiteStateError) as error:
+    except (ConfigError, SiteStateError, JoinError) as error:
         raise CliError(str(error)) from None
     if args.seed_clients:
         import random

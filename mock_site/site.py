@@ -35,6 +35,7 @@ from mock_site.crl import crl_app
 from mock_site.db import SiteDatabase
 from mock_site.entra import EntraIssuer, entra_app
 from mock_site.faults import FaultMiddleware, FaultRegistry
+from mock_site.joining import LinkProbe
 from mock_site.keys import CcmTokenVerifier, EntraTokenVerifier, JwksCache
 from mock_site.logs import SiteLogs
 from mock_site.manifest import MANIFEST_NAME, ManifestTenant, RoleUrl, SiteManifest
@@ -101,7 +102,8 @@ class Site:
 
     def __init__(self, config: SiteConfig, *, clock: Clock = system_clock, rng: random.Random | None = None,
                  registry: CollectorRegistry | None = None, logs_enabled: bool = True,
-                 roles: Iterable[str] = ROLES, links: Mapping[str, str] | None = None) -> None:
+                 roles: Iterable[str] = ROLES, links: Mapping[str, str] | None = None,
+                 check_links: bool = True) -> None:
         self.config = config
         self.roles = frozenset(roles)
         unknown = sorted(self.roles - set(ROLES))
@@ -111,6 +113,8 @@ class Site:
         bad_links = sorted(set(self.links) - set(ROLES))
         if bad_links:
             raise SiteStateError(f"--link names unknown role(s) {', '.join(bad_links)}; roles: {', '.join(ROLES)}")
+        #: Probe every link before serving (:class:`LinkProbe`); off only for tests of a site linked to nothing real.
+        self.check_links = check_links
         self.clock = clock
         self.rng = rng or random.Random()
         self.registry = registry or CollectorRegistry()
@@ -220,9 +224,20 @@ class Site:
         except KeyError:
             raise SiteStateError(f"role {role!r} is not run here: give its URL with --link {role}=URL") from None
 
+    def check_linked_roles(self) -> None:
+        """Refuse (:class:`JoinError`) a link that does not serve what this process needs from its role."""
+        if not self.links or not self.check_links:
+            return
+        probe = LinkProbe(ca=self.pki.ca_certificate, server_context=self._client_context(),
+                          mp_context=self._client_context(self.pki.cp_client_cert()))
+        for role, url in self.links.items():
+            probe.check(role, url)
+
     def build(self) -> ServerGroup:
-        """Create the apps of the roles run here and bind their listeners (ports are known after this returns)."""
+        """Check the links, create the apps of the roles run here and bind their listeners (ports are known after this
+        returns)."""
         config = self.config
+        self.check_linked_roles()
         ports = self._remembered_ports()
         hosts = (config.host, "localhost") if config.host != "localhost" else ("localhost", "127.0.0.1")
 
@@ -287,8 +302,11 @@ class Site:
                            content=self.content)
             mp_wrapped = FaultMiddleware(mp_app, registry=self.faults, role="mp")
             mp_listener.app = mp_wrapped
-        else:
+        elif self._local("cp"):  # the connection point forwards to the MP; no other role here talks to it
             mp_url = self._link("mp")
+            mp_host = urlsplit(mp_url).netloc
+        else:
+            mp_url = self.links.get("mp", "")
             mp_host = urlsplit(mp_url).netloc
 
         cp_upstreams: list[Upstream] = []
