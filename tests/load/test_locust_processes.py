@@ -50,7 +50,7 @@ def test_a_headless_run_without_a_site_manifest_stops_at_once_naming_the_path(tm
     result = subprocess.run(locust("-f", str(LOCUSTFILES_DIR / "lifecycle.py"), "--headless", "-u", "1", "-t", "5",
                                    "--site", str(missing)), capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode != 0
-    assert f"cmg-harness: --site '{missing}': no site manifest there" in result.stderr
+    assert f"cmg-harness: --site: site manifest '{missing}' not found (start a site with" in result.stderr
 
 
 def test_a_headless_run_with_a_bad_chaos_schedule_stops_at_once_naming_file_and_line(tmp_path: Path) -> None:
