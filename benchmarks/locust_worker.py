@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import os
 import shutil
 import signal
@@ -27,20 +26,23 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def start_site(state: Path, time_scale: float) -> tuple[subprocess.Popen[bytes], dict]:
+def start_site(state: Path, time_scale: float) -> tuple[subprocess.Popen[bytes], Any]:
+    from mock_site.manifest import MANIFEST_NAME, SiteManifest
+
     process = subprocess.Popen(["taskset", "-c", "0", sys.executable, "-m", "harness.cli", "up", "--state-dir",
                                 str(state), "--time-scale", str(time_scale), "--inprocess-hops", "--no-logs"],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        path = state / "site.json"
+        path = state / MANIFEST_NAME
         if path.exists():
-            manifest = json.loads(path.read_text())
-            if manifest.get("pid") == process.pid:
+            manifest = SiteManifest.read(path)  # written atomically: never half-written
+            if manifest.pid == process.pid:
                 return process, manifest
         time.sleep(0.1)
     process.kill()

@@ -28,6 +28,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 
 def serve(state_dir: str, inprocess: bool, metrics: bool, ready: multiprocessing.Queue[dict],
@@ -46,12 +47,12 @@ def serve(state_dir: str, inprocess: bool, metrics: bool, ready: multiprocessing
         site = Site(SiteConfig(state_dir=Path(state_dir), inprocess_hops=inprocess, metrics_enabled=metrics),
                     logs_enabled=False)
         await site.start()
-        bundle = site.pki.cmg_server_cert(("127.0.0.1", "localhost"), crl_url=site.manifest()["crl_url"])
+        bundle = site.pki.cmg_server_cert(("127.0.0.1", "localhost"), crl_url=site.manifest().crl_url)
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         bundle.configure_server_context(ctx)
         group = ServerGroup([Listener("trivial", trivial, ctx)])
         await group.start()
-        ready.put({**site.manifest(), "trivial_url": group.listeners[0].url})
+        ready.put((site.manifest(), group.listeners[0].url))
         while not stop.is_set():
             await asyncio.sleep(0.2)
         await group.stop()
@@ -79,7 +80,7 @@ def load(url: str, seconds: int, connections: int, *, method: str = "GET", body_
     return float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
 
 
-def policy_request(manifest: dict, workdir: Path) -> tuple[str, str, dict[str, str]]:
+def policy_request(manifest: Any, workdir: Path) -> tuple[str, str, dict[str, str]]:
     """Register one device; return the URL, body file and headers of a policy poll with its CCM token."""
     from cmg_protocol import envelope, messages, urlmap
     from mock_site.testing import SiteClient
@@ -91,12 +92,12 @@ def policy_request(manifest: dict, workdir: Path) -> tuple[str, str, dict[str, s
         check = client.policy(token, smsid)
         assert check.status_code == 200, check.text
     request = messages.RequestAssignments(client_id=smsid, fqdn="bench.contoso.com", netbios_name="BENCH", sid="",
-                                          site_code=manifest["site_code"])
+                                          site_code=manifest.site_code)
     header = envelope.MessageHeader(target_endpoint="MP_PolicyManager", source_id=smsid, source_host="BENCH",
                                     message_id="{" + str(uuid.uuid4()).upper() + "}", sent_time="2026-01-01T00:00:00Z")
     body_file = workdir / "policy.body"
     body_file.write_bytes(envelope.encode_message(header, request.to_xml()))
-    url = manifest["cmg_url"] + urlmap.server_auth_path(manifest["role_id"], "ccm_system_tokenauth/request")
+    url = manifest.cmg_url + urlmap.server_auth_path(manifest.role_id, "ccm_system_tokenauth/request")
     return url, str(body_file), {"Content-Type": envelope.CONTENT_TYPE, "Authorization": f"Bearer {token}"}
 
 
@@ -106,12 +107,12 @@ class SiteServer:
     def __init__(self, inprocess: bool, metrics: bool, connections: int) -> None:
         self.workdir = Path(tempfile.mkdtemp(prefix="bench-chain-"))
         self.connections = connections
-        ready: multiprocessing.Queue[dict] = multiprocessing.Queue()
+        ready: multiprocessing.Queue[tuple[Any, str]] = multiprocessing.Queue()
         self.stop_event = multiprocessing.Event()
         self.process = multiprocessing.Process(
             target=serve, args=(str(self.workdir / "state"), inprocess, metrics, ready, self.stop_event))
         self.process.start()
-        self.manifest = ready.get(timeout=60)
+        self.manifest, self.trivial_url = ready.get(timeout=60)
         url, body_file, headers = policy_request(self.manifest, self.workdir)
         self.url = url
         self.poll = {"method": "CCM_POST", "body_file": body_file, "headers": headers}
@@ -121,7 +122,7 @@ class SiteServer:
         return load(self.url, seconds, self.connections, **self.poll)
 
     def trivial(self, seconds: int) -> float:
-        return load(self.manifest["trivial_url"] + "/", seconds, self.connections)
+        return load(self.trivial_url + "/", seconds, self.connections)
 
     def close(self) -> None:
         self.stop_event.set()

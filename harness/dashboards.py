@@ -23,6 +23,7 @@ from typing import Any, Self
 import yaml
 
 from harness.units import format_prometheus_duration, parse_prometheus_duration
+from mock_site.manifest import ManifestError, SiteManifest
 
 __all__ = [
     "CLIENT_METRICS",
@@ -150,18 +151,24 @@ def _jobs(base: Mapping[str, Any], targets: Iterable[_Target], ca_file: str | No
 
 
 def render_prometheus_config(
-    manifest: Mapping[str, Any],
+    manifest: SiteManifest | Mapping[str, Any],
     locust_targets: Iterable[str] = (),
     *,
     scrape_interval: float | str = DEFAULT_SCRAPE_INTERVAL,
     evaluation_interval: float | str | None = None,
     template: Path | None = None,
 ) -> str:
-    """``prometheus.yml`` for a running site (its ``metrics_urls``) and Locust exporters (``host:port`` or URLs)."""
-    urls = manifest.get("metrics_urls") if isinstance(manifest, Mapping) else None
-    if not isinstance(urls, Mapping) or not urls:
-        raise DashboardError(f"site manifest has no metrics_urls mapping: {urls!r}")
-    site_targets = [_target(url, f"metrics URL of role {role!r}") for role, url in urls.items()]
+    """``prometheus.yml`` for a running site (its ``metrics_urls``) and Locust exporters (``host:port`` or URLs).
+
+    (A decoded ``site.json`` mapping is still taken, and checked as :class:`SiteManifest` reads one.)
+    """
+    try:
+        manifest = SiteManifest.coerce(manifest)
+    except ManifestError as error:
+        raise DashboardError(str(error)) from None
+    if not manifest.metrics_urls:
+        raise DashboardError("site manifest has no metrics_urls")
+    site_targets = [_target(item.url, f"metrics URL of role {item.role!r}") for item in manifest.metrics_urls]
     if isinstance(locust_targets, str):
         locust_targets = (locust_targets,)
     client_targets = [_target(url, "Locust exporter target") for url in locust_targets]
@@ -174,7 +181,7 @@ def render_prometheus_config(
     for name in (SITE_JOB, LOCUST_JOB):
         if name not in by_name:
             raise DashboardError(f"config template lacks the scrape job {name!r}")
-    ca_file = manifest.get("ca_file")
+    ca_file = str(manifest.ca_file)
     config["scrape_configs"] = (_jobs(by_name[SITE_JOB], site_targets, ca_file)
                                 + _jobs(by_name[LOCUST_JOB], client_targets, None)
                                 + [job for name, job in by_name.items() if name not in (SITE_JOB, LOCUST_JOB)])
@@ -182,7 +189,8 @@ def render_prometheus_config(
     return header + yaml.safe_dump(config, sort_keys=False)
 
 
-def write_prometheus_config(config_dir: Path, manifest: Mapping[str, Any], locust_targets: Iterable[str] = (),
+def write_prometheus_config(config_dir: Path, manifest: SiteManifest | Mapping[str, Any],
+                            locust_targets: Iterable[str] = (),
                             **options: Any) -> Path:
     """Write the rendered ``prometheus.yml`` and the rule files it loads into ``config_dir``; returns the config path."""
     config_dir = Path(config_dir)

@@ -2,7 +2,8 @@
 
 Roles talk to each other over HTTP(S) by default (CMG → connection point → MP, MP → Entra JWKS), so any of them can be
 replaced by a real server; ``SiteConfig.inprocess_hops`` makes the hops direct ASGI calls instead, for measuring the
-site's own ceiling. ``Site.manifest()`` is what ``cmg-harness up`` writes to ``site.json`` for scripts and other tools.
+site's own ceiling. ``Site.manifest()`` is the :class:`SiteManifest` that ``cmg-harness up`` writes to ``site.json``
+for scripts and other tools.
 """
 
 from __future__ import annotations
@@ -34,7 +35,9 @@ from mock_site.crl import crl_app
 from mock_site.db import SiteDatabase
 from mock_site.entra import EntraIssuer, entra_app
 from mock_site.faults import FaultMiddleware, FaultRegistry
+from mock_site.joining import LinkProbe
 from mock_site.logs import SiteLogs
+from mock_site.manifest import MANIFEST_NAME, ManifestTenant, RoleUrl, SiteManifest
 from mock_site.metrics import (
     CMGServiceLogger,
     CMGServiceStats,
@@ -52,7 +55,6 @@ from mock_site.upstream import HttpUpstream, InProcessUpstream, RoundRobin, Upst
 
 log = logging.getLogger("mock_site.site")
 
-MANIFEST_NAME = "site.json"
 PORTS_NAME = "ports.json"
 #: The roles of a site; ``cmg-harness up --role`` runs a subset in one process and links to the others by URL.
 ROLES = ("crl", "entra", "mp", "cp", "cmg")
@@ -101,7 +103,7 @@ class Site:
     def __init__(self, config: SiteConfig, *, clock: Clock = system_clock, rng: random.Random | None = None,
                  registry: CollectorRegistry | None = None, logs_enabled: bool = True,
                  roles: Iterable[str] = ROLES, links: Mapping[str, str] | None = None,
-                 cmg_app_type: type[CmgApp] = CmgApp) -> None:
+                 cmg_app_type: type[CmgApp] = CmgApp, check_links: bool = True) -> None:
         self.config = config
         # The class each CMG instance runs; mock_site.testing passes a deliberately broken one to test the verdicts.
         self.cmg_app_type = cmg_app_type
@@ -113,6 +115,8 @@ class Site:
         bad_links = sorted(set(self.links) - set(ROLES))
         if bad_links:
             raise SiteStateError(f"--link names unknown role(s) {', '.join(bad_links)}; roles: {', '.join(ROLES)}")
+        #: Probe every link before serving (:class:`LinkProbe`); off only for tests of a site linked to nothing real.
+        self.check_links = check_links
         self.clock = clock
         self.rng = rng or random.Random()
         self.registry = registry or CollectorRegistry()
@@ -222,9 +226,20 @@ class Site:
         except KeyError:
             raise SiteStateError(f"role {role!r} is not run here: give its URL with --link {role}=URL") from None
 
+    def check_linked_roles(self) -> None:
+        """Refuse (:class:`JoinError`) a link that does not serve what this process needs from its role."""
+        if not self.links or not self.check_links:
+            return
+        probe = LinkProbe(ca=self.pki.ca_certificate, server_context=self._client_context(),
+                          mp_context=self._client_context(self.pki.cp_client_cert()))
+        for role, url in self.links.items():
+            probe.check(role, url)
+
     def build(self) -> ServerGroup:
-        """Create the apps of the roles run here and bind their listeners (ports are known after this returns)."""
+        """Check the links, create the apps of the roles run here and bind their listeners (ports are known after this
+        returns)."""
         config = self.config
+        self.check_linked_roles()
         ports = self._remembered_ports()
         hosts = (config.host, "localhost") if config.host != "localhost" else ("localhost", "127.0.0.1")
 
@@ -289,8 +304,11 @@ class Site:
                            content=self.content)
             mp_wrapped = FaultMiddleware(mp_app, faults=self.faults, role="mp")
             mp_listener.app = mp_wrapped
-        else:
+        elif self._local("cp"):  # the connection point forwards to the MP; no other role here talks to it
             mp_url = self._link("mp")
+            mp_host = urlsplit(mp_url).netloc
+        else:
+            mp_url = self.links.get("mp", "")
             mp_host = urlsplit(mp_url).netloc
 
         cp_upstreams: list[Upstream] = []
@@ -416,7 +434,7 @@ class Site:
     def url(self, name: str) -> str:
         return self.listeners[name].url
 
-    def manifest(self) -> dict[str, Any]:
+    def manifest(self) -> SiteManifest:
         """What a script needs to find every part of the running site."""
         config = self.config
         control = self.url("control")
@@ -424,49 +442,43 @@ class Site:
         tenant = config.default_tenant
         cmg_url = self.url("cmg") if "cmg" in self.listeners else self.links.get("cmg")
         cp_urls = [self.url(name) for name in self.listeners if name.startswith("cp")]
-        return {
-            "cmg_url": cmg_url,
-            "cmg_enabled": cmg_url is not None,
-            "roles": [role for role in ROLES if role in self.roles],
-            "links": dict(self.links),
-            "token_validation_url": f"{control}/validate",
-            "cmg_urls": [self.url(name) for name in self.listeners if name.startswith("cmg")],
-            "cp_urls": cp_urls or [url for url in self.links.get("cp", "").split(",") if url],
-            "mp_url": self.url("mp") if "mp" in self.listeners else self.links.get("mp"),
-            "server_auth_prefix": urlmap.server_auth_path(role_id, ""),
-            "mutual_auth_prefix": urlmap.mutual_auth_path(role_id, ""),
-            "role_id": role_id,
-            "ca_file": str(self.pki.ca_file),
-            "cmg_cert_file": str(self.pki.pki_dir / "cmg.pem"),
-            "cmg_key_file": str(self.pki.pki_dir / "cmg.key"),
-            "cp_server_name": "localhost",
-            "crl_url": self.crl_url,
-            "entra_url": self.entra_url,
-            "tenant_id": tenant.tenant_id,
-            "tenants": [{"tenant_id": t.tenant_id, "onboarded": t.onboarded, "client_app_id": t.client_app_id,
-                         "resource_uri": t.resource_uri} for t in config.tenants],
-            "client_app_id": tenant.client_app_id,
-            "resource_uri": tenant.resource_uri,
-            "site_code": config.site_code,
-            "hierarchy_id": config.hierarchy_id,
-            "time_scale": config.time_scale,
-            "ccm_token_lifetime_s": config.scaled(config.ccm_token_lifetime_site_seconds),
-            "policy_interval_s": config.scaled(config.policy_interval_site_seconds),
-            "faults_url": f"{control}/faults",
-            "faults_token": self.faults_token,
-            "metrics_urls": {role: f"{control}/metrics" for role in ("cmg", "cp", "mp", "sts", "entra", "crl")
-                             if role in self.roles or (role == "sts" and "mp" in self.roles)},
-            "log_dir": str(config.log_dir),
-            "db_path": str(config.db_path),
-            "state_dir": str(config.state_dir),
-            "pid": os.getpid(),
-        }
+        return SiteManifest(
+            cmg_url=cmg_url,
+            cmg_enabled=cmg_url is not None,
+            roles=tuple(role for role in ROLES if role in self.roles),
+            links=tuple(RoleUrl(role, url) for role, url in self.links.items()),
+            token_validation_url=f"{control}/validate",
+            cmg_urls=tuple(self.url(name) for name in self.listeners if name.startswith("cmg")),
+            cp_urls=tuple(cp_urls or [url for url in self.links.get("cp", "").split(",") if url]),
+            mp_url=self.url("mp") if "mp" in self.listeners else self.links.get("mp"),
+            server_auth_prefix=urlmap.server_auth_path(role_id, ""),
+            mutual_auth_prefix=urlmap.mutual_auth_path(role_id, ""),
+            role_id=role_id,
+            ca_file=self.pki.ca_file,
+            cmg_cert_file=self.pki.pki_dir / "cmg.pem",
+            cmg_key_file=self.pki.pki_dir / "cmg.key",
+            cp_server_name="localhost",
+            crl_url=self.crl_url,
+            entra_url=self.entra_url,
+            tenant_id=tenant.tenant_id,
+            tenants=tuple(ManifestTenant(tenant_id=t.tenant_id, onboarded=t.onboarded, client_app_id=t.client_app_id,
+                                         resource_uri=t.resource_uri) for t in config.tenants),
+            client_app_id=tenant.client_app_id,
+            resource_uri=tenant.resource_uri,
+            site_code=config.site_code,
+            hierarchy_id=config.hierarchy_id,
+            time_scale=config.time_scale,
+            ccm_token_lifetime_s=config.scaled(config.ccm_token_lifetime_site_seconds),
+            policy_interval_s=config.scaled(config.policy_interval_site_seconds),
+            faults_url=f"{control}/faults",
+            faults_token=self.faults_token,
+            metrics_urls=tuple(RoleUrl(role, f"{control}/metrics") for role in ("cmg", "cp", "mp", "sts", "entra", "crl")
+                               if role in self.roles or (role == "sts" and "mp" in self.roles)),
+            log_dir=config.log_dir,
+            db_path=config.db_path,
+            state_dir=config.state_dir,
+            pid=os.getpid(),
+        )
 
     def write_manifest(self) -> Path:
-        path = self.manifest_path
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(self.manifest(), indent=2))
-        os.chmod(tmp, 0o600)  # it holds the fault API's bearer token
-        tmp.replace(path)
-        return path
-
+        return self.manifest().write(self.manifest_path)

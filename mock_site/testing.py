@@ -17,6 +17,8 @@ from mock_site.asgi import HttpRequest
 from mock_site.cmg import CmgApp
 from mock_site.config import SiteConfig
 from mock_site.server import Send
+from mock_site.config import DEFAULT_CLIENT_APP_ID, DEFAULT_RESOURCE_URI, DEFAULT_TENANT_ID, SiteConfig
+from mock_site.manifest import ManifestTenant, RoleUrl, SiteManifest
 from mock_site.site import Site
 
 
@@ -41,12 +43,12 @@ class RunningSite:
     """A site serving in a background thread; ``manifest`` is what ``site.json`` holds."""
 
     site: Site
-    manifest: dict[str, Any]
+    manifest: SiteManifest
     loop: asyncio.AbstractEventLoop
 
     @property
     def manifest_path(self) -> Path:
-        return self.site.config.state_dir / "site.json"
+        return self.site.manifest_path
 
     def call(self, coroutine: Any, timeout: float = 30.0) -> Any:
         """Run a coroutine in the site's loop (e.g. to touch site state safely) and return its result."""
@@ -64,8 +66,8 @@ class RunningSite:
 
     def _control(self, method: str, path: str, body: dict[str, Any] | None) -> dict[str, Any]:
         data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(self.manifest["faults_url"] + path, data=data, method=method,
-                                         headers={"Authorization": f"Bearer {self.manifest['faults_token']}",
+        request = urllib.request.Request(self.manifest.faults_url + path, data=data, method=method,
+                                         headers={"Authorization": f"Bearer {self.manifest.faults_token}",
                                                   "Content-Type": "application/json"})
         with urllib.request.urlopen(request, timeout=10) as response:
             return json.loads(response.read() or b"{}")
@@ -122,13 +124,13 @@ class SiteClient:
     Each method is one documented exchange; nothing is retried or renewed behind the caller's back.
     """
 
-    def __init__(self, manifest: dict[str, Any], *, cmg_url: str | None = None, verify: Any = None,
+    def __init__(self, manifest: SiteManifest, *, cmg_url: str | None = None, verify: Any = None,
                  cert: Any = None) -> None:
         import httpx
 
         self.manifest = manifest
-        self.cmg_url = cmg_url or manifest["cmg_url"]
-        self.http = httpx.Client(verify=verify if verify is not None else _ssl_context(manifest["ca_file"]),
+        self.cmg_url = cmg_url or manifest.cmg_url or ""  # "": a site without a CMG; give the proxy's URL
+        self.http = httpx.Client(verify=verify if verify is not None else _ssl_context(manifest.ca_file),
                                  cert=cert, timeout=30.0)
 
     def close(self) -> None:
@@ -143,25 +145,25 @@ class SiteClient:
     def server_auth(self, tail: str) -> str:
         from cmg_protocol import urlmap
 
-        return self.cmg_url + urlmap.server_auth_path(self.manifest["role_id"], tail)
+        return self.cmg_url + urlmap.server_auth_path(self.manifest.role_id, tail)
 
     def mutual_auth(self, tail: str) -> str:
         from cmg_protocol import urlmap
 
-        return self.cmg_url + urlmap.mutual_auth_path(self.manifest["role_id"], tail)
+        return self.cmg_url + urlmap.mutual_auth_path(self.manifest.role_id, tail)
 
     def aad_auth_info(self, tenant_id: str | None = None) -> Any:
         from cmg_protocol import urlmap
 
-        return self.http.get(self.cmg_url + urlmap.aad_auth_info_path(tenant_id or self.manifest["tenant_id"]))
+        return self.http.get(self.cmg_url + urlmap.aad_auth_info_path(tenant_id or self.manifest.tenant_id))
 
     def entra_token(self, *, device_id: str = "8d2b4ff9-0172-4998-9851-b5324303385f", user_oid: str = "",
                     tenant_id: str | None = None, device_time: float | None = None) -> str:
         """An Entra token for ConfigMgrService: a device token, or a user (UDA) token when ``user_oid`` is given."""
         form = {
             "grant_type": "user_token" if user_oid else "device_token",
-            "resource": self.manifest["resource_uri"],
-            "client_id": self.manifest["client_app_id"],
+            "resource": self.manifest.resource_uri,
+            "client_id": self.manifest.client_app_id,
             "device_id": device_id,
             "onprem_sid": "S-1-5-21-1527250992-855612568-2252598708-1604" if user_oid else "",
         }
@@ -169,7 +171,7 @@ class SiteClient:
             form["user_oid"] = user_oid
         if device_time is not None:
             form["device_time"] = str(device_time)
-        response = self.http.post(f"{self.manifest['entra_url']}/{tenant_id or self.manifest['tenant_id']}"
+        response = self.http.post(f"{self.manifest.entra_url}/{tenant_id or self.manifest.tenant_id}"
                                   "/oauth2/token", data=form)
         response.raise_for_status()
         return response.json()["access_token"]
@@ -215,11 +217,35 @@ class SiteClient:
         from cmg_protocol import messages
 
         request = messages.RequestAssignments(client_id=client_id, fqdn="testdevice.contoso.com",
-                                              netbios_name="TESTDEVICE", sid="", site_code=self.manifest["site_code"])
+                                              netbios_name="TESTDEVICE", sid="", site_code=self.manifest.site_code)
         return self.message("MP_PolicyManager", request.to_xml(), token=token)
 
 
-def _ssl_context(ca_file: str) -> Any:
+def _ssl_context(ca_file: Path) -> Any:
     import ssl
 
     return ssl.create_default_context(cafile=ca_file)
+
+
+def example_manifest(state_dir: Path = Path("/srv/cmg"), **changes: Any) -> SiteManifest:
+    """A complete manifest of a whole site that is not running (for tests of code that only reads manifests)."""
+    control = "http://127.0.0.1:9100"
+    manifest = SiteManifest(
+        cmg_url="https://127.0.0.1:9443", cmg_enabled=True, roles=("crl", "entra", "mp", "cp", "cmg"), links=(),
+        token_validation_url=f"{control}/validate", cmg_urls=("https://127.0.0.1:9443",),
+        cp_urls=("https://127.0.0.1:9444",), mp_url="https://127.0.0.1:9445",
+        server_auth_prefix="/CCM_Proxy_ServerAuth/72186325152220500/",
+        mutual_auth_prefix="/CCM_Proxy_MutualAuth/72186325152220500/", role_id="72186325152220500",
+        ca_file=state_dir / "pki" / "ca.pem", cmg_cert_file=state_dir / "pki" / "cmg.pem",
+        cmg_key_file=state_dir / "pki" / "cmg.key", cp_server_name="localhost",
+        crl_url="http://127.0.0.1:9101/pki/site.crl", entra_url="https://127.0.0.1:9446",
+        tenant_id=DEFAULT_TENANT_ID,
+        tenants=(ManifestTenant(DEFAULT_TENANT_ID, True, DEFAULT_CLIENT_APP_ID, DEFAULT_RESOURCE_URI),
+                 ManifestTenant("c8c82542-203c-4df9-9d86-cdd4dae67e0a", False, DEFAULT_CLIENT_APP_ID,
+                                DEFAULT_RESOURCE_URI)),
+        client_app_id=DEFAULT_CLIENT_APP_ID, resource_uri=DEFAULT_RESOURCE_URI, site_code="MEM",
+        hierarchy_id="8ed3174b-e814-41b5-b51c-fb368f0d4003", time_scale=1.0, ccm_token_lifetime_s=28800.0,
+        policy_interval_s=3600.0, faults_url=f"{control}/faults", faults_token="example-token",
+        metrics_urls=tuple(RoleUrl(role, f"{control}/metrics") for role in ("cmg", "cp", "mp", "sts", "entra", "crl")),
+        log_dir=state_dir / "logs", db_path=state_dir / "site.db", state_dir=state_dir, pid=1)
+    return manifest.replace(**changes) if changes else manifest

@@ -16,6 +16,7 @@ from typing import Any
 
 from harness.client import outcome as oc
 from harness.client.device import WAM_USER_FAILS_TOO, DeviceProfile
+from mock_site.manifest import SiteManifest
 
 OK = "ok"
 #: Outcomes that are unexpected whatever the faults: the system under test did something a CMG must never do.
@@ -80,11 +81,10 @@ class VerdictSettings:
     entra_token_lifetime: float = 75 * 60.0
 
     @classmethod
-    def from_manifest(cls, manifest: Mapping[str, Any]) -> VerdictSettings:
-        tenants = manifest.get("tenants") or [{"tenant_id": manifest["tenant_id"], "onboarded": True}]
-        scale = float(manifest.get("time_scale", 1.0))
-        return cls(onboarded_tenants=frozenset(t["tenant_id"].lower() for t in tenants if t.get("onboarded", True)),
-                   entra_token_lifetime=75 * 60.0 / scale)
+    def from_manifest(cls, manifest: SiteManifest) -> VerdictSettings:
+        tenants = manifest.onboarded_tenant_ids if manifest.tenants else (manifest.tenant_id,)
+        return cls(onboarded_tenants=frozenset(tenant.lower() for tenant in tenants),
+                   entra_token_lifetime=75 * 60.0 / manifest.time_scale)
 
 
 @dataclass(frozen=True, slots=True)

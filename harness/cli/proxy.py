@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -11,6 +10,7 @@ from typing import Any
 from harness.cli.errors import CliError
 from harness.cli.options import add_command, int_range
 from harness.defaults import DEFAULT_SITE
+from mock_site.manifest import ManifestError, SiteManifest
 
 
 def add_proxy_command(commands: Any) -> None:
@@ -36,9 +36,9 @@ def cmd_proxy_config(args: argparse.Namespace) -> int:
     from harness.proxy.site import ProxyConfigError
 
     try:
-        manifest = json.loads(Path(args.site).read_text())
-    except (OSError, ValueError) as error:
-        raise CliError(f"cannot read the site manifest {str(args.site)!r}: {error}") from None
+        manifest = SiteManifest.read(args.site)
+    except ManifestError as error:
+        raise CliError(str(error)) from None
     try:
         rendered = render(manifest, variant=args.variant, out_dir=args.out, listen=args.listen,
                           worker_processes=args.workers)
@@ -46,6 +46,6 @@ def cmd_proxy_config(args: argparse.Namespace) -> int:
         raise CliError(str(error)) from None
     print(rendered.command_line(find_nginx() or "nginx"))
     print(f"rendered {rendered.config_file} ({rendered.variant}); the proxy will serve {rendered.url}\n"
-          f"then: cmg-harness run --site {args.site} --target {rendered.url} --ca-file {manifest['ca_file']}",
+          f"then: cmg-harness run --site {args.site} --target {rendered.url} --ca-file {manifest.ca_file}",
           file=sys.stderr)
     return 0

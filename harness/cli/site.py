@@ -35,6 +35,9 @@ def add_site_commands(commands: Any) -> None:
                     help="run only this role here (repeatable); the others are reached through --link ROLE=URL")
     up.add_argument("--link", action="append", default=[], metavar="ROLE=URL",
                     help="where a role run elsewhere listens (cp takes a comma-separated list; crl the CRL's URL)")
+    up.add_argument("--join", action="append", default=[], type=Path, metavar="MANIFEST",
+                    help="take the other roles' URLs from the manifest another `up --role` wrote (repeatable)")
+    up.add_argument("--host", default="127.0.0.1", help="the address the roles listen on (default 127.0.0.1)")
     up.add_argument("--unsafe-skip-token-checks", action="store_true", help=argparse.SUPPRESS)
     up.add_argument("--seed-clients", type=int_range("seed clients", 0, 10_000_000), default=0,
                     help="register this many clients in the site database before serving (steady-state runs)")
@@ -67,6 +70,7 @@ def add_site_commands(commands: Any) -> None:
 def cmd_up(args: argparse.Namespace) -> int:
     """Build the mock site (or the roles asked for), serve it until SIGINT or SIGTERM, then stop it."""
     from mock_site.config import ConfigError, SiteConfig
+    from mock_site.joining import JoinError, join_links
     from mock_site.site import ROLES, Site, SiteStateError
     from mock_site.testing import cmg_app_type
 
@@ -74,17 +78,18 @@ def cmd_up(args: argparse.Namespace) -> int:
         config = SiteConfig(state_dir=args.state_dir, time_scale=args.time_scale, cmg_instances=args.cmg_instances,
                             connection_points=args.connection_points,
                             cmgservice_log_period_seconds=args.cmgservice_log_period, inprocess_hops=args.inprocess_hops,
-                            cmg_enabled=not args.no_cmg)
+                            cmg_enabled=not args.no_cmg, host=args.host)
         links = {}
         for item in args.link:
             role, sep, url = item.partition("=")
             if not sep or not url.startswith(("http://", "https://")):
                 raise CliError(f"--link must be ROLE=URL with an http(s) URL, got {item!r}")
             links[role] = url.rstrip("/")
+        links = join_links(args.join, links, roles=args.role or ROLES, ca_file=config.pki_dir / "ca.pem")
         site = Site(config, logs_enabled=not args.no_logs, roles=args.role or ROLES, links=links,
                     cmg_app_type=cmg_app_type(unsafe_skip_token_checks=args.unsafe_skip_token_checks))
         site.build()
-    except (ConfigError, SiteStateError) as error:
+    except (ConfigError, SiteStateError, JoinError) as error:
         raise CliError(str(error)) from None
     if args.seed_clients:
         import random
@@ -97,7 +102,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
         await site.start()
-        manifest = site.manifest()
+        manifest = site.manifest().to_dict()
         print(_summary(manifest, site), flush=True)
         await stop.wait()
         print("cmg-harness: stopping the site", flush=True)

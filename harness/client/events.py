@@ -6,15 +6,14 @@ Request with a :class:`Response` or a :class:`TransportError`, and the last acti
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 from urllib.parse import urlsplit
 
 from cmg_protocol import urlmap
 from cmg_protocol.statuses import CONNECTOR_PREFIX, MP_INVALID_TOKEN, TENANT_NOT_ONBOARDED
 from harness.client import outcome as oc
 from harness.client.outcome import Outcome
+from mock_site.manifest import SiteManifest
 
 # The parts of a life (Request.stage) and its steps (Request.step, Outcome.step): stable names for tallies.
 STAGE_INSTALL, STAGE_REGISTRATION, STAGE_RENEWAL, STAGE_POLICY = "install", "registration", "renewal", "policy"
@@ -84,15 +83,11 @@ class SiteEndpoints:
             setter(self, name, path)
 
     @classmethod
-    def from_manifest(cls, manifest: Mapping[str, Any]) -> SiteEndpoints:
+    def from_manifest(cls, manifest: SiteManifest) -> SiteEndpoints:
         """The endpoints named in a site manifest (``site.json``)."""
-        missing = [key for key in ("cmg_url", "role_id", "entra_url", "site_code", "policy_interval_s")
-                   if key not in manifest]
-        if missing:
-            raise LifecycleError(f"site manifest lacks {', '.join(missing)}")
-        return cls(cmg_url=manifest["cmg_url"], role_id=str(manifest["role_id"]), entra_url=manifest["entra_url"],
-                   site_code=manifest["site_code"], policy_interval_s=float(manifest["policy_interval_s"]),
-                   time_scale=float(manifest.get("time_scale", 1.0)))
+        return cls(cmg_url=manifest.cmg_url or "", role_id=manifest.role_id, entra_url=manifest.entra_url,
+                   site_code=manifest.site_code, policy_interval_s=manifest.policy_interval_s,
+                   time_scale=manifest.time_scale)
 
     @property
     def netloc(self) -> str:

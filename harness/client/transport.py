@@ -33,6 +33,7 @@ from harness.client.device import DeviceProfile, Fleet, parse_traits
 from harness.client.events import STEP_ENTRA_TOKEN, Done, Reply, Request, Response, SiteEndpoints, TransportError, Wait
 from harness.client.lifecycle import Lifecycle
 from harness.client.outcome import Outcome
+from mock_site.manifest import SiteManifest
 
 ClientCertProvider = Callable[[str], tuple[Path, Path]]
 """Gives the (certificate chain file, key file) of a device's PKI client-auth certificate, by NetBIOS name."""
@@ -299,7 +300,7 @@ def classify_exception(exc: BaseException) -> tuple[str, str]:
 # --- one device against a running site (the CLI) ----------------------------------------------------------------------
 
 
-def device_from_traits(manifest: Mapping[str, Any], traits: str | Mapping[str, object] | DeviceProfile, *,
+def device_from_traits(manifest: SiteManifest, traits: str | Mapping[str, object] | DeviceProfile, *,
                        seed: int) -> DeviceProfile:
     """The CLI's device: device 0 of a fleet seeded with ``seed`` in the manifest's tenant, with ``traits`` applied.
 
@@ -307,16 +308,16 @@ def device_from_traits(manifest: Mapping[str, Any], traits: str | Mapping[str, o
     """
     if isinstance(traits, DeviceProfile):
         return traits
-    device = Fleet(seed, tenant_ids=[str(manifest["tenant_id"])]).device(0)
+    device = Fleet(seed, tenant_ids=[manifest.tenant_id]).device(0)
     fields = parse_traits(traits) if isinstance(traits, str) else dict(traits)
     return device.with_traits(**fields)
 
 
-def site_client_certs(manifest: Mapping[str, Any]) -> ClientCertProvider:
+def site_client_certs(manifest: SiteManifest) -> ClientCertProvider:
     """Device certificates issued by the site's CA (enrolment is out of band: the harness runs beside the site)."""
     from mock_site.pki import SitePki
 
-    state_dir = Path(str(manifest.get("state_dir", Path(str(manifest["ca_file"])).parent.parent)))
+    state_dir = manifest.state_dir
     pki: list[SitePki] = []
 
     def provide(name: str) -> tuple[Path, Path]:
@@ -329,13 +330,18 @@ def site_client_certs(manifest: Mapping[str, Any]) -> ClientCertProvider:
     return provide
 
 
-def run_client(manifest: Mapping[str, Any], profile: str | Mapping[str, object] | DeviceProfile = "", *, seed: int = 1,
-               polls: int = 1, log_dir: Path | str | None = None, client_certs: ClientCertProvider | None = None,
-               timeout: float = 30.0, clock: Clock = system_clock) -> Outcome:
-    """Run one device's whole life against the running site described by ``manifest`` and return its outcome."""
+def run_client(manifest: SiteManifest | Mapping[str, Any], profile: str | Mapping[str, object] | DeviceProfile = "",
+               *, seed: int = 1, polls: int = 1, log_dir: Path | str | None = None,
+               client_certs: ClientCertProvider | None = None, timeout: float = 30.0,
+               clock: Clock = system_clock) -> Outcome:
+    """Run one device's whole life against the running site described by ``manifest`` and return its outcome.
+
+    (A decoded ``site.json`` mapping is still taken, and checked as :class:`SiteManifest` reads one.)
+    """
+    manifest = SiteManifest.coerce(manifest)
     site = SiteEndpoints.from_manifest(manifest)
     device = device_from_traits(manifest, profile, seed=seed)
-    trust = TrustStore(str(manifest["ca_file"]), client_certs=client_certs or site_client_certs(manifest))
+    trust = TrustStore(manifest.ca_file, client_certs=client_certs or site_client_certs(manifest))
     logs = None
     if log_dir is not None:
         skew = device.clock_skew

@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import json
 import math
 import socket
 import ssl
 import threading
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +29,7 @@ from harness.client.transport import Crl, TrustStore, crl_distribution_point
 from harness.defaults import DEFAULT_DEVICES_PER_USER, DEFAULT_SITE
 from harness.fleet.tally import OutcomeTally
 from harness.load.open_model import OpenModelError, open_model_from, poll_interval_seconds
+from mock_site.manifest import ManifestError, SiteManifest
 
 
 class LoadOptionError(ValueError):
@@ -107,22 +106,12 @@ def _whole(name: str, value: Any, low: int | None) -> int:
     return number
 
 
-def load_site_manifest(path: Path) -> dict[str, Any]:
+def load_site_manifest(path: Path) -> SiteManifest:
     """The site manifest at ``path``, refused with its path named when missing or incomplete."""
     try:
-        manifest = json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise LoadOptionError(f"--site {str(path)!r}: no site manifest there (start one with `cmg-harness up`)") \
-            from None
-    except (OSError, ValueError) as exc:
-        raise LoadOptionError(f"--site {str(path)!r} is not a readable JSON manifest: {exc}") from None
-    if not isinstance(manifest, dict):
-        raise LoadOptionError(f"--site {str(path)!r} is not a JSON object")
-    missing = [key for key in ("cmg_url", "role_id", "entra_url", "site_code", "policy_interval_s", "ca_file",
-                               "tenant_id") if key not in manifest]
-    if missing:
-        raise LoadOptionError(f"--site {str(path)!r} lacks {', '.join(missing)}")
-    return manifest
+        return SiteManifest.read(path)
+    except ManifestError as error:
+        raise LoadOptionError(f"--site: {error}") from None
 
 
 class CrlCache:
@@ -142,21 +131,21 @@ class CrlCache:
 class RunContext:
     """The shared state of one Locust process for one test: options, site, fleet, trust, tally, fault timeline."""
 
-    def __init__(self, options: LoadOptions, manifest: Mapping[str, Any], *, worker_index: int = 0,
+    def __init__(self, options: LoadOptions, manifest: SiteManifest, *, worker_index: int = 0,
                  tally: OutcomeTally | None = None, cmg_url: str | None = None) -> None:
         self.options = options
-        self.manifest = dict(manifest)
+        self.manifest = manifest
         try:
             # A host given to Locust (a CMG-style proxy under test) replaces the site's own CMG.
-            self.endpoints = SiteEndpoints.from_manifest({**manifest, "cmg_url": cmg_url or manifest["cmg_url"]})
+            self.endpoints = SiteEndpoints.from_manifest(manifest.replace(cmg_url=cmg_url or manifest.cmg_url))
         except ValueError as error:
             raise LoadOptionError(f"--site {str(options.site)!r}: {error}") from None
-        tenants = [str(t["tenant_id"]) for t in manifest.get("tenants", ()) if t.get("onboarded", True)]
-        self.fleet = Fleet(options.fleet_seed, options.fleet_mix, tenants or [str(manifest["tenant_id"])])
+        tenants = list(manifest.onboarded_tenant_ids)
+        self.fleet = Fleet(options.fleet_seed, options.fleet_mix, tenants or [manifest.tenant_id])
         # --ca-file: the CMG-style proxy under test presents a certificate from its own CA. Entra ID and the CRL
         # distribution point remain the site's, trusted through the site CA.
         try:
-            self.site_trust = TrustStore(str(manifest["ca_file"]), client_certs=_client_certs(manifest))
+            self.site_trust = TrustStore(manifest.ca_file, client_certs=_client_certs(manifest))
             self.trust = self.site_trust if options.ca_file is None else \
                 TrustStore(str(options.ca_file), client_certs=_client_certs(manifest))
         except ValueError as error:
@@ -223,7 +212,7 @@ class RunContext:
         self.site_trust.close()
 
 
-def _client_certs(manifest: Mapping[str, Any]) -> Any:
+def _client_certs(manifest: SiteManifest) -> Any:
     from harness.client.transport import site_client_certs
 
     return site_client_certs(manifest)

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 from harness.chaos.faultapi import FaultApiError, FaultClient
 from harness.chaos.page import render_fault_page
+from mock_site.manifest import SiteManifest
 
 #: Where the page and its API live, under Locust's ``--web-base-path``.
 PAGE_PATH = "/cmg/faults"
@@ -128,7 +129,7 @@ def install(web_ui: Any, client: Callable[[], FaultClient], *, base_path: str = 
 class ManifestFaultClient:
     """The fault client for the site a manifest names, rebuilt when the manifest names another site or token."""
 
-    def __init__(self, manifest: Callable[[], Mapping[str, Any]]) -> None:
+    def __init__(self, manifest: Callable[[], SiteManifest]) -> None:
         self._manifest = manifest
         self._key: tuple[str, str] | None = None
         self._client: FaultClient | None = None
@@ -136,8 +137,8 @@ class ManifestFaultClient:
     def __call__(self) -> FaultClient:
         try:
             manifest = self._manifest()
-            key = (str(manifest["faults_url"]), str(manifest["faults_token"]))
-        except (KeyError, OSError, ValueError) as error:
+            key = (manifest.faults_url, manifest.faults_token)
+        except (OSError, ValueError) as error:
             raise FaultApiError(f"the site manifest gives no fault API: {error}") from None
         if key != self._key or self._client is None:
             if self._client is not None:

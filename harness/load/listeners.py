@@ -160,7 +160,7 @@ class LoadPlugin:
         try:
             LoadOptions.from_namespace(options)
             if not environment.host:
-                environment.host = load_site_manifest(Path(options.site))["cmg_url"]
+                environment.host = load_site_manifest(Path(options.site)).cmg_url
         except LoadOptionError as error:
             log.error("%s", error)
             if getattr(options, "headless", False):
@@ -193,13 +193,13 @@ class LoadPlugin:
         """Follow the site's faults; on the master (or a single process) also run the chaos schedule."""
         manifest = context.manifest
         worker = isinstance(runner, WorkerRunner)
-        poller = FaultClient(manifest["faults_url"], manifest["faults_token"], timeout=FAULT_API_TIMEOUT)
+        poller = FaultClient(manifest.faults_url, manifest.faults_token, timeout=FAULT_API_TIMEOUT)
         relay = (lambda document: runner.send_message(FAULTS_MESSAGE, document)) \
             if isinstance(runner, MasterRunner) else None
         follower = FaultFollower(poller.list, context.timeline, self.verdicts, context.verdict_settings,
                                  clock=time.time, relay=relay, fallback=self.relayed_faults if worker else None)
         schedule = None if worker else context.options.schedule
-        switcher = FaultClient(manifest["faults_url"], manifest["faults_token"]) if schedule is not None else None
+        switcher = FaultClient(manifest.faults_url, manifest.faults_token) if schedule is not None else None
         self._fault_clients = [client for client in (poller, switcher) if client is not None]
         return FaultWatch(follower, schedule=schedule, faults=switcher, clock=time.time)
 
@@ -217,9 +217,9 @@ class LoadPlugin:
         worker_index = max(getattr(environment.runner, "worker_index", 0), 0)
         context = RunContext.from_options(options, worker_index=worker_index, tally=self.tally,
                                           cmg_url=environment.host or None)
-        if context.options.time_scale and context.options.time_scale != context.manifest.get("time_scale"):
+        if context.options.time_scale and context.options.time_scale != context.manifest.time_scale:
             log.warning("--time-scale %s differs from the site's %s; the site's applies", context.options.time_scale,
-                        context.manifest.get("time_scale"))
+                        context.manifest.time_scale)
         return context
 
     def current_context(self) -> RunContext:

@@ -210,7 +210,7 @@ class SteadyStateUser(LifecycleUser):
         """Device ``index`` of the fleet wearing seeded client ``index``'s identity in the site's default tenant."""
         seeded = _seeded_fleet().client(index)
         profile = self.run_context.fleet.device(index)
-        return profile.with_traits(device_id=seeded.device_id, tenant_id=str(self.run_context.manifest["tenant_id"]))
+        return profile.with_traits(device_id=seeded.device_id, tenant_id=self.run_context.manifest.tenant_id)
 
 
 _SEEDED: list[SeededFleet] = []

@@ -19,6 +19,7 @@ from typing import Any
 from harness.fleet.tally import MILESTONES, cmgservice_table
 from harness.load.faultpanel import ManifestFaultClient
 from harness.load.faultpanel import install as install_fault_panel
+from mock_site.manifest import SiteManifest
 
 CMG_TAB = "cmg-traffic"
 OUTCOMES_TAB = "lifecycle-outcomes"
@@ -176,7 +177,7 @@ def install(web_ui: Any, environment: Any, tab_data: Callable[[], TabData]) -> N
         return response
 
 
-def _manifest(environment: Any) -> dict[str, Any]:
+def _manifest(environment: Any) -> SiteManifest:
     from harness.load.context import DEFAULT_SITE, load_site_manifest
 
     options = environment.parsed_options

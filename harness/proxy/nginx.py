@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import shlex
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ from cmg_protocol.statuses import (
     TOO_LARGE,
 )
 from harness.proxy.site import ProxyConfigError, ProxySite, free_port, parse_listen
+from mock_site.manifest import SiteManifest
 
 NAIVE = "naive"
 VALIDATING = "validating"
@@ -130,7 +130,7 @@ class RenderedProxy:
         return shlex.join(self.command(nginx))
 
 
-def render(manifest: Mapping[str, Any], *, variant: str, out_dir: Path | str, listen: str = "127.0.0.1:0",
+def render(manifest: SiteManifest, *, variant: str, out_dir: Path | str, listen: str = "127.0.0.1:0",
            worker_processes: int = 1) -> RenderedProxy:
     """Write ``nginx.conf`` (and ``proxy.json``) into ``out_dir`` for the site in ``manifest``; return where it is."""
     if variant not in VARIANTS:

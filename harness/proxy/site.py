@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
+
+from mock_site.manifest import SiteManifest
 
 
 class ProxyConfigError(ValueError):
@@ -37,27 +37,25 @@ class ProxySite:
     tenants: tuple[Tenant, ...]
 
     @classmethod
-    def from_manifest(cls, manifest: Mapping[str, Any]) -> ProxySite:
-        """Read a site manifest (``site.json``); missing or unusable values raise ProxyConfigError naming them."""
-        missing = [key for key in ("cp_urls", "ca_file", "cmg_cert_file", "cmg_key_file", "token_validation_url")
-                   if not manifest.get(key)]
-        if missing:
-            raise ProxyConfigError(f"site manifest lacks {', '.join(missing)} (is it from an older cmg-harness?)")
-        points = tuple(_https_address(url) for url in manifest["cp_urls"])
+    def from_manifest(cls, manifest: SiteManifest) -> ProxySite:
+        """What the proxy needs from a site manifest; unusable values raise ProxyConfigError naming them."""
+        if not manifest.cp_urls:
+            raise ProxyConfigError("site manifest names no connection point (cp_urls is empty)")
+        points = tuple(_https_address(url) for url in manifest.cp_urls)
         files = {}
         for key in ("ca_file", "cmg_cert_file", "cmg_key_file"):
-            path = Path(str(manifest[key])).resolve()
+            path = Path(getattr(manifest, key)).resolve()
             if not path.is_file():
                 raise ProxyConfigError(f"site manifest {key} {str(path)!r} is not a file")
             files[key] = path
-        tenants = tuple(Tenant(str(t["tenant_id"]).lower(), str(t["client_app_id"]), str(t["resource_uri"]))
-                        for t in manifest.get("tenants") or () if t.get("onboarded", True))
+        tenants = tuple(Tenant(t.tenant_id.lower(), t.client_app_id, t.resource_uri)
+                        for t in manifest.tenants if t.onboarded)
         for tenant in tenants:
             _check_json_safe(tenant)
         return cls(connection_points=points, cp_server_name=_dns_server_name(manifest, points[0][0]),
                    ca_file=files["ca_file"], cmg_cert_file=files["cmg_cert_file"],
                    cmg_key_file=files["cmg_key_file"],
-                   token_validation=_http_address(str(manifest["token_validation_url"])), tenants=tenants)
+                   token_validation=_http_address(manifest.token_validation_url), tenants=tenants)
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -96,12 +94,12 @@ def _http_address(url: str) -> tuple[str, int, str]:
     return parts.hostname, parts.port, parts.path
 
 
-def _dns_server_name(manifest: Mapping[str, Any], cp_host: str) -> str:
+def _dns_server_name(manifest: SiteManifest, cp_host: str) -> str:
     """The name nginx checks the connection point's certificate for: a DNS name, since nginx does not match IP SANs.
 
     The site's certificates name both its address and ``localhost``, so an address in the manifest becomes ``localhost``.
     """
-    name = str(manifest.get("cp_server_name") or cp_host)
+    name = manifest.cp_server_name or cp_host
     try:
         ipaddress.ip_address(name)
     except ValueError:

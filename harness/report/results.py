@@ -20,6 +20,7 @@ from harness.report.history import StatsHistory, read_history
 from harness.report.requestlog import RequestLog, request_log
 from harness.results.errors import ResultsError
 from harness.results.layout import LOCUST_HISTORY_CSV, STATS_HISTORY, ResultsDir, or_none
+from mock_site.manifest import SiteManifest
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,20 +58,26 @@ def load_results(results_dir: Path) -> RunResults:
             raise ReportError(f"results directory {str(results.path)!r} has no {LOCUST_HISTORY_CSV} "
                               "(run Locust with --csv)")
         points = results.read_stats_history()
+        try:
+            site, unusable = results.read_site_manifest(), None
+        except ResultsError as error:  # a broken manifest costs the facts it holds, stated, not the report
+            site, unusable = None, str(error)
         return RunResults(directory=results.path, history=read_history(history_path),
                           requests=None if points is None else request_log(points, source=str(results.file(STATS_HISTORY))),
-                          facts=run_facts(or_none(results.read_summary), or_none(results.read_site_manifest)),
+                          facts=run_facts(or_none(results.read_summary), site, unusable_site=unusable),
                           locust_log=results.read_locust_log(), fault_windows=results.read_fault_windows())
     except ResultsError as error:
         raise ReportError(str(error)) from None
 
 
-def run_facts(summary: dict[str, Any] | None, site: dict[str, Any] | None) -> RunFacts:
+def run_facts(summary: dict[str, Any] | None, site: SiteManifest | None, *,
+              unusable_site: str | None = None) -> RunFacts:
     """The run's time scale, devices per user, policy interval and CMG instances, with assumptions for gaps."""
     plan = (summary or {}).get("plan") or {}
-    site = site or {}
     assumptions: list[str] = []
-    time_scale = _positive(plan.get("time_scale")) or _positive(site.get("time_scale"))
+    if unusable_site is not None:
+        assumptions.append(f"site manifest ignored: {unusable_site}")
+    time_scale = _positive(plan.get("time_scale")) or (site.time_scale if site is not None else None)
     if time_scale is None:
         time_scale = 1.0
         assumptions.append("time scale not recorded (no summary.json or site.json): taken as 1 (real time)")
@@ -79,10 +86,9 @@ def run_facts(summary: dict[str, Any] | None, site: dict[str, Any] | None) -> Ru
         devices = 1
         assumptions.append("devices per Locust user not recorded (no summary.json): taken as 1")
     interval = _positive(((summary or {}).get("site") or {}).get("policy_interval_s")) \
-        or _positive(site.get("policy_interval_s"))
-    urls = site.get("cmg_urls")
-    if site.get("cmg_enabled", True) and isinstance(urls, list) and urls:
-        instances = len(urls)
+        or (site.policy_interval_s if site is not None else None)
+    if site is not None and site.cmg_enabled and site.cmg_urls:
+        instances = len(site.cmg_urls)
     else:
         instances = 1
         assumptions.append("CMG instance count unknown (no mock CMG in the run, e.g. a proxy under test): taken as 1")

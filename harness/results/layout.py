@@ -23,6 +23,7 @@ from harness.chaos.verdicts import FaultWindow
 from harness.results.errors import ResultsError
 from harness.results.plan import PlanError, RunPlan
 from harness.results.stats import HistoryPoint, StatsEntry, parse_history_lines
+from mock_site.manifest import ManifestError, SiteManifest
 
 RUN_PLAN = "run.json"
 SUMMARY = "summary.json"
@@ -165,9 +166,15 @@ class ResultsDir:
         """The listeners' outcome tally."""
         return self._read_object(OUTCOMES, "outcome tally")
 
-    def read_site_manifest(self) -> dict[str, Any] | None:
+    def read_site_manifest(self) -> SiteManifest | None:
         """The manifest of the mock site the run started itself (a run against ``--site`` has none here)."""
-        return self._read_object(SITE_MANIFEST, "site manifest")
+        path = self.path / SITE_MANIFEST
+        if not path.is_file():
+            return None
+        try:
+            return SiteManifest.read(path)
+        except ManifestError as error:
+            raise ResultsError(str(error)) from None
 
     def read_gate_abort(self) -> dict[str, Any] | None:
         return self._read_object(GATE_ABORT, "gate abort record")

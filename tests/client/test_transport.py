@@ -82,7 +82,7 @@ def test_a_wam_device_failure_succeeds_with_a_user_token(site: RunningSite, wam:
     result = run(site, f"wam={wam}", seed=seed)
     assert result.success, oc.format_step_table(result)
     device = device_from_traits(site.manifest, "", seed=seed)
-    sts_log = (Path(site.manifest["log_dir"]) / "CCM_STS.log").read_text()
+    sts_log = (Path(site.manifest.log_dir) / "CCM_STS.log").read_text()
     assert f"TokenType: UDA TenantId: {device.tenant_id} UserId: {device.user_oid} DeviceId: {device.device_id}" \
         in sts_log
 
@@ -174,7 +174,7 @@ def test_an_expired_ccm_token_is_renewed_and_the_request_retried(site: RunningSi
     device = device_from_traits(site.manifest, "", seed=115)
     life = lc.Lifecycle(device, SiteEndpoints.from_manifest(site.manifest), clock=time.time, rng=random.Random(1),
                         polls=1)
-    trust = TrustStore(site.manifest["ca_file"])
+    trust = TrustStore(site.manifest.ca_file)
     with HttpxDriver(trust, timeout=10) as driver:
         while (action := life.next_request()).step != ev.STEP_SITE_INFO:  # type: ignore[union-attr]
             life.feed(driver.send(action, device))  # type: ignore[arg-type]
@@ -194,9 +194,9 @@ def test_an_expired_ccm_token_is_renewed_and_the_request_retried(site: RunningSi
 
 def test_devices_with_the_same_trust_share_tls_contexts(site: RunningSite) -> None:
     """Two devices that check the same CRL use the same contexts: one for the CMG, one for Entra ID."""
-    trust = TrustStore(site.manifest["ca_file"])
+    trust = TrustStore(site.manifest.ca_file)
     endpoints = SiteEndpoints.from_manifest(site.manifest)
-    fleet = Fleet(116, tenant_ids=[site.manifest["tenant_id"]])
+    fleet = Fleet(116, tenant_ids=[site.manifest.tenant_id])
     with HttpxDriver(trust, timeout=10) as driver:
         for index in range(2):
             life = lc.Lifecycle(fleet.device(index), endpoints, clock=time.time, rng=random.Random(index), polls=0)
@@ -212,11 +212,11 @@ def test_a_device_fetches_the_crl_once_and_keeps_it_until_next_update(site: Runn
     device = device_from_traits(site.manifest, "", seed=117)
     life = lc.Lifecycle(device, SiteEndpoints.from_manifest(site.manifest), clock=time.time, rng=random.Random(1),
                         polls=1)
-    trust = TrustStore(site.manifest["ca_file"])
+    trust = TrustStore(site.manifest.ca_file)
     with HttpxDriver(trust, timeout=10, crl_client=crl_client) as driver:
         assert driver.run(life).success
     trust.close()
-    assert fetched == [site.manifest["crl_url"]]
+    assert fetched == [site.manifest.crl_url]
 
 
 def test_a_nocrlcheck_device_never_fetches_the_crl(site: RunningSite) -> None:
@@ -226,7 +226,7 @@ def test_a_nocrlcheck_device_never_fetches_the_crl(site: RunningSite) -> None:
     device = device_from_traits(site.manifest, "nocrlcheck", seed=118)
     life = lc.Lifecycle(device, SiteEndpoints.from_manifest(site.manifest), clock=time.time, rng=random.Random(1),
                         polls=0)
-    trust = TrustStore(site.manifest["ca_file"])
+    trust = TrustStore(site.manifest.ca_file)
     with HttpxDriver(trust, timeout=10, crl_client=crl_client) as driver:
         assert driver.run(life).success
     trust.close()
@@ -272,7 +272,7 @@ def test_network_errors_map_to_transport_reasons(error: Exception, reason: str) 
 
 def test_requests_never_leave_the_lifecycle_unanswered(site: RunningSite) -> None:
     """send() turns a refused connection into a TransportError instead of raising."""
-    trust = TrustStore(site.manifest["ca_file"])
+    trust = TrustStore(site.manifest.ca_file)
     device = device_from_traits(site.manifest, "nocrlcheck", seed=120)
     request = Request("GET", "https://127.0.0.1:9/CCM_Proxy_ServerAuth/AADAuthInfo", {}, b"",
                       "/CCM_Proxy_ServerAuth/AADAuthInfo", ev.STAGE_INSTALL, ev.STEP_AAD_INFO)

@@ -127,7 +127,7 @@ def logs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, list[st
         lives = _lives(site, client_dir)
         assert lives[0].success, oc.format_step_table(lives[0])
         assert lives[1].reason == oc.TLS_INVALID_CA
-        site_dir = Path(site.manifest["log_dir"])
+        site_dir = Path(site.manifest.log_dir)
         _wait_for(site_dir / "CMGService.log", "/CCM_STS")
     by_file: dict[str, list[str]] = {}
     for path in list(site_dir.glob("*.log")) + list(client_dir.glob("*/*.log")):

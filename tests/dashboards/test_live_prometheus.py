@@ -147,7 +147,7 @@ def _start_locust(site: RunningSite, port: int, root: Path) -> subprocess.Popen[
 
 
 def _site_requests_total(site: RunningSite) -> float:
-    text = httpx.get(site.manifest["metrics_urls"]["cmg"], timeout=10).text
+    text = httpx.get(site.manifest.metrics_url("cmg"), timeout=10).text
     return sum(s.value for f in text_string_to_metric_families(text) if f.name == "cmg_requests"
                for s in f.samples if s.name == "cmg_requests_total")
 

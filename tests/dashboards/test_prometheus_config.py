@@ -28,14 +28,26 @@ from harness.dashboards import (
     to_promql,
     write_prometheus_config,
 )
+from mock_site.manifest import RoleUrl, SiteManifest
+from mock_site.testing import example_manifest
 
 ROLES = ("cmg", "cp", "mp", "sts", "entra", "crl")
 
 
-def _manifest(urls: dict[str, str] | None = None, **extra: Any) -> dict[str, Any]:
+def _manifest(urls: dict[str, str] | None = None) -> SiteManifest:
     """A manifest as a one-process site writes it: every role shares the control listener's /metrics."""
-    return {"metrics_urls": urls or {role: "http://127.0.0.1:41427/metrics" for role in ROLES},
-            "ca_file": "/state/pki/ca.pem", **extra}
+    urls = urls or {role: "http://127.0.0.1:41427/metrics" for role in ROLES}
+    return example_manifest(Path("/state"), metrics_urls=tuple(RoleUrl(role, url) for role, url in urls.items()))
+
+
+def _as_read(**metrics: Any) -> dict[str, Any]:
+    """The decoded ``site.json`` of :func:`_manifest` with ``metrics_urls`` replaced (``{}``: the key removed)."""
+    data = _manifest().to_dict()
+    if metrics:
+        data["metrics_urls"] = metrics["urls"]
+    else:
+        del data["metrics_urls"]
+    return data
 
 
 def _jobs(text: str) -> dict[str, dict[str, Any]]:
@@ -112,11 +124,11 @@ def test_the_template_holds_no_address_or_port() -> None:
 
 
 @pytest.mark.parametrize(("manifest", "bad"), [
-    ({}, "None"),
-    ({"metrics_urls": {}}, "{}"),
-    ({"metrics_urls": {"cmg": "http://127.0.0.1/metrics"}}, "http://127.0.0.1/metrics"),
-    ({"metrics_urls": {"cmg": "ftp://127.0.0.1:21/metrics"}}, "ftp://127.0.0.1:21/metrics"),
-    ({"metrics_urls": {"cmg": 9100}}, "9100"),
+    (_as_read(), "'metrics_urls' is missing"),
+    (_as_read(urls={}), "no metrics_urls"),
+    (_as_read(urls={"cmg": "http://127.0.0.1/metrics"}), "http://127.0.0.1/metrics"),
+    (_as_read(urls={"cmg": "ftp://127.0.0.1:21/metrics"}), "ftp://127.0.0.1:21/metrics"),
+    (_as_read(urls={"cmg": 9100}), "9100"),
 ])
 def test_an_unusable_manifest_is_refused_by_name(manifest: dict[str, Any], bad: str) -> None:
     """A manifest without usable metrics URLs raises DashboardError naming the bad value."""

@@ -111,7 +111,7 @@ def test_the_live_site_metrics_follow_the_naming_conventions(site: RunningSite) 
         smsid = messages.RegistrationResponse.from_xml(client.register(entra).reply.body_xml).smsid
         client.policy(client.ccm_token(entra), smsid)
         client.ccm_sts("not-a-token")
-    scrape = httpx.get(site.manifest["metrics_urls"]["cmg"], timeout=10).text
+    scrape = httpx.get(site.manifest.metrics_url("cmg"), timeout=10).text
     assert "cmg_requests_total{" in scrape and "cmg_tokens_rejected_total{" in scrape
     result = _promtool("check", "metrics", stdin=scrape)
     assert result.returncode == 0 and not result.stdout.strip() and not result.stderr.strip(), result.stdout

@@ -21,7 +21,7 @@ def test_dashboards_writes_the_scrape_config_for_the_site(site: RunningSite, tmp
 
     assert main(["dashboards", "--site", str(site.manifest_path), "--out", str(tmp_path)]) == 0
     config = (tmp_path / "prometheus.yml").read_text()
-    assert site.manifest["metrics_urls"]["cmg"].split("//")[1].split("/")[0] in config
+    assert site.manifest.metrics_url("cmg").split("//")[1].split("/")[0] in config
     assert (tmp_path / "rules" / "cmg_recording.yml").exists()
 
 

@@ -20,9 +20,9 @@ DEVICE = "8d2b4ff9-0172-4998-9851-b5324303385f"
 
 def _forged_ccm_claims(manifest: dict, now: float, **changes: object) -> dict:
     claims = {
-        "iss": tokens.ccm_issuer(manifest["hierarchy_id"]), "aud": tokens.CCM_AUDIENCE, "iat": int(now),
+        "iss": tokens.ccm_issuer(manifest.hierarchy_id), "aud": tokens.CCM_AUDIENCE, "iat": int(now),
         "nbf": int(now), "exp": int(now + 3600), "token_type": "Device", "deviceid": "GUID:X", "jti": str(uuid.uuid4()),
-        "tid": manifest["tenant_id"], "smsid": "",
+        "tid": manifest.tenant_id, "smsid": "",
     }
     claims.update(changes)
     return claims
@@ -55,7 +55,7 @@ def test_absolute_url_in_request_target_is_refused(site_client: SiteClient) -> N
     import ssl
 
     host, port = site_client.cmg_url.removeprefix("https://").split(":")
-    context = ssl.create_default_context(cafile=site_client.manifest["ca_file"])
+    context = ssl.create_default_context(cafile=site_client.manifest.ca_file)
     with socket.create_connection((host, int(port))) as raw, context.wrap_socket(raw, server_hostname=host) as tls:
         tls.sendall(b"GET http://evil.example/CCM_Proxy_ServerAuth/1/CCM_STS HTTP/1.1\r\nHost: x\r\n"
                     b"Connection: close\r\n\r\n")
@@ -75,7 +75,7 @@ def test_tenant_not_onboarded_gets_no_properties(site_client: SiteClient) -> Non
 def test_onboarded_tenant_gets_client_app_and_resource(site_client: SiteClient) -> None:
     """AADAuthInfo for an onboarded tenant returns AADCLIENTAPPID and AADRESOURCEURI."""
     document = site_client.aad_auth_info().json()
-    assert document["AADCLIENTAPPID"] == site_client.manifest["client_app_id"]
+    assert document["AADCLIENTAPPID"] == site_client.manifest.client_app_id
     assert document["AADRESOURCEURI"] == "https://ConfigMgrService"
 
 
@@ -181,7 +181,7 @@ def test_policy_for_another_client_is_refused(clean_site, site_client: SiteClien
 
 def test_mp_refuses_an_invalid_token_forwarded_by_a_naive_proxy(site_client: SiteClient) -> None:
     """A request that reaches the connection point with an invalid token is refused by the MP as MP_Invalid_Token."""
-    cp_client = SiteClient(site_client.manifest, cmg_url=site_client.manifest["cp_urls"][0])
+    cp_client = SiteClient(site_client.manifest, cmg_url=site_client.manifest.cp_urls[0])
     try:
         response = cp_client.policy(_bad_tokens(site_client.manifest)["forged"],
                                     "GUID:00000000-0000-0000-0000-000000000001")
@@ -195,7 +195,7 @@ def test_mp_refuses_callers_without_the_connection_point_certificate(site_client
     import httpx
 
     with pytest.raises(httpx.HTTPError):
-        site_client.http.post(site_client.manifest["mp_url"] + "/CCM_STS")
+        site_client.http.post(site_client.manifest.mp_url + "/CCM_STS")
 
 
 def test_the_unsafe_switch_makes_the_cmg_forward_invalid_tokens(tmp_path) -> None:
@@ -215,7 +215,7 @@ def test_a_ccm_post_verb_split_across_reads_is_still_understood(site_client: Sit
 
     host, port = site_client.cmg_url.removeprefix("https://").split(":")
     path = site_client.server_auth("ccm_system_tokenauth/request").removeprefix(site_client.cmg_url)
-    context = ssl.create_default_context(cafile=site_client.manifest["ca_file"])
+    context = ssl.create_default_context(cafile=site_client.manifest.ca_file)
     with socket.create_connection((host, int(port))) as raw, context.wrap_socket(raw, server_hostname=host) as tls:
         tls.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         tls.sendall(b"CCM_")

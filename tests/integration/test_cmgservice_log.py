@@ -36,8 +36,8 @@ def test_cmgservice_log_matches_the_metrics(tmp_path: Path) -> None:
                 for _ in range(2):
                     assert client.policy(token, smsid).status_code == 200
             client.aad_auth_info()
-        scraped = _samples(httpx.get(site.manifest["metrics_urls"]["cmg"]).text)
-        role_id = site.manifest["role_id"]
+        scraped = _samples(httpx.get(site.manifest.metrics_url("cmg")).text)
+        role_id = site.manifest.role_id
     lines = [line for line in (tmp_path / "logs" / "CMGService.log").read_text().splitlines() if "RequestUri:" in line]
     traffic = {t.request_uri: t for t in
                (logformat.parse_cmgservice_text(logformat.parse_smstrace_line(line).text) for line in lines)}

@@ -34,13 +34,13 @@ def _timed(call):  # type: ignore[no-untyped-def]
 
 
 def _cmg_certificate(manifest: dict) -> x509.Certificate:
-    host, port = manifest["cmg_url"].removeprefix("https://").split(":")
+    host, port = manifest.cmg_url.removeprefix("https://").split(":")
     pem = ssl.get_server_certificate((host, int(port)))
     return x509.load_pem_x509_certificate(pem.encode())
 
 
 def _crl(client: SiteClient) -> x509.CertificateRevocationList:
-    response = httpx.get(client.manifest["crl_url"], timeout=10)
+    response = httpx.get(client.manifest.crl_url, timeout=10)
     response.raise_for_status()
     return x509.load_der_x509_crl(response.content)
 
@@ -208,7 +208,7 @@ def test_injections_are_counted(clean_site: RunningSite, site_client: SiteClient
         site_client.aad_auth_info()
     listing = clean_site._control("GET", "", None)
     assert listing["injections"]["http_error"] >= 3
-    metrics = httpx.get(clean_site.manifest["metrics_urls"]["cmg"]).text
+    metrics = httpx.get(clean_site.manifest.metrics_url("cmg")).text
     assert 'cmg_fault_injections_total{fault="http_error",role="cmg"}' in metrics
 
 
@@ -252,7 +252,7 @@ def test_metrics_show_errors_by_status_text_active_faults_crl_fetches_and_entra_
     site_client.entra_token()
     _crl(site_client)
     clean_site.set_fault("mp_slow", duration=30, params={"latency_ms": 1})
-    metrics = httpx.get(clean_site.manifest["metrics_urls"]["cmg"]).text
+    metrics = httpx.get(clean_site.manifest.metrics_url("cmg")).text
     assert 'status_text="CMGService_Invalid_Token"' in metrics
     assert 'cmg_faults_active{fault="mp_slow",role="mp"} 1.0' in metrics
     assert 'cmg_crl_fetches_total{result="served",role="crl"}' in metrics
@@ -265,6 +265,6 @@ def test_a_site_with_metrics_off_serves_without_recording(tmp_path) -> None:  # 
 
     with running_site(tmp_path, metrics_enabled=False) as quiet, SiteClient(quiet.manifest) as client:
         assert client.ccm_token()
-        metrics = httpx.get(quiet.manifest["metrics_urls"]["cmg"]).text
+        metrics = httpx.get(quiet.manifest.metrics_url("cmg")).text
     assert "cmg_requests_total{" not in metrics
     assert "cmg_faults_active" in metrics  # the site-level gauge stays

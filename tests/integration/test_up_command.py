@@ -16,6 +16,7 @@ import pytest
 from cmg_protocol import messages
 from harness.cli import main
 from mock_site.db import SiteDatabase
+from mock_site.manifest import SiteManifest
 from mock_site.testing import SiteClient
 
 MANIFEST_KEYS = ("cmg_url", "server_auth_prefix", "mutual_auth_prefix", "ca_file", "crl_url", "entra_url",
@@ -27,7 +28,7 @@ def _start(state_dir: Path, *extra: str) -> subprocess.Popen[str]:
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def _wait_for_manifest(state_dir: Path, process: subprocess.Popen[str], since: float) -> dict:
+def _wait_for_manifest(state_dir: Path, process: subprocess.Popen[str], since: float) -> SiteManifest:
     return _wait_for_named(state_dir / "site.json", process, since)
 
 
@@ -46,14 +47,15 @@ def test_up_writes_a_manifest_an_outside_script_can_use(tmp_path: Path) -> None:
     process = _start(tmp_path, "--time-scale", "60")
     try:
         manifest = _wait_for_manifest(tmp_path, process, started)
-        assert all(key in manifest for key in MANIFEST_KEYS)
+        written = json.loads((tmp_path / "site.json").read_text())
+        assert all(key in written for key in MANIFEST_KEYS) and written["schema_version"] == 1
         with SiteClient(manifest) as client:
             assert client.aad_auth_info().status_code == 200
             assert client.ccm_token()
     finally:
         code = _stop(process)
     assert code == 0
-    assert (Path(manifest["log_dir"]) / "CMGService.log").read_text().count("RequestUri:") >= 1
+    assert (manifest.log_dir / "CMGService.log").read_text().count("RequestUri:") >= 1
 
 
 def test_the_hidden_unsafe_flag_runs_a_token_blind_cmg(tmp_path: Path) -> None:
@@ -105,7 +107,7 @@ def test_sigkill_mid_registration_loses_no_completed_registration(tmp_path: Path
     restarted = _start(tmp_path, "--no-logs")
     try:
         manifest = _wait_for_manifest(tmp_path, restarted, time.time() - 1)
-        db = SiteDatabase(Path(manifest["db_path"]), clock=time.time)
+        db = SiteDatabase(manifest.db_path, clock=time.time)
         try:
             assert all(db.client(smsid) is not None for smsid in confirmed)
         finally:
@@ -154,13 +156,13 @@ def test_roles_run_in_separate_processes_linked_by_url(tmp_path: Path) -> None:
         backend = _start(tmp_path, "--role", "crl", "--role", "entra", "--role", "mp")
         processes.append(backend)
         back = _wait_for_named(tmp_path / "site-crl-entra-mp.json", backend, started)
-        cp = _start(tmp_path, "--role", "cp", "--link", f"mp={back['mp_url']}", "--link", f"crl={back['crl_url']}",
-                    "--link", f"entra={back['entra_url']}")
+        cp = _start(tmp_path, "--role", "cp", "--link", f"mp={back.mp_url}", "--link", f"crl={back.crl_url}",
+                    "--link", f"entra={back.entra_url}")
         processes.append(cp)
         middle = _wait_for_named(tmp_path / "site-cp.json", cp, started)
-        cmg = _start(tmp_path, "--role", "cmg", "--link", f"cp={middle['cp_urls'][0]}",
-                     "--link", f"crl={back['crl_url']}", "--link", f"entra={back['entra_url']}",
-                     "--link", f"mp={back['mp_url']}")
+        cmg = _start(tmp_path, "--role", "cmg", "--link", f"cp={middle.cp_urls[0]}",
+                     "--link", f"crl={back.crl_url}", "--link", f"entra={back.entra_url}",
+                     "--link", f"mp={back.mp_url}")
         processes.append(cmg)
         front = _wait_for_named(tmp_path / "site-cmg.json", cmg, started)
         with SiteClient(front) as client:
@@ -181,12 +183,12 @@ def test_a_role_without_its_link_is_refused(tmp_path: Path, capsys: pytest.Captu
     assert "--link crl=URL" in capsys.readouterr().err
 
 
-def _wait_for_named(path: Path, process: subprocess.Popen[str], since: float) -> dict:
+def _wait_for_named(path: Path, process: subprocess.Popen[str], since: float) -> SiteManifest:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if path.exists() and path.stat().st_mtime >= since:
-            manifest = json.loads(path.read_text())
-            if manifest.get("pid") == process.pid:
+            manifest = SiteManifest.read(path)  # written atomically: never seen half-written
+            if manifest.pid == process.pid:
                 return manifest
         if process.poll() is not None:
             raise AssertionError(f"cmg-harness up exited early: {process.stdout.read() if process.stdout else ''}")

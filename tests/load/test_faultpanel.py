@@ -20,7 +20,8 @@ from harness.load.faultpanel import (
     fault_page_html,
     set_arguments,
 )
-from mock_site.testing import RunningSite
+from mock_site.manifest import SiteManifest
+from mock_site.testing import RunningSite, example_manifest
 
 PAGE_HEADERS = {"X-Requested-With": "cmg-harness", "Content-Type": "application/json"}
 
@@ -56,7 +57,7 @@ def test_the_page_is_self_contained_and_never_holds_the_token(browser: Any, clea
     assert page.status_code == 200 and page.mimetype == "text/html"
     text = page.get_data(as_text=True)
     assert "https://" not in text and "http://" not in text and "<link" not in text
-    assert clean_site.manifest["faults_token"] not in text
+    assert clean_site.manifest.faults_token not in text
     assert "default-src 'none'" in page.headers["Content-Security-Policy"]
 
 
@@ -131,15 +132,15 @@ def test_a_same_origin_change_is_accepted(browser: Any) -> None:
 def test_a_site_that_is_gone_answers_502_naming_it() -> None:
     """With no site behind the manifest the relay says it could not reach the fault API."""
     ui = WebUI()
-    faultpanel.install(ui, ManifestFaultClient(lambda: {"faults_url": "http://127.0.0.1:9/faults",
-                                                        "faults_token": "t"}))
+    gone = example_manifest(faults_url="http://127.0.0.1:9/faults", faults_token="t")
+    faultpanel.install(ui, ManifestFaultClient(lambda: gone))
     answer = ui.app.test_client().get(API_PATH)
     assert answer.status_code == 502 and "not reachable" in answer.get_json()["error"]
 
 
 def test_an_unreadable_manifest_answers_502_without_a_traceback() -> None:
     """A manifest that cannot be read is reported as such."""
-    def missing() -> dict[str, Any]:
+    def missing() -> SiteManifest:
         raise ValueError("--site 'x/site.json': no site manifest there")
 
     ui = WebUI()

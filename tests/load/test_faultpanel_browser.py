@@ -114,8 +114,8 @@ def _until(predicate: Callable[[], bool], timeout: float = 20.0) -> None:
 
 
 def _active(site: RunningSite) -> list[str]:
-    request = urllib.request.Request(site.manifest["faults_url"],
-                                     headers={"Authorization": f"Bearer {site.manifest['faults_token']}"})
+    request = urllib.request.Request(site.manifest.faults_url,
+                                     headers={"Authorization": f"Bearer {site.manifest.faults_token}"})
     with urllib.request.urlopen(request, timeout=10) as answer:
         return [fault["name"] for fault in json.loads(answer.read())["active"]]
 

@@ -50,7 +50,7 @@ def test_a_headless_run_without_a_site_manifest_stops_at_once_naming_the_path(tm
     result = subprocess.run(locust("-f", str(LOCUSTFILES_DIR / "lifecycle.py"), "--headless", "-u", "1", "-t", "5",
                                    "--site", str(missing)), capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode != 0
-    assert f"cmg-harness: --site '{missing}': no site manifest there" in result.stderr
+    assert f"cmg-harness: --site: site manifest '{missing}' not found (start a site with" in result.stderr
 
 
 def test_a_headless_run_with_a_bad_chaos_schedule_stops_at_once_naming_file_and_line(tmp_path: Path) -> None:
@@ -184,7 +184,7 @@ def test_a_browser_sees_the_custom_tabs_fill_after_a_swarm_started_from_the_form
                                                                                  tmp_path: Path) -> None:
     """Start a swarm as the start form does (with a cmg-harness option changed), then render both tabs in Chromium."""
     with running_web_ui(site, tmp_path / "locust.log") as base:
-        form = urllib.parse.urlencode({"user_count": "1", "spawn_rate": "1", "host": site.manifest["cmg_url"],
+        form = urllib.parse.urlencode({"user_count": "1", "spawn_rate": "1", "host": site.manifest.cmg_url,
                                        "devices_per_user": "3"}).encode()
         with urllib.request.urlopen(base + "/swarm", data=form, timeout=10) as answer:
             assert json.loads(answer.read())["success"]

@@ -15,6 +15,7 @@ from harness.results.layout import ResultsDir
 from harness.cli import main
 from harness.defaults import LOCUSTFILES_DIR
 from mock_site.db import SiteDatabase
+from mock_site.manifest import MANIFEST_NAME, SiteManifest
 from mock_site.testing import RunningSite
 
 DEVICES = 12  # 4 users x 3 devices
@@ -100,7 +101,7 @@ def test_the_summary_lists_cmgservice_rows_per_request_uri(
 def test_the_site_process_is_stopped_after_the_run(lifecycle_run: tuple[subprocess.CompletedProcess[str], Path]) -> None:
     """The embedded site does not outlive the run."""
     _, out = lifecycle_run
-    pid = json.loads((out / "site" / "site.json").read_text())["pid"]
+    pid = SiteManifest.read(out / "site" / MANIFEST_NAME).pid
     assert not _alive(pid)
 
 
@@ -126,7 +127,7 @@ def test_the_site_is_stopped_even_when_locust_fails(tmp_path: Path) -> None:
     result = cmg_harness("run", "--duration", "5", "--locustfile", str(broken), "--out", str(out))
     assert result.returncode == 1
     assert "FAIL" in result.stdout
-    assert not _alive(json.loads((out / "site" / "site.json").read_text())["pid"])
+    assert not _alive(SiteManifest.read(out / "site" / MANIFEST_NAME).pid)
 
 
 @pytest.mark.slow
@@ -134,16 +135,16 @@ def test_a_run_against_a_site_that_is_up_goes_through_the_given_target(site: Run
     """--site uses the running site (left running), --target and --ca-file reach the clients, and only new
     registrations count."""
     out = tmp_path / "results"
-    cmg_url = site.manifest["cmg_url"].replace("127.0.0.1", "localhost")
+    cmg_url = site.manifest.cmg_url.replace("127.0.0.1", "localhost")
     result = cmg_harness("run", "--site", str(site.manifest_path), "--target", cmg_url,
-                         "--ca-file", site.manifest["ca_file"], "--users", "2", "--devices-per-user", "1",
+                         "--ca-file", site.manifest.ca_file, "--users", "2", "--devices-per-user", "1",
                          "--duration", "5s", "--out", str(out))
     assert result.returncode == 0, result.stdout + result.stderr
     summary = json.loads((out / "summary.json").read_text())
     assert summary["site"]["external"] and summary["site"]["cmg_url"] == cmg_url
     assert summary["requests"]  # counted only for requests sent to the CMG the clients were given: the target
     assert summary["site"]["new_registrations"] == summary["devices"]["registered"] == 2
-    assert summary["plan"]["time_scale"] == site.manifest["time_scale"]
+    assert summary["plan"]["time_scale"] == site.manifest.time_scale
     assert site.reset_faults() == {"cleared": []}  # the site is still up: the run did not stop it
 
 

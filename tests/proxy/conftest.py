@@ -18,6 +18,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from harness.proxy import NginxProcess, RenderedProxy, find_nginx, render
+from mock_site.manifest import ManifestTenant, SiteManifest
+from mock_site.testing import example_manifest
 
 ROLE_ID = "72186325152220500"
 TENANT = "9aaf466a-3f40-4468-b3cd-f0010f21f05a"
@@ -91,7 +93,7 @@ class EchoSite:
 
     ca: trustme.CA
     directory: Path
-    manifest: dict[str, Any]
+    manifest: SiteManifest
     seen: Seen
     _servers: list[ThreadingHTTPServer]
 
@@ -134,21 +136,14 @@ def echo_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EchoSite]:
     ca.issue_cert("127.0.0.1", "localhost").configure_cert(cp_context)
     cp = _serve(_EchoHandler, seen, cp_context)
     validator = _serve(_ValidatorHandler, seen, None)
-    manifest = {
-        "cp_urls": [f"https://127.0.0.1:{cp.server_address[1]}"],
-        "cp_server_name": "127.0.0.1",
-        "ca_file": str(directory / "ca.pem"),
-        "cmg_cert_file": str(directory / "cmg.pem"),
-        "cmg_key_file": str(directory / "cmg.key"),
-        "token_validation_url": f"http://127.0.0.1:{validator.server_address[1]}/validate",
-        "role_id": ROLE_ID,
-        "tenants": [
-            {"tenant_id": TENANT, "onboarded": True, "client_app_id": "0b7c8ab3-9ea1-4ffa-b2b9-8ffdd944bd8b",
-             "resource_uri": "https://ConfigMgrService"},
-            {"tenant_id": OTHER_TENANT, "onboarded": False, "client_app_id": "0b7c8ab3-9ea1-4ffa-b2b9-8ffdd944bd8b",
-             "resource_uri": "https://ConfigMgrService"},
-        ],
-    }
+    manifest = example_manifest(directory).replace(
+        cmg_url=None, cmg_enabled=False, roles=("crl", "entra", "mp", "cp"), cmg_urls=(),
+        cp_urls=(f"https://127.0.0.1:{cp.server_address[1]}",), cp_server_name="127.0.0.1",
+        ca_file=directory / "ca.pem", cmg_cert_file=directory / "cmg.pem", cmg_key_file=directory / "cmg.key",
+        token_validation_url=f"http://127.0.0.1:{validator.server_address[1]}/validate", role_id=ROLE_ID,
+        tenants=(ManifestTenant(TENANT, True, "0b7c8ab3-9ea1-4ffa-b2b9-8ffdd944bd8b", "https://ConfigMgrService"),
+                 ManifestTenant(OTHER_TENANT, False, "0b7c8ab3-9ea1-4ffa-b2b9-8ffdd944bd8b",
+                                "https://ConfigMgrService")))
     site = EchoSite(ca=ca, directory=directory, manifest=manifest, seen=seen, _servers=[cp, validator])
     yield site
     site.close()
@@ -162,8 +157,8 @@ def start_proxy(nginx_binary: str, tmp_path_factory: pytest.TempPathFactory) -> 
     """Render and start an nginx for a manifest and variant; every nginx started here is stopped by its PID after."""
     running: list[NginxProcess] = []
 
-    def start(manifest: dict[str, Any], variant: str, **overrides: Any) -> RenderedProxy:
-        rendered = render(dict(manifest, **overrides), variant=variant,
+    def start(manifest: SiteManifest, variant: str, **overrides: Any) -> RenderedProxy:
+        rendered = render(manifest.replace(**overrides), variant=variant,
                           out_dir=tmp_path_factory.mktemp(f"nginx-{variant}"))
         process = NginxProcess(rendered, binary=nginx_binary)
         running.append(process)

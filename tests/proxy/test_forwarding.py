@@ -26,7 +26,7 @@ def proxies(echo_site: EchoSite, start_proxy: ProxyStarter) -> dict[str, Rendere
 
 
 def _send(echo_site: EchoSite, proxy: RenderedProxy, method: str, target: str, **kwargs: object):
-    return raw_request(proxy.url, echo_site.manifest["ca_file"], method, target, **kwargs)  # type: ignore[arg-type]
+    return raw_request(proxy.url, echo_site.manifest.ca_file, method, target, **kwargs)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("variant", [NAIVE, VALIDATING])

@@ -44,7 +44,7 @@ def _run(site: RunningSite, proxy: RenderedProxy, out: Path, *extra: str) -> tup
     """``cmg-harness run`` against the running site through ``proxy``; exit code, summary.json and output."""
     site.reset_faults()
     result = subprocess.run([sys.executable, "-m", "harness.cli", "run", *RUN, "--site", str(site.manifest_path),
-                             "--target", proxy.url, "--ca-file", site.manifest["ca_file"], "--out", str(out), *extra],
+                             "--target", proxy.url, "--ca-file", site.manifest.ca_file, "--out", str(out), *extra],
                             capture_output=True, text=True, timeout=60, check=False)
     summary = json.loads((out / "summary.json").read_text())
     return result.returncode, summary, result.stdout + result.stderr

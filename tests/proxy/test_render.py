@@ -17,6 +17,8 @@ from harness.cli import main
 from harness.proxy import NginxError, NginxProcess, ProxyConfigError, parse_listen, render
 from harness.proxy.nginx import NAIVE, ROLE_ENDPOINTS, VALIDATING
 from harness.proxy.site import ProxySite
+from mock_site.manifest import ManifestTenant
+from mock_site.testing import example_manifest
 from tests.proxy.conftest import ROLE_ID, EchoSite
 
 
@@ -58,8 +60,8 @@ def test_only_the_validating_variant_checks_tokens(echo_site: EchoSite, tmp_path
 def test_only_onboarded_tenants_get_aad_auth_info(echo_site: EchoSite, tmp_path: Path) -> None:
     """The AADAuthInfo map names the onboarded tenants and not the others."""
     text = render(echo_site.manifest, variant=NAIVE, out_dir=tmp_path).config_file.read_text()
-    onboarded = [t["tenant_id"] for t in echo_site.manifest["tenants"] if t["onboarded"]]
-    others = [t["tenant_id"] for t in echo_site.manifest["tenants"] if not t["onboarded"]]
+    onboarded = echo_site.manifest.onboarded_tenant_ids
+    others = [t.tenant_id for t in echo_site.manifest.tenants if not t.onboarded]
     assert all(tenant in text for tenant in onboarded)
     assert not any(tenant in text for tenant in others)
 
@@ -76,7 +78,7 @@ def test_every_file_nginx_writes_is_inside_the_directory(echo_site: EchoSite, tm
 def test_an_address_as_cp_server_name_becomes_localhost(echo_site: EchoSite) -> None:
     """nginx matches DNS names only, so the connection point's certificate is checked for ``localhost``."""
     assert ProxySite.from_manifest(echo_site.manifest).cp_server_name == "localhost"
-    named = dict(echo_site.manifest, cp_server_name="cp.contoso.com")
+    named = echo_site.manifest.replace(cp_server_name="cp.contoso.com")
     assert ProxySite.from_manifest(named).cp_server_name == "cp.contoso.com"
 
 
@@ -89,18 +91,18 @@ def test_a_port_is_picked_and_recorded(echo_site: EchoSite, tmp_path: Path) -> N
 
 
 @pytest.mark.parametrize("change,named", [
-    ({"cp_urls": []}, "cp_urls"),
-    ({"cp_urls": ["http://127.0.0.1:1"]}, "http://127.0.0.1:1"),
-    ({"cp_urls": ["https://127.0.0.1"]}, "https://127.0.0.1"),
+    ({"cp_urls": ()}, "cp_urls"),
+    ({"cp_urls": ("http://127.0.0.1:1",)}, "http://127.0.0.1:1"),
+    ({"cp_urls": ("https://127.0.0.1",)}, "https://127.0.0.1"),
     ({"token_validation_url": "https://127.0.0.1:1/validate"}, "https://127.0.0.1:1/validate"),
     ({"token_validation_url": "http://127.0.0.1:1/v;alidate"}, "v;alidate"),
-    ({"cmg_key_file": "/nonexistent/cmg.key"}, "/nonexistent/cmg.key"),
-    ({"tenants": [{"tenant_id": "x';", "onboarded": True, "client_app_id": "a", "resource_uri": "r"}]}, "x';"),
+    ({"cmg_key_file": Path("/nonexistent/cmg.key")}, "/nonexistent/cmg.key"),
+    ({"tenants": (ManifestTenant(tenant_id="x';", onboarded=True, client_app_id="a", resource_uri="r"),)}, "x';"),
 ])
 def test_unusable_manifest_values_are_named(echo_site: EchoSite, tmp_path: Path, change: dict, named: str) -> None:
     """A manifest that cannot make a safe configuration raises ProxyConfigError naming the value."""
     with pytest.raises(ProxyConfigError, match=named.replace("?", r"\?")):
-        render(dict(echo_site.manifest, **change), variant=NAIVE, out_dir=tmp_path)
+        render(echo_site.manifest.replace(**change), variant=NAIVE, out_dir=tmp_path)
 
 
 @pytest.mark.parametrize("text", ["127.0.0.1", "127.0.0.1:99999", "0.0.0.0:8443", "example.com:443", "127.0.0.1:x"])
@@ -140,7 +142,7 @@ def test_proxy_config_command_renders_and_prints_the_command_line(
         echo_site: EchoSite, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """``cmg-harness proxy-config`` writes nginx.conf and prints the nginx command line and the URL to aim at."""
     site_file = tmp_path / "site.json"
-    site_file.write_text(json.dumps(echo_site.manifest))
+    echo_site.manifest.write(site_file)
     code = main(["proxy-config", "--site", str(site_file), "--variant", "validating", "--listen", "127.0.0.1:0",
                  "--out", str(tmp_path / "nginx")])
     out, err = capsys.readouterr()
@@ -151,9 +153,11 @@ def test_proxy_config_command_renders_and_prints_the_command_line(
 
 
 def test_proxy_config_command_names_a_bad_manifest(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """A manifest without the connection point (a site with the mock CMG from an old version) exits 2, named."""
+    """A manifest without the connection point's URLs exits 2, naming the field."""
     site_file = tmp_path / "site.json"
-    site_file.write_text(json.dumps({"cmg_url": "https://127.0.0.1:1"}))
+    broken = example_manifest().to_dict()
+    del broken["cp_urls"]
+    site_file.write_text(json.dumps(broken))
     assert main(["proxy-config", "--site", str(site_file), "--out", str(tmp_path / "nginx")]) == 2
     assert "cp_urls" in capsys.readouterr().err
 
@@ -161,7 +165,7 @@ def test_proxy_config_command_names_a_bad_manifest(tmp_path: Path, capsys: pytes
 def test_proxy_config_runs_as_a_program(echo_site: EchoSite, tmp_path: Path) -> None:
     """The installed entry point runs the subcommand too."""
     site_file = tmp_path / "site.json"
-    site_file.write_text(json.dumps(echo_site.manifest))
+    echo_site.manifest.write(site_file)
     result = subprocess.run([sys.executable, "-m", "harness.cli", "proxy-config", "--site", str(site_file),
                              "--variant", "naive", "--out", str(tmp_path / "nginx")],
                             capture_output=True, text=True, timeout=60, check=False)
@@ -174,8 +178,8 @@ def test_nginx_that_cannot_start_reports_its_own_message(echo_site: EchoSite, ng
                                                          tmp_path: Path) -> None:
     """When nginx exits at start (here: its certificate key vanished) the error carries nginx's reason."""
     key = tmp_path / "cmg.key"
-    key.write_bytes(Path(echo_site.manifest["cmg_key_file"]).read_bytes())
-    rendered = render(dict(echo_site.manifest, cmg_key_file=str(key)), variant=NAIVE, out_dir=tmp_path / "proxy")
+    key.write_bytes(Path(echo_site.manifest.cmg_key_file).read_bytes())
+    rendered = render(echo_site.manifest.replace(cmg_key_file=key), variant=NAIVE, out_dir=tmp_path / "proxy")
     key.unlink()
     process = NginxProcess(rendered, binary=nginx_binary)
     with pytest.raises(NginxError, match="cmg.key"):

@@ -18,6 +18,7 @@ from harness.chaos.verdicts import FaultWindow, VerdictSettings, judge
 from harness.client.transport import device_from_traits, run_client
 from harness.proxy import RenderedProxy
 from harness.proxy.nginx import NAIVE, VALIDATING
+from mock_site.manifest import SiteManifest
 from mock_site.testing import RunningSite, SiteClient, running_site
 from tests.proxy.conftest import ProxyStarter, raw_request
 
@@ -43,14 +44,14 @@ def site(proxied_site: RunningSite) -> Iterator[RunningSite]:
     proxied_site.reset_faults()
 
 
-def _through(manifest: dict[str, Any], proxy: RenderedProxy) -> dict[str, Any]:
+def _through(manifest: SiteManifest, proxy: RenderedProxy) -> SiteManifest:
     """The manifest a client uses to reach the site through ``proxy``."""
-    return dict(manifest, cmg_url=proxy.url)
+    return manifest.replace(cmg_url=proxy.url)
 
 
 def test_the_site_has_no_cmg_of_its_own(proxied_site: RunningSite) -> None:
     """Without the mock CMG the manifest names no CMG URL, so every client request below goes through nginx."""
-    assert proxied_site.manifest["cmg_url"] is None and proxied_site.manifest["cp_urls"]
+    assert proxied_site.manifest.cmg_url is None and proxied_site.manifest.cp_urls
 
 
 @pytest.mark.parametrize("profile", ["", "pki_client_cert"], ids=["entra", "pki"])
@@ -106,7 +107,7 @@ def test_the_url_map_holds_at_the_edge(site: RunningSite, proxies: dict[str, Ren
     with pytest.raises(urlmap.UrlMapError) as refused:
         urlmap.match(path)
     proxy = proxies[VALIDATING]
-    answer = raw_request(proxy.url, site.manifest["ca_file"], "GET", path)
+    answer = raw_request(proxy.url, site.manifest.ca_file, "GET", path)
     assert answer.status == refused.value.status
     assert answer.headers["x-cmg-status-text"].startswith("CMGService_")
     logged_path = path.replace("\\", "\\x5C")  # nginx escapes backslashes in its access log
@@ -125,27 +126,27 @@ def _logged(proxy: RenderedProxy, request_line: str) -> str:
 
 def test_an_absolute_request_target_is_refused(site: RunningSite, proxies: dict[str, RenderedProxy]) -> None:
     """A request target naming a host cannot choose where the proxy forwards: 400."""
-    answer = raw_request(proxies[NAIVE].url, site.manifest["ca_file"], "GET",
+    answer = raw_request(proxies[NAIVE].url, site.manifest.ca_file, "GET",
                          "https://evil.example/CCM_Proxy_ServerAuth/72186325152220500/CCM_Client/ccmsetup.cab")
     assert answer.status == 400
 
 
 def test_paths_and_parameters_match_without_case(site: RunningSite, proxies: dict[str, RenderedProxy]) -> None:
     """As on the CMG, ``/ccm_proxy_serverauth/aadauthinfo?tenantid=`` is the same endpoint as the canonical one."""
-    answer = raw_request(proxies[NAIVE].url, site.manifest["ca_file"], "GET",
-                         f"/ccm_proxy_serverauth/aadauthinfo?tenantid={site.manifest['tenant_id'].upper()}")
+    answer = raw_request(proxies[NAIVE].url, site.manifest.ca_file, "GET",
+                         f"/ccm_proxy_serverauth/aadauthinfo?tenantid={site.manifest.tenant_id.upper()}")
     assert answer.status == 200
-    assert answer.json()["AADCLIENTAPPID"] == site.manifest["client_app_id"]
+    assert answer.json()["AADCLIENTAPPID"] == site.manifest.client_app_id
 
 
 # --- invalid tokens: let through by the naive proxy, refused at the edge by the validating one ------------------------
 
 
-def _forged_ccm_token(manifest: dict[str, Any]) -> str:
+def _forged_ccm_token(manifest: SiteManifest) -> str:
     now = time.time()
-    claims = {"iss": tokens.ccm_issuer(manifest["hierarchy_id"]), "aud": tokens.CCM_AUDIENCE, "iat": int(now),
+    claims = {"iss": tokens.ccm_issuer(manifest.hierarchy_id), "aud": tokens.CCM_AUDIENCE, "iat": int(now),
               "nbf": int(now), "exp": int(now + 3600), "token_type": "Device", "deviceid": "GUID:X",
-              "jti": str(uuid.uuid4()), "tid": manifest["tenant_id"], "smsid": ""}
+              "jti": str(uuid.uuid4()), "tid": manifest.tenant_id, "smsid": ""}
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                             serialization.NoEncryption())

@@ -6,6 +6,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from mock_site.manifest import MANIFEST_NAME
+from mock_site.testing import example_manifest
+
 LEVELS = ("50%", "66%", "75%", "80%", "90%", "95%", "98%", "99%", "99.9%", "99.99%", "100%")
 #: Each endpoint's window percentiles are its step latency times these factors (so p95 = 2 × latency).
 FACTORS = (1.0, 1.1, 1.2, 1.3, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0)
@@ -147,9 +150,9 @@ def results_dir(path: Path, steps: list[Step], *, per_endpoint: bool = True, wit
         summary["fault_windows"] = fault_windows
     (path / "summary.json").write_text(json.dumps(summary))
     (path / "site").mkdir(exist_ok=True)
-    (path / "site" / "site.json").write_text(json.dumps(
-        {"time_scale": time_scale, "policy_interval_s": 3600.0 / time_scale, "cmg_enabled": True,
-         "cmg_urls": [f"https://127.0.0.1:{4000 + i}" for i in range(cmg_instances)]}))
+    example_manifest(path / "site", time_scale=time_scale, policy_interval_s=3600.0 / time_scale,
+                     cmg_urls=tuple(f"https://127.0.0.1:{4000 + i}" for i in range(cmg_instances))
+                     ).write(path / "site" / MANIFEST_NAME)
     if locust_log is not None:
         (path / "locust.log").write_text(locust_log)
     return path
