@@ -15,10 +15,9 @@ from typing import Any
 from cmg_protocol.urlmap import Route
 from mock_site.asgi import HttpRequest
 from mock_site.cmg import CmgApp
-from mock_site.config import SiteConfig
-from mock_site.server import Send
 from mock_site.config import DEFAULT_CLIENT_APP_ID, DEFAULT_RESOURCE_URI, DEFAULT_TENANT_ID, SiteConfig
 from mock_site.manifest import ManifestTenant, RoleUrl, SiteManifest
+from mock_site.server import Send
 from mock_site.site import Site
 
 

@@ -26,12 +26,7 @@ FORBIDDEN_IN_PROTOCOL = ("uvicorn", "starlette", "httpx", "aiohttp", "locust", "
 #: entry is the set of modules of one circle (a strongly connected component); a circle found is allowed while it
 #: lies inside an entry (it may shrink as it is taken apart). Remove an entry once no circle is left inside it:
 #: ``test_known_circles_to_remove_still_exist`` fails until then.
-KNOWN_CIRCLES_TO_REMOVE: frozenset[frozenset[str]] = frozenset({
-    frozenset({"harness.gates", "harness.gates._evaluate", "harness.gates._report", "harness.gates._spec",
-               "harness.load.headless", "harness.report", "harness.report.capacity", "harness.report.generator",
-               "harness.report.html", "harness.report.knee", "harness.report.recommend", "harness.report.requestlog",
-               "harness.report.results", "harness.report.steps"}),
-})
+KNOWN_CIRCLES_TO_REMOVE: frozenset[frozenset[str]] = frozenset()
 
 
 def _module_name(path: Path) -> str:

@@ -1,28 +1,16 @@
-"""The site manifest (``site.json``) as the commands read it: refused with its path named when it is unusable."""
+"""The site manifest (``site.json``) as the commands read it: a :class:`SiteManifest`, or a one-line CliError."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any
 
 from harness.cli.errors import CliError
-
-REQUIRED_MANIFEST_KEYS = ("cmg_url", "ca_file", "crl_url", "entra_url", "tenant_id", "role_id", "site_code",
-                          "policy_interval_s", "faults_url", "faults_token")
+from mock_site.manifest import ManifestError, SiteManifest
 
 
-def load_manifest(path: Path) -> dict[str, Any]:
-    """Read a site manifest (``site.json``), refusing a missing, unreadable or incomplete one with its path named."""
+def load_manifest(path: Path) -> SiteManifest:
+    """Read a site manifest, refusing a missing, unreadable or incomplete one with its path and field named."""
     try:
-        manifest = json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise CliError(f"site manifest {str(path)!r} not found (start a site with `cmg-harness up`)") from None
-    except (OSError, ValueError) as exc:
-        raise CliError(f"site manifest {str(path)!r} is not readable JSON: {exc}") from None
-    if not isinstance(manifest, dict):
-        raise CliError(f"site manifest {str(path)!r} is not a JSON object")
-    missing = [key for key in REQUIRED_MANIFEST_KEYS if key not in manifest]
-    if missing:
-        raise CliError(f"site manifest {str(path)!r} lacks {', '.join(missing)}")
-    return manifest
+        return SiteManifest.read(Path(path))
+    except ManifestError as error:
+        raise CliError(str(error)) from None

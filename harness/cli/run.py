@@ -24,6 +24,7 @@ from harness.defaults import (
     OPEN_LOCUSTFILE,
 )
 from harness.plans.arrivals import DEFAULT_MAX_IN_FLIGHT
+from mock_site.manifest import SiteManifest
 
 
 def add_run_commands(commands: Any) -> None:
@@ -140,7 +141,7 @@ def target_url(text: str) -> str:
     return text.rstrip("/")
 
 
-def _site_for_run(args: argparse.Namespace) -> dict[str, Any] | None:
+def _site_for_run(args: argparse.Namespace) -> SiteManifest | None:
     """The manifest of the site named by ``--site`` (None: the run starts its own), checked with the other options."""
     if args.site is None:
         if args.target is None and args.ca_file is not None:
@@ -150,7 +151,7 @@ def _site_for_run(args: argparse.Namespace) -> dict[str, Any] | None:
     if args.seed_clients:
         raise CliError("--seed-clients needs the run to start the site; seed a site of your own with "
                            "`cmg-harness up --seed-clients N`")
-    if not manifest.get("cmg_url") and args.target is None:
+    if not manifest.cmg_url and args.target is None:
         raise CliError(f"site {str(args.site)!r} runs without a CMG (--no-cmg): give --target with the URL "
                            f"of your CMG-style proxy")
     return manifest
@@ -211,7 +212,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         seed_clients = (seeded_fleet_size(users, args.workers, args.devices_per_user)
                         if locustfile.stem == "steady_state" and manifest is None else 0)
     # A site that is already up has its own time scale: the run follows it.
-    time_scale = float(manifest.get("time_scale") or args.time_scale) if manifest is not None else args.time_scale
+    time_scale = manifest.time_scale if manifest is not None else args.time_scale
     step_args, duration = _step_options(args, locustfile)
     plan = RunPlan(out=out, users=users, spawn_rate=args.spawn_rate, duration=duration,
                    time_scale=time_scale, workers=args.workers, locustfile=locustfile.resolve(),

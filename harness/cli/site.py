@@ -14,6 +14,7 @@ from harness.cli.errors import CliError
 from harness.cli.manifest import load_manifest
 from harness.cli.options import Parser, add_command, int_range, positive_float
 from harness.defaults import DEFAULT_SITE, DEFAULT_STATE_DIR
+from mock_site.manifest import SiteManifest
 
 
 def add_site_commands(commands: Any) -> None:
@@ -102,7 +103,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
         await site.start()
-        manifest = site.manifest().to_dict()
+        manifest = site.manifest()
         print(_summary(manifest, site), flush=True)
         await stop.wait()
         print("cmg-harness: stopping the site", flush=True)
@@ -112,21 +113,21 @@ def cmd_up(args: argparse.Namespace) -> int:
     return 0
 
 
-def _summary(manifest: dict[str, Any], site: Any) -> str:
+def _summary(manifest: SiteManifest, site: Any) -> str:
     lines = [
-        f"mock site up (time scale {manifest['time_scale']}: CCM token {manifest['ccm_token_lifetime_s']:.0f} s, "
-        f"policy every {manifest['policy_interval_s']:.0f} s), roles here: {', '.join(manifest['roles'])}",
+        f"mock site up (time scale {manifest.time_scale}: CCM token {manifest.ccm_token_lifetime_s:.0f} s, "
+        f"policy every {manifest.policy_interval_s:.0f} s), roles here: {', '.join(manifest.roles)}",
     ]
     for name, listener in site.listeners.items():
-        where = listener.url + (manifest["server_auth_prefix"] if name == "cmg" else "")
+        where = listener.url + (manifest.server_auth_prefix if name == "cmg" else "")
         lines.append(f"  {name:<16} {where}")
-    if not manifest["cmg_enabled"] and manifest["cp_urls"]:
-        lines.append(f"  no mock CMG: point your CMG-style proxy at the connection point {manifest['cp_urls'][0]}")
-    for role, url in manifest["links"].items():
+    if not manifest.cmg_enabled and manifest.cp_urls:
+        lines.append(f"  no mock CMG: point your CMG-style proxy at the connection point {manifest.cp_urls[0]}")
+    for role, url in ((link.role, link.url) for link in manifest.links):
         lines.append(f"  {role:<16} {url} (linked)")
     lines += [
-        f"  root CA          {manifest['ca_file']}",
-        f"  logs             {manifest['log_dir']}",
+        f"  root CA          {manifest.ca_file}",
+        f"  logs             {manifest.log_dir}",
         f"  manifest         {site.manifest_path}",
         "Ctrl-C stops it.",
     ]
@@ -137,7 +138,7 @@ def cmd_faults(args: argparse.Namespace) -> int:
     from harness.chaos.faultapi import FaultApiError, FaultClient
 
     manifest = load_manifest(args.site)
-    client = FaultClient(manifest["faults_url"], manifest["faults_token"])
+    client = FaultClient(manifest.faults_url, manifest.faults_token)
     try:
         if args.action == "list":
             result: Any = client.list()
@@ -166,7 +167,7 @@ def cmd_dashboards(args: argparse.Namespace) -> int:
     from harness import dashboards
 
     manifest = load_manifest(args.site)
-    out = args.out or Path(manifest["state_dir"]) / "prometheus"
+    out = args.out or manifest.state_dir / "prometheus"
     try:
         config = dashboards.write_prometheus_config(out, manifest, tuple(args.locust))
     except (OSError, ValueError) as error:

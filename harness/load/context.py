@@ -153,12 +153,10 @@ class RunContext:
         self.timeline = FaultTimeline()
         parsed = options.parsed if options.parsed is not None else object()
         try:
-            site_interval = float(manifest["policy_interval_s"])
-            interval = poll_interval_seconds(parsed, time_scale=float(manifest.get("time_scale", 1.0)),
-                                             site_poll_interval_s=site_interval)
+            site_interval = manifest.policy_interval_s
+            interval = poll_interval_seconds(parsed, time_scale=manifest.time_scale, site_poll_interval_s=site_interval)
             #: The run's open model (None: closed, each user plays its devices one after another).
-            self.open_model = open_model_from(parsed, time_scale=float(manifest.get("time_scale", 1.0)),
-                                              site_poll_interval_s=site_interval)
+            self.open_model = open_model_from(parsed, time_scale=manifest.time_scale, site_poll_interval_s=site_interval)
         except OpenModelError as error:
             raise LoadOptionError(str(error)) from None
         if interval != site_interval:

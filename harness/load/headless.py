@@ -23,6 +23,7 @@ from harness.chaos.summary import chaos_problems, chaos_sections, format_chaos
 from harness.fleet.tally import cmgservice_table, lifecycle_table
 from harness.results.layout import LOCUST_HTML, LOCUST_LOG, OUTCOMES, SITE_LOG, ResultsDir, or_none
 from harness.results.plan import RunPlan
+from mock_site.manifest import ManifestError, SiteManifest
 
 SITE_START_TIMEOUT = 90.0
 SITE_STOP_TIMEOUT = 30.0
@@ -92,7 +93,7 @@ class SiteProcess:
         self.log_path = log_path
         self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self, timeout: float = SITE_START_TIMEOUT) -> dict[str, Any]:
+    def start(self, timeout: float = SITE_START_TIMEOUT) -> SiteManifest:
         """Start the site and return its manifest once the site has written it."""
         self.manifest_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
@@ -109,13 +110,13 @@ class SiteProcess:
             time.sleep(0.1)
         raise RunError(f"the mock site did not write {self.manifest_path} within {timeout:g} s")
 
-    def _manifest(self) -> dict[str, Any] | None:
+    def _manifest(self) -> SiteManifest | None:
         # A manifest left by an earlier site in the same directory names another PID: wait for ours.
         try:
-            manifest = json.loads(self.manifest_path.read_text())
-        except (OSError, ValueError):
-            return None
-        if self.process is None or manifest.get("pid") != self.process.pid:
+            manifest = SiteManifest.read(self.manifest_path)
+        except ManifestError:
+            return None  # not written yet (or half-written by a site still starting)
+        if self.process is None or manifest.pid != self.process.pid:
             return None
         return manifest
 
@@ -145,12 +146,12 @@ class ExistingSite:
     def __init__(self, manifest_path: Path) -> None:
         self.manifest_path = manifest_path
 
-    def start(self) -> dict[str, Any]:
+    def start(self) -> SiteManifest:
         """The site's manifest."""
-        manifest = read_json(self.manifest_path)
-        if not isinstance(manifest, dict):
-            raise RunError(f"site manifest {str(self.manifest_path)!r} is not readable JSON")
-        return manifest
+        try:
+            return SiteManifest.read(self.manifest_path)
+        except ManifestError as error:
+            raise RunError(str(error)) from None
 
     def stop(self) -> None:
         """Leave the site running: it is not ours."""
@@ -184,7 +185,7 @@ def count_registrations_live(db_path: Path) -> int | None:
         return None
 
 
-def summarize(plan: RunPlan, *, manifest: dict[str, Any], locust_stats: list[dict[str, Any]] | None,
+def summarize(plan: RunPlan, *, manifest: SiteManifest, locust_stats: list[dict[str, Any]] | None,
               outcomes: dict[str, Any] | None, registrations: int | None, locust_exit: int,
               registrations_before: int | None = None) -> dict[str, Any]:
     """Everything the run showed, as ``summary.json`` holds it, with the verdict and why.
@@ -211,12 +212,12 @@ def summarize(plan: RunPlan, *, manifest: dict[str, Any], locust_stats: list[dic
     stats = locust_stats or []
     return {
         "plan": plan.to_dict(),
-        "site": {"ccm_token_lifetime_s": manifest.get("ccm_token_lifetime_s"),
-                 "policy_interval_s": manifest.get("policy_interval_s"),
+        "site": {"ccm_token_lifetime_s": manifest.ccm_token_lifetime_s,
+                 "policy_interval_s": manifest.policy_interval_s,
                  "registrations": registrations, "new_registrations": new_registrations,
                  "seeded_clients": plan.seed_clients, "external": plan.site is not None,
                  "registrations_before": registrations_before,
-                 "cmg_url": plan.target or manifest.get("cmg_url")},
+                 "cmg_url": plan.target or manifest.cmg_url},
         "devices": devices,
         "events": outcomes.get("events", {}),
         "lifecycles": lifecycles,
@@ -355,12 +356,12 @@ def execute(plan: RunPlan, *, out: TextIO = sys.stdout,
     before: int | None = None
     try:
         manifest = site.start()
-        db_path = Path(str(manifest.get("db_path", "")))
+        db_path = manifest.db_path
         if plan.site is not None:
             before = count_registrations_live(db_path)
         what = "site" if plan.site is not None else "mock site up"
-        print(f"cmg-harness run: {what} (CCM token {manifest['ccm_token_lifetime_s']:.0f} s, policy every "
-              f"{manifest['policy_interval_s']:.0f} s); Locust: {plan.users} users x {plan.devices_per_user} devices "
+        print(f"cmg-harness run: {what} (CCM token {manifest.ccm_token_lifetime_s:.0f} s, policy every "
+              f"{manifest.policy_interval_s:.0f} s); Locust: {plan.users} users x {plan.devices_per_user} devices "
               f"for {plan.duration:g} s{' through ' + plan.target if plan.target else ''}"
               f"{', chaos schedule ' + str(plan.chaos) if plan.chaos else ''}; results in {plan.out}",
               file=out, flush=True)

@@ -6,18 +6,12 @@ Law fit, a sizing recommendation for a target fleet, and one self-contained HTML
 
 from __future__ import annotations
 
-from harness.report.capacity import (
-    CapacityReport,
-    TimePoint,
-    build_report,
-    save_report,
-    summary_lines,
-    write_report,
-)
+from harness.report.capacity import CapacityReport, TimePoint, build_report, summary_lines
 from harness.report.errors import ReportError
 from harness.report.fit import FitError, UslFit, fit_usl
 from harness.report.generator import Shortfall, cpu_warnings, throughput_shortfalls
 from harness.report.history import HistoryError, StatsHistory, parse_history, read_history
+from harness.report.html import save_report, write_report
 from harness.report.knee import Knee, find_knee
 from harness.report.recommend import (
     ObservedCapacity,

@@ -23,7 +23,6 @@ from harness.report.recommend import (
 from harness.report.requestlog import RequestLog
 from harness.report.results import RunFacts, load_results
 from harness.report.steps import DEFAULT_SETTLE, StepStats, split_steps
-from harness.results.layout import CAPACITY_REPORT, ResultsDir
 
 #: Where a report's request figures come from, best first.
 SOURCES = {
@@ -104,23 +103,6 @@ def build_report(results_dir: Path, *, target_clients: int = DEFAULT_TARGET_CLIE
         target_clients=target_clients, latency_target_ms=latency_target_ms, steps=steps, knee=find_knee(steps),
         fit=fit, fit_note=fit_note, observed=observed, sizing=tuple(recommend(target_clients, observed)),
         series=tuple(time_series(history, requests)), fault_windows=results.fault_windows, warnings=tuple(warnings))
-
-
-def write_report(results_dir: Path, *, out: Path | None = None, target_clients: int = DEFAULT_TARGET_CLIENTS,
-                 latency_target_ms: float = DEFAULT_LATENCY_TARGET_MS, settle: float = DEFAULT_SETTLE) -> Path:
-    """Write the capacity report of ``results_dir`` (default ``RESULTS_DIR/capacity-report.html``); its path."""
-    report = build_report(results_dir, target_clients=target_clients, latency_target_ms=latency_target_ms,
-                          settle=settle)
-    return save_report(report, Path(out) if out is not None else ResultsDir(Path(results_dir)).file(CAPACITY_REPORT))
-
-
-def save_report(report: CapacityReport, path: Path) -> Path:
-    """Write ``report`` as HTML to ``path``; the path."""
-    from harness.report.html import render  # html imports this module for the report type
-
-    path = Path(path)
-    path.write_text(render(report), encoding="utf-8")
-    return path
 
 
 def time_series(history: StatsHistory, requests: RequestLog | None = None, *,

@@ -12,16 +12,19 @@ import math
 from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
-from harness.report.capacity import SOURCES, CapacityReport
+from harness.report.capacity import SOURCES, CapacityReport, build_report
 from harness.report.fit import MIN_POINTS
 from harness.report.knee import LATENCY_FACTOR, LATENCY_FLOOR_MS, MIN_MARGINAL_EFFICIENCY
 from harness.report.recommend import (
     CLIENTS_PER_MANAGEMENT_POINT,
     CONNECTION_POINT_PORTS,
+    DEFAULT_LATENCY_TARGET_MS,
+    DEFAULT_TARGET_CLIENTS,
     INSTANCES_PER_CONNECTION_POINT,
     MAX_FAILURE_RATIO,
     MAX_INSTANCES_PER_CMG,
@@ -29,7 +32,9 @@ from harness.report.recommend import (
     MIN_CONNECTION_POINTS,
     meets_target,
 )
+from harness.report.steps import DEFAULT_SETTLE
 from harness.report.svg import PALETTE, Band, Rule, Series, chart
+from harness.results.layout import CAPACITY_REPORT, ResultsDir
 
 #: The page a capacity report renders; it extends ``BASE_TEMPLATE`` like every report of the family.
 TEMPLATE = "capacity.html.j2"
@@ -226,3 +231,18 @@ def _assumptions(report: CapacityReport) -> list[str]:
     ]
     items += list(facts.assumptions)
     return items
+
+
+def write_report(results_dir: Path, *, out: Path | None = None, target_clients: int = DEFAULT_TARGET_CLIENTS,
+                 latency_target_ms: float = DEFAULT_LATENCY_TARGET_MS, settle: float = DEFAULT_SETTLE) -> Path:
+    """Write the capacity report of ``results_dir`` (default ``RESULTS_DIR/capacity-report.html``); its path."""
+    report = build_report(results_dir, target_clients=target_clients, latency_target_ms=latency_target_ms,
+                          settle=settle)
+    return save_report(report, Path(out) if out is not None else ResultsDir(Path(results_dir)).file(CAPACITY_REPORT))
+
+
+def save_report(report: CapacityReport, path: Path) -> Path:
+    """Write ``report`` as HTML to ``path``; the path."""
+    path = Path(path)
+    path.write_text(render(report), encoding="utf-8")
+    return path

@@ -10,10 +10,10 @@ import time
 from pathlib import Path
 
 import pytest
-from harness.results.layout import ResultsDir
 
 from harness.cli import main
 from harness.defaults import LOCUSTFILES_DIR
+from harness.results.layout import ResultsDir
 from mock_site.db import SiteDatabase
 from mock_site.manifest import MANIFEST_NAME, SiteManifest
 from mock_site.testing import RunningSite
