@@ -117,10 +117,10 @@ class _Points(ast.NodeVisitor):
         line = self.lines[getattr(node, "lineno", 1) - 1]
         return "pragma: no mutate" in line
 
-    def _add(self, node: ast.AST, operator: str) -> None:
+    def _add(self, node: ast.AST, operator: str, text: str | None = None) -> None:
         if self._skip_line(node):
             return
-        text = ast.get_source_segment(self.source, node) or ast.unparse(node)
+        text = text or ast.get_source_segment(self.source, node) or ast.unparse(node)
         self.points.append((node, operator, ".".join(self._function) or "<module>", " ".join(text.split())[:80]))
 
     # Annotations, decorators' arguments, f-strings and __all__ carry no behaviour worth mutating.
@@ -179,13 +179,32 @@ class _Points(ast.NodeVisitor):
             self._add(node, f"binop:{_SYMBOLS[type(node.op)]}->{_SYMBOLS[_BINOP_SWAPS[type(node.op)]]}")
         self.generic_visit(node)
 
+    def visit_Dict(self, node: ast.Dict) -> None:
+        # A constant value is named with its key ("verify_exp": False), so that the mutant's name says which one.
+        for key, value in zip(node.keys, node.values, strict=True):
+            if key is not None:
+                self.visit(key)
+            if isinstance(key, ast.Constant) and isinstance(value, ast.Constant):
+                self._constant(value, f"{key.value!r}: {value.value!r}")
+            else:
+                self.visit(value)
+
+    def visit_keyword(self, node: ast.keyword) -> None:
+        if node.arg is not None and isinstance(node.value, ast.Constant):
+            self._constant(node.value, f"{node.arg}={node.value.value!r}")
+        else:
+            self.visit(node.value)
+
     def visit_Constant(self, node: ast.Constant) -> None:
+        self._constant(node)
+
+    def _constant(self, node: ast.Constant, text: str | None = None) -> None:
         value = node.value
         if isinstance(value, bool):
-            self._add(node, "flip-bool")
+            self._add(node, "flip-bool", text)
         elif isinstance(value, (int, float)):
-            self._add(node, "const+1")
-            self._add(node, "const-1")
+            self._add(node, "const+1", text)
+            self._add(node, "const-1", text)
 
     def visit_Return(self, node: ast.Return) -> None:
         if node.value is not None and not (isinstance(node.value, ast.Constant) and node.value.value is None):
@@ -252,8 +271,14 @@ def _parse(source: str) -> tuple[ast.Module, _Points]:
 def mutants_of(module: str, source: str) -> list[Mutant]:
     """Every mutant of ``source`` (the file ``module``), in source order."""
     _, points = _parse(source)
-    return [Mutant(module, i, getattr(node, "lineno", 0), function, operator, original)
-            for i, (node, operator, function, original) in enumerate(points.points)]
+    mutants = []
+    seen: dict[tuple[str, str, str], int] = {}
+    for i, (node, operator, function, original) in enumerate(points.points):
+        # The same change to the same text twice in one function (four ``False`` in one dict) gets #2, #3 ...
+        n = seen[(function, operator, original)] = seen.get((function, operator, original), 0) + 1
+        text = original if n == 1 else f"{original} #{n}"
+        mutants.append(Mutant(module, i, getattr(node, "lineno", 0), function, operator, text))
+    return mutants
 
 
 def mutated_code(mutant: Mutant, source: str, filename: str) -> CodeType:

@@ -290,3 +290,56 @@ def test_the_entra_leeway_is_scaled_too(built_site: Any) -> None:
     with pytest.raises(TokenRejected) as refused:
         asyncio.run(verifier.verify(token))
     assert refused.value.kind == "expired"
+
+
+# --- details the mutation runner showed unguarded ----------------------------------------------------------------
+
+
+def test_validation_reads_only_the_injected_clock(key: rsa.RSAPrivateKey) -> None:
+    """A token issued and checked in the year 2096 passes: no check compares it with the real wall clock."""
+    future = 4_000_000_000.0
+    assert check_ccm(ccm(key, now=future), key, now=future)["nbf"] == int(future)
+    assert check_entra(entra(key, now=future), key, now=future)["iat"] == int(future)
+
+
+def test_a_ccm_token_keeps_its_issue_time_to_the_millisecond(key: rsa.RSAPrivateKey) -> None:
+    """iat carries milliseconds (revocation compares tokens issued within one second); nbf and exp whole seconds."""
+    claims = check_ccm(ccm(key, now=NOW + 0.1234), key)
+    assert (claims["iat"], claims["nbf"], claims["exp"]) == (NOW + 0.123, int(NOW), int(NOW + 0.1234 + 3600))
+
+
+def test_the_expiry_message_names_valid_to_and_current_time(key: rsa.RSAPrivateKey) -> None:
+    """IDX10223 says when the token ended and what time it is, in .NET's format (CCM_STS.log shows it)."""
+    with pytest.raises(TokenRejected) as refused:
+        check_ccm(ccm(key, lifetime=60.0), key, now=NOW + 60 + DEFAULT_LEEWAY + 1)
+    assert "ValidTo: '11/14/2023 22:14:20'" in refused.value.reason
+    assert "Current time: '11/14/2023 22:19:21'" in refused.value.reason
+
+
+@pytest.mark.parametrize("token", ["a.b", "a.b.c.d", "abc"])
+def test_a_token_without_three_segments_is_refused_for_that(token: str) -> None:
+    """The segment count is checked first, with its own reason."""
+    with pytest.raises(TokenRejected) as refused:
+        check_ccm(token, rsa.generate_private_key(public_exponent=65537, key_size=1024))
+    assert refused.value.kind == "malformed" and "three segments" in refused.value.reason
+
+
+@pytest.mark.parametrize("kid", ["", None], ids=["empty", "absent"])
+def test_a_token_header_without_a_usable_kid_is_malformed(key: rsa.RSAPrivateKey, kid: Any) -> None:
+    """An empty or non-string kid is a malformed header, not an unknown key (which would trigger a JWKS refresh)."""
+    import jwt
+
+    token = jwt.encode({"aud": CCM_AUDIENCE}, key, algorithm="RS256", headers={"kid": kid} if kid is not None else None)
+    with pytest.raises(TokenRejected) as refused:
+        check_ccm(token, key)
+    assert refused.value.kind == "malformed" and "no kid" in refused.value.reason
+
+
+@pytest.mark.parametrize("kid", ["", 5], ids=["empty", "number"])
+def test_a_jwks_entry_without_a_usable_kid_is_refused(key: rsa.RSAPrivateKey, kid: Any) -> None:
+    """keys_from_jwks refuses an RSA entry whose kid is empty or not a string."""
+    from cmg_protocol.tokens import JwkError, keys_from_jwks
+
+    entry = {**jwk_from_public_key(key, "k"), "kid": kid}
+    with pytest.raises(JwkError, match="without a kid"):
+        keys_from_jwks({"keys": [entry]})
