@@ -134,3 +134,22 @@ def test_builders_refuse_bad_content_ids_naming_which() -> None:
         content_path("CS1", "")
     with pytest.raises(UrlMapError, match="package id"):
         content_path("x" * 65, "CS1")
+
+
+def test_a_tenant_id_given_twice_is_judged_by_the_last_one() -> None:
+    """``TenantID=<guid>&tenantid=`` is refused: a blank repeat is not dropped in favour of the good value."""
+    with pytest.raises(UrlMapError, match="needs a GUID TenantID") as refused:
+        match("/CCM_Proxy_ServerAuth/AADAuthInfo", f"TenantID={TENANT}&tenantid=")
+    assert refused.value.status == 400
+    assert match("/CCM_Proxy_ServerAuth/AADAuthInfo", f"TenantID=&TenantID={TENANT}").param("TenantID") == TENANT
+
+
+def test_builder_refusals_are_bad_requests() -> None:
+    """Every builder refuses with status 400 (the caller's mistake), never 404."""
+    from cmg_protocol.urlmap import aad_auth_info_path
+
+    for build in (lambda: aad_auth_info_path("tenant"), lambda: content_path("CS1&x=1", "CS1"),
+                  lambda: server_auth_path("x", "CCM_STS")):
+        with pytest.raises(UrlMapError) as refused:
+            build()
+        assert refused.value.status == 400
