@@ -121,3 +121,15 @@ def test_endpoint_labels_are_route_templates_on_every_roles_scrape(site: Running
             assert not re.search(r"/\d+(/|$)", endpoint), (role, endpoint)
             assert endpoint == "unmatched" or endpoint.startswith("/"), (role, endpoint)
     assert "/CCM_Proxy_ServerAuth/{id}/ccm_system_tokenauth/request" in seen["cmg"]
+
+
+def test_ccm_sts_scales_the_eight_hour_lifetime_with_the_time_scale(site: RunningSite, site_client: SiteClient) -> None:
+    """At --time-scale 60 a CCM token lives 8 h / 60 = 480 s (iat to exp), as the manifest announces."""
+    import jwt
+
+    assert site.manifest["time_scale"] == 60
+    claims = jwt.decode(site_client.ccm_token(site_client.entra_token(device_id=str(uuid.uuid4()))),
+                        options={"verify_signature": False})
+    assert claims["exp"] - claims["iat"] == pytest.approx(480, abs=1)
+    assert site.manifest["ccm_token_lifetime_s"] == 480
+    assert site.manifest["token_leeway_s"] == 5
