@@ -43,7 +43,7 @@ EQUIVALENTS = Path(__file__).resolve().parent / "mutation_equivalents.toml"
 TARGETS: dict[str, tuple[str, ...]] = {
     "cmg_protocol/tokens.py": ("tests/protocol/test_tokens.py", "tests/trust/test_token_trust.py"),
     "cmg_protocol/urlmap.py": ("tests/protocol/test_urlmap.py", "tests/trust/test_urlmap_trust.py"),
-    "mock_site/keys.py": ("tests/site/test_keys.py", "tests/trust/test_token_trust.py"),
+    "mock_site/keys.py": ("tests/site/test_keys.py", "tests/trust/test_token_trust.py", "tests/trust/test_key_caches.py"),
     "mock_site/cmg.py": ("tests/integration/test_cmg_edge.py", "tests/trust/test_cmg_trust.py"),
     "mock_site/connection_point.py": ("tests/integration/test_cmg_edge.py",),
     "mock_site/faults/registry.py": ("tests/site/test_faults_registry.py", "tests/trust/test_fault_probability.py"),
