@@ -54,3 +54,36 @@ def test_steps_without_p95_compare_the_mean() -> None:
     series = [step(10, 100.0, p95=None, mean=10.0, index=0), step(20, 200.0, p95=None, mean=40.0, index=1)]
     knee = find_knee(series)
     assert knee is not None and knee.reason.startswith("latency: mean 40 ms")
+
+
+def test_the_latency_floor_is_twenty_milliseconds() -> None:
+    """+19.5 ms at nearly 3x is still jitter; +20 ms is queueing."""
+    assert find_knee(steps([(10, 100.0, 10.0), (20, 200.0, 29.5)])) is None
+    assert find_knee(steps([(10, 100.0, 10.0), (20, 200.0, 30.0)])) is not None
+
+
+def test_a_small_but_positive_first_throughput_is_judged() -> None:
+    """A first step of 0.5 req/s is a baseline like any other: a second step adding 20 % of its rate is a knee."""
+    knee = find_knee(steps([(10, 0.5, 10.0), (20, 0.6, 10.0)]))
+    assert knee is not None and knee.reason.startswith("throughput")
+
+
+def test_only_the_first_steps_throughput_decides_whether_there_is_a_baseline() -> None:
+    """A first step that carried nothing gives no knee, whatever the later steps carried."""
+    assert find_knee(steps([(10, 0.0, 10.0), (20, 100.0, 10.0), (30, 100.0, 10.0)])) is None
+
+
+def test_a_step_without_added_users_is_judged_on_latency_only() -> None:
+    """Same users twice (a hold step): no throughput rule (no division by zero users); one user added is judged."""
+    assert find_knee(steps([(10, 100.0, 10.0), (10, 90.0, 10.0)])) is None
+    knee = find_knee(steps([(10, 100.0, 10.0), (11, 100.0, 10.0)]))
+    assert knee is not None and knee.reason.startswith("throughput: the 1 users added")
+
+
+def test_the_reason_says_mean_when_the_first_step_had_no_p95() -> None:
+    """p95 is compared only when both steps have one; otherwise the reason names the mean."""
+    from tests.report.steps_factory import step
+
+    series = [step(10, 100.0, p95=None, mean=10.0, index=0), step(20, 200.0, p95=40.0, mean=40.0, index=1)]
+    knee = find_knee(series)
+    assert knee is not None and knee.reason.startswith("latency: mean")
