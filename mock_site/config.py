@@ -41,8 +41,9 @@ class SiteConfig:
 
     Names carry their unit. ``*_site_seconds`` are site time: ``scaled()`` turns them into the real seconds they last
     under ``time_scale`` (so a fast run keeps the CCM token lifetime and the policy interval in proportion).
-    ``*_seconds`` are real seconds and do not scale: the token leeway (clock skew is real) and the log periods
-    (what an operator reads in the logs).
+    The token leeway is site time too: at ``--time-scale 1200`` a CCM token meant to live 24 s must not be accepted
+    for 300 real seconds more. ``*_seconds`` are real seconds and do not scale: the log periods (what an operator
+    reads in the logs).
     """
 
     state_dir: Path
@@ -63,7 +64,7 @@ class SiteConfig:
     ccm_token_lifetime_site_seconds: float = 8 * HOURS
     entra_token_lifetime_site_seconds: float = 75 * MINUTES
     policy_interval_site_seconds: float = 1 * HOURS
-    token_leeway_seconds: float = 5 * MINUTES
+    token_leeway_site_seconds: float = 5 * MINUTES
     cmgservice_log_period_seconds: float = 5 * MINUTES
     cp_report_period_seconds: float = 5 * MINUTES
     log_max_bytes: int = 250_000

@@ -368,24 +368,6 @@ class SiteDatabase:
         except sqlite3.IntegrityError:
             raise SiteDataError(f"token id (jti) already recorded: {jti!r}") from None
 
-    def revoke_tokens_before(self, t: float) -> int:
-        """Revoke every token issued before ``t`` (epoch seconds); returns how many were newly revoked."""
-        with self._transaction() as conn:
-            return conn.execute(
-                "UPDATE tokens SET revoked = 1 WHERE issued_at < ? AND revoked = 0", (float(t),)
-            ).rowcount
-
-    def is_revoked(self, jti: str) -> bool:
-        """Whether the site revoked this token; a token the site never recorded is not revoked."""
-        rows = self._query("SELECT revoked FROM tokens WHERE jti = ?", (jti,))
-        return bool(rows and rows[0][0])
-
-    def tokens_issued(self, token_type: str | None = None) -> int:
-        """How many tokens the site recorded, all of them or of one type."""
-        if token_type is None:
-            return int(self._query("SELECT COUNT(*) FROM tokens")[0][0])
-        return int(self._query("SELECT COUNT(*) FROM tokens WHERE token_type = ?", (token_type,))[0][0])
-
     # ---- lifetime ------------------------------------------------------------------------------------------------
 
     def close(self) -> None:

@@ -86,6 +86,8 @@ class SiteManifest:
     state_dir: Path
     pid: int
     schema_version: int = SCHEMA_VERSION
+    #: Real seconds of clock skew the site's token checks allow (300 s scaled); None in manifests written before it.
+    token_leeway_s: float | None = None
 
     # ------------------------------------------------------------------ lookups
     def link(self, role: str) -> str | None:
@@ -140,6 +142,12 @@ class SiteManifest:
             raise ManifestError(f"site manifest {source!r}: field 'schema_version' is {version}, newer than this "
                                 f"cmg-harness reads ({SCHEMA_VERSION}); use the cmg-harness that wrote it")
         values: dict[str, Any] = {"schema_version": version}
+        for name, parse in _OPTIONAL_FIELDS.items():
+            if data.get(name) is not None:
+                try:
+                    values[name] = parse(data[name])
+                except (TypeError, ValueError) as exc:
+                    raise ManifestError(f"site manifest {source!r}: field {name!r} {exc}") from None
         for name, parse in _FIELDS.items():
             if name not in data:
                 raise ManifestError(f"site manifest {source!r}: field {name!r} is missing")
@@ -169,6 +177,9 @@ class SiteManifest:
             elif isinstance(value, Path):
                 value = str(value)
             out[name] = value
+        for name in _OPTIONAL_FIELDS:
+            if getattr(self, name) is not None:
+                out[name] = getattr(self, name)
         return out
 
     def to_json(self) -> str:
@@ -314,4 +325,9 @@ _FIELDS: dict[str, Callable[[Any], Any]] = {
     "db_path": _path,
     "state_dir": _path,
     "pid": _whole,
+}
+
+#: Fields a manifest may lack (written by a later cmg-harness than the oldest that reads schema 1).
+_OPTIONAL_FIELDS: dict[str, Callable[[Any], Any]] = {
+    "token_leeway_s": _positive,
 }

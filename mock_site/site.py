@@ -273,10 +273,13 @@ class Site:
 
         jwks = JwksCache(self._jwks_fetcher(entra_url), clock=self.clock)
         audiences = sorted({tokens.CONFIGMGR_RESOURCE} | {t.resource_uri for t in config.tenants})
+        # The clock-skew leeway is a site duration like the token lifetimes: at --time-scale 1200 a CCM token that
+        # lives 24 s must not be accepted for another 300 s.
+        leeway = config.scaled(config.token_leeway_site_seconds)
         entra_verifier = EntraTokenVerifier(jwks, audiences=audiences, tenants=onboarded, clock=self.clock,
-                                            leeway=config.token_leeway_seconds)
+                                            leeway=leeway)
         ccm_verifier = CcmTokenVerifier(self.pki.ccm_public_keys(), hierarchy_id=config.hierarchy_id,
-                                        clock=self.clock, leeway=config.token_leeway_seconds)
+                                        clock=self.clock, leeway=leeway)
 
         mp_bundle = self.pki.mp_server_cert(hosts)
         cmg_count = config.cmg_instances if config.cmg_enabled and self._local("cmg") else 0
@@ -469,6 +472,7 @@ class Site:
             hierarchy_id=config.hierarchy_id,
             time_scale=config.time_scale,
             ccm_token_lifetime_s=config.scaled(config.ccm_token_lifetime_site_seconds),
+            token_leeway_s=config.scaled(config.token_leeway_site_seconds),
             policy_interval_s=config.scaled(config.policy_interval_site_seconds),
             faults_url=f"{control}/faults",
             faults_token=self.faults_token,

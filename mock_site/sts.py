@@ -97,7 +97,7 @@ class CcmSts:
         lifetime = self.lifetime()
         if self.faults.trigger("ccm_token_expired", self.role) is not None:
             # Issued already expired: backdated so that it ended a minute beyond the validation leeway.
-            now -= lifetime + self.config.token_leeway_seconds + 60.0
+            now -= lifetime + self.config.scaled(self.config.token_leeway_site_seconds) + 60.0
         site_user_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"{tenant_id}/{user_id}"))
         subject = str(device_id or user_id or "")
         ccm_device_id = smsid or f"GUID:{str(uuid.uuid5(uuid.NAMESPACE_URL, subject)).upper()}"

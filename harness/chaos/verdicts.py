@@ -83,7 +83,9 @@ class VerdictSettings:
     @classmethod
     def from_manifest(cls, manifest: SiteManifest) -> VerdictSettings:
         tenants = manifest.onboarded_tenant_ids if manifest.tenants else (manifest.tenant_id,)
-        return cls(onboarded_tenants=frozenset(tenant.lower() for tenant in tenants),
+        # The site scales its validation leeway with its clock; a manifest from before it said so carries none.
+        leeway = manifest.token_leeway_s if manifest.token_leeway_s is not None else 300.0 / manifest.time_scale
+        return cls(onboarded_tenants=frozenset(tenant.lower() for tenant in tenants), leeway=leeway,
                    entra_token_lifetime=75 * 60.0 / manifest.time_scale)
 
 
@@ -133,6 +135,13 @@ def device_requirement(profile: DeviceProfile, settings: VerdictSettings) -> tup
     return OK, ""
 
 
+def _other_tenant(window: FaultWindow, profile: DeviceProfile) -> bool:
+    """True when ``window`` concerns one tenant and it is not the device's (tenant ids compare without case, as the
+    site compares them)."""
+    tenant = str(window.params.get("tenant_id") or "").lower()
+    return tenant != "" and tenant != profile.tenant_id.lower()
+
+
 def expect(profile: DeviceProfile, *, life_start: float, life_end: float, windows: Iterable[FaultWindow],
            settings: VerdictSettings) -> Expectation:
     """What is acceptable for a device that lived from ``life_start`` to ``life_end`` under ``windows``."""
@@ -144,18 +153,16 @@ def expect(profile: DeviceProfile, *, life_start: float, life_end: float, window
             continue
         if window.name in _CRL_FAULTS and profile.nocrlcheck:
             continue
+        if window.name == "tenant_not_onboarded" and _other_tenant(window, profile):
+            continue
         reasons = set(_FAULT_REASONS.get(window.name, ()))
         if window.name == "ccm_token_expired" and window.role == "sts":
             reasons.add(oc.CMG_401)
-        if window.name == "tenant_not_onboarded" and window.params.get("tenant_id") not in (None, "",
-                                                                                           profile.tenant_id):
-            continue
-        if reasons or window.name in _FAULT_REASONS:
+        if window.name in _FAULT_REASONS:
             causes.append(window.name)
+        # The device's own required outcome stays allowed (it is in ``allowed`` from the start): a fault can stop the
+        # device before its own trait does, e.g. a reset at the first request.
         allowed |= reasons
-        if reasons and required != OK:
-            # A fault can stop the device before its own trait does (e.g. a reset at the first request).
-            allowed.add(required)
     return Expectation(allowed=frozenset(allowed), causes=tuple(dict.fromkeys(causes)), required=required)
 
 

@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from cmg_protocol import messages, tokens
 from mock_site.testing import SiteClient
+from tests.site import token_rows
 
 DEVICE = "8d2b4ff9-0172-4998-9851-b5324303385f"
 
@@ -230,12 +231,12 @@ def test_a_ccm_post_verb_split_across_reads_is_still_understood(site_client: Sit
 
 def test_ccm_tokens_are_recorded_under_their_own_id(clean_site, site_client: SiteClient) -> None:
     """CCM_STS records every token it issues in the site database under the token's jti."""
-    before = clean_site.site.db.tokens_issued()
+    before = token_rows.tokens_issued(clean_site.site.db.path)
     token = site_client.ccm_token()
     claims = jwt.decode(token, options={"verify_signature": False})
-    assert clean_site.site.db.tokens_issued() == before + 1
+    assert token_rows.tokens_issued(clean_site.site.db.path) == before + 1
     uuid.UUID(claims["jti"])
-    assert clean_site.site.db.is_revoked(claims["jti"]) is False
+    assert token_rows.is_revoked(clean_site.site.db.path, claims["jti"]) is False
 
 
 BILLION_LAUGHS = (

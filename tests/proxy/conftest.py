@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import http.client
 import json
+import socket
 import ssl
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -15,16 +17,35 @@ from typing import Any
 import pytest
 import trustme
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from cmg_protocol import tokens
+from cmg_protocol.clock import system_clock
 from harness.proxy import NginxProcess, RenderedProxy, find_nginx, render
+from mock_site.cmg import TokenValidator
 from mock_site.manifest import ManifestTenant, SiteManifest
 from mock_site.testing import example_manifest
+from mock_site.token_checks import CcmTokenVerifier, EntraTokenVerifier, JwksCache
 
 ROLE_ID = "72186325152220500"
 TENANT = "9aaf466a-3f40-4468-b3cd-f0010f21f05a"
 OTHER_TENANT = "c8c82542-203c-4df9-9d86-cdd4dae67e0a"
-GOOD_TOKEN = "good-token"
+HIERARCHY = "8ed3174b-e814-41b5-b51c-fb368f0d4003"
+# The validating proxy asks the site's real token validation (mock_site.cmg.TokenValidator) about tokens: a CCM token
+# signed with this key is the good one; anything else (forged, expired, another key's) is refused by the real rules.
+CCM_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+CCM_KID = "proxy-tests"
+
+
+def ccm_token(*, key: rsa.RSAPrivateKey = CCM_KEY, now: float | None = None, lifetime: float = 24 * 3600.0) -> str:
+    """A CCM token as the site's CCM_STS signs it (``key`` other than CCM_KEY: a forgery)."""
+    return tokens.issue_ccm_token(key=key, kid=CCM_KID, hierarchy_id=HIERARCHY, token_type="Device",
+                                  device_id="GUID:1", user_id=tokens.NO_USER, tenant_id=TENANT, smsid="GUID:1",
+                                  now=time.time() if now is None else now, lifetime=lifetime)
+
+
+GOOD_TOKEN = ccm_token()
 
 
 @pytest.fixture(scope="session")
@@ -69,33 +90,61 @@ class _EchoHandler(BaseHTTPRequestHandler):
         pass
 
 
-class _ValidatorHandler(BaseHTTPRequestHandler):
-    """The site's token validation endpoint in miniature: 204 for the one good token, 401 otherwise."""
+def _real_validator(seen: Seen) -> Any:
+    """The site's token validation endpoint (the real rules and verifiers), recording each check it is asked."""
+    async def no_entra_keys() -> dict[str, Any]:
+        return {"keys": []}
 
-    protocol_version = "HTTP/1.1"
-    seen: Seen
+    ccm = CcmTokenVerifier({CCM_KID: CCM_KEY.public_key()}, hierarchy_id=HIERARCHY, clock=system_clock)
+    entra = EntraTokenVerifier(JwksCache(no_entra_keys, clock=system_clock), audiences=[tokens.CONFIGMGR_RESOURCE],
+                               tenants=lambda: {TENANT}, clock=system_clock)
+    validator = TokenValidator(ccm, entra)
 
-    def do_GET(self) -> None:
-        self.seen.validations.append({"path": self.path, "authorization": self.headers.get("Authorization", ""),
-                                      "length": self.headers.get("Content-Length", "")})
-        good = self.headers.get("Authorization") == f"Bearer {GOOD_TOKEN}"
-        self.send_response(204 if good else 401)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
+    async def recording(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+            seen.validations.append({"path": scope["path"], "authorization": headers.get("authorization", ""),
+                                     "length": headers.get("content-length", "")})
+        await validator(scope, receive, send)
 
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
+    return recording
+
+
+class _UvicornThread:
+    """An ASGI app served by uvicorn on a loopback port in a thread (stopped by ``close``)."""
+
+    def __init__(self, app: Any) -> None:
+        import uvicorn
+
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 15
+        while not self.server.started and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if not self.server.started:
+            raise RuntimeError("the token validator did not start within 15 s")
+
+    def shutdown(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+
+    def server_close(self) -> None:
+        self.sock.close()
 
 
 @dataclass
 class EchoSite:
-    """A stand-in site: a trustme CA, the CMG certificate, an echo connection point and a token validator."""
+    """A stand-in site: a trustme CA, the CMG certificate, an echo connection point and the real token validator."""
 
     ca: trustme.CA
     directory: Path
     manifest: SiteManifest
     seen: Seen
-    _servers: list[ThreadingHTTPServer]
+    _servers: list[Any]
 
     def client_cert_files(self, name: str, key_type: trustme.KeyType) -> tuple[Path, Path, bytes]:
         """A device certificate from the site CA: (cert file, key file, DER bytes)."""
@@ -135,12 +184,12 @@ def echo_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EchoSite]:
     cp_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ca.issue_cert("127.0.0.1", "localhost").configure_cert(cp_context)
     cp = _serve(_EchoHandler, seen, cp_context)
-    validator = _serve(_ValidatorHandler, seen, None)
+    validator = _UvicornThread(_real_validator(seen))
     manifest = example_manifest(directory).replace(
         cmg_url=None, cmg_enabled=False, roles=("crl", "entra", "mp", "cp"), cmg_urls=(),
         cp_urls=(f"https://127.0.0.1:{cp.server_address[1]}",), cp_server_name="127.0.0.1",
         ca_file=directory / "ca.pem", cmg_cert_file=directory / "cmg.pem", cmg_key_file=directory / "cmg.key",
-        token_validation_url=f"http://127.0.0.1:{validator.server_address[1]}/validate", role_id=ROLE_ID,
+        token_validation_url=f"http://127.0.0.1:{validator.port}/validate", role_id=ROLE_ID,
         tenants=(ManifestTenant(TENANT, True, "0b7c8ab3-9ea1-4ffa-b2b9-8ffdd944bd8b", "https://ConfigMgrService"),
                  ManifestTenant(OTHER_TENANT, False, "0b7c8ab3-9ea1-4ffa-b2b9-8ffdd944bd8b",
                                 "https://ConfigMgrService")))

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import base64
+import time
 
 import pytest
 import trustme
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from harness.proxy import RenderedProxy
 from harness.proxy.nginx import NAIVE, VALIDATING
 from harness.proxy.site import free_port
-from tests.proxy.conftest import GOOD_TOKEN, OTHER_TENANT, ROLE_ID, TENANT, EchoSite, ProxyStarter, raw_request
+from tests.proxy.conftest import GOOD_TOKEN, OTHER_TENANT, ROLE_ID, TENANT, EchoSite, ProxyStarter, ccm_token, raw_request
 
 pytestmark = pytest.mark.nginx
 
@@ -199,3 +201,31 @@ def test_an_unreachable_validator_fails_closed(echo_site: EchoSite, start_proxy:
                    headers={"Authorization": f"Bearer {GOOD_TOKEN}"})
     assert (answer.status, answer.headers.get("x-cmg-status-text")) == (503, "CMGService_Token_Validation_Unavailable")
     assert len(echo_site.seen.requests) == forwarded
+
+
+# --- the site's real token rules behind the validating proxy ------------------------------------------------------
+
+ATTACKER = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+@pytest.mark.parametrize("token", [
+    lambda: ccm_token(key=ATTACKER),
+    lambda: ccm_token(now=time.time() - 7200, lifetime=600),
+    lambda: ccm_token(now=time.time() + 3600),
+], ids=["another-key", "expired", "not-yet-valid"])
+def test_tokens_the_site_refuses_stop_at_the_validating_proxy(echo_site: EchoSite, proxies: dict[str, RenderedProxy],
+                                                              token) -> None:  # type: ignore[no-untyped-def]
+    """Well-formed CCM tokens that fail the site's rules (signature, lifetime) are refused at the edge."""
+    forwarded = len(echo_site.seen.requests)
+    headers = dict(MESSAGE_HEADERS, Authorization=f"Bearer {token()}")
+    answer = _send(echo_site, proxies[VALIDATING], "CCM_POST", f"{SERVER_AUTH}/ccm_system_tokenauth/request",
+                   headers=headers, body=b"x")
+    assert (answer.status, answer.headers.get("x-cmg-status-text")) == (401, "CMGService_Invalid_Token")
+    assert len(echo_site.seen.requests) == forwarded
+
+
+def test_a_token_the_site_accepts_goes_through(echo_site: EchoSite, proxies: dict[str, RenderedProxy]) -> None:
+    """A freshly issued CCM token signed by the site's key is forwarded with its body."""
+    answer = _send(echo_site, proxies[VALIDATING], "CCM_POST", f"{SERVER_AUTH}/ccm_system_tokenauth/request",
+                   headers=dict(MESSAGE_HEADERS, Authorization=f"Bearer {ccm_token()}"), body=b"x")
+    assert answer.status == 200 and answer.json()["body"] == "x"

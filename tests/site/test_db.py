@@ -23,6 +23,7 @@ from mock_site.db import (
     SiteDataError,
     TenantRecord,
 )
+from tests.site import token_rows
 
 TENANT = "9aaf466a-3f40-4468-b3cd-f0010f21f05a"
 OTHER_TENANT = "2ca9a796-a1a6-43ec-88f1-5935b32155c5"
@@ -212,10 +213,10 @@ def test_tokens_are_revoked_by_issue_time(db: SiteDatabase) -> None:
     """``revoke_tokens_before`` revokes exactly the tokens issued earlier than the cut-off."""
     db.record_token("old", "GUID:A", "Device", 100.0, 200.0)
     db.record_token("new", "GUID:B", "Device", 150.0, 250.0)
-    assert not db.is_revoked("old")
-    assert db.revoke_tokens_before(150.0) == 1
-    assert (db.is_revoked("old"), db.is_revoked("new"), db.is_revoked("never-issued")) == (True, False, False)
-    assert db.revoke_tokens_before(150.0) == 0
+    assert not token_rows.is_revoked(db.path, "old")
+    assert token_rows.revoke_tokens_before(db.path, 150.0) == 1
+    assert [token_rows.is_revoked(db.path, jti) for jti in ("old", "new", "never-issued")] == [True, False, False]
+    assert token_rows.revoke_tokens_before(db.path, 150.0) == 0
 
 
 def test_tokens_issued_counts_all_or_one_type(db: SiteDatabase) -> None:
@@ -223,7 +224,7 @@ def test_tokens_issued_counts_all_or_one_type(db: SiteDatabase) -> None:
     db.record_token("a", "GUID:A", "Device", 1.0, 2.0)
     db.record_token("b", "GUID:B", "UDA", 1.0, 2.0)
     db.record_token("c", "GUID:C", "Device", 1.0, 2.0)
-    assert (db.tokens_issued(), db.tokens_issued("Device"), db.tokens_issued("UDA")) == (3, 2, 1)
+    assert [token_rows.tokens_issued(db.path, *kind) for kind in ((), ("Device",), ("UDA",))] == [3, 2, 1]
 
 
 @pytest.mark.parametrize(
@@ -237,7 +238,7 @@ def test_bad_tokens_are_refused_naming_them(db: SiteDatabase, jti: str, issued: 
     with pytest.raises(ValueError) as excinfo:
         db.record_token(jti, "GUID:A", "Device", issued, expires)
     assert named in str(excinfo.value)
-    assert db.tokens_issued() == 1
+    assert token_rows.tokens_issued(db.path) == 1
 
 
 def test_seed_clients_is_reproducible_from_a_seed(tmp_path: Path, clock: FakeClock) -> None:
@@ -283,11 +284,11 @@ def test_reopening_the_file_keeps_everything(tmp_path: Path, clock: FakeClock) -
         database.onboard_tenant(TENANT, APP, "https://ConfigMgrService")
         smsid = register(database).smsid
         database.record_token("jti-1", smsid, "Device", 1.0, 2.0)
-        database.revoke_tokens_before(5.0)
+        token_rows.revoke_tokens_before(database.path, 5.0)
     with SiteDatabase(path, clock=clock, rng=random.Random(1)) as reopened:
         assert reopened.tenant(TENANT) is not None
         assert reopened.client(smsid) is not None
-        assert reopened.is_revoked("jti-1")
+        assert token_rows.is_revoked(reopened.path, "jti-1")
         assert register(reopened).smsid == smsid
 
 
