@@ -81,6 +81,8 @@ class LatencyBook:
         self._pending_late = 0
         self._pending_unsent = 0
         self.late_threshold_s = LATE_AFTER_S
+        #: Other books that see every record and merge too (a capacity step measuring its own window).
+        self.taps: list[LatencyBook] = []
 
     def _histograms(self, book: dict[tuple[str, str, str], HdrHistogram], key: tuple[str, str, str]) -> HdrHistogram:
         histogram = book.get(key)
@@ -102,6 +104,8 @@ class LatencyBook:
         if kind == REQUEST and sent - intended > self.late_threshold_s:
             self.late += 1
             self._pending_late += 1
+        for tap in self.taps:
+            tap.record(kind, name, intended=intended, sent=sent, answered=answered)
 
     def record_unsent(self, count: int = 1) -> None:
         """Count work the run's end left undone (a device was due, its request never went)."""
@@ -141,10 +145,14 @@ class LatencyBook:
         self.unsent += unsent
         self._pending_late += late
         self._pending_unsent += unsent
+        for tap in self.taps:
+            tap.merge(delta)
 
     def reset(self) -> None:
-        """Forget everything (Locust's statistics reset)."""
+        """Forget everything (Locust's statistics reset); taps stay attached."""
+        taps = self.taps
         self.__init__()  # type: ignore[misc]
+        self.taps = taps
 
     # ------------------------------------------------------------------ reading
     def names(self, kind: str) -> list[str]:

@@ -61,6 +61,9 @@ OUTCOMES_FILE = "outcomes.json"
 FAULT_API_TIMEOUT = 5.0
 #: The master's message to the workers with the fault list it read, and how long a worker trusts one.
 FAULTS_MESSAGE = "cmg_harness_faults"
+#: The master's message to the workers with the capacity search's arrival rate.
+RATE_MESSAGE = "cmg_harness_rate"
+BACKLOG_KEY = "cmg_harness_backlog"
 RELAY_MAX_AGE = 5.0
 
 
@@ -110,8 +113,13 @@ class LoadPlugin:
         self.exporter = Exporter(self.client_view)
         self._fault_clients: list[Any] = []
         self._in_flight: tuple[int, Any] | None = None
+        #: The open-model users of this process (their backlog is the capacity search's measure of falling behind).
+        self.open_users: WeakSet[Any] = WeakSet()
+        #: The arrival rate a capacity search asks for now (new devices per second, over the whole run).
+        self.target_rate_per_s = 0.0
         self._recovery: list[dict[str, Any]] = []
         self._relayed: tuple[float, dict[str, Any]] | None = None
+        self._worker_backlogs: dict[str, int] = {}
 
     def bind(self, events: Any) -> None:
         """Register this environment's listeners on ``events``.
@@ -154,6 +162,7 @@ class LoadPlugin:
     def _check_options(self, environment: Any) -> None:
         if isinstance(environment.runner, WorkerRunner):
             environment.runner.register_message(FAULTS_MESSAGE, self.on_relayed_faults)
+            environment.runner.register_message(RATE_MESSAGE, self.on_rate)
         options = environment.parsed_options
         if options is None or isinstance(environment.runner, WorkerRunner):
             return
@@ -262,12 +271,16 @@ class LoadPlugin:
     def on_report_to_master(self, client_id: str, data: dict[str, Any], **_: Any) -> None:
         data[TALLY_KEY] = self.tally.drain()
         data[LATENCY_KEY] = self.latency.drain()
+        data[BACKLOG_KEY] = self.backlog()
         data[VERDICTS_KEY] = self.verdicts.drain()
 
     def on_worker_report(self, client_id: str, data: dict[str, Any], **_: Any) -> None:
         delta = data.get(TALLY_KEY)
         if delta:
             self.tally.merge(delta)
+        backlog = data.get(BACKLOG_KEY)
+        if isinstance(backlog, int):
+            self._worker_backlogs[client_id] = backlog
         latency = data.get(LATENCY_KEY)
         if latency:
             try:
@@ -280,6 +293,22 @@ class LoadPlugin:
                 self.verdicts.merge(verdicts)
             except (AttributeError, TypeError, ValueError) as exc:
                 log.error("cmg-harness: worker %s sent unreadable verdicts: %s", client_id, exc)
+
+    def set_target_rate(self, rate_per_s: float) -> None:
+        """Ask this process's open users (and, from a master, every worker's) for ``rate_per_s`` arrivals a second."""
+        self.target_rate_per_s = rate_per_s
+        runner = self.environment.runner
+        if isinstance(runner, MasterRunner):
+            runner.send_message(RATE_MESSAGE, {"rate_per_s": rate_per_s})
+
+    def on_rate(self, environment: Any = None, msg: Any = None, **_: Any) -> None:
+        """A worker takes the master's arrival rate."""
+        if msg is not None and isinstance(msg.data, dict) and isinstance(msg.data.get("rate_per_s"), (int, float)):
+            self.target_rate_per_s = float(msg.data["rate_per_s"])
+
+    def backlog(self) -> int:
+        """Due work not yet sent, over this process's open users and (on a master) the workers' last reports."""
+        return sum(user.backlog() for user in list(self.open_users)) + sum(self._worker_backlogs.values())
 
     def in_flight_slots(self, limit: int) -> Any:
         """The process's semaphore of ``limit`` outstanding requests (open model), shared by all its users."""

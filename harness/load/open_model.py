@@ -17,12 +17,15 @@ from harness.plans.arrivals import (
     FleetPlan,
     OpenModel,
 )
+from harness.plans.search import SearchError, SearchSettings
 from harness.units import parse_duration_seconds, parse_ramp, parse_rate_per_second
 
 OPEN = "open"
 CLOSED = "closed"
 #: How long an arrival rate lasts when the run has no ``--run-time`` (a web UI run stops when someone stops it).
 OPEN_ENDED_SECONDS = 24 * 3600.0
+#: How long a capacity-search step is held by default: a device life at the default time scale is a few seconds.
+DEFAULT_SEARCH_HOLD_SECONDS = 30.0
 
 
 class OpenModelError(ValueError):
@@ -44,6 +47,21 @@ def add_arguments(parser: Any) -> None:
                         help="open model: outstanding requests per process before new ones wait (and count late)")
     parser.add_argument("--polls-per-device", type=int, default=0,
                         help="policy cycles each device runs before its life ends (0: until the run ends)")
+    search = SearchSettings()
+    parser.add_argument("--capacity-search", action="store_true", default=False,
+                        help="open model: raise the arrival rate step by step until the system saturates, then bisect")
+    parser.add_argument("--search-start-rate", default=f"{search.start_rate_per_s:g}/s",
+                        help="capacity search: the first step's arrival rate")
+    parser.add_argument("--search-max-rate", default=f"{search.max_rate_per_s:g}/s",
+                        help="capacity search: never ask for more than this")
+    parser.add_argument("--search-hold", type=float, default=DEFAULT_SEARCH_HOLD_SECONDS,
+                        help="capacity search: seconds each step is held (the first third settles, the rest counts)")
+    parser.add_argument("--search-repeats", type=int, default=search.repeats,
+                        help="capacity search: times each rate is measured (the median decides)")
+    parser.add_argument("--search-max-steps", type=int, default=search.max_steps,
+                        help="capacity search: at most this many steps")
+    parser.add_argument("--slo-p99-ms", type=float, default=search.slo_corrected_p99_ms,
+                        help="capacity search: a step fails when its corrected p99 passes this")
 
 
 def open_model_from(options: Any, *, time_scale: float, site_poll_interval_s: float) -> OpenModel | None:
@@ -55,8 +73,9 @@ def open_model_from(options: Any, *, time_scale: float, site_poll_interval_s: fl
     rate_text = str(getattr(options, "arrival_rate", "") or "").strip()
     ramp_text = str(getattr(options, "ramp", "") or "").strip()
     fleet = _whole(options, "fleet", low=0)
-    chosen = [name for name, given in (("--arrival-rate", rate_text), ("--ramp", ramp_text), ("--fleet", fleet))
-              if given]
+    searching = bool(getattr(options, "capacity_search", False))
+    chosen = [name for name, given in (("--arrival-rate", rate_text), ("--ramp", ramp_text), ("--fleet", fleet),
+                                       ("--capacity-search", searching)) if given]
     if len(chosen) > 1:
         raise OpenModelError(f"choose one of {', '.join(chosen)}: each sets the open model's arrivals")
     polls = _whole(options, "polls_per_device", low=0) or None
@@ -64,8 +83,10 @@ def open_model_from(options: Any, *, time_scale: float, site_poll_interval_s: fl
         return None
     run_time = getattr(options, "run_time", None) or OPEN_ENDED_SECONDS
     try:
-        arrivals = fleet_plan = None
-        if rate_text:
+        arrivals = fleet_plan = search = None
+        if searching:
+            search = search_settings(options)
+        elif rate_text:
             arrivals = ArrivalPlan.constant(_rate(rate_text), float(run_time))
         elif ramp_text:
             try:
@@ -77,11 +98,36 @@ def open_model_from(options: Any, *, time_scale: float, site_poll_interval_s: fl
             fleet_plan = FleetPlan(fleet, poll_interval_seconds(options, time_scale=time_scale,
                                                                 site_poll_interval_s=site_poll_interval_s),
                                    seed=int(getattr(options, "fleet_seed", 1) or 1))
-        return OpenModel(arrivals=arrivals, fleet=fleet_plan, max_in_flight=_whole(options, "max_in_flight", low=1,
+        return OpenModel(arrivals=arrivals, fleet=fleet_plan, search=search, max_in_flight=_whole(options, "max_in_flight", low=1,
                                                                                   default=DEFAULT_MAX_IN_FLIGHT),
                          polls_per_device=polls)
     except ArrivalError as error:
         raise OpenModelError(str(error)) from None
+
+
+def search_settings(options: Any) -> SearchSettings:
+    """The capacity search's settings from the ``--search-*`` and ``--slo-p99-ms`` options."""
+    defaults = SearchSettings()
+    try:
+        start = parse_rate_per_second(str(getattr(options, "search_start_rate", "") or f"{defaults.start_rate_per_s}"))
+        top = parse_rate_per_second(str(getattr(options, "search_max_rate", "") or f"{defaults.max_rate_per_s}"))
+    except ValueError as error:
+        raise OpenModelError(f"--search-start-rate/--search-max-rate: {error}") from None
+    try:
+        return SearchSettings(start_rate_per_s=start, max_rate_per_s=top,
+                              slo_corrected_p99_ms=float(getattr(options, "slo_p99_ms", defaults.slo_corrected_p99_ms)),
+                              repeats=_whole(options, "search_repeats", low=1, default=defaults.repeats),
+                              max_steps=_whole(options, "search_max_steps", low=1, default=defaults.max_steps))
+    except SearchError as error:
+        raise OpenModelError(f"capacity search: {error}") from None
+
+
+def search_hold_seconds(options: Any) -> float:
+    """How long each capacity-search step is held (``--search-hold``, > 0)."""
+    hold = getattr(options, "search_hold", DEFAULT_SEARCH_HOLD_SECONDS)
+    if isinstance(hold, bool) or not isinstance(hold, (int, float)) or not hold > 0:
+        raise OpenModelError(f"--search-hold must be a number of seconds > 0, got {hold!r}")
+    return float(hold)
 
 
 def poll_interval_seconds(options: Any, *, time_scale: float, site_poll_interval_s: float) -> float:

@@ -265,15 +265,45 @@ class OpenLifecycleUser(LifecycleUser):
         users = int(getattr(ctx.options.parsed, "num_users", 1) or 1)
         slots = max(users * ctx.worker_count, slot + 1)
         self._t0 = self.plugin.started_at or time.time()
-        self._arrivals = self.model.starts(slot, slots)
-        self._next_arrival = next(self._arrivals, None)
+        self._slot, self._slots = slot, slots
+        self.plugin.open_users.add(self)
+        self._search_n = slot
+        self._search_next_at: float | None = None
+        if self.model.search is None:
+            self._arrivals = self.model.starts(slot, slots)
+            self._next_arrival = next(self._arrivals, None)
         self._rng = random.Random(f"{ctx.options.fleet_seed}/open/{slot}")
 
+    def backlog(self) -> int:
+        """Work that is due and not yet sent: due devices, devices waiting to start, requests waiting for a slot."""
+        return self.driver.overdue(time.time()) + self._starting + self._waiting_for_slot
+
     def _admit(self, now: float) -> None:
+        if self.model.search is not None:
+            self._admit_searched(now)
+            return
         while self._next_arrival is not None and self._t0 + self._next_arrival[1] <= now + ADMIT_AHEAD_SECONDS:
             index, offset = self._next_arrival
             self.driver.add(index, self.make_lifecycle(self.device_profile(index)), due=self._t0 + offset)
             self._next_arrival = next(self._arrivals, None)
+
+    def _admit_searched(self, now: float) -> None:
+        """Admit arrivals at the rate the capacity search asks for now (this user's share: every ``slots``-th)."""
+        rate = self.plugin.target_rate_per_s
+        if rate <= 0:
+            self._search_next_at = None
+            return
+        gap = self._slots / rate
+        if self._search_next_at is None:
+            self._search_next_at = now + self._slot / rate  # users' arrivals interleave rather than coincide
+        # A rate raised during a long gap of the old one starts counting from now, not from the old schedule.
+        at = min(self._search_next_at, now + gap)
+        while at <= now + ADMIT_AHEAD_SECONDS:
+            index = self._search_n
+            self.driver.add(index, self.make_lifecycle(self.device_profile(index)), due=at)
+            self._search_n += self._slots
+            at += gap
+        self._search_next_at = at
 
     def wait_time(self) -> float:  # type: ignore[override]
         """The dispatcher never returns between looks; Locust's wait is not used."""
@@ -312,6 +342,7 @@ class OpenLifecycleUser(LifecycleUser):
 
     def on_stop(self) -> None:
         """Count what the run's end left undone (due devices, devices waiting to start or for a slot), stop them."""
-        undone = self.driver.overdue(time.time()) + self._starting + self._waiting_for_slot
+        undone = self.backlog()
+        self.plugin.open_users.discard(self)
         self._group.kill(block=False)
         self.plugin.latency.record_unsent(undone)

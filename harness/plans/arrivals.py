@@ -20,6 +20,8 @@ import random
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from harness.plans.search import SearchSettings
+
 #: Far more arrivals than one run can start: a plan asking for more is refused rather than silently truncated.
 MAX_ARRIVALS = 10_000_000_000
 
@@ -176,10 +178,13 @@ class OpenModel:
     fleet: FleetPlan | None = None
     max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
     polls_per_device: int | None = None
+    #: A capacity search: the arrival rate is set step by step by the search (``harness.plans.search``).
+    search: SearchSettings | None = None
 
     def __post_init__(self) -> None:
-        if (self.arrivals is None) == (self.fleet is None):
-            raise ArrivalError("an open model needs exactly one of an arrival rate (or ramp) and a fleet size")
+        if sum(kind is not None for kind in (self.arrivals, self.fleet, self.search)) != 1:
+            raise ArrivalError("an open model needs exactly one of an arrival rate (or ramp), a fleet size and a "
+                               "capacity search")
         if isinstance(self.max_in_flight, bool) or not isinstance(self.max_in_flight, int) or self.max_in_flight < 1:
             raise ArrivalError(f"max in flight must be a whole number >= 1, got {self.max_in_flight!r}")
         if self.polls_per_device is not None and (isinstance(self.polls_per_device, bool)
@@ -189,11 +194,19 @@ class OpenModel:
 
     def starts(self, slot: int, slots: int) -> Iterator[tuple[int, float]]:
         """The devices of ``slot`` of ``slots`` with their start offsets (seconds after the test started)."""
+        if self.search is not None:
+            raise ArrivalError("a capacity search sets its arrival rate as it goes: no fixed start times")
         plan: ArrivalPlan | FleetPlan = self.arrivals if self.arrivals is not None else self.fleet  # type: ignore[assignment]
         return plan.starts(slot, slots)
 
     def describe(self) -> str:
         """One line for the run header: what arrives, at what rate."""
+        if self.search is not None:
+            s = self.search
+            return (f"open model, capacity search: new devices from {s.start_rate_per_s:g}/s, x{s.growth:g} per step "
+                    f"up to {s.max_rate_per_s:g}/s, then bisection; a step fails at corrected p99 > "
+                    f"{s.slo_corrected_p99_ms:g} ms, achieved < {s.min_achieved_ratio:.0%} of intended or errors > "
+                    f"{s.max_error_ratio:.0%}; at most {self.max_in_flight} requests in flight per process")
         if self.fleet is not None:
             return (f"open model: a fleet of {self.fleet.size:,} devices, each acting every "
                     f"{self.fleet.poll_interval_s:g} s ({self.fleet.rate_per_s:.3g} policy cycles/s); "

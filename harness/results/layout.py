@@ -44,6 +44,8 @@ GATE_ABORT = "gate-abort.json"
 GATE_JSON = "gate.json"
 GATE_JUNIT = "gate-junit.xml"
 CAPACITY_REPORT = "capacity-report.html"
+#: The steps of an open-model capacity search and what it found (``harness.load.capacity``).
+CAPACITY_SEARCH = "capacity.json"
 SITE_LOG = "site.log"
 #: The state directory of the mock site a run starts itself, with its manifest and logs.
 SITE_DIR = "site"
@@ -54,7 +56,8 @@ SITE_LOGS = f"{SITE_DIR}/logs/"
 FAULT_WINDOWS_KEY = "fault_windows"
 
 #: The result files a run leaves, in the order its summary lists them.
-RUN_FILES = (RUN_PLAN, LOCUST_HTML, LOCUST_STATS_CSV, LOCUST_JSON, OUTCOMES, SUMMARY, LOCUST_LOG, SITE_LOG, SITE_MANIFEST,
+RUN_FILES = (RUN_PLAN, LOCUST_HTML, LOCUST_STATS_CSV, LOCUST_JSON, OUTCOMES, CAPACITY_SEARCH, SUMMARY, LOCUST_LOG, SITE_LOG,
+             SITE_MANIFEST,
              SITE_LOGS)
 
 _T = TypeVar("_T")
@@ -158,6 +161,12 @@ class ResultsDir:
             return RunPlan.from_json(data, source=str(self.path / RUN_PLAN))
         except PlanError as error:
             raise ResultsError(str(error)) from None
+
+    def write_capacity_search(self, document: Mapping[str, Any]) -> Path:
+        return self._write_json(CAPACITY_SEARCH, document)
+
+    def read_capacity_search(self) -> dict[str, Any] | None:
+        return self._read_object(CAPACITY_SEARCH, "capacity search")
 
     def read_summary(self) -> dict[str, Any] | None:
         return self._read_object(SUMMARY, "run summary")

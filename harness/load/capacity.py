@@ -1,0 +1,132 @@
+"""The open-model capacity search as a Locust load shape: it sets the arrival rate step by step and stops the run when
+the search has its answer (``--capacity-search``; the search itself is ``harness.plans.search``).
+
+Each step holds its rate for ``--search-hold`` seconds: the first third settles (queues fill or drain, the histograms
+of the previous rate are left behind), the rest is measured from the run's own latency book through a tap that sees
+only that window. A step's measures:
+
+- **corrected p99** of every request whose answer came in the window (intended -> answered, so queueing counts);
+- **achieved rate**: the intended rate scaled by sent / (sent + backlog growth) — a system that keeps up leaves no
+  backlog of due-but-unsent work; one that falls behind grows it;
+- **error ratio**: failed / all requests in Locust's statistics over the window.
+
+At the end the steps and the answer ("capacity X ± Y", or "not saturated up to X") go to ``capacity.json``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from locust import LoadTestShape
+
+from harness.latency.histograms import CORRECTED, REQUEST, LatencyBook, percentiles_ms
+from harness.load.listeners import LoadPlugin, plugin_of
+from harness.load.open_model import OpenModelError, search_hold_seconds, search_settings
+from harness.plans.search import CapacitySearch, StepResult
+from harness.results.layout import ResultsDir
+
+log = logging.getLogger("harness.load")
+#: The part of a step's hold that settles before measuring.
+SETTLE_FRACTION = 1 / 3
+
+
+class CapacitySearchShape(LoadTestShape):
+    """One open-model user per process; the arrival rate follows the capacity search until it has its answer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._search: CapacitySearch | None = None
+        self._hold = 0.0
+        self._step_started = 0.0
+        self._tap: LatencyBook | None = None
+        self._baseline: tuple[float, int, int, int] | None = None
+        self._steps: list[dict[str, Any]] = []
+        self._finished = False
+
+    def tick(self) -> tuple[int, float] | None:
+        if self.runner is None or self._finished:
+            return None
+        environment = self.runner.environment
+        plugin = plugin_of(environment)
+        now = self.get_run_time()
+        if self._search is None:
+            try:
+                self._search = CapacitySearch(search_settings(environment.parsed_options))
+                self._hold = search_hold_seconds(environment.parsed_options)
+            except OpenModelError as error:
+                log.error("cmg-harness: %s; stopping", error)
+                return None
+            self._start_step(plugin, now)
+        elapsed = now - self._step_started
+        if self._tap is None and elapsed >= self._hold * SETTLE_FRACTION:
+            self._start_measuring(plugin)
+        if elapsed >= self._hold:
+            if not self._finish_step(plugin):
+                self._finish(plugin, environment)
+                return None
+            self._start_step(plugin, now)
+        users = max(1, getattr(self.runner, "worker_count", 0) or 1)
+        return users, float(users)
+
+    # ------------------------------------------------------------------ steps
+    def _start_step(self, plugin: LoadPlugin, now: float) -> None:
+        assert self._search is not None
+        rate = self._search.next_rate()
+        assert rate is not None
+        plugin.set_target_rate(rate)
+        self._step_started = now
+        log.info("cmg-harness: capacity search step %d at %.1f new devices/s", len(self._steps) + 1, rate)
+
+    def _start_measuring(self, plugin: LoadPlugin) -> None:
+        self._tap = LatencyBook()
+        plugin.latency.taps.append(self._tap)
+        total = plugin.environment.runner.stats.total
+        self._baseline = (time.monotonic(), plugin.backlog(), total.num_requests, total.num_failures)
+
+    def _finish_step(self, plugin: LoadPlugin) -> bool:
+        """Judge the step just held; False when the search is over."""
+        assert self._search is not None
+        rate = self._search.next_rate()
+        tap, baseline = self._tap, self._baseline
+        self._tap, self._baseline = None, None
+        if tap is None or baseline is None or rate is None:
+            return self._search.next_rate() is not None
+        plugin.latency.taps.remove(tap)
+        started, backlog_before, requests_before, failures_before = baseline
+        total = plugin.environment.runner.stats.total
+        requests = total.num_requests - requests_before
+        failures = total.num_failures - failures_before
+        corrected = percentiles_ms(tap.combined(REQUEST, CORRECTED))
+        sent = int(corrected["count"])
+        growth = max(0, plugin.backlog() - backlog_before)
+        ratio = sent / (sent + growth) if sent + growth else 0.0
+        result = StepResult(intended_per_s=rate, achieved_per_s=rate * ratio,
+                            corrected_p99_ms=float(corrected["p99"]),
+                            error_ratio=failures / requests if requests else 0.0)
+        reasons = result.failures(self._search.settings)
+        self._steps.append({**asdict(result), "seconds_measured": round(time.monotonic() - started, 3),
+                            "requests": sent, "backlog_growth": growth, "passed": not reasons,
+                            "reasons": reasons})
+        log.info("cmg-harness: step at %.1f/s: corrected p99 %.0f ms, achieved %.0f%%, errors %.1f%% -> %s",
+                 rate, result.corrected_p99_ms, ratio * 100, result.error_ratio * 100,
+                 "fails: " + "; ".join(reasons) if reasons else "passes")
+        self._search.record(result)
+        return self._search.next_rate() is not None
+
+    def _finish(self, plugin: LoadPlugin, environment: Any) -> None:
+        self._finished = True
+        plugin.set_target_rate(0.0)
+        assert self._search is not None
+        answer = self._search.result()
+        document = {"settings": asdict(self._search.settings), "hold_seconds": self._hold,
+                    "steps": self._steps,
+                    "result": {**asdict(answer), "estimate_per_s": answer.estimate_per_s,
+                               "describe": answer.describe()}}
+        log.info("cmg-harness: capacity search: %s", answer.describe())
+        results = str(getattr(environment.parsed_options, "results_dir", "") or "")
+        if results:
+            ResultsDir(Path(results)).write_capacity_search(document)
