@@ -32,9 +32,9 @@ def add_run_commands(commands: Any) -> None:
     from harness.plans.users import StepPlan
 
     run = add_command(commands, "run", help="start the mock site and run a headless Locust load against it")
-    run.add_argument("--users", type=int_range("users", 1, 1_000_000),
-                     help=f"Locust users (each plays --devices-per-user devices; default {DEFAULT_USERS}; "
-                          "open model: one per process)")
+    run.add_argument("--users", type=int_range("users", 1, 1_000_000), default=DEFAULT_USERS,
+                     help="Locust users, each playing --devices-per-user devices (closed model; the open model runs "
+                          "one dispatcher per process)")
     run.add_argument("--spawn-rate", type=positive_float("spawn rate"), default=DEFAULT_SPAWN_RATE,
                      help="users started per second")
     run.add_argument("--duration", type=duration_seconds, default=DEFAULT_DURATION_SECONDS,
@@ -178,7 +178,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     open_options = open_model_args(args)
     locustfile = Path(args.locustfile or (OPEN_LOCUSTFILE if open_options else DEFAULT_LOCUSTFILE))
-    users = args.users or (max(1, args.workers) if open_options else DEFAULT_USERS)
+    users = max(1, args.workers) if open_options else args.users
     if not locustfile.is_file():
         raise CliError(f"locustfile {str(locustfile)!r} not found")
     if args.ca_file is not None and not args.ca_file.is_file():

@@ -135,4 +135,8 @@ def _field(name: str, value: Any, source: str) -> Any:
         if not isinstance(value, bool):
             raise bad("true or false")
         return value
+    if name == "model":
+        if value not in ("open", "closed"):
+            raise bad("'open' or 'closed'")
+        return value
     raise bad("a known field")  # a field added to RunPlan without a reader here

@@ -17,8 +17,10 @@ from harness.load.headless import (
 )
 from harness.results.layout import default_results_path
 from harness.results.plan import RunPlan
+from mock_site.testing import example_manifest
 
-MANIFEST = {"ccm_token_lifetime_s": 24.0, "policy_interval_s": 3.0, "db_path": "/nonexistent/site.db"}
+MANIFEST = example_manifest(Path("/nonexistent")).replace(ccm_token_lifetime_s=24.0, policy_interval_s=3.0,
+                                                          db_path=Path("/nonexistent/site.db"))
 POLICY = "/CCM_Proxy_ServerAuth/72186325152220500/ccm_system_tokenauth/request"
 
 

@@ -93,7 +93,7 @@ print(json.dumps(report))
 
 
 def _run(site: RunningSite, work: Path) -> dict[str, Any]:
-    result = subprocess.run([sys.executable, "-c", SCRIPT, str(site.manifest_path), site.manifest["cmg_url"],
+    result = subprocess.run([sys.executable, "-c", SCRIPT, str(site.manifest_path), site.manifest.cmg_url,
                              str(work)], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-3000:]
     return dict(json.loads(result.stdout.strip().splitlines()[-1]))

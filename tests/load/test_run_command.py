@@ -16,7 +16,7 @@ from harness.defaults import LOCUSTFILES_DIR
 from harness.results.layout import ResultsDir
 from mock_site.db import SiteDatabase
 from mock_site.manifest import MANIFEST_NAME, SiteManifest
-from mock_site.testing import RunningSite
+from mock_site.testing import RunningSite, example_manifest
 
 DEVICES = 12  # 4 users x 3 devices
 # 8 s CCM token (renewed after 7.2 s) and a 1 s policy cycle: a 12 s run sees polls and renewals.
@@ -187,13 +187,8 @@ def test_a_bad_chaos_schedule_stops_the_run_before_anything_starts_naming_file_a
 
 def _manifest(tmp_path: Path, **changes: object) -> Path:
     """A site manifest with every key a run needs (nothing listens behind it)."""
-    manifest = {"cmg_url": "https://127.0.0.1:9", "ca_file": str(tmp_path / "ca.pem"), "crl_url": "http://127.0.0.1:9",
-                "entra_url": "https://127.0.0.1:9", "tenant_id": "9aaf466a-3f40-4468-b3cd-f0010f21f05a",
-                "role_id": "72186325152220500", "site_code": "CM1", "policy_interval_s": 3.0,
-                "faults_url": "http://127.0.0.1:9/faults", "faults_token": "t", **changes}
-    path = tmp_path / "site.json"
-    path.write_text(json.dumps(manifest))
-    return path
+    manifest = example_manifest(tmp_path).replace(**{"cmg_url": "https://127.0.0.1:9", **changes})
+    return manifest.write(tmp_path / "site.json")
 
 
 @pytest.mark.parametrize(("args", "named"), [
