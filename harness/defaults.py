@@ -14,6 +14,8 @@ LOCUSTFILES_DIR = Path(__file__).resolve().parents[1] / "locustfiles"
 DEFAULT_LOCUSTFILE = LOCUSTFILES_DIR / "lifecycle.py"
 #: The locustfile of an open-model run (--arrival-rate, --ramp, --fleet).
 OPEN_LOCUSTFILE = LOCUSTFILES_DIR / "open.py"
+#: The locustfile of an open-model capacity search (--capacity).
+CAPACITY_SEARCH_LOCUSTFILE = LOCUSTFILES_DIR / "capacity_search.py"
 
 #: The mock site's state directory (PKI, database, logs) and the manifest ``cmg-harness up`` writes into it.
 DEFAULT_STATE_DIR = Path("state")

@@ -11,8 +11,17 @@ from typing import Any
 from harness.cli.errors import CliError
 from harness.cli.gate import gate_file, judge_run
 from harness.cli.manifest import load_manifest
-from harness.cli.options import add_command, duration_seconds, duration_text, int_range, positive_float, ramp_text, rate_text
+from harness.cli.options import (
+    add_command,
+    duration_seconds,
+    duration_text,
+    int_range,
+    positive_float,
+    ramp_text,
+    rate_text,
+)
 from harness.defaults import (
+    CAPACITY_SEARCH_LOCUSTFILE,
     DEFAULT_DEVICES_PER_USER,
     DEFAULT_DURATION_SECONDS,
     DEFAULT_LOCUSTFILE,
@@ -23,7 +32,9 @@ from harness.defaults import (
     DEFAULT_USERS,
     OPEN_LOCUSTFILE,
 )
+from harness.load.open_model import DEFAULT_SEARCH_HOLD_SECONDS
 from harness.plans.arrivals import DEFAULT_MAX_IN_FLIGHT
+from harness.plans.search import SearchSettings
 from mock_site.manifest import SiteManifest
 
 
@@ -79,6 +90,22 @@ def add_run_commands(commands: Any) -> None:
     arrivals.add_argument("--max-in-flight", type=int_range("max in flight", 1, 100_000),
                           default=DEFAULT_MAX_IN_FLIGHT,
                           help="outstanding requests per Locust process before new ones wait (and count as late)")
+    search = SearchSettings()
+    arrivals.add_argument("--capacity", action="store_true",
+                          help="capacity search: raise the arrival rate step by step until the system saturates, "
+                               "then bisect; the answer in capacity.json and the summary")
+    arrivals.add_argument("--slo-p99-ms", type=positive_float("SLO p99"), default=search.slo_corrected_p99_ms,
+                          help="capacity search: a step fails when its corrected p99 passes this")
+    arrivals.add_argument("--search-start-rate", type=rate_text, default=f"{search.start_rate_per_s:g}/s",
+                          help="capacity search: the first step's arrival rate")
+    arrivals.add_argument("--search-max-rate", type=rate_text, default=f"{search.max_rate_per_s:g}/s",
+                          help="capacity search: the highest rate it may ask for")
+    arrivals.add_argument("--search-hold", type=duration_seconds, default=DEFAULT_SEARCH_HOLD_SECONDS,
+                          help="capacity search: how long each step is held (a third settles, the rest counts)")
+    arrivals.add_argument("--search-repeats", type=int_range("search repeats", 1, 10), default=search.repeats,
+                          help="capacity search: times each rate is measured (the median decides)")
+    arrivals.add_argument("--search-max-steps", type=int_range("search max steps", 1, 100),
+                          default=search.max_steps, help="capacity search: at most this many steps")
     arrivals.add_argument("--polls-per-device", type=int_range("polls per device", 0, 1_000_000), default=0,
                           help="policy cycles each device runs before its life ends (0: until the run ends)")
     plan = StepPlan()
@@ -177,7 +204,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     from harness.results.plan import RunPlan
 
     open_options = open_model_args(args)
-    locustfile = Path(args.locustfile or (OPEN_LOCUSTFILE if open_options else DEFAULT_LOCUSTFILE))
+    default_locustfile = CAPACITY_SEARCH_LOCUSTFILE if args.capacity else OPEN_LOCUSTFILE if open_options \
+        else DEFAULT_LOCUSTFILE
+    locustfile = Path(args.locustfile or default_locustfile)
     users = max(1, args.workers) if open_options else args.users
     if not locustfile.is_file():
         raise CliError(f"locustfile {str(locustfile)!r} not found")
@@ -214,6 +243,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     # A site that is already up has its own time scale: the run follows it.
     time_scale = manifest.time_scale if manifest is not None else args.time_scale
     step_args, duration = _step_options(args, locustfile)
+    if args.capacity:
+        # The search stops the run when it has its answer; this is only the bound: every step held, plus a margin.
+        duration = args.search_max_steps * args.search_repeats * args.search_hold + 15.0
     plan = RunPlan(out=out, users=users, spawn_rate=args.spawn_rate, duration=duration,
                    time_scale=time_scale, workers=args.workers, locustfile=locustfile.resolve(),
                    fleet_mix=fleet_mix, seed=args.seed, devices_per_user=args.devices_per_user,
@@ -234,7 +266,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def open_model_args(args: argparse.Namespace) -> tuple[str, ...]:
     """The open-model options as Locust arguments (empty for a closed run); refuses two kinds of arrivals at once."""
     chosen = [flag for flag, value in (("--arrival-rate", args.arrival_rate), ("--ramp", args.ramp),
-                                       ("--fleet", args.fleet)) if value]
+                                       ("--fleet", args.fleet), ("--capacity", args.capacity)) if value]
     if len(chosen) > 1:
         raise CliError(f"choose one of {', '.join(chosen)}: each sets the open model's arrivals")
     common: tuple[str, ...] = ()
@@ -244,6 +276,12 @@ def open_model_args(args: argparse.Namespace) -> tuple[str, ...]:
         common += ("--polls-per-device", str(args.polls_per_device))
     if not chosen:
         return common
+    if args.capacity:
+        polls = () if args.polls_per_device else ("--polls-per-device", "1")  # each arrival brings bounded work
+        return ("--capacity-search", "--slo-p99-ms", repr(args.slo_p99_ms), "--search-start-rate",
+                args.search_start_rate, "--search-max-rate", args.search_max_rate, "--search-hold",
+                repr(args.search_hold), "--search-repeats", str(args.search_repeats), "--search-max-steps",
+                str(args.search_max_steps), "--max-in-flight", str(args.max_in_flight)) + common + polls
     value = {"--arrival-rate": args.arrival_rate, "--ramp": args.ramp, "--fleet": str(args.fleet)}[chosen[0]]
     return (chosen[0], value, "--max-in-flight", str(args.max_in_flight)) + common
 

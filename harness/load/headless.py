@@ -227,6 +227,7 @@ def summarize(plan: RunPlan, *, manifest: SiteManifest, locust_stats: list[dict[
         "stages": lifecycle_table(stats),
         "requests": cmgservice_table(stats, outcomes.get("requests", {})),
         **measures_section(plan, outcomes),
+        "capacity_search": or_none(ResultsDir(plan.out).read_capacity_search),
         **chaos,
         "locust_exit_code": locust_exit,
         "files": ResultsDir(plan.out).run_files(),
@@ -271,6 +272,21 @@ def format_measures(summary: dict[str, Any]) -> list[str]:
 
 
 PERCENTILE_KEYS = ("p50", "p90", "p99", "max")
+
+
+def format_capacity_search(search: dict[str, Any] | None) -> list[str]:
+    """The capacity search's steps and its answer (nothing for a run without one)."""
+    if not search:
+        return []
+    lines = ["capacity search (open model; each step held "
+             f"{search.get('hold_seconds', 0):g} s, the last two thirds measured):"]
+    lines += _table(("step", "intended/s", "achieved/s", "corrected p99 ms", "errors", "verdict"),
+                    [(number, f"{step['intended_per_s']:.1f}", f"{step['achieved_per_s']:.1f}",
+                      _ms(step["corrected_p99_ms"]), f"{step['error_ratio']:.1%}",
+                      "passes" if step["passed"] else "fails: " + "; ".join(step["reasons"]))
+                     for number, step in enumerate(search.get("steps", []), start=1)])
+    lines.append("capacity    " + str((search.get("result") or {}).get("describe", "no answer")))
+    return lines
 
 
 def _ms(value: float) -> str:
@@ -338,6 +354,7 @@ def format_summary(summary: dict[str, Any]) -> str:
                           row["response_count"], f"{row['response_size']} B", f"{row['average_elapsed_time']} ms")
                          for row in summary["requests"]])
     lines += format_measures(summary)
+    lines += format_capacity_search(summary.get("capacity_search"))
     lines.append(f"results in {plan['out']}: " + ", ".join(summary.get("files", [])))
     if summary["passed"]:
         lines.append("PASS")

@@ -248,14 +248,14 @@ class OpenLifecycleUser(LifecycleUser):
         self.polls = model.polls_per_device
         # One pooled connection per request in flight, per trust state (FastHttpSession's pool size).
         self.concurrency = model.max_in_flight
-        self._group = gevent.pool.Group()
+        self._device_greenlets = gevent.pool.Group()
         self._wake = gevent.event.Event()
         self._starting = 0
         self._waiting_for_slot = 0
         self._arrivals: Any = iter(())
         self._next_arrival: tuple[int, float] | None = None
         super().__init__(environment)
-        self._slots = self.plugin.in_flight_slots(model.max_in_flight)
+        self._in_flight = self.plugin.in_flight_slots(model.max_in_flight)
 
     def admit_devices(self) -> None:
         """Deal this user its share of the plan's arrivals; they are admitted as their start comes near."""
@@ -265,10 +265,11 @@ class OpenLifecycleUser(LifecycleUser):
         users = int(getattr(ctx.options.parsed, "num_users", 1) or 1)
         slots = max(users * ctx.worker_count, slot + 1)
         self._t0 = self.plugin.started_at or time.time()
-        self._slot, self._slots = slot, slots
+        self._slot, self._slot_count = slot, slots
         self.plugin.open_users.add(self)
         self._search_n = slot
         self._search_next_at: float | None = None
+        self._search_rate = 0.0
         if self.model.search is None:
             self._arrivals = self.model.starts(slot, slots)
             self._next_arrival = next(self._arrivals, None)
@@ -293,15 +294,18 @@ class OpenLifecycleUser(LifecycleUser):
         if rate <= 0:
             self._search_next_at = None
             return
-        gap = self._slots / rate
+        gap = self._slot_count / rate
         if self._search_next_at is None:
             self._search_next_at = now + self._slot / rate  # users' arrivals interleave rather than coincide
-        # A rate raised during a long gap of the old one starts counting from now, not from the old schedule.
-        at = min(self._search_next_at, now + gap)
+        at = self._search_next_at
+        if rate != self._search_rate:
+            # A new rate starts from now: a long gap of a slower old rate is not waited out.
+            self._search_rate = rate
+            at = min(at, now + gap)
         while at <= now + ADMIT_AHEAD_SECONDS:
             index = self._search_n
             self.driver.add(index, self.make_lifecycle(self.device_profile(index)), due=at)
-            self._search_n += self._slots
+            self._search_n += self._slot_count
             at += gap
         self._search_next_at = at
 
@@ -317,7 +321,7 @@ class OpenLifecycleUser(LifecycleUser):
             self._admit(now)
             for due, device in self.driver.pop_due():
                 self._starting += 1
-                self._group.spawn(self._run_device, due, device)
+                self._device_greenlets.spawn(self._run_device, due, device)
             upcoming = [at for at in (self.driver.next_due(),
                                       self._t0 + self._next_arrival[1] if self._next_arrival else None)
                         if at is not None]
@@ -332,17 +336,17 @@ class OpenLifecycleUser(LifecycleUser):
     def _send(self, device: DeviceRun, request: Request) -> Response | TransportError:
         self._waiting_for_slot += 1
         try:
-            self._slots.acquire()
+            self._in_flight.acquire()
         finally:
             self._waiting_for_slot -= 1
         try:
             return super()._send(device, request)  # timed from here: the wait for a slot is lateness, not service
         finally:
-            self._slots.release()
+            self._in_flight.release()
 
     def on_stop(self) -> None:
         """Count what the run's end left undone (due devices, devices waiting to start or for a slot), stop them."""
         undone = self.backlog()
         self.plugin.open_users.discard(self)
-        self._group.kill(block=False)
+        self._device_greenlets.kill(block=False)
         self.plugin.latency.record_unsent(undone)

@@ -1,0 +1,48 @@
+"""The open-model capacity search end to end on the embedded site: it finds a knee within bounded time, and a plan
+that never saturates says so instead of extrapolating."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def _search(out: Path, *options: str) -> tuple[dict, dict, float]:
+    started = time.monotonic()
+    result = subprocess.run([sys.executable, "-m", "harness.cli", "run", "--capacity", "--out", str(out), *options],
+                            capture_output=True, text=True, timeout=300)
+    elapsed = time.monotonic() - started
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "capacity    " in result.stdout
+    return json.loads((out / "capacity.json").read_text()), json.loads((out / "summary.json").read_text()), elapsed
+
+
+def test_a_search_on_the_embedded_site_reaches_a_knee_within_bounded_time(tmp_path: Path) -> None:
+    """From 5/s doubling, the embedded site saturates (corrected p99 past a 300 ms SLO, or it falls behind) before
+    the step budget is spent; the answer is an interval around the knee, and the summary shows it."""
+    document, summary, elapsed = _search(tmp_path / "cap", "--search-start-rate", "5/s", "--search-hold", "4",
+                                         "--slo-p99-ms", "300", "--search-max-steps", "10")
+    result = document["result"]
+    assert result["saturated"] is True
+    assert result["passing_per_s"] is None or result["passing_per_s"] < result["failing_per_s"]
+    assert len(document["steps"]) <= 10 and elapsed < 10 * 4 + 60
+    assert summary["model"] == "open" and summary["capacity_search"]["result"] == result
+    first_failure = next(step for step in document["steps"] if not step["passed"])
+    assert first_failure["reasons"]
+
+
+def test_a_search_that_never_saturates_claims_nothing_beyond_its_highest_rate(tmp_path: Path) -> None:
+    """Capped at 3/s with a generous SLO the site never fails: 'not saturated up to 3.0/s', and no estimate."""
+    document, _, _ = _search(tmp_path / "cap", "--search-start-rate", "2/s", "--search-max-rate", "3/s",
+                             "--search-hold", "3", "--slo-p99-ms", "60000")
+    result = document["result"]
+    assert result["saturated"] is False and result["estimate_per_s"] is None
+    assert result["describe"].startswith("not saturated up to 3.0/s")
+    assert [step["intended_per_s"] for step in document["steps"]] == [2.0, 3.0]
