@@ -3,19 +3,20 @@
 
 from __future__ import annotations
 
-import json
 import os
 import ssl
 
 from locust import FastHttpUser, task
 
-_MANIFEST = json.loads(open(os.environ["CMG_HARNESS_SITE"]).read())  # noqa: SIM115 - read once at import
-_CONTEXT = ssl.create_default_context(cafile=_MANIFEST["ca_file"])
-_PATH = f"/CCM_Proxy_ServerAuth/AADAuthInfo?TenantID={_MANIFEST['tenant_id']}"
+from mock_site.manifest import SiteManifest
+
+_MANIFEST = SiteManifest.read(os.environ["CMG_HARNESS_SITE"])  # read once at import
+_CONTEXT = ssl.create_default_context(cafile=str(_MANIFEST.ca_file))
+_PATH = f"/CCM_Proxy_ServerAuth/AADAuthInfo?TenantID={_MANIFEST.tenant_id}"
 
 
 class TrivialUser(FastHttpUser):
-    host = _MANIFEST["cmg_url"]
+    host = _MANIFEST.cmg_url
     insecure = False
     concurrency = 1
 
