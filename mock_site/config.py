@@ -7,6 +7,8 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mock_site.limits import ConnectionLimits
+
 HOURS = 3600.0
 
 #: The role id the walk-through shows in CMG URLs (``/CCM_Proxy_MutualAuth/72186325152220500/...``).
@@ -72,6 +74,8 @@ class SiteConfig:
     #: tests can prove the harness's verdicts catch it. Never on by default (`up --unsafe-skip-token-checks`).
     unsafe_skip_token_checks: bool = False
     ports: dict[str, int] = field(default_factory=dict)
+    #: Per listener: header timeout (TLS handshake included), header size limits, open-connection cap.
+    connection_limits: ConnectionLimits = ConnectionLimits()
 
     def __post_init__(self) -> None:
         if not (self.time_scale > 0):

@@ -175,7 +175,7 @@ class Site:
 
     def _listener(self, name: str, app: Any, ssl_context: ssl.SSLContext | None, ports: dict[str, int]) -> Listener:
         listener = Listener(name=name, app=app, ssl_context=ssl_context, host=self.config.host,
-                            port=ports.get(name, 0))
+                            port=ports.get(name, 0), limits=self.config.connection_limits)
         listener.bind()
         self.listeners[name] = listener
         return listener
