@@ -443,6 +443,8 @@ class Site:
             "ca_file": str(self.pki.ca_file),
             "cmg_cert_file": str(self.pki.pki_dir / "cmg.pem"),
             "cmg_key_file": str(self.pki.pki_dir / "cmg.key"),
+            "ccm_signing_cert_file": str(self.pki.pki_dir / "ccm-signing.pem"),
+            "token_leeway_s": config.token_leeway,
             "cp_server_name": "localhost",
             "crl_url": self.crl_url,
             "entra_url": self.entra_url,

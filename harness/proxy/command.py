@@ -1,4 +1,4 @@
-"""``cmg-harness proxy-config``: render an nginx CMG-style proxy for a running site and print how to start it."""
+"""``cmg-harness proxy-config``: render an nginx or HAProxy CMG-style proxy for a running site and print how to start it."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import json
 import sys
 from pathlib import Path
 
-from harness.proxy.nginx import VARIANTS, render
-from harness.proxy.process import find_nginx
+from harness.proxy.nginx import VARIANTS
+from harness.proxy.proxies import NGINX, PROXIES, find_binary, render
 from harness.proxy.site import ProxyConfigError
 
 
@@ -16,12 +16,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The subcommand's options."""
     parser.add_argument("--site", type=Path, default=Path("state/site.json"),
                         help="manifest of a site started with `cmg-harness up --no-cmg`")
+    parser.add_argument("--proxy", choices=PROXIES, default=NGINX, help="which proxy to configure (default nginx)")
     parser.add_argument("--variant", choices=VARIANTS, default="validating",
                         help="naive: forward every token; validating: check tokens at the edge (default)")
     parser.add_argument("--listen", default="127.0.0.1:0", help="HOST:PORT on loopback; port 0 picks a free one")
-    parser.add_argument("--out", type=Path, default=Path("state/nginx"),
-                        help="directory for nginx.conf, its logs, pid file and temp files")
-    parser.add_argument("--workers", type=int, default=1, help="nginx worker processes (default 1)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="directory for the configuration, its logs and files (default state/nginx; "
+                             "state/haproxy with --proxy haproxy)")
+    parser.add_argument("--workers", type=int, default=1, help="nginx worker processes or HAProxy threads (default 1)")
 
 
 def cmd_proxy_config(args: argparse.Namespace) -> int:
@@ -32,12 +34,13 @@ def cmd_proxy_config(args: argparse.Namespace) -> int:
         print(f"cmg-harness: cannot read the site manifest {str(args.site)!r}: {error}", file=sys.stderr)
         return 2
     try:
-        rendered = render(manifest, variant=args.variant, out_dir=args.out, listen=args.listen,
-                          worker_processes=args.workers)
+        proxy = getattr(args, "proxy", NGINX)
+        rendered = render(manifest, variant=args.variant, out_dir=args.out or Path("state") / proxy,
+                          listen=args.listen, worker_processes=args.workers, proxy=proxy)
     except ProxyConfigError as error:
         print(f"cmg-harness: {error}", file=sys.stderr)
         return 2
-    print(rendered.command_line(find_nginx() or "nginx"))
+    print(rendered.command_line(find_binary(proxy) or proxy))
     print(f"rendered {rendered.config_file} ({rendered.variant}); the proxy will serve {rendered.url}\n"
           f"then: cmg-harness run --site {args.site} --target {rendered.url} --ca-file {manifest['ca_file']}",
           file=sys.stderr)
