@@ -7,6 +7,8 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mock_site.limits import ConnectionLimits
+
 MINUTES = 60.0
 HOURS = 3600.0
 
@@ -77,6 +79,8 @@ class SiteConfig:
     #: False swaps the Prometheus instrumentation for no-ops (the benchmark measures its overhead this way).
     metrics_enabled: bool = True
     ports: dict[str, int] = field(default_factory=dict)
+    #: Per listener: header timeout (TLS handshake included), header size limits, open-connection cap.
+    connection_limits: ConnectionLimits = ConnectionLimits()
 
     def __post_init__(self) -> None:
         if not (self.time_scale > 0):

@@ -4,12 +4,20 @@ uvicorn does not put the TLS client certificate into the ASGI scope, and the CMG
 ``CCM_Proxy_MutualAuth`` paths; so the HTTP protocol class here adds the ASGI TLS extension
 (``scope["extensions"]["tls"]["client_cert_chain"]``). It also lets an app abort the TCP connection (the ``reset``
 fault and an unreachable CRL distribution point) by raising :class:`AbortConnection`.
+
+Each listener also bounds what one client can hold, as IIS and http.sys do in front of a real CMG and MP
+(:class:`ConnectionLimits`): a connection must finish its TLS handshake and send complete request headers within a
+header timeout or it is dropped; a header line over 16 KiB or request headers over a total size are refused with 431
+(a request target over 16 KiB with 414); and past a cap on open connections, a new connection is answered 503 with a
+reason phrase naming the cap and closed at once, before its request is read. An idle TLS connection costs the site
+about 290 KiB (asyncio's TLS read buffer is 256 KiB), so without these bounds a few thousand slow clients exhaust it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import logging
 import socket
 import ssl
@@ -21,6 +29,9 @@ from typing import Any
 import uvicorn
 from uvicorn.protocols.http import httptools_impl
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.server import ServerState
+
+from mock_site.limits import ConnectionLimits
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -28,6 +39,9 @@ Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 log = logging.getLogger("mock_site.server")
+
+class _Refused(Exception):
+    """Raised from a parser callback to stop parsing a request that is refused for its size."""
 
 
 class AbortConnection(Exception):
@@ -78,21 +92,37 @@ POST_LINE = b"POST "
 
 
 class TlsScopeProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol plus the ASGI TLS extension, a handle for aborting the connection, and CCM_POST.
+    """uvicorn's httptools protocol plus the ASGI TLS extension, a handle for aborting the connection, CCM_POST, and
+    the listener's :class:`ConnectionLimits`.
 
     ConfigMgr messaging uses the verb ``CCM_POST``, which llhttp (httptools) refuses as an unknown method. At the start
     of each request the verb is rewritten to ``POST`` before parsing and restored in the scope afterwards. WinHTTP and
     the HTTP clients used here do not pipeline requests, so a request line always starts a read; a pipelined CCM_POST
     after another request in the same read would be refused with a 400.
+
+    ``limits`` is set per listener on a subclass (see :func:`protocol_for`); the header timer runs from the moment the
+    connection is handed over (its TLS handshake ran under the same timeout) or a kept-alive request begins, until the
+    request's headers are complete. uvicorn's own keep-alive timeout covers the idle time between requests.
     """
 
+    limits: ConnectionLimits = ConnectionLimits()
+    memory: MemoryReturner | None = None
     _tls_extension: dict[str, Any] | None = None
     _expect_request_line = True
     _ccm_post_pending = False
     _partial = b""
+    _reading_headers = True
+    _header_bytes = 0
+    _header_timer: asyncio.TimerHandle | None = None
+    _refusal: ReasonStatus | None = None
+    _refused = False
 
     def data_received(self, data: bytes) -> None:
+        if self._refused:
+            return  # answered and closing: whatever else the client sends is not read
         if self._expect_request_line:
+            if self._header_timer is None:
+                self._arm_header_timer()
             if self._partial:
                 data, self._partial = self._partial + data, b""
             if len(data) < len(CCM_POST_LINE) and CCM_POST_LINE.startswith(data):
@@ -102,9 +132,36 @@ class TlsScopeProtocol(HttpToolsProtocol):
                 data = POST_LINE + data[len(CCM_POST_LINE):]
                 self._ccm_post_pending = True
             self._expect_request_line = False
+            self._reading_headers = True
+            self._header_bytes = 0
+        if self._reading_headers:
+            self._header_bytes += len(data)
         super().data_received(data)
+        # Headers still incomplete after this read: what the parser holds is bounded by the total before it grows more
+        # (one read is at most 256 KiB, so the parser never holds much more than the limit).
+        if self._reading_headers and not self._refused and self._header_bytes > self.limits.max_request_headers_bytes:
+            self._refuse(self._request_too_long())
+
+    def on_url(self, url: bytes) -> None:
+        super().on_url(url)
+        if len(self.url) > self.limits.max_header_bytes:
+            self._refusal = ReasonStatus(414, f"URL Too Long (limit {self.limits.max_header_bytes} bytes)")
+            raise _Refused
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if len(name) + len(value) + 2 > self.limits.max_header_bytes:
+            self._refusal = ReasonStatus(431, f"Header Field Too Long (limit {self.limits.max_header_bytes} bytes)")
+            raise _Refused
+        super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
+        self._reading_headers = False
+        self._cancel_header_timer()
+        # The exact size, request line and header lines with their CRLFs, for when the last read also held body bytes.
+        size = len(self.url) + 16 + sum(len(name) + len(value) + 4 for name, value in self.headers)
+        if size > self.limits.max_request_headers_bytes:
+            self._refusal = self._request_too_long()
+            raise _Refused
         ccm_post, self._ccm_post_pending = self._ccm_post_pending, False
         absolute_form = not self.url.startswith(b"/")
         super().on_headers_complete()
@@ -121,6 +178,13 @@ class TlsScopeProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        if len(self.connections) > self.limits.max_connections:
+            # Refused before anything is read: the cap bounds what idle clients can hold, not only what is served.
+            self.connections.discard(self)
+            self._refuse(ReasonStatus(503, f"Connection Limit Reached ({self.limits.max_connections} "
+                                           "connections on this listener)"))
+            return
+        self._arm_header_timer()
         sock = transport.get_extra_info("socket")
         if sock is not None:
             with contextlib.suppress(OSError):
@@ -134,12 +198,54 @@ class TlsScopeProtocol(HttpToolsProtocol):
                 "tls_version": ssl_object.version(),
             }
 
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_header_timer()
+        if self.memory is not None:
+            self.memory.connection_closed()
+        super().connection_lost(exc)
+
     def on_message_begin(self) -> None:
         super().on_message_begin()
         extensions: dict[str, Any] = {"cmg.abort": self._abort}
         if self._tls_extension is not None:
             extensions["tls"] = self._tls_extension
         self.scope["extensions"] = extensions  # type: ignore[typeddict-unknown-key]
+
+    def send_400_response(self, msg: str) -> None:
+        # uvicorn answers 400 to every parser error; a callback's size refusal is one and gets its own status.
+        refusal, self._refusal = self._refusal, None
+        self._refuse(refusal if refusal is not None else ReasonStatus(400, "Bad Request"))
+
+    # --- limits ---------------------------------------------------------------------------------------------------
+
+    def _request_too_long(self) -> ReasonStatus:
+        return ReasonStatus(431, f"Request Too Long (headers over {self.limits.max_request_headers_bytes} bytes)")
+
+    def _refuse(self, status: ReasonStatus) -> None:
+        """Answer ``status`` with its reason phrase as the body too, and close; nothing more is read."""
+        self._refused = True
+        self._cancel_header_timer()
+        body = status.reason + b"\r\n"
+        self.transport.write(b"HTTP/1.1 %d %s\r\ncontent-type: text/plain\r\ncontent-length: %d\r\n"
+                             b"connection: close\r\n\r\n%s" % (int(status), status.reason, len(body), body))
+        self.transport.close()
+
+    def _arm_header_timer(self) -> None:
+        self._header_timer = self.loop.call_later(self.limits.header_timeout_s, self._header_timeout)
+
+    def _cancel_header_timer(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _header_timeout(self) -> None:
+        self._header_timer = None
+        if not self.transport.is_closing():
+            # Dropped without an answer, as http.sys does (Timer_HeaderWait); abort frees the TLS buffers at once
+            # instead of waiting for the client's close_notify.
+            log.debug("closing %s: no complete request headers within %g s", self.client,
+                      self.limits.header_timeout_s)
+            self.transport.abort()
 
     def _abort(self) -> None:
         sock = self.transport.get_extra_info("socket")
@@ -148,6 +254,11 @@ class TlsScopeProtocol(HttpToolsProtocol):
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         self.transport.abort()
+
+
+def protocol_for(limits: ConnectionLimits, memory: MemoryReturner | None = None) -> type[TlsScopeProtocol]:
+    """The protocol class for a listener with ``limits`` (uvicorn builds protocols from a class and its config)."""
+    return type("LimitedTlsScopeProtocol", (TlsScopeProtocol,), {"limits": limits, "memory": memory})
 
 
 def abort_on_request(app: ASGIApp) -> ASGIApp:
@@ -196,6 +307,7 @@ class Listener:
     host: str = "127.0.0.1"
     port: int = 0
     socket: socket.socket | None = field(default=None, repr=False)
+    limits: ConnectionLimits = field(default_factory=ConnectionLimits)
 
     def bind(self) -> int:
         """Bind the listening socket now (port 0 lets the OS choose) and return the port."""
@@ -227,12 +339,90 @@ class Listener:
         return f"{self.scheme}://{host}:{self.port}"
 
 
+#: glibc's mallopt parameter for the size from which allocations get their own mapping.
+_M_MMAP_THRESHOLD = -3
+#: glibc's default for it: asyncio's 256 KiB TLS read buffers lie above it, so each gets a mapping freed on close.
+_MMAP_THRESHOLD_BYTES = 128 * 1024
+
+
+#: Closed connections after which the memory they freed is handed back (see :class:`MemoryReturner`).
+TRIM_AFTER_CLOSED_CONNECTIONS = 256
+#: How often the site looks whether that many have closed.
+TRIM_CHECK_PERIOD_S = 2.0
+
+
+class MemoryReturner:
+    """Hands memory that closed connections freed back to the OS, on glibc (elsewhere it does nothing).
+
+    An idle TLS connection costs the site ~290 KiB: asyncio's 256 KiB read buffer and OpenSSL's state. glibc raises
+    its mmap threshold each time a mapped block is freed (the "dynamic" threshold), after which the next 256 KiB buffers
+    come from the heap, where freed memory mostly stays in the process; a thousand dropped slow clients would leave the
+    site hundreds of MiB larger for good. So the threshold is pinned at its default (which turns the adjustment off:
+    every read buffer is unmapped on close), and after many closes ``malloc_trim`` returns the free pages OpenSSL's
+    smaller blocks leave scattered through the heap.
+    """
+
+    def __init__(self) -> None:
+        self.closed = 0
+        self._trim: Callable[[int], int] | None = None
+        try:
+            libc = ctypes.CDLL(None)
+            mallopt, malloc_trim = libc.mallopt, libc.malloc_trim
+        except (OSError, AttributeError):
+            return
+        mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+        malloc_trim.argtypes = [ctypes.c_size_t]
+        mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_BYTES)
+        self._trim = malloc_trim
+
+    def connection_closed(self) -> None:
+        self.closed += 1
+
+    async def run(self) -> None:
+        """Every few seconds: trim when enough connections have closed since the last trim (a trim takes ~ms)."""
+        while self._trim is not None:
+            await asyncio.sleep(TRIM_CHECK_PERIOD_S)
+            if self.closed >= TRIM_AFTER_CLOSED_CONNECTIONS:
+                self.closed = 0
+                self._trim(0)
+
+
+class _LimitedServer(uvicorn.Server):
+    """uvicorn's server on given sockets, with the TLS handshake held to the listener's header timeout.
+
+    asyncio's default handshake timeout is 60 s, and a connection that never starts its handshake holds a 256 KiB read
+    buffer all that time; uvicorn does not expose the setting, so the listening part of its start-up is done here.
+    """
+
+    def __init__(self, config: uvicorn.Config, limits: ConnectionLimits) -> None:
+        super().__init__(config)
+        self.limits = limits
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        config = self.config
+        state: ServerState = self.server_state
+
+        def create_protocol(_loop: asyncio.AbstractEventLoop | None = None) -> asyncio.Protocol:
+            return config.http_protocol_class(  # type: ignore[call-arg]
+                config=config, server_state=state, app_state=self.lifespan.state, _loop=_loop)
+
+        loop = asyncio.get_running_loop()
+        handshake_timeout = self.limits.header_timeout_s if config.ssl is not None else None
+        self.servers = [await loop.create_server(create_protocol, sock=sock, ssl=config.ssl, backlog=config.backlog,
+                                                 ssl_handshake_timeout=handshake_timeout)
+                        for sock in sockets or ()]
+        self.started = True
+
+
 class ServerGroup:
     """Runs several :class:`Listener` objects in one asyncio loop until :meth:`stop` is called."""
 
     def __init__(self, listeners: list[Listener]) -> None:
         self.listeners = listeners
         self._servers: list[uvicorn.Server] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self.memory: MemoryReturner | None = None
+        self._memory_task: asyncio.Task[None] | None = None
 
     def bind(self) -> None:
         for listener in self.listeners:
@@ -247,7 +437,7 @@ class ServerGroup:
 
         config = uvicorn.Config(
             abort_on_request(listener.app),
-            http=TlsScopeProtocol,
+            http=protocol_for(listener.limits, self.memory),
             ws="none",
             lifespan="off",
             log_level="warning",
@@ -260,7 +450,7 @@ class ServerGroup:
             limit_max_requests=None,
             backlog=2048,
         )
-        server = uvicorn.Server(config)
+        server = _LimitedServer(config, listener.limits)
         # The site installs its own signal handling; uvicorn must not take SIGINT/SIGTERM from it.
         server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
         return server
@@ -268,7 +458,9 @@ class ServerGroup:
     async def start(self) -> None:
         """Bind every listener and start serving; returns once all are accepting connections."""
         self.bind()
+        self.memory = MemoryReturner()
         self._servers = [self._server_for(listener) for listener in self.listeners]
+        self._memory_task = asyncio.create_task(self.memory.run(), name="return-memory")
         self._tasks = [
             asyncio.create_task(server.serve(sockets=[listener.socket] if listener.socket else None),
                                 name=f"serve-{listener.name}")
@@ -286,6 +478,9 @@ class ServerGroup:
             server.should_exit = True
         if self._servers:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._memory_task is not None:
+            self._memory_task.cancel()
+            await asyncio.gather(self._memory_task, return_exceptions=True)
         for listener in self.listeners:
             if listener.socket is not None:
                 listener.socket.close()

@@ -150,14 +150,21 @@ class Site:
 
     # ------------------------------------------------------------------ set-up
     def _load_or_create_token(self) -> str:
+        """The fault API's bearer token from the state dir, or a new one in a file only its owner can ever read."""
         path = self.config.state_dir / FAULTS_TOKEN_NAME
         if path.exists():
             token = path.read_text().strip()
             if token:
+                if path.stat().st_mode & 0o077:
+                    os.chmod(path, 0o600)  # written by an older version, which set the mode after writing
                 return token
+            path.unlink()  # empty: made anew below, so that its mode is ours
         token = secrets.token_urlsafe(32)
-        path.write_text(token)
-        os.chmod(path, 0o600)
+        # Mode 0600 from the moment the file exists (never readable by others, whatever the umask), O_EXCL so that a
+        # file or link someone else put there first is never written through.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "w") as file:
+            file.write(token)
         return token
 
     @property
@@ -182,7 +189,7 @@ class Site:
 
     def _listener(self, name: str, app: Any, ssl_context: ssl.SSLContext | None, ports: dict[str, int]) -> Listener:
         listener = Listener(name=name, app=app, ssl_context=ssl_context, host=self.config.host,
-                            port=ports.get(name, 0))
+                            port=ports.get(name, 0), limits=self.config.connection_limits)
         listener.bind()
         self.listeners[name] = listener
         return listener
@@ -460,6 +467,7 @@ class Site:
             ca_file=self.pki.ca_file,
             cmg_cert_file=self.pki.pki_dir / "cmg.pem",
             cmg_key_file=self.pki.pki_dir / "cmg.key",
+            ccm_signing_cert_file=self.pki.pki_dir / "ccm-signing.pem",
             cp_server_name="localhost",
             crl_url=self.crl_url,
             entra_url=self.entra_url,

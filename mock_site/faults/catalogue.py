@@ -59,28 +59,38 @@ class ParamSpec:
         else:
             return self._guid(label, value)
         if (self.minimum is not None and number < self.minimum) or (self.maximum is not None and number > self.maximum):
-            raise FaultError(f"{label} must be in {_fmt(self.minimum)}..{_fmt(self.maximum)}, got {value!r}")
+            raise FaultError(f"{label} must be in {self._range()}, got {shown_value(value)}")
         return number
+
+    def _range(self) -> str:
+        return f"{_fmt(self.minimum)}..{_fmt(self.maximum)}"
 
     def _integer(self, label: str, value: object) -> int:
         # JSON has one number type, so an integral float such as 503.0 is accepted as the integer it spells.
         if isinstance(value, float) and value.is_integer():
             return int(value)
         if isinstance(value, bool) or not isinstance(value, int):
-            raise FaultError(f"{label} must be an integer, got {value!r}")
+            raise FaultError(f"{label} must be an integer in {self._range()}, got {shown_value(value)}")
         return value
 
     def _real(self, label: str, value: object) -> float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise FaultError(f"{label} must be a finite number, got {value!r}")
-        return float(value)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise FaultError(f"{label} must be a number in {self._range()}, got {shown_value(value)}")
+        try:
+            number = float(value)
+        except OverflowError:  # an int beyond the float range
+            number = math.inf
+        # NaN and the infinities (JSON's 1e400 parses to inf) are refused here, before any comparison.
+        if not math.isfinite(number):
+            raise FaultError(f"{label} must be a finite number in {self._range()}, got {shown_value(value)}")
+        return number
 
     def _text(self, label: str, value: object) -> str:
         # The text may end up in a status line or a header, so only visible ASCII and spaces are allowed.
         if not isinstance(value, str) or not 1 <= len(value) <= self.max_length:
-            raise FaultError(f"{label} must be text of 1..{self.max_length} characters, got {value!r}")
+            raise FaultError(f"{label} must be text of 1..{self.max_length} characters, got {shown_value(value)}")
         if any(not " " <= ch <= "~" for ch in value):
-            raise FaultError(f"{label} must be printable ASCII, got {value!r}")
+            raise FaultError(f"{label} must be printable ASCII, got {shown_value(value)}")
         return value
 
     def _guid(self, label: str, value: object) -> str:
@@ -89,7 +99,7 @@ class ParamSpec:
                 return str(uuid.UUID(value))
             except ValueError:
                 pass
-        raise FaultError(f"{label} must be a GUID, got {value!r}")
+        raise FaultError(f"{label} must be a GUID, got {shown_value(value)}")
 
     def to_dict(self) -> dict[str, Any]:
         """The parameter as JSON-ready data for the control API and the UI."""
@@ -101,6 +111,25 @@ class ParamSpec:
             "maximum": self.maximum,
             "description": self.description,
         }
+
+
+#: How much of a refused value an error message repeats.
+SHOWN_VALUE_CHARS = 40
+
+
+def shown_value(value: object) -> str:
+    """``repr(value)`` for an error message, cut short: a refused value may be a 4,000-digit number or a deep list."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**SHOWN_VALUE_CHARS:
+        return f"an integer of {len(str(abs(value)))} digits"
+    try:
+        text = repr(value)
+    except RecursionError:
+        text = ""
+    if len(text) <= SHOWN_VALUE_CHARS and text:
+        return text
+    if isinstance(value, (list, dict)):
+        return f"a JSON {'array' if isinstance(value, list) else 'object'} of {len(value)} items"
+    return text[:SHOWN_VALUE_CHARS - 3] + "..."
 
 
 def _fmt(bound: float | None) -> str:
@@ -137,9 +166,10 @@ class FaultSpec:
         if role is None:
             return self.default_role
         if role not in ROLES:
-            raise FaultError(f"unknown role {role!r} (roles: {', '.join(ROLES)})")
+            raise FaultError(f"unknown role {shown_value(role)} (roles: {', '.join(ROLES)})")
         if role not in self.roles:
-            raise FaultError(f"fault {self.name!r} cannot target role {role!r} (it can target: {', '.join(self.roles)})")
+            raise FaultError(f"fault {self.name!r} cannot target role {shown_value(role)} "
+                             f"(it can target: {', '.join(self.roles)})")
         return role
 
     def resolve_params(self, params: Mapping[str, object] | None) -> dict[str, ParamValue]:
@@ -149,7 +179,7 @@ class FaultSpec:
         for key in given:
             if key not in known:
                 allowed = ", ".join(sorted(known)) or "none"
-                raise FaultError(f"unknown parameter {key!r} for fault {self.name!r} (parameters: {allowed})")
+                raise FaultError(f"unknown parameter {shown_value(key)} for fault {self.name!r} (parameters: {allowed})")
         return {p.name: p.coerce(self.name, given[p.name]) if p.name in given else p.default for p in self.params}
 
     def to_dict(self) -> dict[str, Any]:
@@ -363,7 +393,7 @@ def get_spec(name: object) -> FaultSpec:
     """The catalogue entry for ``name``; raises :class:`UnknownFault` naming it when there is none."""
     spec = CATALOGUE.get(name) if isinstance(name, str) else None
     if spec is None:
-        raise UnknownFault(f"unknown fault {name!r}")
+        raise UnknownFault(f"unknown fault {shown_value(name)}")
     return spec
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import json
+import math
 from typing import Any
 
 from starlette.applications import Starlette
@@ -14,11 +15,13 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from mock_site.faults.catalogue import FaultError, UnknownFault, catalogue_dict, get_spec
+from mock_site.faults.catalogue import FaultError, UnknownFault, catalogue_dict, get_spec, shown_value
 from mock_site.faults.registry import FaultRegistry
 
 #: Largest request body the control API reads.
 MAX_BODY_BYTES = 64 * 1024
+#: Deepest nesting of arrays and objects the control API parses (a PUT body needs 2: the body and its params).
+MAX_JSON_DEPTH = 8
 #: The fields a PUT body may hold.
 PUT_FIELDS = ("role", "probability", "duration", "params")
 
@@ -101,10 +104,10 @@ class _ControlApi:
             body = await _read_json(request)
             unknown = sorted(set(body) - set(PUT_FIELDS))
             if unknown:
-                raise FaultError(f"unknown field {unknown[0]!r} (fields: {', '.join(PUT_FIELDS)})")
+                raise FaultError(f"unknown field {shown_value(unknown[0])} (fields: {', '.join(PUT_FIELDS)})")
             role = body.get("role")
             if role is not None and not isinstance(role, str):
-                raise FaultError(f"role must be a string, got {role!r}")
+                raise FaultError(f"role must be a string, got {shown_value(role)}")
             fault = self.faults.set(
                 name,
                 role=role,
@@ -124,7 +127,7 @@ class _ControlApi:
         except FaultError as exc:
             return _refusal(exc)
         if not cleared:
-            where = f" at role {role!r}" if role is not None else ""
+            where = f" at role {shown_value(role)}" if role is not None else ""
             return _error(404, f"fault {name!r} is not active{where}")
         now = self.faults.clock()
         return JSONResponse({"cleared": [fault.to_dict(now) for fault in cleared]})
@@ -140,7 +143,7 @@ async def _read_json(request: Request) -> dict[str, Any]:
     declared = request.headers.get("content-length")
     if declared is not None:
         if not declared.isdigit():
-            raise _BadRequest(400, f"bad Content-Length {declared!r}")
+            raise _BadRequest(400, f"bad Content-Length {shown_value(declared)}")
         if int(declared) > MAX_BODY_BYTES:
             raise _BadRequest(413, f"request body of {declared} bytes is over the {MAX_BODY_BYTES}-byte limit")
     body = bytearray()
@@ -150,13 +153,54 @@ async def _read_json(request: Request) -> dict[str, Any]:
             raise _BadRequest(413, f"request body is over the {MAX_BODY_BYTES}-byte limit")
     if not body.strip():
         return {}
+    depth = _nesting_depth(bytes(body), MAX_JSON_DEPTH)
+    if depth > MAX_JSON_DEPTH:
+        raise _BadRequest(400, f"request body nests arrays and objects deeper than {MAX_JSON_DEPTH} levels")
     try:
-        data = json.loads(body)
-    except ValueError as exc:
-        raise _BadRequest(400, f"request body is not valid JSON: {exc}") from None
+        data = json.loads(body, parse_int=_integer)
+    except (ValueError, RecursionError) as exc:
+        raise _BadRequest(400, f"request body is not valid JSON: {str(exc)[:80]}") from None
     if not isinstance(data, dict):
         raise _BadRequest(400, f"request body must be a JSON object, got {type(data).__name__}")
     return data
+
+
+#: Integers with more digits than this are beyond every range the API accepts; they parse as infinity.
+_MAX_INTEGER_DIGITS = 100
+
+
+def _integer(text: str) -> int | float:
+    # Python refuses to convert integers of over 4,300 digits (and converting long ones costs time): a number that
+    # long becomes an infinity, which the field's own check then refuses, naming the field and its range.
+    if len(text.lstrip("-")) > _MAX_INTEGER_DIGITS:
+        return -math.inf if text.startswith("-") else math.inf
+    return int(text)
+
+
+def _nesting_depth(body: bytes, limit: int) -> int:
+    """How deep arrays and objects nest in ``body``, counting no further than ``limit + 1`` (brackets inside strings
+    do not count); the JSON parser recurses once per level, so this runs first."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for byte in body:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:  # closing quote
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):  # [ {
+            depth += 1
+            if depth > deepest:
+                deepest = depth
+                if deepest > limit:
+                    break
+        elif byte in (0x5D, 0x7D):  # ] }
+            depth -= 1
+    return deepest
 
 
 def _is_loopback(client: Any) -> bool:

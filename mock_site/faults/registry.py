@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 import random
 import threading
 from collections.abc import Callable, Mapping
@@ -22,6 +21,7 @@ from mock_site.faults.catalogue import (
     FaultSpec,
     ParamValue,
     get_spec,
+    shown_value,
 )
 
 log = logging.getLogger("mock_site.faults")
@@ -118,7 +118,7 @@ class FaultRegistry:
         chance = _check_probability(probability)
         seconds = _check_duration(duration, spec)
         if params is not None and not isinstance(params, Mapping):
-            raise FaultError(f"params of fault {name!r} must be an object, got {params!r}")
+            raise FaultError(f"params of fault {name!r} must be an object, got {shown_value(params)}")
         values = spec.resolve_params(params)
         # Everything is checked before anything changes, so a bad call never loses a fault that is already on.
         now = self.clock()
@@ -183,7 +183,7 @@ class FaultRegistry:
     def active(self, role: str | None = None) -> list[ActiveFault]:
         """The faults on now, at ``role`` or at every role, sorted by name and role."""
         if role is not None and role not in ROLES:
-            raise FaultError(f"unknown role {role!r} (roles: {', '.join(ROLES)})")
+            raise FaultError(f"unknown role {shown_value(role)} (roles: {', '.join(ROLES)})")
         self.purge()
         with self._lock:
             faults = sorted(self._faults.values(), key=lambda f: (f.name, f.role))
@@ -300,24 +300,20 @@ def _check_name_role(name: str, role: str) -> None:
         return
     get_spec(name)
     if role not in ROLES:
-        raise FaultError(f"unknown role {role!r} (roles: {', '.join(ROLES)})")
+        raise FaultError(f"unknown role {shown_value(role)} (roles: {', '.join(ROLES)})")
     _CHECKED.add((name, role))
 
 
 def _check_probability(probability: object) -> float:
     if isinstance(probability, bool) or not isinstance(probability, (int, float)) or not 0.0 <= probability <= 1.0:
-        raise FaultError(f"probability must be a number in 0..1, got {probability!r}")
+        raise FaultError(f"probability must be a number in 0..1, got {shown_value(probability)}")
     return float(probability)
 
 
 def _check_duration(duration: object, spec: FaultSpec) -> float:
     if duration is None:
         return spec.default_duration
-    if (
-        isinstance(duration, bool)
-        or not isinstance(duration, (int, float))
-        or not math.isfinite(duration)
-        or not 0 < duration <= MAX_DURATION
-    ):
-        raise FaultError(f"duration must be a number of seconds in (0, {MAX_DURATION:.0f}], got {duration!r}")
+    # The range test alone refuses NaN, the infinities and ints of any size (compared exactly, never converted first).
+    if isinstance(duration, bool) or not isinstance(duration, (int, float)) or not 0 < duration <= MAX_DURATION:
+        raise FaultError(f"duration must be a number of seconds in (0, {MAX_DURATION:.0f}], got {shown_value(duration)}")
     return float(duration)

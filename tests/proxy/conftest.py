@@ -1,4 +1,5 @@
-"""Fixtures for the nginx proxy tests: the binary (or a skip), an echo connection point, and proxies started by PID."""
+"""Fixtures for the proxy tests: the nginx and HAProxy binaries (or a skip), an echo connection point, and proxies
+started by PID."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from cmg_protocol import tokens
 from cmg_protocol.clock import system_clock
-from harness.proxy import NginxProcess, RenderedProxy, find_nginx, render
+from harness.proxy import NginxProcess, RenderedHaproxy, RenderedProxy, find_haproxy, find_nginx, process_for, render
 from mock_site.cmg import TokenValidator
 from mock_site.manifest import ManifestTenant, SiteManifest
 from mock_site.testing import example_manifest
@@ -54,6 +55,15 @@ def nginx_binary() -> str:
     binary = find_nginx()
     if binary is None:
         pytest.skip("nginx is not installed (./dev installs the Debian package; or apt-get install nginx)")
+    return binary
+
+
+@pytest.fixture(scope="session")
+def haproxy_binary() -> str:
+    """The haproxy binary; the tests that need it are skipped with the reason when it is not installed."""
+    binary = find_haproxy()
+    if binary is None:
+        pytest.skip("haproxy is not installed (./dev installs the Debian package; or apt-get install haproxy)")
     return binary
 
 
@@ -210,6 +220,28 @@ def start_proxy(nginx_binary: str, tmp_path_factory: pytest.TempPathFactory) -> 
         rendered = render(manifest.replace(**overrides), variant=variant,
                           out_dir=tmp_path_factory.mktemp(f"nginx-{variant}"))
         process = NginxProcess(rendered, binary=nginx_binary)
+        running.append(process)
+        process.start()
+        return rendered
+
+    yield start
+    for process in running:
+        process.stop()
+
+
+HaproxyStarter = Callable[..., RenderedHaproxy]
+
+
+@pytest.fixture(scope="module")
+def start_haproxy(haproxy_binary: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[HaproxyStarter]:
+    """Render and start an HAProxy for a manifest and variant; every one started here is stopped by its PID after."""
+    running: list[NginxProcess] = []
+
+    def start(manifest: SiteManifest, variant: str, **overrides: Any) -> RenderedHaproxy:
+        rendered = render(manifest.replace(**overrides), variant=variant, proxy="haproxy",
+                          out_dir=tmp_path_factory.mktemp(f"haproxy-{variant}"))
+        assert isinstance(rendered, RenderedHaproxy)
+        process = process_for(rendered, binary=haproxy_binary)
         running.append(process)
         process.start()
         return rendered

@@ -212,3 +212,92 @@ def test_unknown_route_is_404_json(faults: FaultRegistry) -> None:
     response = call(faults, "GET", "/admin")
     assert response.status_code == 404
     assert "error" in response.json()
+
+
+_HUGE_INT = b"9" * 400
+_VERY_HUGE_INT = b"9" * 5000
+
+
+@pytest.mark.parametrize(
+    ("fault", "body", "fragments"),
+    [
+        ("latency", b'{"duration": 1e400}', ["duration", "(0, 86400]"]),
+        ("latency", b'{"duration": -1e400}', ["duration", "(0, 86400]"]),
+        ("latency", b'{"duration": NaN}', ["duration", "(0, 86400]"]),
+        ("latency", b'{"duration": Infinity}', ["duration", "(0, 86400]"]),
+        ("latency", b'{"duration": -5}', ["duration", "(0, 86400]"]),
+        ("latency", b'{"duration": ' + _HUGE_INT + b"}", ["duration", "(0, 86400]"]),
+        ("latency", b'{"duration": -' + _VERY_HUGE_INT + b"}", ["duration", "(0, 86400]"]),
+        ("latency", b'{"probability": 1e400}', ["probability", "0..1"]),
+        ("latency", b'{"probability": NaN}', ["probability", "0..1"]),
+        ("latency", b'{"probability": ' + _HUGE_INT + b"}", ["probability", "0..1"]),
+        ("latency", b'{"params": {"mean_ms": 1e400}}', ["'mean_ms'", "0..600000"]),
+        ("latency", b'{"params": {"mean_ms": -1e400}}', ["'mean_ms'", "0..600000"]),
+        ("latency", b'{"params": {"mean_ms": NaN}}', ["'mean_ms'", "0..600000"]),
+        ("latency", b'{"params": {"mean_ms": -1}}', ["'mean_ms'", "0..600000"]),
+        ("latency", b'{"params": {"mean_ms": ' + _HUGE_INT + b"}}", ["'mean_ms'", "0..600000"]),
+        ("latency", b'{"params": {"jitter_ms": ' + _VERY_HUGE_INT + b"}}", ["'jitter_ms'", "0..600000"]),
+        ("http_error", b'{"params": {"status": 1e400}}', ["'status'", "400..599"]),
+        ("http_error", b'{"params": {"status": NaN}}', ["'status'", "400..599"]),
+        ("http_error", b'{"params": {"status": ' + _HUGE_INT + b"}}", ["'status'", "400..599"]),
+        ("over_capacity", b'{"params": {"capacity_clients": -' + _HUGE_INT + b"}}", ["'capacity_clients'", "1..10000000"]),
+        ("over_capacity", b'{"params": {"window_s": 1e308}}', ["'window_s'", "1..3600"]),
+    ],
+)
+def test_numbers_out_of_range_are_400_naming_the_field_and_its_range(
+    faults: FaultRegistry, fault: str, body: bytes, fragments: list[str]
+) -> None:
+    """Numbers beyond float range, NaN, infinities, negative and huge integers: 400 naming the field and the range."""
+    response = call(faults, "PUT", f"/faults/{fault}", content=body)
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    for fragment in fragments:
+        assert fragment in error
+    assert len(error) < 200  # a 5,000-digit number is not echoed back
+    assert faults.active() == []
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"params": ' + b"[" * 30000 + b"]" * 30000 + b"}",
+        b'{"a": ' * 9000 + b"1" + b"}" * 9000,
+        b'{"params": {"mean_ms": ' + b"[" * 9 + b"]" * 9 + b"}}",
+    ],
+    ids=["deep-arrays", "deep-objects", "nine-levels"],
+)
+def test_deeply_nested_json_is_400_before_it_is_parsed(faults: FaultRegistry, body: bytes) -> None:
+    """Arrays or objects nested deeper than the bound are refused with 400 naming the bound (JSON under the size limit)."""
+    assert len(body) <= MAX_BODY_BYTES
+    response = call(faults, "PUT", "/faults/latency", content=body)
+    assert response.status_code == 400
+    assert "deeper than 8 levels" in response.json()["error"]
+
+
+def test_brackets_inside_strings_do_not_count_as_nesting(faults: FaultRegistry) -> None:
+    """Only structure counts: a string full of brackets is an ordinary (here: refused) role name."""
+    response = call(faults, "PUT", "/faults/latency", content=b'{"role": "' + b"[{" * 40 + b'\\"["}')
+    assert response.status_code == 400
+    assert "unknown role" in response.json()["error"]
+
+
+def test_nesting_up_to_the_bound_reaches_the_field_checks(faults: FaultRegistry) -> None:
+    """Eight levels parse; the field check then refuses the value by name."""
+    body = b'{"params": {"mean_ms": ' + b"[" * 6 + b"]" * 6 + b"}}"
+    response = call(faults, "PUT", "/faults/latency", content=body)
+    assert response.status_code == 400
+    assert "'mean_ms'" in response.json()["error"]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b'{"duration": 1e400}', b'{"params": {"mean_ms": ' + _HUGE_INT + b"}}",
+     b'{"params": ' + b"[" * 30000 + b"]" * 30000 + b"}"],
+    ids=["float-overflow", "huge-int", "deep"],
+)
+def test_the_running_site_answers_bad_fault_bodies_with_400(site: Any, body: bytes) -> None:
+    """Over the wire, through the site's control listener: 400 with a JSON error, never 500."""
+    request = httpx.put(site.manifest.faults_url + "/latency", content=body, timeout=10,
+                        headers={"Authorization": f"Bearer {site.manifest.faults_token}"})
+    assert request.status_code == 400
+    assert request.json()["error"]
