@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import itertools
+import json
+import os
+import signal
 import socket
+import time
 from datetime import datetime
 from pathlib import Path
 
@@ -11,7 +16,9 @@ import pytest
 
 from harness.load.headless import (
     RunError,
+    RunInterrupted,
     check_port_free,
+    execute,
     format_summary,
     locust_command,
     master_port_args,
@@ -19,6 +26,7 @@ from harness.load.headless import (
     site_command,
     summarize,
 )
+from harness.load.interruption import Interruption
 from harness.results.layout import default_results_path
 from harness.results.plan import RunPlan
 from mock_site.testing import example_manifest
@@ -246,3 +254,32 @@ def test_a_run_through_a_proxy_sends_locust_there_with_its_ca(tmp_path: Path) ->
     assert pairs["--site"] == str(tmp_path / "up" / "site.json")
     assert pairs["--host"] == "https://proxy.test:8443"
     assert pairs["--ca-file"] == str(tmp_path / "proxy-ca.pem") and pairs["--chaos"] == str(tmp_path / "crl.yaml")
+
+
+class _SiteSignalledWhileStarting:
+    """A site whose start-up is cut short by SIGTERM to this process (as a process manager would send it)."""
+
+    def __init__(self) -> None:
+        self.stopped = False
+
+    def start(self, interruption: Interruption | None = None) -> object:
+        os.kill(os.getpid(), signal.SIGTERM)
+        deadline = time.monotonic() + 5
+        while interruption is not None and not interruption.interrupted and time.monotonic() < deadline:
+            time.sleep(0.01)
+        raise RunInterrupted()
+
+    def stop(self) -> None:
+        self.stopped = True
+
+
+def test_a_signal_before_the_site_is_up_stops_it_and_leaves_an_interrupted_summary(tmp_path: Path) -> None:
+    """No Locust is started; the site is stopped, summary.json says interrupted by SIGTERM, and the exit code is 143."""
+    site = _SiteSignalledWhileStarting()
+    screen = io.StringIO()
+    code = execute(RunPlan(out=tmp_path), out=screen, site_factory=lambda plan: site)  # type: ignore[arg-type,return-value]
+    assert code == 143 and site.stopped
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert (summary["interrupted"], summary["signal"]) == (True, "SIGTERM")
+    assert not (tmp_path / "locust.log").exists()
+    assert screen.getvalue().strip().splitlines()[-1].startswith("INTERRUPTED by SIGTERM")
