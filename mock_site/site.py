@@ -9,6 +9,8 @@ for scripts and other tools.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -59,6 +61,8 @@ PORTS_NAME = "ports.json"
 #: The roles of a site; ``cmg-harness up --role`` runs a subset in one process and links to the others by URL.
 ROLES = ("crl", "entra", "mp", "cp", "cmg")
 FAULTS_TOKEN_NAME = "faults.token"
+#: The lock a running site holds on its state directory (``.lock`` for a whole site, ``.lock-<roles>`` for a role set).
+LOCK_NAME = ".lock"
 
 
 class SiteStateError(ValueError):
@@ -78,6 +82,60 @@ def prepare_state_dir(state_dir: Path) -> Path:
     except OSError as exc:
         raise SiteStateError(f"state dir {str(state_dir)!r} is not usable: {exc.strerror or exc}") from None
     return state_dir
+
+
+class StateDirLock:
+    """An exclusive ``flock`` on a lock file in the state directory, held for the site's life, with the holder's PID.
+
+    A second site on the same directory (and role set) would rewrite the manifest, ports and fault token of the first
+    under it; it is refused instead, naming the PID that holds the lock. The kernel drops the lock when the holder's
+    process ends, however it ends, so a killed site leaves nothing stale behind.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._fd: int | None = None
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def acquire(self) -> None:
+        """Take the lock and write this process's PID into the file, or raise :class:`SiteStateError` naming the
+        holder."""
+        if self._fd is not None:
+            return
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            raise SiteStateError(f"cannot open the lock file {str(self.path)!r}: {exc.strerror or exc}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = self._holder(fd)
+            os.close(fd)
+            raise SiteStateError(f"state dir {str(self.path.parent)!r} is in use by the site with PID {holder} "
+                                 f"(lock {self.path.name}); stop it or choose another --state-dir") from None
+        except OSError as exc:
+            os.close(fd)
+            raise SiteStateError(f"cannot lock {str(self.path)!r}: {exc.strerror or exc}") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd = fd
+
+    @staticmethod
+    def _holder(fd: int) -> str:
+        # The holder writes its PID just after taking the lock: an empty file is a site in its first instant.
+        text = os.pread(fd, 32, 0).decode(errors="replace").strip()
+        return text if text.isdigit() else "(unknown: it is starting)"
+
+    def release(self) -> None:
+        """Drop the lock (safe to call twice); the file stays, it only matters while locked."""
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, 0)
+            os.close(fd)
 
 
 class ActiveFaultsCollector:
@@ -121,6 +179,16 @@ class Site:
         self.rng = rng or random.Random()
         self.registry = registry or CollectorRegistry()
         prepare_state_dir(config.state_dir)
+        self.state_lock = StateDirLock(config.state_dir / f"{LOCK_NAME}{self._suffix}")
+        self.state_lock.acquire()
+        try:
+            self._set_up(config, logs_enabled)
+        except BaseException:
+            self.state_lock.release()
+            raise
+
+    def _set_up(self, config: SiteConfig, logs_enabled: bool) -> None:
+        clock = self.clock
         self.pki = SitePki.load_or_create(config.pki_dir, clock=clock)
         self.db = SiteDatabase(config.db_path, clock=clock, rng=self.rng)
         for tenant in config.tenants:
@@ -439,6 +507,7 @@ class Site:
             await self._jwks_session.close()
         self.db.close()
         self.logs.close()
+        self.state_lock.release()
 
     # --------------------------------------------------------------- manifest
     def url(self, name: str) -> str:

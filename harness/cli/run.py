@@ -55,6 +55,9 @@ def add_run_commands(commands: Any) -> None:
                           f"{8 * 3600 / DEFAULT_TIME_SCALE:g} s, policy every {3600 / DEFAULT_TIME_SCALE:g} s)")
     run.add_argument("--workers", type=int_range("workers", 0, 256), default=0,
                      help="Locust worker processes (master + W workers; 0: one process)")
+    run.add_argument("--master-port", type=int_range("master port", 1, 65535), metavar="PORT",
+                     help="with --workers: the port on 127.0.0.1 where Locust's master listens for its workers "
+                          "(default 5557, Locust's); checked free before anything starts")
     run.add_argument("--out", type=Path, help="results directory (default: results/<timestamp>/)")
     run.add_argument("--locustfile", type=Path,
                      help=f"lifecycle.py, steady_state.py, capacity.py or open.py from locustfiles/, or your own "
@@ -199,7 +202,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     unexpected."""
     from datetime import datetime
 
-    from harness.load.headless import RunError, execute, seeded_fleet_size
+    from harness.load.headless import (
+        DEFAULT_MASTER_PORT,
+        RunError,
+        check_port_free,
+        execute,
+        master_port_args,
+        seeded_fleet_size,
+    )
+    from harness.load.interruption import INTERRUPTED_EXIT_CODES
     from harness.results.layout import ResultsDir, default_results_path
     from harness.results.plan import RunPlan
 
@@ -236,6 +247,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out is not None else default_results_path(datetime.now())
     if not ResultsDir(out).is_unused():
         raise CliError(f"results directory {str(out)!r} is not an empty directory (pick a new --out)")
+    master_args: tuple[str, ...] = ()
+    if args.workers:
+        master_port = args.master_port or DEFAULT_MASTER_PORT
+        try:
+            # Taken, Locust's master would die at start-up and leave its workers waiting for it.
+            check_port_free(master_port)
+        except RunError as error:
+            raise CliError(str(error)) from None
+        master_args = master_port_args(master_port)
+    elif args.master_port is not None:
+        raise CliError("--master-port is for the master of --workers processes; give --workers too")
     seed_clients = args.seed_clients
     if seed_clients is None:
         seed_clients = (seeded_fleet_size(users, args.workers, args.devices_per_user)
@@ -254,12 +276,16 @@ def cmd_run(args: argparse.Namespace) -> int:
                    ca_file=args.ca_file.resolve() if args.ca_file is not None else None,
                    inprocess_hops=args.inprocess_hops,
                    model="open" if open_options else "closed",
-                   extra_locust_args=step_args + open_options + (("--gate", str(Path(args.gate.path).resolve())) if args.gate
-                                                  else ()))
+                   extra_locust_args=step_args + open_options + master_args
+                   + (("--gate", str(Path(args.gate.path).resolve())) if args.gate else ()))
     try:
         run_exit = execute(plan)
     except RunError as error:
         raise CliError(str(error)) from None
+    if run_exit in INTERRUPTED_EXIT_CODES:
+        if args.gate:
+            print("cmg-harness: the gate was not judged: the run was interrupted", file=sys.stderr)
+        return run_exit
     return judge_run(args.gate, out, run_exit) if args.gate else run_exit
 
 

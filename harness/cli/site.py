@@ -89,8 +89,12 @@ def cmd_up(args: argparse.Namespace) -> int:
         links = join_links(args.join, links, roles=args.role or ROLES, ca_file=config.pki_dir / "ca.pem")
         site = Site(config, logs_enabled=not args.no_logs, roles=args.role or ROLES, links=links,
                     cmg_app_type=cmg_app_type(unsafe_skip_token_checks=args.unsafe_skip_token_checks))
+    except (ConfigError, SiteStateError, JoinError) as error:
+        raise CliError(str(error)) from None
+    try:
         site.build()
     except (ConfigError, SiteStateError, JoinError) as error:
+        site.state_lock.release()  # the state dir is free again for the corrected command
         raise CliError(str(error)) from None
     if args.seed_clients:
         import random

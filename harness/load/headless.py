@@ -12,6 +12,7 @@ import json
 import math
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -21,6 +22,8 @@ from typing import Any, TextIO
 
 from harness.chaos.summary import chaos_problems, chaos_sections, format_chaos
 from harness.fleet.tally import cmgservice_table, lifecycle_table
+from harness.load.interruption import Interruption
+from harness.load.process_group import stop_group
 from harness.results.layout import LOCUST_HTML, LOCUST_LOG, OUTCOMES, SITE_LOG, ResultsDir, or_none
 from harness.results.plan import RunPlan
 from mock_site.manifest import ManifestError, SiteManifest
@@ -29,10 +32,22 @@ SITE_START_TIMEOUT = 90.0
 SITE_STOP_TIMEOUT = 30.0
 #: Seconds Locust lets a user finish the device it is driving when the run time is up (no half-done registrations).
 STOP_TIMEOUT = 10.0
+#: After SIGTERM Locust stops its users (``--stop-timeout``), its workers and writes its files: this long, then SIGKILL.
+LOCUST_TERM_TIMEOUT = STOP_TIMEOUT + 20.0
+#: Locust's master port (``--master-bind-port``) when ``--master-port`` is not given: Locust's own default.
+DEFAULT_MASTER_PORT = 5557
+#: Where a run's Locust master listens for its workers: loopback only.
+MASTER_BIND_HOST = "127.0.0.1"
+#: How often the run looks at its children and for a signal while it waits.
+POLL_SECONDS = 0.2
 
 
 class RunError(Exception):
     """The run could not be carried out (site would not start, Locust crashed); a one-line message for the user."""
+
+
+class RunInterrupted(Exception):
+    """SIGINT or SIGTERM arrived before the site was up: the run stops there (what it noted says which)."""
 
 
 def manifest_path(plan: RunPlan) -> Path:
@@ -80,8 +95,25 @@ def locust_command(plan: RunPlan, python: str = sys.executable) -> list[str]:
     if plan.ca_file is not None:
         command += ["--ca-file", str(plan.ca_file)]
     if plan.workers:
-        command += ["--processes", str(plan.workers)]
+        command += ["--processes", str(plan.workers), "--master-bind-host", MASTER_BIND_HOST]
     return command + list(plan.extra_locust_args)
+
+
+def master_port_args(port: int) -> tuple[str, ...]:
+    """The Locust options that put a ``--processes`` master and its workers on ``port``."""
+    return ("--master-bind-port", str(port), "--master-port", str(port))
+
+
+def check_port_free(port: int, host: str = MASTER_BIND_HOST) -> None:
+    """RunError naming ``host:port`` when something listens there (checked by binding it as Locust's master would)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        # As ZeroMQ does: a port left in TIME_WAIT by an earlier run is free, one with a listener is not.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            raise RunError(f"Locust master port {host}:{port} is taken ({error.strerror or error}): stop what "
+                           f"listens there or choose another with --master-port") from None
 
 
 class SiteProcess:
@@ -93,21 +125,25 @@ class SiteProcess:
         self.log_path = log_path
         self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self, timeout: float = SITE_START_TIMEOUT) -> SiteManifest:
-        """Start the site and return its manifest once the site has written it."""
+    def start(self, timeout: float = SITE_START_TIMEOUT, interruption: Interruption | None = None) -> SiteManifest:
+        """Start the site and return its manifest once the site has written it (RunInterrupted on a signal)."""
         self.manifest_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
+            # Its own process group: a Ctrl-C in the terminal reaches the run alone, which stops Locust first and the
+            # site last, so Locust's last requests are answered.
             self.process = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT,
-                                            stdin=subprocess.DEVNULL)
+                                            stdin=subprocess.DEVNULL, process_group=0)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
+            if interruption is not None and interruption.interrupted:
+                raise RunInterrupted()
             manifest = self._manifest()
             if manifest is not None:
                 return manifest
             if self.process.poll() is not None:
                 raise RunError(f"the mock site exited with status {self.process.returncode} before it was up: "
                                f"{self._log_tail()}")
-            time.sleep(0.1)
+            time.sleep(POLL_SECONDS / 2)
         raise RunError(f"the mock site did not write {self.manifest_path} within {timeout:g} s")
 
     def _manifest(self) -> SiteManifest | None:
@@ -146,7 +182,7 @@ class ExistingSite:
     def __init__(self, manifest_path: Path) -> None:
         self.manifest_path = manifest_path
 
-    def start(self) -> SiteManifest:
+    def start(self, interruption: Interruption | None = None) -> SiteManifest:
         """The site's manifest."""
         try:
             return SiteManifest.read(self.manifest_path)
@@ -185,17 +221,22 @@ def count_registrations_live(db_path: Path) -> int | None:
         return None
 
 
-def summarize(plan: RunPlan, *, manifest: SiteManifest, locust_stats: list[dict[str, Any]] | None,
+def summarize(plan: RunPlan, *, manifest: SiteManifest | None, locust_stats: list[dict[str, Any]] | None,
               outcomes: dict[str, Any] | None, registrations: int | None, locust_exit: int,
-              registrations_before: int | None = None) -> dict[str, Any]:
+              registrations_before: int | None = None, interrupted_by: str | None = None) -> dict[str, Any]:
     """Everything the run showed, as ``summary.json`` holds it, with the verdict and why.
 
     The run fails on any unexpected outcome (``harness.chaos.verdicts`` judged each one against the device's traits and the
     faults that were on), a schedule that could not switch a fault, a crashed Locust, or a run in which no device got
     anywhere without that being expected. ``registrations_before``: the count of a site that was already up.
+    ``interrupted_by``: the signal (``SIGTERM``) that cut the run short — the summary holds what was collected until
+    then, ``interrupted`` is true and the run does not pass; ``manifest`` is None when it came before the site was up.
     """
     problems: list[str] = []
-    if locust_exit not in (0, 1):  # 1 only says some request failed; the verdicts judge those
+    if interrupted_by is not None:
+        problems.append(f"interrupted by {interrupted_by}")
+    if locust_exit not in (0, 1) and not (interrupted_by is not None and locust_exit == -1):
+        # 1 only says some request failed; the verdicts judge those. -1: Locust never started (interrupted first).
         problems.append(f"Locust exited with status {locust_exit} (see {LOCUST_LOG})")
     if outcomes is None:
         problems.append(f"Locust wrote no {OUTCOMES}")
@@ -212,12 +253,14 @@ def summarize(plan: RunPlan, *, manifest: SiteManifest, locust_stats: list[dict[
     stats = locust_stats or []
     return {
         "plan": plan.to_dict(),
-        "site": {"ccm_token_lifetime_s": manifest.ccm_token_lifetime_s,
-                 "policy_interval_s": manifest.policy_interval_s,
+        "interrupted": interrupted_by is not None,
+        "signal": interrupted_by,
+        "site": {"ccm_token_lifetime_s": None if manifest is None else manifest.ccm_token_lifetime_s,
+                 "policy_interval_s": None if manifest is None else manifest.policy_interval_s,
                  "registrations": registrations, "new_registrations": new_registrations,
                  "seeded_clients": plan.seed_clients, "external": plan.site is not None,
                  "registrations_before": registrations_before,
-                 "cmg_url": plan.target or manifest.cmg_url},
+                 "cmg_url": plan.target or (None if manifest is None else manifest.cmg_url)},
         "devices": devices,
         "events": outcomes.get("events", {}),
         "lifecycles": lifecycles,
@@ -311,7 +354,8 @@ def format_summary(summary: dict[str, Any]) -> str:
     lifecycles, events = summary["lifecycles"], summary["events"]
     through = f", through {site['cmg_url']}" if plan.get("target") else ""
     model_line = summary.get("model_description") or ""
-    lines = [model_line] if model_line else []
+    lines = [f"INTERRUPTED by {summary.get('signal') or 'a signal'}: a partial run"] if summary.get("interrupted") else []
+    lines += [model_line] if model_line else []
     lines += [
         (f"{plan['users']} users x {plan['devices_per_user']} devices = {plan['devices']} devices for "
          f"{plan['duration']:g} s at time scale {plan['time_scale']:g} "
@@ -356,7 +400,11 @@ def format_summary(summary: dict[str, Any]) -> str:
     lines += format_measures(summary)
     lines += format_capacity_search(summary.get("capacity_search"))
     lines.append(f"results in {plan['out']}: " + ", ".join(summary.get("files", [])))
-    if summary["passed"]:
+    if summary.get("interrupted"):
+        others = [problem for problem in summary["problems"] if not problem.startswith("interrupted by")]
+        lines.append(f"INTERRUPTED by {summary.get('signal') or 'a signal'}: what was collected until then"
+                     + (" (" + "; ".join(others) + ")" if others else ""))
+    elif summary["passed"]:
         lines.append("PASS")
     else:
         lines.append("FAIL: " + "; ".join(summary["problems"]))
@@ -364,36 +412,56 @@ def format_summary(summary: dict[str, Any]) -> str:
 
 
 def execute(plan: RunPlan, *, out: TextIO = sys.stdout,
-            site_factory: Callable[[RunPlan], SiteProcess | ExistingSite] | None = None) -> int:
-    """Run the site and Locust for ``plan``, write the results and the summary; 0 when nothing was unexpected."""
+            site_factory: Callable[[RunPlan], SiteProcess | ExistingSite] | None = None,
+            interruption: Interruption | None = None) -> int:
+    """Run the site and Locust for ``plan``, write the results and the summary; 0 when nothing was unexpected.
+
+    SIGINT or SIGTERM to this process stops Locust (which writes what it has) and the site, then writes a summary
+    marked interrupted from what was collected; the return value is then 130 or 143 (128 + the signal's number).
+    """
     results = ResultsDir(plan.out)
     results.write_plan(plan)
+    interruption = interruption or Interruption()
     site = (site_factory or _site_process)(plan)
     locust_exit = -1
     before: int | None = None
-    try:
-        manifest = site.start()
-        db_path = manifest.db_path
-        if plan.site is not None:
-            before = count_registrations_live(db_path)
-        what = "site" if plan.site is not None else "mock site up"
-        print(f"cmg-harness run: {what} (CCM token {manifest.ccm_token_lifetime_s:.0f} s, policy every "
-              f"{manifest.policy_interval_s:.0f} s); Locust: {plan.users} users x {plan.devices_per_user} devices "
-              f"for {plan.duration:g} s{' through ' + plan.target if plan.target else ''}"
-              f"{', chaos schedule ' + str(plan.chaos) if plan.chaos else ''}; results in {plan.out}",
-              file=out, flush=True)
-        locust_exit = _run_locust(plan)
-    finally:
-        site.stop()
-    if plan.site is not None:
-        registrations = count_registrations_live(db_path)
-    else:
-        registrations = count_registrations(db_path) if db_path.is_file() else None
-    summary = summarize(plan, manifest=manifest, locust_stats=or_none(results.read_locust_stats_json),
-                        outcomes=or_none(results.read_outcomes), registrations=registrations,
-                        locust_exit=locust_exit, registrations_before=before)
-    results.write_summary(summary)
-    print(format_summary(summary), file=out, flush=True)
+    manifest: SiteManifest | None = None
+    with interruption.catching():
+        try:
+            manifest = site.start(interruption=interruption)
+            db_path = manifest.db_path
+            if plan.site is not None:
+                before = count_registrations_live(db_path)
+            what = "site" if plan.site is not None else "mock site up"
+            print(f"cmg-harness run: {what} (CCM token {manifest.ccm_token_lifetime_s:.0f} s, policy every "
+                  f"{manifest.policy_interval_s:.0f} s); Locust: {plan.users} users x {plan.devices_per_user} devices "
+                  f"for {plan.duration:g} s{' through ' + plan.target if plan.target else ''}"
+                  f"{', chaos schedule ' + str(plan.chaos) if plan.chaos else ''}; results in {plan.out}",
+                  file=out, flush=True)
+            if not interruption.interrupted:
+                locust_exit = _run_locust(plan, interruption)
+        except RunInterrupted:
+            pass  # the site was not up yet: nothing ran, the summary says so
+        finally:
+            site.stop()
+        if interruption.interrupted:
+            print(f"cmg-harness run: {interruption.signal_name} received: Locust and the site were stopped; "
+                  f"writing what was collected", file=out, flush=True)
+        registrations: int | None = None
+        if manifest is not None:
+            if plan.site is not None:
+                registrations = count_registrations_live(manifest.db_path)
+            elif manifest.db_path.is_file():
+                registrations = count_registrations(manifest.db_path)
+        summary = summarize(plan, manifest=manifest, locust_stats=or_none(results.read_locust_stats_json),
+                            outcomes=or_none(results.read_outcomes), registrations=registrations,
+                            locust_exit=locust_exit, registrations_before=before,
+                            interrupted_by=interruption.signal_name)
+        results.write_summary(summary)
+        print(format_summary(summary), file=out, flush=True)
+        # A signal that came while the summary was being written still ends the run as interrupted.
+        if interruption.exit_code is not None:
+            return interruption.exit_code
     if plan.locustfile.stem == "capacity":
         _capacity_report(plan, out)
     return 0 if summary["passed"] else 1
@@ -415,24 +483,55 @@ def _site_process(plan: RunPlan) -> SiteProcess | ExistingSite:
     return SiteProcess(site_command(plan), manifest_path(plan), ResultsDir(plan.out).file(SITE_LOG))
 
 
-def _run_locust(plan: RunPlan) -> int:
+def _run_locust(plan: RunPlan, interruption: Interruption | None = None) -> int:
+    """Locust's exit status. It runs as the leader of its own process group with its workers in it; whatever way it
+    ends, no member of that group outlives this call."""
+    interruption = interruption or Interruption()
     # Locust's own run time, its stop timeout, start-up and report writing, with room to spare on a busy machine.
     limit = plan.duration + STOP_TIMEOUT + 120.0
     log_path = ResultsDir(plan.out).file(LOCUST_LOG)
     with open(log_path, "ab") as log:
         process = subprocess.Popen(locust_command(plan), stdout=log, stderr=subprocess.STDOUT,
-                                   stdin=subprocess.DEVNULL)
-        try:
-            return process.wait(limit)
-        except subprocess.TimeoutExpired:
-            process.terminate()
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-            raise RunError(f"Locust did not finish within {limit:g} s (see {log_path})") from None
-        except BaseException:
-            process.terminate()
-            process.wait(30)
-            raise
+                                   stdin=subprocess.DEVNULL, process_group=0)
+    try:
+        deadline = time.monotonic() + limit
+        while not _exited(process):
+            if interruption.interrupted:
+                _terminate(process)
+                break
+            if time.monotonic() > deadline:
+                _terminate(process)
+                raise RunError(f"Locust did not finish within {limit:g} s (see {log_path})")
+            time.sleep(POLL_SECONDS)
+    finally:
+        if not _exited(process):  # an error of our own on the way: Locust must not outlive the run
+            _terminate(process)
+        # The master has exited but is not reaped yet, so its PID (the group's ID) cannot be reused: the workers it
+        # left behind (a master that died at start-up) are found by it and stopped.
+        stop_group(process.pid)
+        process.wait(30)
+    return process.returncode
+
+
+def _exited(process: subprocess.Popen[bytes]) -> bool:
+    """True once ``process`` has exited, without reaping it (its PID stays its own until :meth:`Popen.wait`)."""
+    if process.returncode is not None:
+        return True
+    try:
+        return os.waitid(os.P_PID, process.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+    except ChildProcessError:
+        return True
+
+
+def _terminate(process: subprocess.Popen[bytes], timeout: float = LOCUST_TERM_TIMEOUT) -> None:
+    """SIGTERM Locust's master by its PID (it stops its users and workers and writes its results), SIGKILL it after
+    ``timeout``; returns once it has exited (not reaped)."""
+    os.kill(process.pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while not _exited(process) and time.monotonic() < deadline:
+        time.sleep(POLL_SECONDS)
+    if not _exited(process):
+        os.kill(process.pid, signal.SIGKILL)
+        kill_deadline = time.monotonic() + 10.0
+        while not _exited(process) and time.monotonic() < kill_deadline:
+            time.sleep(0.05)

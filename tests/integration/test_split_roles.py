@@ -96,6 +96,21 @@ def test_three_role_processes_joined_by_manifest_serve_a_whole_life(processes: P
     assert '"success": true' in capsys.readouterr().out
 
 
+def test_role_sets_lock_the_shared_state_dir_each_for_itself(processes: Processes,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """A second process for a role set already running on the state dir is refused naming the PID that runs it; another
+    role set joins on the same directory."""
+    back = processes.up("--role", "crl", "--role", "entra")
+    back_file = processes.manifest("site-crl-entra.json", back)
+    code = main(["up", "--state-dir", str(processes.state_dir), "--no-logs", "--role", "entra", "--role", "crl"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1
+    assert f"PID {back.pid}" in err and ".lock-crl-entra" in err
+    middle = processes.up("--role", "mp", "--role", "cp", "--join", str(back_file))
+    assert SiteManifest.read(processes.manifest("site-mp-cp.json", middle)).pid == middle.pid
+    assert SiteManifest.read(back_file).pid == back.pid
+
+
 def test_a_crl_link_to_the_base_url_is_refused_naming_it(processes: Processes,
                                                         capsys: pytest.CaptureFixture[str]) -> None:
     """The CRL distribution point's base URL (what it prints) is not the CRL: refused at start, not at every device."""

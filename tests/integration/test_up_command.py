@@ -118,6 +118,32 @@ def test_sigkill_mid_registration_loses_no_completed_registration(tmp_path: Path
         assert _stop(restarted) == 0
 
 
+def test_a_second_up_on_a_state_dir_in_use_is_refused_naming_the_pid(tmp_path: Path) -> None:
+    """Two `up` processes on one state dir: the second exits 2 with one line naming the first's PID and leaves the
+    first's manifest and fault token as they were; once the first has stopped, the directory can be used again."""
+    started = time.time() - 1
+    first = _start(tmp_path, "--no-logs")
+    try:
+        manifest = _wait_for_manifest(tmp_path, first, started)
+        written, token = (tmp_path / "site.json").read_text(), (tmp_path / "faults.token").read_text()
+        second = subprocess.run([sys.executable, "-m", "harness.cli", "up", "--state-dir", str(tmp_path), "--no-logs"],
+                                capture_output=True, text=True, timeout=60, check=False)
+        assert second.returncode == 2, second.stdout + second.stderr
+        err = second.stderr.strip()
+        assert len(err.splitlines()) == 1 and f"PID {first.pid}" in err and str(tmp_path) in err
+        assert (tmp_path / "site.json").read_text() == written
+        assert (tmp_path / "faults.token").read_text() == token
+        with SiteClient(manifest) as client:  # the first site serves on, undisturbed
+            assert client.aad_auth_info().status_code == 200
+    finally:
+        assert _stop(first) == 0
+    again = _start(tmp_path, "--no-logs")
+    try:
+        assert _wait_for_manifest(tmp_path, again, time.time() - 1).pid == again.pid
+    finally:
+        assert _stop(again) == 0
+
+
 @pytest.mark.parametrize("argv, message", [
     (["up", "--time-scale", "0"], "time scale must be > 0"),
     (["up", "--time-scale", "fast"], "time scale must be a number"),

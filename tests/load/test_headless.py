@@ -2,19 +2,31 @@
 
 from __future__ import annotations
 
+import io
 import itertools
+import json
+import os
+import signal
+import socket
+import time
 from datetime import datetime
 from pathlib import Path
 
 import pytest
 
 from harness.load.headless import (
+    RunError,
+    RunInterrupted,
+    check_port_free,
+    execute,
     format_summary,
     locust_command,
+    master_port_args,
     seeded_fleet_size,
     site_command,
     summarize,
 )
+from harness.load.interruption import Interruption
 from harness.results.layout import default_results_path
 from harness.results.plan import RunPlan
 from mock_site.testing import example_manifest
@@ -46,9 +58,48 @@ def test_locust_runs_headless_with_every_result_file_in_the_out_dir(tmp_path: Pa
 
 
 def test_workers_turn_into_locust_processes(tmp_path: Path) -> None:
-    """--workers W runs Locust's master with W worker processes."""
-    command = locust_command(RunPlan(out=tmp_path, workers=3))
-    assert command[command.index("--processes") + 1] == "3"
+    """--workers W runs Locust's master with W worker processes, its port on loopback only."""
+    command = locust_command(RunPlan(out=tmp_path, workers=3, extra_locust_args=master_port_args(15600)))
+    pairs = dict(itertools.pairwise(command))
+    assert pairs["--processes"] == "3" and pairs["--master-bind-host"] == "127.0.0.1"
+    assert pairs["--master-bind-port"] == pairs["--master-port"] == "15600"
+
+
+def test_a_port_with_a_listener_is_named_as_taken_and_a_free_one_passes() -> None:
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        with pytest.raises(RunError, match=f"Locust master port 127.0.0.1:{port} is taken .*--master-port"):
+            check_port_free(port)
+    check_port_free(port)  # closed: free again (TIME_WAIT does not count, as for Locust's ZeroMQ socket)
+
+
+def test_an_interrupted_run_is_marked_with_its_signal_and_does_not_pass(tmp_path: Path) -> None:
+    """summary.json says interrupted and by what; the screen says INTERRUPTED first and last, not PASS."""
+    summary = summarize(RunPlan(out=tmp_path), manifest=MANIFEST, locust_stats=_stats(), outcomes=_outcomes(),
+                        registrations=10, locust_exit=0, interrupted_by="SIGTERM")
+    assert (summary["interrupted"], summary["signal"], summary["passed"]) == (True, "SIGTERM", False)
+    assert summary["problems"] == ["interrupted by SIGTERM"]
+    lines = format_summary(summary).splitlines()
+    assert lines[0] == "INTERRUPTED by SIGTERM: a partial run"
+    assert lines[-1] == "INTERRUPTED by SIGTERM: what was collected until then"
+    assert "installed 10  registered 10" in "\n".join(lines)
+
+
+def test_a_run_interrupted_before_the_site_was_up_still_has_a_summary(tmp_path: Path) -> None:
+    summary = summarize(RunPlan(out=tmp_path), manifest=None, locust_stats=None, outcomes=None, registrations=None,
+                        locust_exit=-1, interrupted_by="SIGINT")
+    assert summary["interrupted"] and summary["site"]["ccm_token_lifetime_s"] is None
+    assert not any("status -1" in problem for problem in summary["problems"])
+    assert format_summary(summary).splitlines()[-1].startswith("INTERRUPTED by SIGINT")
+
+
+def test_a_finished_run_is_not_marked_interrupted(tmp_path: Path) -> None:
+    summary = summarize(RunPlan(out=tmp_path), manifest=MANIFEST, locust_stats=_stats(), outcomes=_outcomes(),
+                        registrations=10, locust_exit=0)
+    assert (summary["interrupted"], summary["signal"]) == (False, None)
+    assert "INTERRUPTED" not in format_summary(summary)
 
 
 def test_the_site_starts_in_the_out_dir_with_the_runs_time_scale(tmp_path: Path) -> None:
@@ -204,3 +255,32 @@ def test_a_run_through_a_proxy_sends_locust_there_with_its_ca(tmp_path: Path) ->
     assert pairs["--site"] == str(tmp_path / "up" / "site.json")
     assert pairs["--host"] == "https://proxy.test:8443"
     assert pairs["--ca-file"] == str(tmp_path / "proxy-ca.pem") and pairs["--chaos"] == str(tmp_path / "crl.yaml")
+
+
+class _SiteSignalledWhileStarting:
+    """A site whose start-up is cut short by SIGTERM to this process (as a process manager would send it)."""
+
+    def __init__(self) -> None:
+        self.stopped = False
+
+    def start(self, interruption: Interruption | None = None) -> object:
+        os.kill(os.getpid(), signal.SIGTERM)
+        deadline = time.monotonic() + 5
+        while interruption is not None and not interruption.interrupted and time.monotonic() < deadline:
+            time.sleep(0.01)
+        raise RunInterrupted()
+
+    def stop(self) -> None:
+        self.stopped = True
+
+
+def test_a_signal_before_the_site_is_up_stops_it_and_leaves_an_interrupted_summary(tmp_path: Path) -> None:
+    """No Locust is started; the site is stopped, summary.json says interrupted by SIGTERM, and the exit code is 143."""
+    site = _SiteSignalledWhileStarting()
+    screen = io.StringIO()
+    code = execute(RunPlan(out=tmp_path), out=screen, site_factory=lambda plan: site)  # type: ignore[arg-type,return-value]
+    assert code == 143 and site.stopped
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert (summary["interrupted"], summary["signal"]) == (True, "SIGTERM")
+    assert not (tmp_path / "locust.log").exists()
+    assert screen.getvalue().strip().splitlines()[-1].startswith("INTERRUPTED by SIGTERM")

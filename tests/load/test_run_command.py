@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import socket
 import subprocess
 import sys
 import time
@@ -272,3 +274,101 @@ def test_in_process_hops_do_not_apply_to_a_given_site(tmp_path: Path, capsys: py
     manifest.write_text("{}")
     assert main(["run", "--site", str(manifest), "--inprocess-hops", "--out", str(tmp_path / "out")]) == 2
     assert "--inprocess-hops" in capsys.readouterr().err
+
+
+# --- signals to the run alone, and Locust's master port ----------------------------------------------------------------
+
+
+def _descendants(root: int) -> dict[int, str]:
+    """Every process below ``root`` now, by PID, with its start time (so a reused PID is not taken for it)."""
+    parents: dict[int, list[int]] = {}
+    starts: dict[int, str] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        parents.setdefault(int(fields[1]), []).append(int(entry.name))
+        starts[int(entry.name)] = fields[19]
+    found: dict[int, str] = {}
+    todo = [root]
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            found[child] = starts[child]
+            todo.append(child)
+    return found
+
+
+def _still_running(pid: int, start: str) -> bool:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return False
+    return fields[19] == start and fields[0] not in ("Z", "X")
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_to_the_run_alone_stops_every_child_and_leaves_a_summary_marked_interrupted(
+        tmp_path: Path, signum: signal.Signals) -> None:
+    """As CI runners and `timeout` do: the signal goes to the run's PID only. The site, Locust's master and its worker
+    all end, summary.json is written from what was collected and says interrupted, and the exit code is 128 + signal."""
+    out = tmp_path / "results"
+    run = subprocess.Popen([sys.executable, "-m", "harness.cli", "run", *RUN[:6], "--duration", "60",
+                            "--time-scale", "3600", "--workers", "1", "--master-port", str(_free_port()),
+                            "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    children: dict[int, str] = {}
+    try:
+        deadline = time.monotonic() + 90
+        # Up: the site, Locust's master and its worker are there, and the worker has reported a registered device.
+        while time.monotonic() < deadline and run.poll() is None:
+            children = _descendants(run.pid)
+            history = out / "stats_history.jsonl"
+            if len(children) >= 3 and (out / "run.json").is_file() and history.is_file() \
+                    and '"install+register"' in history.read_text():
+                break
+            time.sleep(0.2)
+        assert run.poll() is None and len(children) >= 3, f"the run did not come up: {children}"
+        children = _descendants(run.pid)
+        os.kill(run.pid, signum)
+        output, _ = run.communicate(timeout=90)
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait(10)
+        survivors = [pid for pid, start in children.items() if _still_running(pid, start)]
+        for pid in survivors:
+            os.kill(pid, signal.SIGKILL)
+    assert run.returncode == 128 + signum, output
+    assert survivors == []
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["interrupted"], summary["signal"], summary["passed"]) == (True, signum.name, False)
+    assert summary["devices"]["started"] >= 1  # what Locust had collected when it was stopped
+    assert output.strip().splitlines()[-1].startswith(f"INTERRUPTED by {signum.name}")
+
+
+def test_a_taken_master_port_is_refused_naming_it_before_anything_starts(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "results"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code = main(["run", "--workers", "1", "--master-port", str(port), "--duration", "5", "--out", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1
+    assert f"Locust master port 127.0.0.1:{port} is taken" in err and "--master-port" in err
+    assert not out.exists()  # no site, no Locust, no results directory
+
+
+def test_a_master_port_needs_workers(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "--master-port", "15557", "--out", str(tmp_path / "out")]) == 2
+    assert "--master-port is for the master of --workers" in capsys.readouterr().err
