@@ -79,6 +79,8 @@ class VerdictSettings:
     onboarded_tenants: frozenset[str]
     leeway: float = 300.0
     entra_token_lifetime: float = 75 * 60.0
+    #: A device's clock skew is ConfigMgr time: divided by this it compares with the (real-second) leeway.
+    time_scale: float = 1.0
 
     @classmethod
     def from_manifest(cls, manifest: SiteManifest) -> VerdictSettings:
@@ -86,7 +88,7 @@ class VerdictSettings:
         # The site scales its validation leeway with its clock; a manifest from before it said so carries none.
         leeway = manifest.token_leeway_s if manifest.token_leeway_s is not None else 300.0 / manifest.time_scale
         return cls(onboarded_tenants=frozenset(tenant.lower() for tenant in tenants), leeway=leeway,
-                   entra_token_lifetime=75 * 60.0 / manifest.time_scale)
+                   entra_token_lifetime=75 * 60.0 / manifest.time_scale, time_scale=manifest.time_scale)
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,7 +131,7 @@ def device_requirement(profile: DeviceProfile, settings: VerdictSettings) -> tup
         return oc.AAD_NO_WPJ, "wpj_missing"
     if profile.wam == WAM_USER_FAILS_TOO:
         return oc.AAD_NO_TOKEN, "no_user_token"
-    skew = profile.clock_skew
+    skew = profile.clock_skew / settings.time_scale
     if skew > settings.leeway or skew < -(settings.entra_token_lifetime + settings.leeway):
         return oc.STS_401, "clock_skew"
     return OK, ""

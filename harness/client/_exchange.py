@@ -215,8 +215,14 @@ class ExchangeBase:
         digits = f"{self._rng.getrandbits(128):032X}"
         return f"{{{digits[:8]}-{digits[8:12]}-{digits[12:16]}-{digits[16:20]}-{digits[20:]}}}"
 
+    @property
+    def _skew(self) -> float:
+        """How far the device's clock is off, in real seconds: its skew is ConfigMgr time, compressed like the
+        token lifetimes and the validation leeway it is judged against."""
+        return self.profile.clock_skew / self.site.time_scale
+
     def _sent_time(self) -> str:
-        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self._clock() + self.profile.clock_skew))
+        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self._clock() + self._skew))
 
 
 def _log_file(stage: str, step: str) -> str:

@@ -70,7 +70,7 @@ class TokenSteps(ExchangeBase):
         def build() -> Request:
             # GUIDs, SIDs and numbers need no escaping; the app id and resource URI are quoted (once per process).
             form = (f"grant_type={grant}&resource={_quoted(self._aad_resource)}&client_id={_quoted(self._aad_app)}"
-                    f"&device_id={p.device_id}&device_time={self._clock() + p.clock_skew:.3f}")
+                    f"&device_id={p.device_id}&device_time={self._clock() + self._skew:.3f}")
             if user:
                 form += f"&user_oid={p.user_oid}&onprem_sid={p.user_sid}"
             return Request("POST", site.entra_url + path, {"Content-Type": FORM_CONTENT_TYPE}, form.encode("ascii"),
@@ -86,7 +86,8 @@ class TokenSteps(ExchangeBase):
         except (ValueError, KeyError, TypeError) as exc:
             self._fail_reply(STEP_ENTRA_TOKEN, stage, f"Entra token reply is not the expected JSON: {exc}")
         self._entra = token
-        self._entra_expires = self._clock() + lifetime
+        # Like WAM's cache, a token near its end is not handed out again: renewed in its last tenth, as the CCM token.
+        self._entra_expires = self._clock() + lifetime * (1.0 - RENEW_SHARE)
         self._write(file, f"Retrieved AAD token for AAD {'user' if user else 'device'} "
                           f"'{p.user_oid if user else p.device_id}'")
 
@@ -123,7 +124,7 @@ class TokenSteps(ExchangeBase):
         self._ccm_renew_at = now + lifetime * (1.0 - RENEW_SHARE)
         if self._log is not None:
             self._write(file, f"Cached encrypted token for '{SYSTEM_SID}'. Will expire at "
-                              f"'{log_time(self._ccm_expires + self.profile.clock_skew)}'")
+                              f"'{log_time(self._ccm_expires + self._skew)}'")
 
     def _fresh_ccm_token(self) -> Step:
         """Renew the CCM token before a request when it is expired or in its last 10 % of life."""
@@ -131,7 +132,7 @@ class TokenSteps(ExchangeBase):
             return
         if self._log is not None:
             self._write(CCM_MESSAGING, f"CCM Token for '{SYSTEM_SID}' "
-                                       f"({log_time(self._ccm_expires + self.profile.clock_skew)}) is already expired "
+                                       f"({log_time(self._ccm_expires + self._skew)}) is already expired "
                                        f"or close to expire")
         yield from self._ccm_token(STAGE_RENEWAL, CCM_MESSAGING)
 

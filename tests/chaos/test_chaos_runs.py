@@ -39,7 +39,7 @@ faults:
   - {fault: nocrlcheck, share: 0.25}
   - {fault: wam_device_token_error, share: 0.15}
   - {fault: no_user_token, share: 0.1}
-  - {fault: clock_skew, share: 0.3, seconds: 900}
+  - {fault: clock_skew, share: 0.3, seconds: 3600}
   - {fault: crl_unreachable, start: 1, duration: 3}
   - {fault: crl_expired, start: 5, duration: 3}
   - {fault: crl_slow, start: 9, duration: 2, params: {latency_ms: 300}}

@@ -12,14 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from mock_site.manifest import _FIELDS, MANIFEST_NAME, SCHEMA_VERSION, ManifestError, RoleUrl, SiteManifest
+from mock_site.manifest import _FIELDS, _OPTIONAL_FIELDS, MANIFEST_NAME, SCHEMA_VERSION, ManifestError, RoleUrl, SiteManifest
 from mock_site.testing import RunningSite, example_manifest
 
 
 def test_every_field_has_a_parser_in_the_files_order() -> None:
     """The parsers and the dataclass name the same fields (schema_version apart), so none is read or written alone."""
     names = [field.name for field in dataclasses.fields(SiteManifest) if field.name != "schema_version"]
-    assert list(_FIELDS) == names
+    assert list(_FIELDS) + list(_OPTIONAL_FIELDS) == names
 
 
 def test_a_manifest_survives_write_and_read(tmp_path: Path) -> None:

@@ -71,13 +71,15 @@ def test_an_unknown_fault_is_not_a_cause() -> None:
 
 
 def test_the_skew_allowance_comes_from_the_manifest_scaled() -> None:
-    """At time scale 60 the site's leeway is 5 s: a 10 s clock skew is refused there, and the verdict predicts it."""
+    """At time scale 60 the site's leeway is 5 real seconds and a device's skew is compressed too: 301 s of skew
+    (5.02 real seconds) is refused and predicted so, 299 s (4.98) is accepted and predicted so."""
     base = example_manifest(Path("/nonexistent")).replace(tenant_id=TENANT_A, tenants=())
     settings = VerdictSettings.from_manifest(base.replace(time_scale=60.0, token_leeway_s=5.0))
     assert settings.leeway == 5.0
-    skewed = DEVICE_A.with_traits(clock_skew=10.0)
-    verdict = judge(skewed, oc.STS_401, life_start=1, life_end=2, windows=(), settings=settings)
-    assert verdict.kind == "expected_failure"
+    beyond = judge(DEVICE_A.with_traits(clock_skew=301.0), oc.STS_401, life_start=1, life_end=2, windows=(),
+                   settings=settings)
+    within = judge(DEVICE_A.with_traits(clock_skew=299.0), None, life_start=1, life_end=2, windows=(), settings=settings)
+    assert (beyond.kind, within.kind) == ("expected_failure", "expected_success")
     # A manifest of an older site (no token_leeway_s) still gets the scaled default.
     assert VerdictSettings.from_manifest(base.replace(time_scale=60.0)).leeway == 5.0
     assert VerdictSettings.from_manifest(base.replace(time_scale=1.0)).leeway == 300.0
