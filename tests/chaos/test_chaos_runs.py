@@ -24,6 +24,7 @@ from mock_site.testing import running_site
 
 SCENARIOS = Path(__file__).resolve().parents[2] / "scenarios"
 #: 12 users x 2 devices, one user every 2 s; at time scale 3600 the CCM token lives 8 s and policy runs every 1 s.
+#: Clock skews are compressed like every duration: 7200 s is 2 real seconds, clear of the 0.08 s allowance either way.
 LOAD = ["--users", "12", "--devices-per-user", "2", "--spawn-rate", "0.5", "--time-scale", "3600"]
 #: Device flags, not faults: they change what a device may do, not whether it may fail.
 DEVICE_FLAGS = {"nocrlcheck", "pki_client_cert"}
@@ -39,7 +40,7 @@ faults:
   - {fault: nocrlcheck, share: 0.25}
   - {fault: wam_device_token_error, share: 0.15}
   - {fault: no_user_token, share: 0.1}
-  - {fault: clock_skew, share: 0.3, seconds: 3600}
+  - {fault: clock_skew, share: 0.3, seconds: 7200}
   - {fault: crl_unreachable, start: 1, duration: 3}
   - {fault: crl_expired, start: 5, duration: 3}
   - {fault: crl_slow, start: 9, duration: 2, params: {latency_ms: 300}}
