@@ -11,7 +11,9 @@ load generator really *sent* it, and when the answer came. From them:
 
 The values go into HdrHistograms (microsecond resolution, 3 significant digits, up to one hour), which merge exactly:
 the percentiles of merged worker histograms equal those of one histogram of all samples. Workers ship
-:meth:`LatencyBook.drain` (compressed, base64 text, JSON-safe) and the master :meth:`LatencyBook.merge` s it.
+:meth:`LatencyBook.drain` (compressed, base64 text, JSON-safe) and the master :meth:`LatencyBook.merge` s it. A
+:class:`LatencyDelta` also counts requests by the second they were sent and the second they were intended, so a rate
+over any window can be set against the rate the devices' schedules asked for.
 """
 
 from __future__ import annotations
@@ -69,62 +71,73 @@ def percentiles_ms(histogram: HdrHistogram) -> dict[str, float | int]:
     return values
 
 
-class LatencyBook:
-    """The three measures per (kind, name), kept since the run began, with a pending copy for the next drain."""
+#: The book's own pending set, drained into each Locust worker report; other readers open channels of their own.
+REPORT = "report"
+#: The per-second counts a delta keeps besides its histograms: requests by the second they went out, and by the
+#: second their device meant them to (what an achieved-versus-intended rate over a window needs).
+SENT = "sent"
+INTENDED = "intended"
+TIMELINES = (SENT, INTENDED)
+
+_Key = tuple[str, str, str]
+
+
+def _check_kind(kind: str, measure: str, row: Any) -> None:
+    if kind not in KINDS or measure not in MEASURES:
+        raise LatencyError(f"latency histogram key {row!r} is unknown")
+
+
+class LatencyDelta:
+    """What a book recorded over some span: the three measures' histograms by (kind, name, measure), late and unsent
+    counts, and how many requests were sent and intended in each epoch second, by (kind, name)."""
+
+    __slots__ = ("histograms", "late", "timelines", "unsent")
 
     def __init__(self) -> None:
-        self._total: dict[tuple[str, str, str], HdrHistogram] = {}
-        self._pending: dict[tuple[str, str, str], HdrHistogram] = {}
-        #: Requests and stages that started late (lateness above ``late_threshold_s``) and work never sent.
+        self.histograms: dict[_Key, HdrHistogram] = {}
         self.late = 0
         self.unsent = 0
-        self._pending_late = 0
-        self._pending_unsent = 0
-        self.late_threshold_s = LATE_AFTER_S
+        self.timelines: dict[_Key, dict[int, int]] = {}  # (kind, name, SENT | INTENDED) -> {epoch second: count}
 
-    def _histograms(self, book: dict[tuple[str, str, str], HdrHistogram], key: tuple[str, str, str]) -> HdrHistogram:
-        histogram = book.get(key)
+    def histogram(self, kind: str, name: str, measure: str) -> HdrHistogram:
+        """The histogram of one measure, made empty on first use."""
+        key = (kind, name, measure)
+        histogram = self.histograms.get(key)
         if histogram is None:
-            histogram = book[key] = new_histogram()
+            histogram = self.histograms[key] = new_histogram()
         return histogram
 
-    def record(self, kind: str, name: str, *, intended: float, sent: float, answered: float) -> None:
-        """Record one request or stage from its three instants (clock seconds)."""
-        if kind not in KINDS:
-            raise LatencyError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
-        service = _micros(answered - sent, "service time")
-        lateness = _micros(sent - intended, "lateness")
-        corrected = _micros(answered - intended, "corrected latency")
-        for measure, value in ((SERVICE, service), (LATENESS, lateness), (CORRECTED, corrected)):
-            key = (kind, name, measure)
-            self._histograms(self._total, key).record_value(value)
-            self._histograms(self._pending, key).record_value(value)
-        if kind == REQUEST and sent - intended > self.late_threshold_s:
-            self.late += 1
-            self._pending_late += 1
+    def count(self, kind: str, name: str, timeline: str, second: int, count: int = 1) -> None:
+        """Count ``count`` requests of ``(kind, name)`` sent or intended (``timeline``) in the epoch ``second``."""
+        seconds = self.timelines.setdefault((kind, name, timeline), {})
+        seconds[second] = seconds.get(second, 0) + count
 
-    def record_unsent(self, count: int = 1) -> None:
-        """Count work the run's end left undone (a device was due, its request never went)."""
-        if count < 0:
-            raise LatencyError(f"unsent count must be >= 0, got {count}")
-        self.unsent += count
-        self._pending_unsent += count
+    def add(self, other: LatencyDelta) -> None:
+        """Add everything ``other`` holds to this delta."""
+        for (kind, name, measure), histogram in other.histograms.items():
+            self.histogram(kind, name, measure).add(histogram)
+        for (kind, name, timeline), seconds in other.timelines.items():
+            for second, count in seconds.items():
+                self.count(kind, name, timeline, second, count)
+        self.late += other.late
+        self.unsent += other.unsent
 
-    # ------------------------------------------------------------------ merging across Locust workers
-    def drain(self) -> dict[str, Any]:
-        """What was recorded since the last drain, JSON-safe (histograms compressed and base64-encoded)."""
-        histograms = [[kind, name, measure, histogram.encode().decode("ascii")]
-                      for (kind, name, measure), histogram in sorted(self._pending.items())]
-        delta = {"histograms": histograms, "late": self._pending_late, "unsent": self._pending_unsent}
-        self._pending = {}
-        self._pending_late = self._pending_unsent = 0
-        return delta
+    def to_json(self) -> dict[str, Any]:
+        """JSON-safe: histograms compressed and base64-encoded, seconds as text keys."""
+        return {"histograms": [[kind, name, measure, histogram.encode().decode("ascii")]
+                               for (kind, name, measure), histogram in sorted(self.histograms.items())],
+                "late": self.late, "unsent": self.unsent,
+                "timelines": [[kind, name, timeline, {str(second): count for second, count in sorted(seconds.items())}]
+                              for (kind, name, timeline), seconds in sorted(self.timelines.items())]}
 
-    def merge(self, delta: Mapping[str, Any]) -> None:
-        """Add a worker's :meth:`drain` to this book."""
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> LatencyDelta:
+        """The delta :meth:`to_json` wrote (``timelines`` may be absent); LatencyError naming what is malformed."""
+        delta = cls()
         try:
-            rows = list(delta.get("histograms", []))
-            late, unsent = int(delta.get("late", 0)), int(delta.get("unsent", 0))
+            rows = list(data.get("histograms", []))
+            delta.late, delta.unsent = int(data.get("late", 0)), int(data.get("unsent", 0))
+            timelines = list(data.get("timelines", []))
         except (TypeError, ValueError, AttributeError) as exc:
             raise LatencyError(f"latency report is malformed: {exc}") from None
         for row in rows:
@@ -133,18 +146,110 @@ class LatencyBook:
                 histogram = HdrHistogram.decode(str(encoded).encode("ascii"))
             except Exception as exc:  # noqa: BLE001 - any decoding failure is one malformed report
                 raise LatencyError(f"latency histogram {row[:3]!r} is malformed: {exc}") from None
-            if kind not in KINDS or measure not in MEASURES:
-                raise LatencyError(f"latency histogram key {row[:3]!r} is unknown")
-            for book in (self._total, self._pending):
-                self._histograms(book, (kind, str(name), measure)).add(histogram)
+            _check_kind(kind, measure, row[:3])
+            delta.histogram(kind, str(name), measure).add(histogram)
+        for row in timelines:
+            try:
+                kind, name, timeline, seconds = row
+                counts = {int(second): int(count) for second, count in seconds.items()}
+            except (TypeError, ValueError, AttributeError) as exc:
+                raise LatencyError(f"latency timeline {row!r} is malformed: {exc}") from None
+            if kind not in KINDS or timeline not in TIMELINES:
+                raise LatencyError(f"latency timeline key {row[:3]!r} is unknown")
+            for second, count in counts.items():
+                delta.count(kind, str(name), timeline, second, count)
+        return delta
+
+
+class LatencyBook:
+    """The three measures per (kind, name), kept since the run began, and pending deltas for readers to take.
+
+    Each reader has its own channel of pending records: the Locust worker report drains :data:`REPORT`; the gate's
+    per-second history opens one of its own, so taking one never disturbs the other.
+    """
+
+    def __init__(self) -> None:
+        self._total: dict[_Key, HdrHistogram] = {}
+        self._channels: dict[str, LatencyDelta] = {REPORT: LatencyDelta()}
+        #: Requests and stages that started late (lateness above ``late_threshold_s``) and work never sent.
+        self.late = 0
+        self.unsent = 0
+        self.late_threshold_s = LATE_AFTER_S
+
+    def record(self, kind: str, name: str, *, intended: float, sent: float, answered: float) -> None:
+        """Record one request or stage from its three instants (clock seconds)."""
+        if kind not in KINDS:
+            raise LatencyError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
+        service = _micros(answered - sent, "service time")
+        lateness = _micros(sent - intended, "lateness")
+        corrected = _micros(answered - intended, "corrected latency")
+        late = kind == REQUEST and sent - intended > self.late_threshold_s
+        sent_second, intended_second = math.floor(sent), math.floor(intended)
+        for measure, value in ((SERVICE, service), (LATENESS, lateness), (CORRECTED, corrected)):
+            key = (kind, name, measure)
+            histogram = self._total.get(key)
+            if histogram is None:
+                histogram = self._total[key] = new_histogram()
+            histogram.record_value(value)
+            for channel in self._channels.values():
+                channel.histogram(kind, name, measure).record_value(value)
+        for channel in self._channels.values():
+            channel.count(kind, name, SENT, sent_second)
+            channel.count(kind, name, INTENDED, intended_second)
+            channel.late += late
         self.late += late
-        self.unsent += unsent
-        self._pending_late += late
-        self._pending_unsent += unsent
+
+    def record_unsent(self, count: int = 1) -> None:
+        """Count work the run's end left undone (a device was due, its request never went)."""
+        if count < 0:
+            raise LatencyError(f"unsent count must be >= 0, got {count}")
+        self.unsent += count
+        for channel in self._channels.values():
+            channel.unsent += count
+
+    # ------------------------------------------------------------------ channels: merging across Locust workers
+    def open_channel(self, channel: str) -> None:
+        """Start keeping a pending delta for ``channel`` from now on (no-op when it is open)."""
+        self._channels.setdefault(channel, LatencyDelta())
+
+    def close_channel(self, channel: str) -> None:
+        """Stop keeping ``channel`` (the worker report's own stays)."""
+        if channel != REPORT:
+            self._channels.pop(channel, None)
+
+    def take(self, channel: str = REPORT) -> LatencyDelta:
+        """What was recorded since ``channel`` was last taken (or opened); LatencyError for a channel not open."""
+        if channel not in self._channels:
+            raise LatencyError(f"latency channel {channel!r} is not open")
+        delta, self._channels[channel] = self._channels[channel], LatencyDelta()
+        return delta
+
+    def drain(self, channel: str = REPORT) -> dict[str, Any]:
+        """What was recorded since the last drain, JSON-safe (histograms compressed and base64-encoded)."""
+        return self.take(channel).to_json()
+
+    def merge(self, delta: Mapping[str, Any]) -> None:
+        """Add a worker's :meth:`drain` to this book (and to every open channel)."""
+        self.add(LatencyDelta.from_json(delta))
+
+    def add(self, delta: LatencyDelta) -> None:
+        """Add a decoded delta to this book (and to every open channel)."""
+        for key, histogram in delta.histograms.items():
+            total = self._total.get(key)
+            if total is None:
+                total = self._total[key] = new_histogram()
+            total.add(histogram)
+        for channel in self._channels.values():
+            channel.add(delta)
+        self.late += delta.late
+        self.unsent += delta.unsent
 
     def reset(self) -> None:
-        """Forget everything (Locust's statistics reset)."""
+        """Forget everything (Locust's statistics reset); open channels stay open, emptied."""
+        channels = list(self._channels)
         self.__init__()  # type: ignore[misc]
+        for channel in channels:
+            self.open_channel(channel)
 
     # ------------------------------------------------------------------ reading
     def names(self, kind: str) -> list[str]:
@@ -154,6 +259,15 @@ class LatencyBook:
     def histogram(self, kind: str, name: str, measure: str) -> HdrHistogram:
         """The whole-run histogram of one measure (empty when nothing was recorded)."""
         return self._total.get((kind, name, measure)) or new_histogram()
+
+    def totals(self) -> Mapping[_Key, HdrHistogram]:
+        """Every whole-run histogram by (kind, name, measure): a live view, not a copy."""
+        return self._total
+
+    def encoded(self) -> list[list[str]]:
+        """The whole-run histograms as ``[kind, name, measure, base64]`` rows (what ``outcomes.json`` keeps)."""
+        return [[kind, name, measure, histogram.encode().decode("ascii")]
+                for (kind, name, measure), histogram in sorted(self._total.items())]
 
     def combined(self, kind: str, measure: str, names: Iterable[str] | None = None) -> HdrHistogram:
         """One histogram of a measure over several names (all of ``kind`` by default)."""
