@@ -16,7 +16,7 @@ from hdrh.histogram import HdrHistogram
 
 from harness.gates._data import RunData
 from harness.gates._spec import LATENCY_METRICS, LATENCY_STATISTICS, Threshold
-from harness.latency.histograms import INTENDED, REQUEST, SENT, SERVICE, new_histogram
+from harness.latency.histograms import REQUEST, SENT, SERVICE, new_histogram
 from harness.results.stats import HistoryPoint
 
 #: A window's value from the index of its last point and its size in points (None: nothing to measure in it).
@@ -111,8 +111,8 @@ def achieved_windows(threshold: Threshold, points: Sequence[HistoryPoint]) -> Wi
         for (kind, name, timeline), seconds in point.latency.timelines.items():
             if not selector.matches_key(kind, name):
                 continue
-            into = sent if timeline == SENT else intended if timeline == INTENDED else None
-            for second, count in seconds.items() if into is not None else ():
+            into = sent if timeline == SENT else intended
+            for second, count in seconds.items():
                 into[second] = into.get(second, 0) + count
 
     def within(counts: Mapping[int, int], start: float, end: float) -> int:
