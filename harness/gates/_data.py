@@ -14,7 +14,7 @@ from typing import Any
 
 from hdrh.histogram import HdrHistogram
 
-from harness.latency.histograms import LatencyDelta, LatencyError
+from harness.latency.histograms import LatencyDelta, LatencyError, decode_histograms
 from harness.results.errors import ResultsError
 from harness.results.layout import OUTCOMES, ResultsDir
 from harness.results.stats import HistoryPoint, StatsEntry
@@ -107,6 +107,6 @@ def whole_run_latency(outcomes: Mapping[str, Any] | None, *, source: str = OUTCO
     if rows is None:
         return None, unsent
     try:
-        return LatencyDelta.from_json({"histograms": rows}).histograms, unsent
+        return decode_histograms(rows), unsent
     except LatencyError as error:
         raise ResultsError(f"{source!r}: latency.histograms: {error}") from None

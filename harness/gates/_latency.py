@@ -16,7 +16,7 @@ from hdrh.histogram import HdrHistogram
 
 from harness.gates._data import RunData
 from harness.gates._spec import LATENCY_METRICS, LATENCY_STATISTICS, Threshold
-from harness.latency.histograms import REQUEST, SENT, SERVICE, new_histogram
+from harness.latency.histograms import REQUEST, SENT, SERVICE, new_histogram, sparse_statistic_ms
 from harness.results.stats import HistoryPoint
 
 #: A window's value from the index of its last point and its size in points (None: nothing to measure in it).
@@ -79,19 +79,21 @@ def no_latency_history(threshold: Threshold, points: Sequence[HistoryPoint]) -> 
 
 
 def latency_windows(threshold: Threshold, points: Sequence[HistoryPoint]) -> WindowValue:
-    """The percentile of each window: one histogram merged from the matched histograms of the window's seconds."""
+    """The percentile of each window: one histogram merged from the matched histograms of the window's seconds (sparse
+    ones, over HdrHistogram's buckets, so the merge is exact and the percentile is HdrHistogram's)."""
     measure, statistic = LATENCY_METRICS[threshold.metric]
     selector = threshold.selector
-    matched = [[histogram for (kind, name, recorded), histogram in point.latency.histograms.items()
+    matched = [[counts for (kind, name, recorded), counts in point.latency.histograms.items()
                 if recorded == measure and selector.matches_key(kind, name)] if point.latency is not None else []
                for point in points]
 
     def value(end: int, size: int) -> float | None:
-        merged = new_histogram()
+        merged: dict[int, int] = {}
         for index in range(end - size + 1, end + 1):
-            for histogram in matched[index]:
-                merged.add(histogram)
-        return statistic_ms(merged, statistic)
+            for counts in matched[index]:
+                for bucket, count in counts.items():
+                    merged[bucket] = merged.get(bucket, 0) + count
+        return sparse_statistic_ms(merged, LATENCY_STATISTICS[statistic])
     return value
 
 

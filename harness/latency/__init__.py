@@ -20,8 +20,10 @@ from harness.latency.histograms import (
     LatencyBook,
     LatencyDelta,
     LatencyError,
+    decode_histograms,
     new_histogram,
     percentiles_ms,
+    sparse_statistic_ms,
 )
 
 __all__ = [
@@ -38,6 +40,8 @@ __all__ = [
     "LatencyBook",
     "LatencyDelta",
     "LatencyError",
+    "decode_histograms",
     "new_histogram",
     "percentiles_ms",
+    "sparse_statistic_ms",
 ]

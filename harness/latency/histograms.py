@@ -10,10 +10,12 @@ load generator really *sent* it, and when the answer came. From them:
   omission (a stalled server delays the requests queued behind it, and their wait is counted, not lost).
 
 The values go into HdrHistograms (microsecond resolution, 3 significant digits, up to one hour), which merge exactly:
-the percentiles of merged worker histograms equal those of one histogram of all samples. Workers ship
-:meth:`LatencyBook.drain` (compressed, base64 text, JSON-safe) and the master :meth:`LatencyBook.merge` s it. A
-:class:`LatencyDelta` also counts requests by the second they were sent and the second they were intended, so a rate
-over any window can be set against the rate the devices' schedules asked for.
+the percentiles of merged worker histograms equal those of one histogram of all samples. What is recorded between two
+readings is a :class:`LatencyDelta`: sparse histograms over the same buckets (bucket value -> count), plus counts of
+requests by the second they were sent and the second they were intended, so a rate over any window can be set
+against the rate the devices' schedules asked for. Workers ship :meth:`LatencyBook.drain` (JSON-safe) and the master
+:meth:`LatencyBook.merge` s it; the whole run's histograms are kept as full HdrHistograms (:meth:`LatencyBook.encoded`
+gives them in HdrHistogram's own compressed base64 form).
 """
 
 from __future__ import annotations
@@ -87,25 +89,83 @@ def _check_kind(kind: str, measure: str, row: Any) -> None:
         raise LatencyError(f"latency histogram key {row!r} is unknown")
 
 
+#: Maps a value to its HdrHistogram bucket; one histogram's layout serves every delta (they all share it).
+_LAYOUT = new_histogram()
+
+
+def bucket_us(value_us: int) -> int:
+    """The lowest value of the HdrHistogram bucket ``value_us`` falls in: what a sparse histogram keys counts by."""
+    return int(_LAYOUT.get_lowest_equivalent_value(value_us))
+
+
+def bucket_top_us(value_us: int) -> int:
+    """The highest value of the bucket ``value_us`` falls in (HdrHistogram reports percentiles as that value)."""
+    return int(_LAYOUT.get_highest_equivalent_value(value_us))
+
+
+def sparse_statistic_ms(counts: Mapping[int, int], percentile: float) -> float | None:
+    """The ``percentile`` (100: the maximum) of a sparse histogram, in ms, computed exactly as HdrHistogram's
+    ``get_value_at_percentile`` and ``get_max_value`` do on a full one; None when it is empty."""
+    total = sum(counts.values())
+    if total == 0:
+        return None
+    keys = sorted(counts)
+    if percentile >= 100.0:
+        return round(bucket_top_us(keys[-1]) / 1000.0, 3)
+    target = max(int(percentile * total / 100 + 0.5), 1)
+    seen = 0
+    for key in keys:
+        seen += counts[key]
+        if seen >= target:
+            return round(bucket_top_us(key) / 1000.0, 3)
+    return round(bucket_top_us(keys[-1]) / 1000.0, 3)
+
+
+def decode_histograms(rows: Iterable[Any]) -> dict[_Key, HdrHistogram]:
+    """Whole histograms from ``[kind, name, measure, base64]`` rows (:meth:`LatencyBook.encoded`); LatencyError
+    naming a malformed row."""
+    histograms: dict[_Key, HdrHistogram] = {}
+    try:
+        rows = list(rows)
+    except TypeError as exc:
+        raise LatencyError(f"latency histograms are malformed: {exc}") from None
+    for row in rows:
+        try:
+            kind, name, measure, encoded = row
+            histogram = HdrHistogram.decode(str(encoded).encode("ascii"))
+        except Exception as exc:  # noqa: BLE001 - any decoding failure is one malformed row
+            raise LatencyError(f"latency histogram {row[:3]!r} is malformed: {exc}") from None
+        _check_kind(kind, measure, row[:3])
+        key = (kind, str(name), measure)
+        if key in histograms:
+            histograms[key].add(histogram)
+        else:
+            histograms[key] = histogram
+    return histograms
+
+
 class LatencyDelta:
-    """What a book recorded over some span: the three measures' histograms by (kind, name, measure), late and unsent
-    counts, and how many requests were sent and intended in each epoch second, by (kind, name)."""
+    """What a book recorded over some span: the three measures by (kind, name, measure) as sparse histograms, late
+    and unsent counts, and how many requests were sent and intended in each epoch second, by (kind, name).
+
+    A sparse histogram maps the lowest value (µs) of each HdrHistogram bucket that was hit to its count: the same
+    buckets as a full histogram, so merging them is exact, but a second with few requests costs a few numbers where a
+    full histogram of this range holds some 22,000 counters (a run's per-second history would not fit in memory).
+    """
 
     __slots__ = ("histograms", "late", "timelines", "unsent")
 
     def __init__(self) -> None:
-        self.histograms: dict[_Key, HdrHistogram] = {}
+        self.histograms: dict[_Key, dict[int, int]] = {}
         self.late = 0
         self.unsent = 0
         self.timelines: dict[_Key, dict[int, int]] = {}  # (kind, name, SENT | INTENDED) -> {epoch second: count}
 
-    def histogram(self, kind: str, name: str, measure: str) -> HdrHistogram:
-        """The histogram of one measure, made empty on first use."""
-        key = (kind, name, measure)
-        histogram = self.histograms.get(key)
-        if histogram is None:
-            histogram = self.histograms[key] = new_histogram()
-        return histogram
+    def record(self, kind: str, name: str, measure: str, value_us: int, count: int = 1) -> None:
+        """Count ``count`` values of ``value_us`` in the sparse histogram of one measure."""
+        buckets = self.histograms.setdefault((kind, name, measure), {})
+        bucket = bucket_us(value_us)
+        buckets[bucket] = buckets.get(bucket, 0) + count
 
     def count(self, kind: str, name: str, timeline: str, second: int, count: int = 1) -> None:
         """Count ``count`` requests of ``(kind, name)`` sent or intended (``timeline``) in the epoch ``second``."""
@@ -114,50 +174,49 @@ class LatencyDelta:
 
     def add(self, other: LatencyDelta) -> None:
         """Add everything ``other`` holds to this delta."""
-        for (kind, name, measure), histogram in other.histograms.items():
-            self.histogram(kind, name, measure).add(histogram)
-        for (kind, name, timeline), seconds in other.timelines.items():
-            for second, count in seconds.items():
-                self.count(kind, name, timeline, second, count)
+        for into, source in ((self.histograms, other.histograms), (self.timelines, other.timelines)):
+            for key, counts in source.items():
+                mine = into.setdefault(key, {})
+                for value, count in counts.items():
+                    mine[value] = mine.get(value, 0) + count
         self.late += other.late
         self.unsent += other.unsent
 
     def to_json(self) -> dict[str, Any]:
-        """JSON-safe: histograms compressed and base64-encoded, seconds as text keys."""
-        return {"histograms": [[kind, name, measure, histogram.encode().decode("ascii")]
-                               for (kind, name, measure), histogram in sorted(self.histograms.items())],
-                "late": self.late, "unsent": self.unsent,
-                "timelines": [[kind, name, timeline, {str(second): count for second, count in sorted(seconds.items())}]
-                              for (kind, name, timeline), seconds in sorted(self.timelines.items())]}
+        """JSON-safe: bucket values and seconds as text keys."""
+        def rows(table: dict[_Key, dict[int, int]]) -> list[list[Any]]:
+            return [[kind, name, what, {str(value): count for value, count in sorted(counts.items())}]
+                    for (kind, name, what), counts in sorted(table.items())]
+        return {"histograms": rows(self.histograms), "late": self.late, "unsent": self.unsent,
+                "timelines": rows(self.timelines)}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> LatencyDelta:
         """The delta :meth:`to_json` wrote (``timelines`` may be absent); LatencyError naming what is malformed."""
         delta = cls()
         try:
-            rows = list(data.get("histograms", []))
+            histograms = list(data.get("histograms", []))
             delta.late, delta.unsent = int(data.get("late", 0)), int(data.get("unsent", 0))
             timelines = list(data.get("timelines", []))
         except (TypeError, ValueError, AttributeError) as exc:
             raise LatencyError(f"latency report is malformed: {exc}") from None
-        for row in rows:
-            try:
-                kind, name, measure, encoded = row
-                histogram = HdrHistogram.decode(str(encoded).encode("ascii"))
-            except Exception as exc:  # noqa: BLE001 - any decoding failure is one malformed report
-                raise LatencyError(f"latency histogram {row[:3]!r} is malformed: {exc}") from None
-            _check_kind(kind, measure, row[:3])
-            delta.histogram(kind, str(name), measure).add(histogram)
-        for row in timelines:
-            try:
-                kind, name, timeline, seconds = row
-                counts = {int(second): int(count) for second, count in seconds.items()}
-            except (TypeError, ValueError, AttributeError) as exc:
-                raise LatencyError(f"latency timeline {row!r} is malformed: {exc}") from None
-            if kind not in KINDS or timeline not in TIMELINES:
-                raise LatencyError(f"latency timeline key {row[:3]!r} is unknown")
-            for second, count in counts.items():
-                delta.count(kind, str(name), timeline, second, count)
+        for what, table, known in (("histogram", histograms, MEASURES), ("timeline", timelines, TIMELINES)):
+            for row in table:
+                try:
+                    kind, name, key, counts = row
+                    parsed = {int(value): int(count) for value, count in counts.items()}
+                except (TypeError, ValueError, AttributeError) as exc:
+                    raise LatencyError(f"latency {what} {row!r} is malformed: {exc}") from None
+                if kind not in KINDS or key not in known:
+                    raise LatencyError(f"latency {what} key {row[:3]!r} is unknown")
+                if any(count < 0 for count in parsed.values()) or what == "histogram" and any(
+                        value < 0 or value > HIGHEST_US for value in parsed):
+                    raise LatencyError(f"latency {what} {row[:3]!r} is malformed: a count or value out of range")
+                for value, count in parsed.items():
+                    if what == "histogram":
+                        delta.record(kind, str(name), key, value, count)
+                    else:
+                        delta.count(kind, str(name), key, value, count)
         return delta
 
 
@@ -192,7 +251,7 @@ class LatencyBook:
                 histogram = self._total[key] = new_histogram()
             histogram.record_value(value)
             for channel in self._channels.values():
-                channel.histogram(kind, name, measure).record_value(value)
+                channel.record(kind, name, measure, value)
         for channel in self._channels.values():
             channel.count(kind, name, SENT, sent_second)
             channel.count(kind, name, INTENDED, intended_second)
@@ -225,7 +284,7 @@ class LatencyBook:
         return delta
 
     def drain(self, channel: str = REPORT) -> dict[str, Any]:
-        """What was recorded since the last drain, JSON-safe (histograms compressed and base64-encoded)."""
+        """What was recorded since the last drain, JSON-safe (sparse histograms: bucket value in µs -> count)."""
         return self.take(channel).to_json()
 
     def merge(self, delta: Mapping[str, Any]) -> None:
@@ -234,11 +293,12 @@ class LatencyBook:
 
     def add(self, delta: LatencyDelta) -> None:
         """Add a decoded delta to this book (and to every open channel)."""
-        for key, histogram in delta.histograms.items():
+        for key, counts in delta.histograms.items():
             total = self._total.get(key)
             if total is None:
                 total = self._total[key] = new_histogram()
-            total.add(histogram)
+            for value, count in counts.items():
+                total.record_value(value, count)
         for channel in self._channels.values():
             channel.add(delta)
         self.late += delta.late

@@ -18,7 +18,9 @@ from harness.latency.histograms import (
     LatencyBook,
     LatencyDelta,
     LatencyError,
+    new_histogram,
     percentiles_ms,
+    sparse_statistic_ms,
 )
 
 URI = "/CCM_Proxy_MutualAuth/<id>/ccm_system/request"
@@ -123,8 +125,7 @@ def test_a_channel_of_its_own_is_taken_without_disturbing_the_worker_drain() -> 
     book.record(REQUEST, URI, intended=1.0, sent=1.0, answered=1.02)
     second = book.take("history")
     report = LatencyDelta.from_json(book.drain())
-    assert [delta.histograms[(REQUEST, URI, SERVICE)].get_total_count() for delta in (first, second, report)] == \
-        [1, 1, 2]
+    assert [sum(delta.histograms[(REQUEST, URI, SERVICE)].values()) for delta in (first, second, report)] == [1, 1, 2]
     with pytest.raises(LatencyError, match="not open"):
         book.take("elsewhere")
 
@@ -160,3 +161,19 @@ def test_a_malformed_timeline_is_refused(timelines: object) -> None:
     """Counts that are not whole seconds to whole numbers, or an unknown timeline, are refused by name."""
     with pytest.raises(LatencyError, match="timeline"):
         LatencyDelta.from_json({"histograms": [], "timelines": timelines})
+
+
+def test_a_sparse_delta_gives_exactly_the_percentiles_of_a_full_histogram() -> None:
+    """A second's sparse histogram keeps HdrHistogram's buckets: its p50 … p99.9 and max equal a full histogram's."""
+    rng = random.Random(11)
+    values = [max(1, round(rng.lognormvariate(9, 1.5))) for _ in range(3000)]  # µs, from 1 µs to seconds
+    book, full = LatencyBook(), new_histogram()
+    book.open_channel("history")
+    for value in values:
+        book.record(REQUEST, URI, intended=0.0, sent=0.0, answered=value / 1e6)
+        full.record_value(value)
+    counts = book.take("history").histograms[(REQUEST, URI, SERVICE)]
+    for percentile in (50.0, 90.0, 99.0, 99.9):
+        assert sparse_statistic_ms(counts, percentile) == round(full.get_value_at_percentile(percentile) / 1000.0, 3)
+    assert sparse_statistic_ms(counts, 100.0) == round(full.get_max_value() / 1000.0, 3)
+    assert sparse_statistic_ms({}, 99.0) is None
