@@ -1,4 +1,5 @@
-"""What a gate is evaluated on: Locust's statistics entries, their per-second history, and the outcome tally.
+"""What a gate is evaluated on: Locust's statistics entries, their per-second history, the outcome tally, and the
+latency book's whole-run histograms (service time, lateness, corrected latency).
 
 The same :class:`RunData` comes from a results directory after the run (``locust.json``, ``stats_history.jsonl``,
 ``outcomes.json``) or, during the run, from the Locust master's live statistics (``harness.load.gate_listener``).
@@ -11,7 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.results.layout import ResultsDir
+from hdrh.histogram import HdrHistogram
+
+from harness.latency.histograms import LatencyDelta, LatencyError, decode_histograms
+from harness.results.errors import ResultsError
+from harness.results.layout import OUTCOMES, ResultsDir
 from harness.results.stats import HistoryPoint, StatsEntry
 
 
@@ -24,6 +29,10 @@ class RunData:
     outcomes: Mapping[str, Any] | None = None
     aborts: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     has_history: bool = True
+    #: Whole-run latency histograms by (kind, name, measure); None when the run kept none (an older run).
+    latency: Mapping[tuple[str, str, str], HdrHistogram] | None = None
+    #: Work the run's end left unsent (the latency book's count); None when unknown.
+    unsent: int | None = None
 
     @property
     def span(self) -> float:
@@ -56,8 +65,9 @@ class HistoryRecorder:
         """Forget the previous sample (a new test started)."""
         self._last = {}
 
-    def sample(self, t: float, entries: Iterable[StatsEntry]) -> HistoryPoint:
-        """The point at ``t``: what each entry added since the previous sample (entries that added nothing left out)."""
+    def sample(self, t: float, entries: Iterable[StatsEntry], latency: LatencyDelta | None = None) -> HistoryPoint:
+        """The point at ``t``: what each entry added since the previous sample (entries that added nothing left out),
+        with what the latency book recorded since then (``latency``)."""
         deltas = []
         current: dict[tuple[str, str], StatsEntry] = {}
         for entry in entries:
@@ -67,7 +77,7 @@ class HistoryRecorder:
             if delta.num_requests > 0:
                 deltas.append(delta)
         self._last = current
-        return HistoryPoint(t=t, entries=tuple(deltas))
+        return HistoryPoint(t=t, entries=tuple(deltas), latency=latency)
 
 
 def load_results(results_dir: str | Path) -> RunData:
@@ -79,5 +89,24 @@ def load_results(results_dir: str | Path) -> RunData:
     history = results.read_stats_history()
     abort = results.read_gate_abort()
     aborts = {str(abort["threshold"]): abort} if abort is not None and "threshold" in abort else {}
+    latency, unsent = whole_run_latency(outcomes, source=str(results.file(OUTCOMES)))
     return RunData(entries=entries, history=history or (), outcomes=outcomes, aborts=aborts,
-                   has_history=history is not None)
+                   has_history=history is not None, latency=latency, unsent=unsent)
+
+
+def whole_run_latency(outcomes: Mapping[str, Any] | None, *, source: str = OUTCOMES
+                      ) -> tuple[dict[tuple[str, str, str], HdrHistogram] | None, int | None]:
+    """The whole-run histograms and unsent count in an outcome tally's ``latency`` section; (None, None) for a tally
+    without one; ResultsError naming ``source`` when they cannot be decoded."""
+    latency = outcomes.get("latency") if outcomes is not None else None
+    if not isinstance(latency, Mapping):
+        return None, None
+    unsent = latency.get("unsent")
+    unsent = int(unsent) if isinstance(unsent, (int, float)) and not isinstance(unsent, bool) else None
+    rows = latency.get("histograms")
+    if rows is None:
+        return None, unsent
+    try:
+        return decode_histograms(rows), unsent
+    except LatencyError as error:
+        raise ResultsError(f"{source!r}: latency.histograms: {error}") from None

@@ -8,8 +8,24 @@ from dataclasses import dataclass
 from typing import Any
 
 from harness.gates._data import RunData
-from harness.gates._spec import GATE_FAILED_EXIT, PERCENTILES, RUN, Gate, Threshold
-from harness.results.stats import StatsEntry, percentile
+from harness.gates._latency import (
+    WindowValue,
+    achieved_windows,
+    latency_windows,
+    no_latency_history,
+    whole_run_achieved,
+    whole_run_latency,
+)
+from harness.gates._spec import (
+    ACHIEVED_RATE_RATIO,
+    GATE_FAILED_EXIT,
+    LATENCY_METRICS,
+    PERCENTILES,
+    RUN,
+    Gate,
+    Threshold,
+)
+from harness.results.stats import HistoryPoint, StatsEntry, percentile
 from harness.units import format_measure
 
 
@@ -140,6 +156,11 @@ def _nothing_matched(threshold: Threshold) -> str:
 
 
 def _measure_whole(threshold: Threshold, data: RunData) -> ThresholdResult:
+    if threshold.metric in LATENCY_METRICS:
+        value, detail = whole_run_latency(threshold, data)
+        return _verdict(threshold, value, detail or ("" if value is not None else _nothing_matched(threshold)))
+    if threshold.metric == ACHIEVED_RATE_RATIO:
+        return _verdict(threshold, *whole_run_achieved(data.outcomes, data))
     total = Aggregate()
     maxima = []
     for entry in data.entries:
@@ -161,21 +182,20 @@ def _measure_windows(threshold: Threshold, data: RunData, latest_only: bool) -> 
     size = int(threshold.window or 1)
     short = len(points) - 1 < size
     size = min(size, len(points) - 1)
-    selector = threshold.selector
-    matched = [tuple(entry for entry in point.entries if selector.matches(entry.method, entry.name))
-               for point in points]
-    window = Aggregate()
+    if threshold.metric in LATENCY_METRICS or threshold.metric == ACHIEVED_RATE_RATIO:
+        missing = no_latency_history(threshold, points)
+        if missing:
+            return _verdict(threshold, None, missing)
+        windows = achieved_windows if threshold.metric == ACHIEVED_RATE_RATIO else latency_windows
+        window_value = windows(threshold, points)
+    else:
+        window_value = _stats_windows(threshold, points)
     candidates: list[tuple[float, float]] = []  # (value, end of the window in seconds from the history's start)
     origin = points[0].t
     for end in range(1, len(points)):
-        for entry in matched[end]:
-            window.add(entry)
-        if end > size:
-            for entry in matched[end - size]:
-                window.add(entry, -1)
         if end < size or latest_only and end != len(points) - 1:
             continue
-        value = window.value(threshold.metric, points[end].t - points[end - size].t)
+        value = window_value(end, size)
         if value is not None:
             candidates.append((value, points[end].t - origin))
     note = f" (the run was shorter than the {threshold.window:g} s window)" if short else ""
@@ -183,6 +203,27 @@ def _measure_windows(threshold: Threshold, data: RunData, latest_only: bool) -> 
         return _verdict(threshold, None, _nothing_matched(threshold) + " in any window" + note)
     value, at = _worst(threshold, candidates)
     return _verdict(threshold, value, f"worst window ends at +{at:.0f} s{note}", at)
+
+
+def _stats_windows(threshold: Threshold, points: Sequence[HistoryPoint]) -> WindowValue:
+    """A metric of Locust's entries over each window, kept as running sums: a later window adds its new seconds and
+    takes away those that left (windows of one size are asked for in order of their end)."""
+    selector = threshold.selector
+    matched = [tuple(entry for entry in point.entries if selector.matches(entry.method, entry.name))
+               for point in points]
+    window = Aggregate()
+    covered = [0]  # the sums cover the points covered-size+1 .. covered
+
+    def value(end: int, size: int) -> float | None:
+        for later in range(covered[0] + 1, end + 1):
+            for entry in matched[later]:
+                window.add(entry)
+            if later > size:
+                for entry in matched[later - size]:
+                    window.add(entry, -1)
+        covered[0] = end
+        return window.value(threshold.metric, points[end].t - points[end - size].t)
+    return value
 
 
 def _worst(threshold: Threshold, candidates: Sequence[tuple[float, float]]) -> tuple[float, float]:

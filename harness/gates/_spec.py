@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from harness.client.stages import LIFECYCLE_REQUEST_TYPE, STAGES
+from harness.latency.histograms import STAGE as BOOK_STAGE
 from harness.units import yaml_duration_seconds
 
 #: Exit code of ``cmg-harness run --gate`` and ``cmg-harness gate`` when a threshold is crossed (Locust's own error
@@ -54,10 +55,25 @@ class Metric:
     high: float = math.inf
     integer: bool = False
     windowed: bool = True
+    #: The selector kinds it may be measured on over the whole run (None: all it applies to); others need a window.
+    whole_run: frozenset[str] | None = None
 
 
 def _latency(name: str) -> Metric:
     return Metric(name, "ms", _REQUESTS_AND_STAGES)
+
+
+#: The latency book's three measures as the prefix of a metric name: ``corrected_p99_ms`` is corrected latency's p99.
+LATENCY_MEASURES: Mapping[str, str] = {"service": "service_ms", "corrected": "corrected_ms", "lateness": "lateness_ms"}
+#: The statistics of a latency-book histogram a metric names, as the percentile each stands for (max: 100).
+LATENCY_STATISTICS: Mapping[str, float] = {"p50": 50.0, "p90": 90.0, "p95": 95.0, "p99": 99.0, "p999": 99.9,
+                                           "max": 100.0}
+#: Every latency-book metric by name: (measure, statistic), e.g. ``corrected_p99_ms`` -> ("corrected_ms", "p99").
+LATENCY_METRICS: Mapping[str, tuple[str, str]] = {
+    f"{prefix}_{statistic}_ms": (measure, statistic)
+    for prefix, measure in LATENCY_MEASURES.items() for statistic in LATENCY_STATISTICS}
+#: Requests sent divided by requests intended (the devices' own schedules asked for them).
+ACHIEVED_RATE_RATIO = "achieved_rate_ratio"
 
 
 METRICS: Mapping[str, Metric] = {metric.name: metric for metric in (
@@ -69,6 +85,9 @@ METRICS: Mapping[str, Metric] = {metric.name: metric for metric in (
     Metric("unexpected_outcomes", "count", frozenset({RUN}), integer=True, windowed=False),
     Metric("renewals", "count", frozenset({RUN}), integer=True, windowed=False),
     Metric("registrations", "count", frozenset({RUN}), integer=True, windowed=False),
+    *(_latency(name) for name in LATENCY_METRICS),
+    # Above 1 when late work catches up; over the whole run only for all requests (unsent work has no request name).
+    Metric(ACHIEVED_RATE_RATIO, "ratio", _REQUESTS_AND_STAGES, whole_run=frozenset({ALL_REQUESTS})),
 )}
 #: ``p95`` and friends: the quantile each percentile metric stands for.
 PERCENTILES: Mapping[str, float] = {"p50": 0.50, "p90": 0.90, "p95": 0.95, "p99": 0.99}
@@ -99,6 +118,10 @@ class Selector:
         if self.kind == STAGE:
             return method == LIFECYCLE_REQUEST_TYPE and (self.stage == "*" or name == self.stage)
         return False
+
+    def matches_key(self, kind: str, name: str) -> bool:
+        """Does the latency book's ``(kind, name)`` (kind ``request`` or ``stage``) belong to this selector?"""
+        return self.matches(LIFECYCLE_REQUEST_TYPE if kind == BOOK_STAGE else "", name)
 
 
 def parse_selector(text: str) -> Selector:
@@ -225,14 +248,15 @@ def parse_expression(text: str, selector: Selector) -> tuple[str, str, float]:
     if not possible:
         raise ValueError(f"{text.strip()!r} can never hold: {name} is {domain}")
     if always:
-        hint = " (did you mean a fraction such as 0.01, or 1%?)" if metric.unit == "ratio" and value >= 1 else ""
+        hint = (" (did you mean a fraction such as 0.01, or 1%?)"
+                if metric.unit == "ratio" and metric.high == 1.0 and value >= 1 else "")
         raise ValueError(f"{text.strip()!r} always holds, so it checks nothing: {name} is {domain}{hint}")
     return name, op, value
 
 
 def _domain(metric: Metric) -> str:
     if metric.unit == "ratio":
-        return "a ratio from 0 to 1"
+        return "a ratio from 0 to 1" if metric.high == 1.0 else "a ratio >= 0"
     if metric.integer:
         return "a whole count >= 0"
     return f"a value >= 0 ({metric.unit})"
@@ -347,6 +371,11 @@ def _threshold(reader: _Reader, selector: Selector, node: yaml.Node) -> Threshol
                                                     "a window applies to request and stage thresholds only")
         if not float(window).is_integer():
             raise reader.fail(options["window"][1], f"window must be whole seconds, got {window:g} s")
+    whole_run = METRICS[metric].whole_run
+    if window is None and whole_run is not None and selector.kind not in whole_run:
+        raise reader.fail(expression_node, f"{metric!r} of {selector.text!r} needs a window (e.g. 'window: 10s'): "
+                                           "work the run's end left unsent is counted for all requests together, "
+                                           "so a single request name or stage has an intended rate only in windows")
     abort, abort_node = options.get("abort_on_fail", (False, None))
     if not isinstance(abort, bool):
         raise reader.fail(abort_node, f"abort_on_fail must be true or false, got {abort!r}")

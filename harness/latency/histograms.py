@@ -10,8 +10,12 @@ load generator really *sent* it, and when the answer came. From them:
   omission (a stalled server delays the requests queued behind it, and their wait is counted, not lost).
 
 The values go into HdrHistograms (microsecond resolution, 3 significant digits, up to one hour), which merge exactly:
-the percentiles of merged worker histograms equal those of one histogram of all samples. Workers ship
-:meth:`LatencyBook.drain` (compressed, base64 text, JSON-safe) and the master :meth:`LatencyBook.merge` s it.
+the percentiles of merged worker histograms equal those of one histogram of all samples. What is recorded between two
+readings is a :class:`LatencyDelta`: sparse histograms over the same buckets (bucket value -> count), plus counts of
+requests by the second they were sent and the second they were intended, so a rate over any window can be set
+against the rate the devices' schedules asked for. Workers ship :meth:`LatencyBook.drain` (JSON-safe) and the master
+:meth:`LatencyBook.merge` s it; the whole run's histograms are kept as full HdrHistograms (:meth:`LatencyBook.encoded`
+gives them in HdrHistogram's own compressed base64 form).
 """
 
 from __future__ import annotations
@@ -69,26 +73,167 @@ def percentiles_ms(histogram: HdrHistogram) -> dict[str, float | int]:
     return values
 
 
-class LatencyBook:
-    """The three measures per (kind, name), kept since the run began, with a pending copy for the next drain."""
+#: The book's own pending set, drained into each Locust worker report; other readers open channels of their own.
+REPORT = "report"
+#: The per-second counts a delta keeps besides its histograms: requests by the second they went out, and by the
+#: second their device meant them to (what an achieved-versus-intended rate over a window needs).
+SENT = "sent"
+INTENDED = "intended"
+TIMELINES = (SENT, INTENDED)
+
+_Key = tuple[str, str, str]
+
+
+def _check_kind(kind: str, measure: str, row: Any) -> None:
+    if kind not in KINDS or measure not in MEASURES:
+        raise LatencyError(f"latency histogram key {row!r} is unknown")
+
+
+#: Maps a value to its HdrHistogram bucket; one histogram's layout serves every delta (they all share it).
+_LAYOUT = new_histogram()
+
+
+def bucket_us(value_us: int) -> int:
+    """The lowest value of the HdrHistogram bucket ``value_us`` falls in: what a sparse histogram keys counts by."""
+    return int(_LAYOUT.get_lowest_equivalent_value(value_us))
+
+
+def bucket_top_us(value_us: int) -> int:
+    """The highest value of the bucket ``value_us`` falls in (HdrHistogram reports percentiles as that value)."""
+    return int(_LAYOUT.get_highest_equivalent_value(value_us))
+
+
+def sparse_statistic_ms(counts: Mapping[int, int], percentile: float) -> float | None:
+    """The ``percentile`` (100: the maximum) of a sparse histogram, in ms, computed exactly as HdrHistogram's
+    ``get_value_at_percentile`` and ``get_max_value`` do on a full one; None when it is empty."""
+    total = sum(counts.values())
+    if total == 0:
+        return None
+    keys = sorted(counts)
+    if percentile >= 100.0:
+        return round(bucket_top_us(keys[-1]) / 1000.0, 3)
+    target = max(int(percentile * total / 100 + 0.5), 1)
+    seen = 0
+    for key in keys:
+        seen += counts[key]
+        if seen >= target:
+            return round(bucket_top_us(key) / 1000.0, 3)
+    return round(bucket_top_us(keys[-1]) / 1000.0, 3)
+
+
+def decode_histograms(rows: Iterable[Any]) -> dict[_Key, HdrHistogram]:
+    """Whole histograms from ``[kind, name, measure, base64]`` rows (:meth:`LatencyBook.encoded`); LatencyError
+    naming a malformed row."""
+    histograms: dict[_Key, HdrHistogram] = {}
+    try:
+        rows = list(rows)
+    except TypeError as exc:
+        raise LatencyError(f"latency histograms are malformed: {exc}") from None
+    for row in rows:
+        try:
+            kind, name, measure, encoded = row
+            histogram = HdrHistogram.decode(str(encoded).encode("ascii"))
+        except Exception as exc:  # noqa: BLE001 - any decoding failure is one malformed row
+            raise LatencyError(f"latency histogram {row[:3]!r} is malformed: {exc}") from None
+        _check_kind(kind, measure, row[:3])
+        key = (kind, str(name), measure)
+        if key in histograms:
+            histograms[key].add(histogram)
+        else:
+            histograms[key] = histogram
+    return histograms
+
+
+class LatencyDelta:
+    """What a book recorded over some span: the three measures by (kind, name, measure) as sparse histograms, late
+    and unsent counts, and how many requests were sent and intended in each epoch second, by (kind, name).
+
+    A sparse histogram maps the lowest value (µs) of each HdrHistogram bucket that was hit to its count: the same
+    buckets as a full histogram, so merging them is exact, but a second with few requests costs a few numbers where a
+    full histogram of this range holds some 22,000 counters (a run's per-second history would not fit in memory).
+    """
+
+    __slots__ = ("histograms", "late", "timelines", "unsent")
 
     def __init__(self) -> None:
-        self._total: dict[tuple[str, str, str], HdrHistogram] = {}
-        self._pending: dict[tuple[str, str, str], HdrHistogram] = {}
+        self.histograms: dict[_Key, dict[int, int]] = {}
+        self.late = 0
+        self.unsent = 0
+        self.timelines: dict[_Key, dict[int, int]] = {}  # (kind, name, SENT | INTENDED) -> {epoch second: count}
+
+    def record(self, kind: str, name: str, measure: str, value_us: int, count: int = 1) -> None:
+        """Count ``count`` values of ``value_us`` in the sparse histogram of one measure."""
+        buckets = self.histograms.setdefault((kind, name, measure), {})
+        bucket = bucket_us(value_us)
+        buckets[bucket] = buckets.get(bucket, 0) + count
+
+    def count(self, kind: str, name: str, timeline: str, second: int, count: int = 1) -> None:
+        """Count ``count`` requests of ``(kind, name)`` sent or intended (``timeline``) in the epoch ``second``."""
+        seconds = self.timelines.setdefault((kind, name, timeline), {})
+        seconds[second] = seconds.get(second, 0) + count
+
+    def add(self, other: LatencyDelta) -> None:
+        """Add everything ``other`` holds to this delta."""
+        for into, source in ((self.histograms, other.histograms), (self.timelines, other.timelines)):
+            for key, counts in source.items():
+                mine = into.setdefault(key, {})
+                for value, count in counts.items():
+                    mine[value] = mine.get(value, 0) + count
+        self.late += other.late
+        self.unsent += other.unsent
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-safe: bucket values and seconds as text keys."""
+        def rows(table: dict[_Key, dict[int, int]]) -> list[list[Any]]:
+            return [[kind, name, what, {str(value): count for value, count in sorted(counts.items())}]
+                    for (kind, name, what), counts in sorted(table.items())]
+        return {"histograms": rows(self.histograms), "late": self.late, "unsent": self.unsent,
+                "timelines": rows(self.timelines)}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> LatencyDelta:
+        """The delta :meth:`to_json` wrote (``timelines`` may be absent); LatencyError naming what is malformed."""
+        delta = cls()
+        try:
+            histograms = list(data.get("histograms", []))
+            delta.late, delta.unsent = int(data.get("late", 0)), int(data.get("unsent", 0))
+            timelines = list(data.get("timelines", []))
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise LatencyError(f"latency report is malformed: {exc}") from None
+        for what, table, known in (("histogram", histograms, MEASURES), ("timeline", timelines, TIMELINES)):
+            for row in table:
+                try:
+                    kind, name, key, counts = row
+                    parsed = {int(value): int(count) for value, count in counts.items()}
+                except (TypeError, ValueError, AttributeError) as exc:
+                    raise LatencyError(f"latency {what} {row!r} is malformed: {exc}") from None
+                if kind not in KINDS or key not in known:
+                    raise LatencyError(f"latency {what} key {row[:3]!r} is unknown")
+                if any(count < 0 for count in parsed.values()) or what == "histogram" and any(
+                        value < 0 or value > HIGHEST_US for value in parsed):
+                    raise LatencyError(f"latency {what} {row[:3]!r} is malformed: a count or value out of range")
+                for value, count in parsed.items():
+                    if what == "histogram":
+                        delta.record(kind, str(name), key, value, count)
+                    else:
+                        delta.count(kind, str(name), key, value, count)
+        return delta
+
+
+class LatencyBook:
+    """The three measures per (kind, name), kept since the run began, and pending deltas for readers to take.
+
+    Each reader has its own channel of pending records: the Locust worker report drains :data:`REPORT`; the gate's
+    per-second history opens one of its own, so taking one never disturbs the other.
+    """
+
+    def __init__(self) -> None:
+        self._total: dict[_Key, HdrHistogram] = {}
+        self._channels: dict[str, LatencyDelta] = {REPORT: LatencyDelta()}
         #: Requests and stages that started late (lateness above ``late_threshold_s``) and work never sent.
         self.late = 0
         self.unsent = 0
-        self._pending_late = 0
-        self._pending_unsent = 0
         self.late_threshold_s = LATE_AFTER_S
-        #: Other books that see every record and merge too (a capacity step measuring its own window).
-        self.taps: list[LatencyBook] = []
-
-    def _histograms(self, book: dict[tuple[str, str, str], HdrHistogram], key: tuple[str, str, str]) -> HdrHistogram:
-        histogram = book.get(key)
-        if histogram is None:
-            histogram = book[key] = new_histogram()
-        return histogram
 
     def record(self, kind: str, name: str, *, intended: float, sent: float, answered: float) -> None:
         """Record one request or stage from its three instants (clock seconds)."""
@@ -97,62 +242,74 @@ class LatencyBook:
         service = _micros(answered - sent, "service time")
         lateness = _micros(sent - intended, "lateness")
         corrected = _micros(answered - intended, "corrected latency")
+        late = kind == REQUEST and sent - intended > self.late_threshold_s
+        sent_second, intended_second = math.floor(sent), math.floor(intended)
         for measure, value in ((SERVICE, service), (LATENESS, lateness), (CORRECTED, corrected)):
             key = (kind, name, measure)
-            self._histograms(self._total, key).record_value(value)
-            self._histograms(self._pending, key).record_value(value)
-        if kind == REQUEST and sent - intended > self.late_threshold_s:
-            self.late += 1
-            self._pending_late += 1
-        for tap in self.taps:
-            tap.record(kind, name, intended=intended, sent=sent, answered=answered)
+            histogram = self._total.get(key)
+            if histogram is None:
+                histogram = self._total[key] = new_histogram()
+            histogram.record_value(value)
+            for channel in self._channels.values():
+                channel.record(kind, name, measure, value)
+        for channel in self._channels.values():
+            channel.count(kind, name, SENT, sent_second)
+            channel.count(kind, name, INTENDED, intended_second)
+            channel.late += late
+        self.late += late
 
     def record_unsent(self, count: int = 1) -> None:
         """Count work the run's end left undone (a device was due, its request never went)."""
         if count < 0:
             raise LatencyError(f"unsent count must be >= 0, got {count}")
         self.unsent += count
-        self._pending_unsent += count
+        for channel in self._channels.values():
+            channel.unsent += count
 
-    # ------------------------------------------------------------------ merging across Locust workers
-    def drain(self) -> dict[str, Any]:
-        """What was recorded since the last drain, JSON-safe (histograms compressed and base64-encoded)."""
-        histograms = [[kind, name, measure, histogram.encode().decode("ascii")]
-                      for (kind, name, measure), histogram in sorted(self._pending.items())]
-        delta = {"histograms": histograms, "late": self._pending_late, "unsent": self._pending_unsent}
-        self._pending = {}
-        self._pending_late = self._pending_unsent = 0
+    # ------------------------------------------------------------------ channels: merging across Locust workers
+    def open_channel(self, channel: str) -> None:
+        """Start keeping a pending delta for ``channel`` from now on (no-op when it is open)."""
+        self._channels.setdefault(channel, LatencyDelta())
+
+    def close_channel(self, channel: str) -> None:
+        """Stop keeping ``channel`` (the worker report's own stays)."""
+        if channel != REPORT:
+            self._channels.pop(channel, None)
+
+    def take(self, channel: str = REPORT) -> LatencyDelta:
+        """What was recorded since ``channel`` was last taken (or opened); LatencyError for a channel not open."""
+        if channel not in self._channels:
+            raise LatencyError(f"latency channel {channel!r} is not open")
+        delta, self._channels[channel] = self._channels[channel], LatencyDelta()
         return delta
 
+    def drain(self, channel: str = REPORT) -> dict[str, Any]:
+        """What was recorded since the last drain, JSON-safe (sparse histograms: bucket value in µs -> count)."""
+        return self.take(channel).to_json()
+
     def merge(self, delta: Mapping[str, Any]) -> None:
-        """Add a worker's :meth:`drain` to this book."""
-        try:
-            rows = list(delta.get("histograms", []))
-            late, unsent = int(delta.get("late", 0)), int(delta.get("unsent", 0))
-        except (TypeError, ValueError, AttributeError) as exc:
-            raise LatencyError(f"latency report is malformed: {exc}") from None
-        for row in rows:
-            try:
-                kind, name, measure, encoded = row
-                histogram = HdrHistogram.decode(str(encoded).encode("ascii"))
-            except Exception as exc:  # noqa: BLE001 - any decoding failure is one malformed report
-                raise LatencyError(f"latency histogram {row[:3]!r} is malformed: {exc}") from None
-            if kind not in KINDS or measure not in MEASURES:
-                raise LatencyError(f"latency histogram key {row[:3]!r} is unknown")
-            for book in (self._total, self._pending):
-                self._histograms(book, (kind, str(name), measure)).add(histogram)
-        self.late += late
-        self.unsent += unsent
-        self._pending_late += late
-        self._pending_unsent += unsent
-        for tap in self.taps:
-            tap.merge(delta)
+        """Add a worker's :meth:`drain` to this book (and to every open channel)."""
+        self.add(LatencyDelta.from_json(delta))
+
+    def add(self, delta: LatencyDelta) -> None:
+        """Add a decoded delta to this book (and to every open channel)."""
+        for key, counts in delta.histograms.items():
+            total = self._total.get(key)
+            if total is None:
+                total = self._total[key] = new_histogram()
+            for value, count in counts.items():
+                total.record_value(value, count)
+        for channel in self._channels.values():
+            channel.add(delta)
+        self.late += delta.late
+        self.unsent += delta.unsent
 
     def reset(self) -> None:
-        """Forget everything (Locust's statistics reset); taps stay attached."""
-        taps = self.taps
+        """Forget everything (Locust's statistics reset); open channels stay open, emptied."""
+        channels = list(self._channels)
         self.__init__()  # type: ignore[misc]
-        self.taps = taps
+        for channel in channels:
+            self.open_channel(channel)
 
     # ------------------------------------------------------------------ reading
     def names(self, kind: str) -> list[str]:
@@ -162,6 +319,15 @@ class LatencyBook:
     def histogram(self, kind: str, name: str, measure: str) -> HdrHistogram:
         """The whole-run histogram of one measure (empty when nothing was recorded)."""
         return self._total.get((kind, name, measure)) or new_histogram()
+
+    def totals(self) -> Mapping[_Key, HdrHistogram]:
+        """Every whole-run histogram by (kind, name, measure): a live view, not a copy."""
+        return self._total
+
+    def encoded(self) -> list[list[str]]:
+        """The whole-run histograms as ``[kind, name, measure, base64]`` rows (what ``outcomes.json`` keeps)."""
+        return [[kind, name, measure, histogram.encode().decode("ascii")]
+                for (kind, name, measure), histogram in sorted(self._total.items())]
 
     def combined(self, kind: str, measure: str, names: Iterable[str] | None = None) -> HdrHistogram:
         """One histogram of a measure over several names (all of ``kind`` by default)."""

@@ -2,7 +2,7 @@
 the search has its answer (``--capacity-search``; the search itself is ``harness.plans.search``).
 
 Each step holds its rate for ``--search-hold`` seconds: the first third settles (queues fill or drain, the histograms
-of the previous rate are left behind), the rest is measured from the run's own latency book through a tap that sees
+of the previous rate are left behind), the rest is measured from the run's own latency book through a channel that sees
 only that window. A step's measures:
 
 - **corrected p99** of every request whose answer came in the window (intended -> answered, so queueing counts);
@@ -23,7 +23,7 @@ from typing import Any
 
 from locust import LoadTestShape
 
-from harness.latency.histograms import CORRECTED, REQUEST, LatencyBook, percentiles_ms
+from harness.latency.histograms import CORRECTED, REQUEST, LatencyDelta, sparse_statistic_ms
 from harness.load.listeners import LoadPlugin, plugin_of
 from harness.load.open_model import OpenModelError, search_hold_seconds, search_settings
 from harness.plans.search import CapacitySearch, StepResult
@@ -32,6 +32,8 @@ from harness.results.layout import ResultsDir
 log = logging.getLogger("harness.load")
 #: The part of a step's hold that settles before measuring.
 SETTLE_FRACTION = 1 / 3
+#: The latency book's channel that collects one step's measured window.
+STEP_CHANNEL = "capacity-step"
 
 
 class CapacitySearchShape(LoadTestShape):
@@ -42,7 +44,7 @@ class CapacitySearchShape(LoadTestShape):
         self._search: CapacitySearch | None = None
         self._hold = 0.0
         self._step_started = 0.0
-        self._tap: LatencyBook | None = None
+        self._measuring = False
         self._baseline: tuple[float, int, int, int] | None = None
         self._steps: list[dict[str, Any]] = []
         self._finished = False
@@ -62,7 +64,7 @@ class CapacitySearchShape(LoadTestShape):
                 return None
             self._start_step(plugin, now)
         elapsed = now - self._step_started
-        if self._tap is None and elapsed >= self._hold * SETTLE_FRACTION:
+        if not self._measuring and elapsed >= self._hold * SETTLE_FRACTION:
             self._start_measuring(plugin)
         if elapsed >= self._hold:
             if not self._finish_step(plugin):
@@ -82,8 +84,8 @@ class CapacitySearchShape(LoadTestShape):
         log.info("cmg-harness: capacity search step %d at %.1f new devices/s", len(self._steps) + 1, rate)
 
     def _start_measuring(self, plugin: LoadPlugin) -> None:
-        self._tap = LatencyBook()
-        plugin.latency.taps.append(self._tap)
+        self._measuring = True
+        plugin.latency.open_channel(STEP_CHANNEL)
         total = plugin.environment.runner.stats.total
         self._baseline = (time.monotonic(), plugin.backlog(), total.num_requests, total.num_failures)
 
@@ -91,21 +93,21 @@ class CapacitySearchShape(LoadTestShape):
         """Judge the step just held; False when the search is over."""
         assert self._search is not None
         rate = self._search.next_rate()
-        tap, baseline = self._tap, self._baseline
-        self._tap, self._baseline = None, None
-        if tap is None or baseline is None or rate is None:
+        measuring, baseline = self._measuring, self._baseline
+        self._measuring, self._baseline = False, None
+        if not measuring or baseline is None or rate is None:
             return self._search.next_rate() is not None
-        plugin.latency.taps.remove(tap)
+        window = plugin.latency.take(STEP_CHANNEL)
+        plugin.latency.close_channel(STEP_CHANNEL)
         started, backlog_before, requests_before, failures_before = baseline
         total = plugin.environment.runner.stats.total
         requests = total.num_requests - requests_before
         failures = total.num_failures - failures_before
-        corrected = percentiles_ms(tap.combined(REQUEST, CORRECTED))
-        sent = int(corrected["count"])
+        corrected_p99, sent = _requests_p99(window)
         growth = max(0, plugin.backlog() - backlog_before)
         ratio = sent / (sent + growth) if sent + growth else 0.0
         result = StepResult(intended_per_s=rate, achieved_per_s=rate * ratio,
-                            corrected_p99_ms=float(corrected["p99"]),
+                            corrected_p99_ms=corrected_p99,
                             error_ratio=failures / requests if requests else 0.0)
         reasons = result.failures(self._search.settings)
         self._steps.append({**asdict(result), "seconds_measured": round(time.monotonic() - started, 3),
@@ -130,3 +132,13 @@ class CapacitySearchShape(LoadTestShape):
         results = str(getattr(environment.parsed_options, "results_dir", "") or "")
         if results:
             ResultsDir(Path(results)).write_capacity_search(document)
+
+
+def _requests_p99(window: LatencyDelta) -> tuple[float, int]:
+    """Corrected p99 over every request of the window (one merged sparse histogram) and how many there were."""
+    merged: dict[int, int] = {}
+    for (kind, _, measure), counts in window.histograms.items():
+        if kind == REQUEST and measure == CORRECTED:
+            for bucket, count in counts.items():
+                merged[bucket] = merged.get(bucket, 0) + count
+    return sparse_statistic_ms(merged, 99.0) or 0.0, sum(merged.values())

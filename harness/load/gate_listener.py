@@ -1,7 +1,9 @@
 """The gate on the Locust master: a per-second statistics history, live threshold verdicts, and ``abort_on_fail``.
 
 On the master (or the single local process) a greenlet samples Locust's statistics once a second. Each sample's
-delta is appended to ``stats_history.jsonl`` in ``--results-dir`` (the source of gate windows after the run). With
+delta is appended to ``stats_history.jsonl`` in ``--results-dir`` (the source of gate windows after the run), with
+what the latency book recorded in that second (its HdrHistograms and sent/intended counts, taken from a channel of
+the book's own so the workers' report drain is not disturbed). With
 ``--gate FILE`` every threshold is also measured live — the newest window, or the run so far — for the metrics
 exporter, and a crossed ``abort_on_fail`` threshold (past its ``delay_abort_eval``, its window full) stops the run:
 the headless run quits, the web UI's test stops. ``gate-abort.json`` then records which threshold did it.
@@ -36,6 +38,10 @@ from harness.gates import (
     evaluate,
     load_gate,
 )
+from harness.latency.histograms import LatencyBook
+
+#: The latency book's channel the per-second history takes its deltas from.
+HISTORY_CHANNEL = "gate_history"
 
 log = logging.getLogger("harness.load.gate")
 
@@ -65,8 +71,10 @@ class GateMonitor:
     One per environment, made and fed its events by the environment's plugin (``harness.load.listeners``).
     """
 
-    def __init__(self, tally_snapshot: Callable[[], dict[str, Any]], *, clock: Clock = time.time) -> None:
+    def __init__(self, tally_snapshot: Callable[[], dict[str, Any]], *, latency: LatencyBook | None = None,
+                 clock: Clock = time.time) -> None:
         self._tally_snapshot = tally_snapshot
+        self._latency = latency
         self._clock = clock
         self.gate: Gate | None = None
         self.environment: Any = None
@@ -108,6 +116,8 @@ class GateMonitor:
         self.recent = deque(maxlen=window + 2)
         self.latest, self.aborted = None, None
         self.started_at = self._clock()
+        if self._latency is not None:
+            self._latency.open_channel(HISTORY_CHANNEL)
         self._history = self._open_history(environment)
         self.sample()
         self._greenlet = gevent.spawn(self._run_sampler)
@@ -128,7 +138,8 @@ class GateMonitor:
     def sample(self) -> HistoryPoint:
         """Take one sample: record the delta, measure the gate, and stop the run if an abort threshold is crossed."""
         entries = tuple(stats_entries(self.environment.runner.stats))
-        point = self.recorder.sample(self._clock(), entries)
+        latency = self._latency.take(HISTORY_CHANNEL) if self._latency is not None else None
+        point = self.recorder.sample(self._clock(), entries, latency)
         self.recent.append(point)
         if self._history is not None:
             self._history.write(point.to_json() + "\n")
@@ -142,8 +153,12 @@ class GateMonitor:
         return point
 
     def live_data(self, entries: tuple[StatsEntry, ...]) -> RunData:
-        """The run so far: its cumulative statistics ``entries``, the recent history and the outcome tally."""
-        return RunData(entries=entries, history=tuple(self.recent), outcomes=self._tally_snapshot())
+        """The run so far: its cumulative statistics ``entries``, the recent history, the outcome tally and the
+        latency book's whole-run histograms."""
+        book = self._latency
+        return RunData(entries=entries, history=tuple(self.recent), outcomes=self._tally_snapshot(),
+                       latency=book.totals() if book is not None else None,
+                       unsent=book.unsent if book is not None else None)
 
     def abort_candidates(self, results: Iterable[ThresholdResult]) -> list[ThresholdResult]:
         """The crossed ``abort_on_fail`` thresholds that may stop the run now (past their delay, window full)."""
@@ -181,6 +196,8 @@ class GateMonitor:
         self._stop_sampler()
         self.sample()
         self._close_history()
+        if self._latency is not None:
+            self._latency.close_channel(HISTORY_CHANNEL)
 
     def on_quit(self, **_: Any) -> None:
         self._stop_sampler()

@@ -109,7 +109,7 @@ class LoadPlugin:
         self.context: RunContext | None = None
         self.watch: FaultWatch | None = None
         self.started_at: float | None = None  # when this process's current test started (epoch seconds)
-        self.monitor = GateMonitor(self.tally.snapshot)
+        self.monitor = GateMonitor(self.tally.snapshot, latency=self.latency)
         self.exporter = Exporter(self.client_view)
         self._fault_clients: list[Any] = []
         self._in_flight: tuple[int, Any] | None = None
@@ -352,7 +352,8 @@ class LoadPlugin:
             "model": OPEN if model is not None else CLOSED,
             "model_description": model.describe() if model is not None else
             "closed model: each Locust user plays its devices one after another",
-            "latency": summary,
+            # The whole-run histograms too, so a gate merges any set of names exactly.
+            "latency": {**summary, "histograms": self.latency.encoded()},
             "rates": rates,
         }
 

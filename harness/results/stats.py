@@ -2,7 +2,8 @@
 what each entry added (``stats_history.jsonl``), read the same way by the gates and the capacity report.
 
 A :class:`StatsEntry` is one Locust statistics entry (a request, or a lifecycle stage timed as a whole); a
-:class:`HistoryPoint` is what every entry added in one second. :func:`percentile` reads a Locust response-time
+:class:`HistoryPoint` is what every entry added in one second, and (since the latency book exists) the latency
+histograms and sent/intended counts recorded in that second. :func:`percentile` reads a Locust response-time
 histogram the way Locust's own reports do.
 """
 
@@ -14,6 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from harness.latency.histograms import LatencyDelta
 from harness.results.errors import ResultsError
 
 
@@ -59,19 +61,27 @@ class StatsEntry:
 
 @dataclass(frozen=True, slots=True)
 class HistoryPoint:
-    """What every entry added between the previous point and ``t`` (epoch seconds)."""
+    """What every entry added between the previous point and ``t`` (epoch seconds).
+
+    ``latency``: what the latency book recorded in that span (None in a history written before it existed).
+    """
 
     t: float
     entries: tuple[StatsEntry, ...] = ()
+    latency: LatencyDelta | None = None
 
     def to_json(self) -> str:
-        return json.dumps({"t": round(self.t, 3), "entries": [entry.to_dict() for entry in self.entries]},
-                          separators=(",", ":"))
+        data: dict[str, Any] = {"t": round(self.t, 3), "entries": [entry.to_dict() for entry in self.entries]}
+        if self.latency is not None:
+            data["latency"] = self.latency.to_json()
+        return json.dumps(data, separators=(",", ":"))
 
     @classmethod
     def from_json(cls, line: str) -> HistoryPoint:
         data = json.loads(line)
-        return cls(t=float(data["t"]), entries=tuple(StatsEntry.from_dict(entry) for entry in data["entries"]))
+        latency = data.get("latency")
+        return cls(t=float(data["t"]), entries=tuple(StatsEntry.from_dict(entry) for entry in data["entries"]),
+                   latency=LatencyDelta.from_json(latency) if latency is not None else None)
 
 
 def parse_history_lines(lines: Sequence[str], *, source: str) -> tuple[HistoryPoint, ...]:

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from harness.cli import build_parser
-from harness.gates import GATE_JUNIT, load_gate
+from harness.gates import GATE_JUNIT, load_gate, parse_gate
 
 ROOT = Path(__file__).resolve().parents[2]
 CI_FILES = sorted((ROOT / "examples" / "ci").glob("*.yml"))
@@ -32,6 +32,24 @@ def test_the_default_gate_parses_and_guards_latency_failures_and_outcomes() -> N
     kinds = {threshold.selector.kind for threshold in gate.thresholds}
     assert {"all", "request", "stage", "run"} <= kinds
     assert any(threshold.abort_on_fail and threshold.window for threshold in gate.thresholds)
+
+
+def test_the_open_model_gate_parses_and_uses_the_latency_book_metrics() -> None:
+    """examples/gates/open-model.yaml is valid and gates corrected latency, lateness and the achieved rate, with a
+    windowed per-endpoint rate ratio."""
+    gate = load_gate(ROOT / "examples" / "gates" / "open-model.yaml")
+    metrics = {threshold.metric for threshold in gate.thresholds}
+    assert {"corrected_p99_ms", "lateness_p99_ms", "achieved_rate_ratio"} <= metrics
+    assert any(threshold.metric == "achieved_rate_ratio" and threshold.selector.kind == "request" and threshold.window
+               for threshold in gate.thresholds)
+
+
+def test_the_latency_metrics_example_in_the_docs_parses() -> None:
+    """The gate shown under 'Corrected latency, lateness and the achieved rate' in docs/gates.md is a valid one."""
+    text = (ROOT / "docs" / "gates.md").read_text(encoding="utf-8")
+    section = text.split("### Corrected latency, lateness and the achieved rate", 1)[1]
+    example = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+    assert "corrected_p99_ms" in example and parse_gate(example, "docs/gates.md").thresholds
 
 
 def test_there_are_ci_examples() -> None:

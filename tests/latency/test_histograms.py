@@ -9,13 +9,18 @@ import pytest
 
 from harness.latency.histograms import (
     CORRECTED,
+    INTENDED,
     LATENESS,
     REQUEST,
+    SENT,
     SERVICE,
     STAGE,
     LatencyBook,
+    LatencyDelta,
     LatencyError,
+    new_histogram,
     percentiles_ms,
+    sparse_statistic_ms,
 )
 
 URI = "/CCM_Proxy_MutualAuth/<id>/ccm_system/request"
@@ -109,3 +114,66 @@ def test_an_empty_histogram_summarises_to_zeros() -> None:
     """No samples: every percentile 0 and count 0 (a summary never raises on an idle endpoint)."""
     assert percentiles_ms(LatencyBook().histogram(REQUEST, URI, SERVICE)) == {
         "p50": 0.0, "p90": 0.0, "p99": 0.0, "p999": 0.0, "max": 0.0, "count": 0}
+
+
+def test_a_channel_of_its_own_is_taken_without_disturbing_the_worker_drain() -> None:
+    """The gate history takes its channel each second; the report drain still carries everything since its last."""
+    book = LatencyBook()
+    book.open_channel("history")
+    book.record(REQUEST, URI, intended=0.0, sent=0.0, answered=0.01)
+    first = book.take("history")
+    book.record(REQUEST, URI, intended=1.0, sent=1.0, answered=1.02)
+    second = book.take("history")
+    report = LatencyDelta.from_json(book.drain())
+    assert [sum(delta.histograms[(REQUEST, URI, SERVICE)].values()) for delta in (first, second, report)] == [1, 1, 2]
+    with pytest.raises(LatencyError, match="not open"):
+        book.take("elsewhere")
+
+
+def test_a_reset_keeps_open_channels_open_and_empty() -> None:
+    """Locust's Reset Stats empties the book; the history's channel goes on from there."""
+    book = LatencyBook()
+    book.open_channel("history")
+    book.record(REQUEST, URI, intended=0.0, sent=0.0, answered=0.01)
+    book.reset()
+    assert book.take("history").histograms == {}
+    book.close_channel("history")
+    with pytest.raises(LatencyError):
+        book.take("history")
+
+
+def test_requests_are_counted_by_the_second_they_were_sent_and_the_second_they_were_intended() -> None:
+    """Intended at 10.4 and sent at 12.7: one in second 10 of the intended timeline, one in second 12 of the sent;
+    the counts survive JSON and add up when merged."""
+    book, master = LatencyBook(), LatencyBook()
+    master.open_channel("history")
+    book.record(REQUEST, URI, intended=10.4, sent=12.7, answered=12.8)
+    book.record(REQUEST, URI, intended=10.9, sent=10.95, answered=11.0)
+    master.merge(json.loads(json.dumps(book.drain())))
+    delta = master.take("history")
+    assert delta.timelines[(REQUEST, URI, INTENDED)] == {10: 2}
+    assert delta.timelines[(REQUEST, URI, SENT)] == {10: 1, 12: 1}
+    assert delta.late == 1
+
+
+@pytest.mark.parametrize("timelines", [[["request", URI, "sent", {"x": 1}]], [["request", URI, "due", {}]], "x"])
+def test_a_malformed_timeline_is_refused(timelines: object) -> None:
+    """Counts that are not whole seconds to whole numbers, or an unknown timeline, are refused by name."""
+    with pytest.raises(LatencyError, match="timeline"):
+        LatencyDelta.from_json({"histograms": [], "timelines": timelines})
+
+
+def test_a_sparse_delta_gives_exactly_the_percentiles_of_a_full_histogram() -> None:
+    """A second's sparse histogram keeps HdrHistogram's buckets: its p50 … p99.9 and max equal a full histogram's."""
+    rng = random.Random(11)
+    values = [max(1, round(rng.lognormvariate(9, 1.5))) for _ in range(3000)]  # µs, from 1 µs to seconds
+    book, full = LatencyBook(), new_histogram()
+    book.open_channel("history")
+    for value in values:
+        book.record(REQUEST, URI, intended=0.0, sent=0.0, answered=value / 1e6)
+        full.record_value(value)
+    counts = book.take("history").histograms[(REQUEST, URI, SERVICE)]
+    for percentile in (50.0, 90.0, 99.0, 99.9):
+        assert sparse_statistic_ms(counts, percentile) == round(full.get_value_at_percentile(percentile) / 1000.0, 3)
+    assert sparse_statistic_ms(counts, 100.0) == round(full.get_max_value() / 1000.0, 3)
+    assert sparse_statistic_ms({}, 99.0) is None
