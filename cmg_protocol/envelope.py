@@ -158,9 +158,9 @@ def encode_message(header: MessageHeader, body_xml: str) -> bytes:
 # --- decoding ------------------------------------------------------------------------------------------------------
 
 # One flat character class per value, possessive: no group is repeated, so a header that fails to match fails in
-# linear time. Values with '&' (references), control characters or CR (which a parser would normalise) fall through to
-# the ElementTree path, which decodes them properly.
-_TEXT = r"([^<&\x00-\x08\x0b-\x1f]*+)"
+# linear time. Values with '&' (references), control characters, CR (which a parser would normalise) or what XML
+# cannot carry (U+FFFE, U+FFFF, lone surrogates) fall through to the ElementTree path, which decodes or refuses them.
+_TEXT = r"([^<&\x00-\x08\x0b-\x1f\ud800-\udfff\ufffe\uffff]*+)"
 # The exact shape header_xml() writes; a header in any other shape takes the ElementTree path.
 _FAST_HEADER = re.compile(
     r'<Msg SchemaVersion="1\.1"( ReplyCompression="zlib")?>'

@@ -88,6 +88,10 @@ class SiteManifest:
     schema_version: int = SCHEMA_VERSION
     #: Real seconds of clock skew the site's token checks allow (300 s scaled); None in manifests written before it.
     token_leeway_s: float | None = None
+    #: The CMG's client identity (chain PEM and key) that connection points require of whoever forwards to them: a
+    #: proxy standing in for the CMG presents it. None in manifests written before connection points required it.
+    cmg_identity_cert_file: Path | None = None
+    cmg_identity_key_file: Path | None = None
 
     # ------------------------------------------------------------------ lookups
     def link(self, role: str) -> str | None:
@@ -178,8 +182,9 @@ class SiteManifest:
                 value = str(value)
             out[name] = value
         for name in _OPTIONAL_FIELDS:
-            if getattr(self, name) is not None:
-                out[name] = getattr(self, name)
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = str(value) if isinstance(value, Path) else value
         return out
 
     def to_json(self) -> str:
@@ -330,4 +335,6 @@ _FIELDS: dict[str, Callable[[Any], Any]] = {
 #: Fields a manifest may lack (written by a later cmg-harness than the oldest that reads schema 1).
 _OPTIONAL_FIELDS: dict[str, Callable[[Any], Any]] = {
     "token_leeway_s": _positive,
+    "cmg_identity_cert_file": _path,
+    "cmg_identity_key_file": _path,
 }

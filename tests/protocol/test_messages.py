@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import xml.etree.ElementTree as ET
 import time
+import xml.etree.ElementTree as ET
 
 import pytest
 from hypothesis import given

@@ -95,7 +95,8 @@ def _real_validator(seen: Seen) -> Any:
     async def no_entra_keys() -> dict[str, Any]:
         return {"keys": []}
 
-    ccm = CcmTokenVerifier({CCM_KID: CCM_KEY.public_key()}, hierarchy_id=HIERARCHY, clock=system_clock)
+    ccm = CcmTokenVerifier({CCM_KID: CCM_KEY.public_key()}, hierarchy_id=HIERARCHY, tenants=lambda: {TENANT},
+                           clock=system_clock)
     entra = EntraTokenVerifier(JwksCache(no_entra_keys, clock=system_clock), audiences=[tokens.CONFIGMGR_RESOURCE],
                                tenants=lambda: {TENANT}, clock=system_clock)
     validator = TokenValidator(ccm, entra)
