@@ -13,6 +13,7 @@ import time
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
+from typing import Any
 
 import httpx
 
@@ -139,7 +140,7 @@ class MessageFuzzer:
         rng = self.rng
         name = rng.choice(("target_endpoint", "source_host", "source_id", "reply_to", "target_host", "message_id",
                            "correlation_id", "sent_time", "priority", "timeout_ms", "reply_compression"))
-        value: object
+        value: Any
         if name == "target_endpoint":
             value = rng.choice(TARGETS + HOSTILE_TEXT[:6])
         elif name in ("priority", "timeout_ms"):
@@ -149,13 +150,15 @@ class MessageFuzzer:
         else:
             value = rng.choice(HOSTILE_TEXT)
         try:
-            return replace(header, **{name: value}), name
+            changes: dict[str, Any] = {name: value}
+            return replace(header, **changes), name
         except (ValueError, TypeError):  # a header the dataclass itself refuses (no endpoint): keep the original
             return header, name
 
     # --- body mutations ----------------------------------------------------------------------------------------------
     def _spans(self, xml: str, opener: str, closer: str) -> list[tuple[int, int]]:
-        spans, start = [], 0
+        spans: list[tuple[int, int]] = []
+        start = 0
         while len(spans) < 64:
             begin = xml.find(opener, start)
             if begin < 0:
