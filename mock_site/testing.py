@@ -129,8 +129,12 @@ class SiteClient:
 
         self.manifest = manifest
         self.cmg_url = cmg_url or manifest.cmg_url or ""  # "": a site without a CMG; give the proxy's URL
-        self.http = httpx.Client(verify=verify if verify is not None else _ssl_context(manifest.ca_file),
-                                 cert=cert, timeout=30.0)
+        if verify is None:
+            verify = _ssl_context(manifest.ca_file)
+            if cert is not None:  # a client certificate (cert file, key file) for mutual TLS
+                verify.load_cert_chain(*cert)
+                cert = None
+        self.http = httpx.Client(verify=verify, cert=cert, timeout=30.0)
 
     def close(self) -> None:
         self.http.close()

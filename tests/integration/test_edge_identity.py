@@ -70,8 +70,6 @@ def test_an_entra_token_does_not_open_ccm_token_endpoints(site_client: SiteClien
                                                           prefix: str) -> None:
     """ccmsetup.cab, .sms_aut and policy bodies need a CCM token (or a certificate): the CMG refuses an Entra one."""
     url = site_client.server_auth(tail) if prefix == "server" else site_client.mutual_auth(tail)
-    if tail.startswith("CCM_Client") and prefix == "mutual":
-        url = site_client.mutual_auth(tail)
     response = site_client.http.get(url, headers={"Authorization": f"Bearer {entra}"})
     assert (response.status_code, response.reason_phrase) == (401, INVALID_TOKEN)
 

@@ -12,14 +12,21 @@ from pathlib import Path
 
 import pytest
 
-from mock_site.manifest import _FIELDS, MANIFEST_NAME, SCHEMA_VERSION, ManifestError, RoleUrl, SiteManifest
+from mock_site.manifest import _FIELDS, _OPTIONAL_FIELDS, MANIFEST_NAME, SCHEMA_VERSION, ManifestError, RoleUrl, SiteManifest
 from mock_site.testing import RunningSite, example_manifest
 
 
 def test_every_field_has_a_parser_in_the_files_order() -> None:
     """The parsers and the dataclass name the same fields (schema_version apart), so none is read or written alone."""
     names = [field.name for field in dataclasses.fields(SiteManifest) if field.name != "schema_version"]
-    assert list(_FIELDS) == names
+    assert list(_FIELDS) + list(_OPTIONAL_FIELDS) == names
+
+
+def test_the_cmg_identity_files_survive_write_and_read(tmp_path: Path) -> None:
+    """The optional CMG identity paths (what a proxy presents to the connection points) round-trip as paths."""
+    manifest = example_manifest(tmp_path, cmg_identity_cert_file=tmp_path / "pki" / "cmg-identity.pem",
+                                cmg_identity_key_file=tmp_path / "pki" / "cmg-identity.key")
+    assert SiteManifest.read(manifest.write(tmp_path / MANIFEST_NAME)) == manifest
 
 
 def test_a_manifest_survives_write_and_read(tmp_path: Path) -> None:
