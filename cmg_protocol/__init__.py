@@ -29,6 +29,7 @@ from .logformat import (
     smstrace_line,
 )
 from .messages import (
+    AAD_TOKEN_HEADER,
     APPROVAL_ENTRA,
     MESSAGE_TYPES,
     ContentLocationReply,
@@ -80,6 +81,7 @@ from .urlmap import (
 )
 
 __all__ = [
+    "AAD_TOKEN_HEADER",
     "ALLOWED_ALGORITHMS",
     "APPROVAL_ENTRA",
     "BOUNDARY",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import html
 import re
 import zlib
 from dataclasses import dataclass
@@ -158,10 +157,10 @@ def encode_message(header: MessageHeader, body_xml: str) -> bytes:
 
 # --- decoding ------------------------------------------------------------------------------------------------------
 
-# Control characters (and CR, which a parser would normalise) fall through to the ElementTree path.
-# Possessive quantifiers: a value never contains '<', so giving characters back can't help, and a header that fails to
-# match must fail in linear time rather than backtrack exponentially.
-_TEXT = r"((?:[^<&\x00-\x1f]++|[\t\n]++|&(?:amp|lt|gt|quot|#13|#10|#9);)*+)"
+# One flat character class per value, possessive: no group is repeated, so a header that fails to match fails in
+# linear time. Values with '&' (references), control characters, CR (which a parser would normalise) or what XML
+# cannot carry (U+FFFE, U+FFFF, lone surrogates) fall through to the ElementTree path, which decodes or refuses them.
+_TEXT = r"([^<&\x00-\x08\x0b-\x1f\ud800-\udfff\ufffe\uffff]*+)"
 # The exact shape header_xml() writes; a header in any other shape takes the ElementTree path.
 _FAST_HEADER = re.compile(
     r'<Msg SchemaVersion="1\.1"( ReplyCompression="zlib")?>'
@@ -175,29 +174,25 @@ _FAST_HEADER = re.compile(
 )
 
 
-def _unescape(value: str) -> str:
-    return html.unescape(value) if "&" in value else value
-
-
 def _parse_header_fast(text: str) -> tuple[MessageHeader, int] | None:
     m = _FAST_HEADER.fullmatch(text)
     if m is None:
         return None
     g = m.groups()
     header = MessageHeader(
-        message_id=_unescape(g[1]),
-        source_id=_unescape(g[2]),
-        source_host=_unescape(g[3]),
-        target_address=_unescape(g[4]),
-        target_endpoint=_unescape(g[5]),
-        target_host=_unescape(g[6]),
-        reply_to=_unescape(g[7]),
-        reply_mode=_unescape(g[8]),
-        protocol=_unescape(g[9]),
+        message_id=g[1],
+        source_id=g[2],
+        source_host=g[3],
+        target_address=g[4],
+        target_endpoint=g[5],
+        target_host=g[6],
+        reply_to=g[7],
+        reply_mode=g[8],
+        protocol=g[9],
         priority=int(g[10]),
         timeout_ms=int(g[11]),
-        sent_time=_unescape(g[12]),
-        correlation_id=_unescape(g[13]),
+        sent_time=g[12],
+        correlation_id=g[13],
         compressed=bool(g[15]),
         reply_compression=g[0] is not None,
     )

@@ -16,6 +16,7 @@ from .policy import (
     policy_location,
 )
 from .registration import (
+    AAD_TOKEN_HEADER,
     APPROVAL_ENTRA,
     SHA256_RSA_OID,
     RegistrationRequest,
@@ -25,6 +26,7 @@ from .registration import (
 from .xmlbase import MAX_XML_CHARS, MessageError, escape_attr, escape_text, parse_xml, root_tag
 
 __all__ = [
+    "AAD_TOKEN_HEADER",
     "APPROVAL_ENTRA",
     "MAX_XML_CHARS",
     "MESSAGE_TYPES",

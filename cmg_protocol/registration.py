@@ -18,6 +18,10 @@ from .xmlbase import (
     required_child,
 )
 
+#: The header a registration through the CMG carries the device's Entra token in; the CCM token stays in
+#: ``Authorization`` as on every CcmTokenAuth=1 request, so the CMG never has to take an Entra token there.
+AAD_TOKEN_HEADER = "X-CCM-AAD-Token"  # synthetic: not the public ConfigMgr format
+
 #: RSA with SHA-256, the hash algorithm OID a registration request names.
 SHA256_RSA_OID = "1.2.840.113549.1.1.11"
 

@@ -24,6 +24,8 @@ CONNECTOR_INTERNAL_SERVER_ERROR = "CMGConnector_InternalServerError"
 CONNECTOR_SERVICE_UNAVAILABLE = "CMGConnector_ServiceUnavailable"  # synthetic: not the public ConfigMgr format
 CONNECTOR_GATEWAY_TIMEOUT = "CMGConnector_GatewayTimeout"  # synthetic: not the public ConfigMgr format
 CONNECTOR_BAD_REQUEST = "CMGConnector_BadRequest"  # synthetic: not the public ConfigMgr format
+#: The caller is not the CMG this connection point serves (it takes work from nobody else).
+CONNECTOR_NOT_FROM_CMG = "CMGConnector_Forbidden"  # synthetic: not the public ConfigMgr format
 
 #: Every connection point status text starts so.
 CONNECTOR_PREFIX = "CMGConnector_"
@@ -33,3 +35,5 @@ MP_INVALID_TOKEN = "MP_Invalid_Token"  # synthetic: not the public ConfigMgr for
 MP_NOT_REGISTERED = "MP_Client_Not_Registered"  # synthetic: not the public ConfigMgr format
 MP_NO_CP_CERTIFICATE = "MP_Connection_Point_Certificate_Required"  # synthetic: not the public ConfigMgr format
 MP_BAD_MESSAGE = "MP_Bad_Message"  # synthetic: not the public ConfigMgr format
+#: Identity headers (the CMG's client certificate, the public URI) from a caller that is not a connection point.
+MP_IDENTITY_HEADER_REFUSED = "MP_Identity_Header_Refused"  # synthetic: not the public ConfigMgr format

@@ -15,6 +15,11 @@ CONFIGMGR_RESOURCE = "https://ConfigMgrService"
 CCM_AUDIENCE = "urn:sccm:service"
 ALLOWED_ALGORITHMS = ("RS256",)
 DEFAULT_LEEWAY = 300.0
+#: The latest NumericDate a token may name: 9999-12-31T23:59:59Z, the end of what .NET's DateTime holds.
+MAX_NUMERIC_DATE = 253_402_300_799
+#: No token the site takes lives longer than this past the moment it is checked (the longest documented site token,
+#: the client-unique one, is valid 90 days).
+MAX_TOKEN_LIFETIME = 90 * 86400.0
 TOKEN_TYPES = ("Device", "UDA")
 #: The UserId a Device token carries (CCM_STS.log shows it all zeros).
 NO_USER = "00000000-0000-0000-0000-000000000000"
@@ -27,6 +32,7 @@ IDX_ISSUER = "IDX10205"
 IDX_UNKNOWN_KEY = "IDX10503"
 IDX_SIGNATURE = "IDX10511"
 IDX_MALFORMED = "IDX12741"
+IDX_NBF_AFTER_EXP = "IDX10224"
 
 KINDS = ("expired", "not_yet_valid", "signature", "audience", "issuer", "algorithm", "tenant", "malformed", "unknown_key")
 
@@ -201,13 +207,38 @@ def _verify_signature(token: str, keys: Mapping[str, Any], required: tuple[str, 
             raise TokenRejected(IDX_MALFORMED, f"token is missing the {name} claim", "malformed")
     for name in ("iat", "nbf", "exp"):
         value = claims[name]
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise TokenRejected(IDX_MALFORMED, f"claim {name} is not a NumericDate: {value!r}", "malformed")
+        # The range check also refuses NaN and infinities, and compares huge integers without converting them.
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= MAX_NUMERIC_DATE:
+            shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:40] + "..."
+            raise TokenRejected(IDX_MALFORMED, f"claim {name} is not a NumericDate in 0..{MAX_NUMERIC_DATE}: {shown}",
+                                "malformed")
     return claims
 
 
 def _check_lifetime(claims: Mapping[str, Any], now: float, leeway: float) -> None:
-    # The same order and skew rule as .NET's lifetime validator.
+    # The same order and skew rule as .NET's lifetime validator, plus the checks it leaves to the issuer: a token is
+    # not issued in the future, does not end before it starts, and does not live absurdly long.
+    if claims["nbf"] > claims["exp"]:
+        raise TokenRejected(
+            IDX_NBF_AFTER_EXP,
+            f"Lifetime validation failed. The NotBefore: '{_utc(claims['nbf'])}' is after Expires: "
+            f"'{_utc(claims['exp'])}'.",
+            "malformed",
+        )
+    if claims["iat"] > now + leeway:
+        raise TokenRejected(
+            IDX_NOT_YET_VALID,
+            f"Lifetime validation failed. The token was issued in the future. IssuedAt: '{_utc(claims['iat'])}', "
+            f"Current time: '{_utc(now)}'.",
+            "not_yet_valid",
+        )
+    if claims["exp"] > now + leeway + MAX_TOKEN_LIFETIME:
+        raise TokenRejected(
+            IDX_MALFORMED,
+            f"Lifetime validation failed. The token expires more than {MAX_TOKEN_LIFETIME / 86400:.0f} days from "
+            f"now. ValidTo: '{_utc(claims['exp'])}', Current time: '{_utc(now)}'.",
+            "malformed",
+        )
     if claims["nbf"] > now + leeway:
         raise TokenRejected(
             IDX_NOT_YET_VALID,
@@ -269,13 +300,17 @@ def verify_entra_token(
 
 
 def verify_ccm_token(
-    token: str, *, keys: Mapping[str, Any], hierarchy_id: str, now: float, leeway: float = DEFAULT_LEEWAY
+    token: str, *, keys: Mapping[str, Any], hierarchy_id: str, tenants: Container[str], now: float,
+    leeway: float = DEFAULT_LEEWAY,
 ) -> dict[str, Any]:
-    """Validate a CCM token (alg, key, signature, lifetime, audience, issuer) and return its claims."""
+    """Validate a CCM token (alg, key, signature, lifetime, audience, issuer, onboarded tenant); return its claims."""
     claims = _verify_signature(token, keys, _CCM_CLAIMS)
     _check_lifetime(claims, now, leeway)
     _check_audience(claims, CCM_AUDIENCE)
     _check_issuer(claims, ccm_issuer(hierarchy_id))
+    tid = claims["tid"]
+    if not isinstance(tid, str) or tid.lower() not in tenants:
+        raise TokenRejected(IDX_ISSUER, f"Issuer validation failed. Tenant {tid!r} is not onboarded.", "tenant")
     return claims
 
 

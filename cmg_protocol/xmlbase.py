@@ -19,9 +19,11 @@ _INVALID_XML_CHAR = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\u
 # Anything that needs escaping, or that may be invalid; values without these are emitted as they are (the fast path).
 _TEXT_SPECIAL = re.compile("[&<>\r\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 _ATTR_SPECIAL = re.compile("[&<>\"\r\n\t\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
-_ROOT_TAG = re.compile(
-    r"\A\ufeff?\s*(?:<\?xml[^>]*\?>\s*)?(?:<!--.*?-->\s*)*<([A-Za-z_][\w.\-]*(?::[A-Za-z_][\w.\-]*)?)", re.DOTALL
-)
+# The root element's name once the prolog is skipped; a single bounded match at one position, no repetition of groups.
+_NAME = re.compile(r"[A-Za-z_][\w.\-]{0,255}(?::[A-Za-z_][\w.\-]{0,255})?")
+#: How far into a text root_tag looks for the root element (a real prolog is a few dozen characters).
+ROOT_TAG_SCAN_CHARS = 64 * 1024
+_XML_SPACE = " \t\r\n"
 
 
 class MessageError(ValueError):
@@ -82,11 +84,35 @@ def parse_xml(text: str, *, max_chars: int = MAX_XML_CHARS) -> ET.Element:
 
 
 def root_tag(text: str) -> str:
-    """Name of the root element, read from the first characters without parsing the document."""
-    found = _ROOT_TAG.match(text)
-    if found is None:
-        raise MessageError(f"no root element at the start of {text[:60]!r}")
-    return found.group(1)
+    """Name of the root element, read from the first characters without parsing the document.
+
+    A plain scanner, not a regular expression over the prolog: every step moves forward, so a text of nested or
+    unclosed comments costs time linear in its length (bounded by ``ROOT_TAG_SCAN_CHARS``) instead of backtracking.
+    """
+    end = min(len(text), ROOT_TAG_SCAN_CHARS)
+    pos = 1 if text.startswith("\ufeff") else 0
+    seen_declaration = False
+    while True:
+        while pos < end and text[pos] in _XML_SPACE:
+            pos += 1
+        if text.startswith("<?xml", pos) and not seen_declaration:
+            close = text.find("?>", pos, end)
+            if close < 0:
+                break
+            pos, seen_declaration = close + 2, True
+            continue
+        if text.startswith("<!--", pos):
+            close = text.find("-->", pos + 4, end)
+            if close < 0:
+                break
+            pos, seen_declaration = close + 3, True
+            continue
+        if text.startswith("<", pos):
+            found = _NAME.match(text, pos + 1, end)
+            if found is not None:
+                return found.group()
+        break
+    raise MessageError(f"no root element at the start of {text[:60]!r}")
 
 
 def expect_root(element: ET.Element, tag: str) -> None:

@@ -1,7 +1,8 @@
 """The cloud management gateway: the published URL map, token and certificate checks, forwarding to connection points.
 
 What the real CMG does and this one reproduces: it forwards only paths in its URL map, checks content length per
-endpoint, does not forward a request that carries an invalid token (``401 CMGService_Invalid_Token``), answers
+endpoint, does not forward a request that carries an invalid token (``401 CMGService_Invalid_Token``) — an Entra token
+counts as invalid everywhere but on the token service (CCM_STS), where nothing else is taken — answers
 ``AADAuthInfo`` for onboarded tenants, spreads requests round-robin over its connection points, serves content from its
 storage when it is content-enabled, and keeps the CMGService.log traffic statistics per request URI.
 """
@@ -33,7 +34,7 @@ from cmg_protocol.statuses import (
 from cmg_protocol.urlmap import AuthKind, Route, UrlMapError
 from mock_site.asgi import BodyTooLarge, HttpRequest, Meter, read_body, respond, respond_error
 from mock_site.server import Receive, Scope, Send, absolute_form_target, client_cert_der
-from mock_site.token_checks import CcmTokenVerifier, EntraTokenVerifier, verify_ccm_or_entra
+from mock_site.token_checks import CcmTokenVerifier, EntraTokenVerifier
 from mock_site.upstream import RoundRobin, UpstreamError, forwardable
 
 log = logging.getLogger("mock_site.cmg")
@@ -123,7 +124,8 @@ class CmgApp:
         try:
             if absolute_form_target(scope):
                 raise UrlMapError(400, "the request target names a host; the CMG is not a forward proxy")
-            route = urlmap.match(request.path, request.query)
+            # The raw path: the server has already decoded %2F into '/', which must not move a segment boundary.
+            route = urlmap.match(request.raw_path.decode("latin-1"), request.query)
             await self._handle(route, request, receive, meter)
         except UrlMapError as refused:
             status_text = NOT_IN_URL_MAP if refused.status == 404 else BAD_REQUEST
@@ -213,12 +215,11 @@ class CmgApp:
             if route.auth is AuthKind.ENTRA_TOKEN:
                 await self.entra_verifier.verify(token)
             else:
-                kind, claims = await verify_ccm_or_entra(token, self.ccm_verifier, self.entra_verifier)
-                if kind == "ccm":
-                    self._check_not_revoked(claims)
+                # CcmTokenAuth=1: a CCM token and nothing else (an Entra token is refused like any foreign token).
+                claims = self.ccm_verifier.verify(token)
+                self._check_not_revoked(claims)
                 # Who the client is, for the over-capacity fault's count of active clients.
-                request.scope["state"]["client_id"] = (claims.get("smsid") or claims.get("deviceid")
-                                                       or claims.get("oid", ""))
+                request.scope["state"]["client_id"] = claims.get("smsid") or claims.get("deviceid", "")
         except tokens.TokenRejected as rejected:
             self.metrics.token_rejected(rejected.kind)
             if self.log is not None:
@@ -249,7 +250,7 @@ class CmgApp:
         headers.pop(CLIENT_CERT_HEADER, None)
         headers.update(identity)
         headers[REQUEST_URI_HEADER] = f"https://{self.public_host}{request.path}"
-        target = request.path + (f"?{request.query}" if request.query else "")
+        target = request.raw_path.decode("latin-1") + (f"?{request.query}" if request.query else "")
         upstream = self.connection_points.next()
         try:
             answer = await upstream.request(request.method, target, headers, body)
@@ -272,8 +273,9 @@ class CmgApp:
 class TokenValidator:
     """The CMG's token rule as an endpoint, for a CMG-style proxy that validates at the edge (nginx ``auth_request``).
 
-    ``GET /validate`` with the request's ``Authorization`` header answers 204 for a valid CCM token (or, as on the
-    registration path, a valid Entra token) and 401 with the CMG's status text otherwise.
+    ``GET /validate`` with the request's ``Authorization`` header answers 204 for a valid CCM token and 401 with the
+    CMG's status text otherwise; ``GET /validate?token=entra`` does the same for an Entra token (the token service's
+    rule). No other query is taken: a proxy asks for exactly one kind of token per endpoint.
     """
 
     def __init__(self, ccm_verifier: CcmTokenVerifier, entra_verifier: EntraTokenVerifier) -> None:
@@ -282,12 +284,18 @@ class TokenValidator:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = HttpRequest.from_scope(scope)
+        if request.query not in ("", "token=ccm", "token=entra"):
+            await respond_error(send, 400, BAD_REQUEST, f"validate takes token=ccm or token=entra, got {request.query!r}")
+            return
         token = request.bearer_token()
         if token is None:
             await respond_error(send, 401, INVALID_TOKEN, "no bearer token")
             return
         try:
-            await verify_ccm_or_entra(token, self.ccm_verifier, self.entra_verifier)
+            if request.query == "token=entra":
+                await self.entra_verifier.verify(token)
+            else:
+                self.ccm_verifier.verify(token)
         except tokens.TokenRejected as rejected:
             await respond_error(send, 401, INVALID_TOKEN, rejected.code)
             return

@@ -1,8 +1,10 @@
 """The CMG connection point: rewrites the CMG's external URL to the MP's internal URL and forwards over mutual TLS.
 
-It logs each rewrite and each message to SMS_CLOUD_PROXYCONNECTOR.log in the shapes of the walk-through, maps failures
-behind it to the ``CMGConnector_*`` status texts the documentation names, and keeps the per-endpoint traffic report it
-writes every five minutes.
+It takes work only from the CMG it serves: its listener requires a client certificate from the site CA, and a request
+whose certificate is not the CMG's identity is refused (``403 CMGConnector_Forbidden``) before anything is read, so
+the identity headers the CMG adds cannot come from anyone else. It logs each rewrite and each message to
+SMS_CLOUD_PROXYCONNECTOR.log in the shapes of the walk-through, maps failures behind it to the ``CMGConnector_*``
+status texts the documentation names, and keeps the per-endpoint traffic report it writes every five minutes.
 """
 
 from __future__ import annotations
@@ -19,13 +21,15 @@ from cmg_protocol.statuses import (
     CONNECTOR_CLIENT_CERT_REQUIRED,
     CONNECTOR_GATEWAY_TIMEOUT,
     CONNECTOR_INTERNAL_SERVER_ERROR,
+    CONNECTOR_NOT_FROM_CMG,
     CONNECTOR_SERVICE_UNAVAILABLE,
     CONNECTOR_UNAUTHORIZED,
 )
 from cmg_protocol.urlmap import UrlMapError
 from mock_site.asgi import BodyTooLarge, HttpRequest, read_body, respond, respond_error
 from mock_site.cmg import MAX_BODY_BYTES, REQUEST_URI_HEADER
-from mock_site.server import Receive, Scope, Send
+from mock_site.peers import PEER_CMG, peer_role
+from mock_site.server import Receive, Scope, Send, client_cert_der
 from mock_site.upstream import Upstream, UpstreamError, forwardable
 
 # Documented status texts (FAULTS.md) and the ConfigMgr error code ccmsetup reports with them.
@@ -76,8 +80,13 @@ class ConnectionPointApp:
             self.metrics.request_finished()
 
     async def _handle(self, request: HttpRequest, receive: Receive, send: Send, started: float) -> None:
+        if peer_role(client_cert_der(request.scope)) != PEER_CMG:
+            await respond_error(send, 403, CONNECTOR_NOT_FROM_CMG,
+                                "the connection point takes work only from its CMG (mutual TLS with its identity)")
+            self.metrics.observe_request("unmatched", request.method, 403, 0, 0, self.perf_counter() - started)
+            return
         try:
-            route = urlmap.match(request.path, request.query)
+            route = urlmap.match(request.raw_path.decode("latin-1"), request.query)
         except UrlMapError as refused:
             await respond_error(send, refused.status, CONNECTOR_BAD_REQUEST, refused.reason)
             self.metrics.observe_request("unmatched", request.method, refused.status, 0, 0,

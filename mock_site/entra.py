@@ -11,7 +11,6 @@ import base64
 import datetime as dt
 import math
 import random
-import re
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -51,7 +50,16 @@ AADSTS_INVALID_PARAMETER = 90100
 AADSTS_UNSUPPORTED_GRANT = 70003
 AADSTS_RESOURCE_NOT_FOUND = 500011
 
-_SID = re.compile(r"^S-1-\d+(-\d+)+$")
+#: Longest on-premises SID accepted (S-1-, an authority and at most 15 sub-authorities of 10 digits).
+MAX_SID_CHARS = 184
+
+
+def _is_sid(value: str) -> bool:
+    """``S-1-<authority>-<sub>...``: split and checked part by part, no regular expression with repeated groups."""
+    if len(value) > MAX_SID_CHARS or not value.startswith("S-1-"):
+        return False
+    parts = value[4:].split("-")
+    return len(parts) >= 2 and all(part.isascii() and part.isdigit() for part in parts)
 
 
 class TokenDefect(Enum):
@@ -258,7 +266,7 @@ class EntraIssuer:
                 "invalid_resource",
                 f"The resource principal named {resource!r} was not found in the tenant '{tenant.tenant_id}'.",
             )
-        if onprem_sid and not (isinstance(onprem_sid, str) and _SID.match(onprem_sid)):
+        if onprem_sid and not (isinstance(onprem_sid, str) and _is_sid(onprem_sid)):
             raise EntraError(AADSTS_INVALID_PARAMETER, "invalid_request", f"onprem_sid is not a SID: {onprem_sid!r}")
         if device_time is not None and (
             isinstance(device_time, bool)

@@ -143,14 +143,17 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
 class LinkProbe:
     """Checks that a linked URL serves what this process needs from that role, before the site serves anything.
 
-    ``server_context`` trusts the site CA (to reach Entra ID and a connection point); ``mp_context`` also presents the
-    connection point's client certificate (the MP takes nobody else); ``ca`` checks that a CRL is this site's.
+    ``server_context`` trusts the site CA (to reach Entra ID); ``mp_context`` also presents the connection point's
+    client certificate (the MP takes identity headers from nobody else); ``cp_context`` presents the CMG's identity
+    (a connection point takes work from nobody else; without it, ``server_context``); ``ca`` checks that a CRL is
+    this site's.
     """
 
     ca: x509.Certificate
     server_context: ssl.SSLContext
     mp_context: ssl.SSLContext
     fetch: Fetch = http_get
+    cp_context: ssl.SSLContext | None = None
 
     def check(self, role: str, url: str) -> None:
         """Raise :class:`JoinError` naming ``--link role=url`` and what it served unless it is what ``role`` serves."""
@@ -186,7 +189,8 @@ class LinkProbe:
                 raise JoinError(f"{name}: {MP_PROBE_PATH} without a token answered {_said(answer)}, "
                                 f"not a management point's 401 MP_Invalid_Token")
         elif role == "cp":
-            self._get(name, url + "/", self.server_context)  # any answer over TLS the site CA trusts will do
+            # Any answer over TLS the site CA trusts will do.
+            self._get(name, url + "/", self.cp_context or self.server_context)
 
     def _check_crl(self, name: str, url: str) -> None:
         answer = self._get(name, url, self.server_context)

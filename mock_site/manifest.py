@@ -90,6 +90,10 @@ class SiteManifest:
     token_leeway_s: float | None = None
     #: The certificate whose key signs CCM tokens (a validating proxy checks signatures against it).
     ccm_signing_cert_file: Path | None = None
+    #: The CMG's client identity (chain PEM and key) that connection points require of whoever forwards to them: a
+    #: proxy standing in for the CMG presents it. None in manifests written before connection points required it.
+    cmg_identity_cert_file: Path | None = None
+    cmg_identity_key_file: Path | None = None
 
     # ------------------------------------------------------------------ lookups
     def link(self, role: str) -> str | None:
@@ -334,4 +338,6 @@ _FIELDS: dict[str, Callable[[Any], Any]] = {
 _OPTIONAL_FIELDS: dict[str, Callable[[Any], Any]] = {
     "token_leeway_s": _positive,
     "ccm_signing_cert_file": _path,
+    "cmg_identity_cert_file": _path,
+    "cmg_identity_key_file": _path,
 }

@@ -1,8 +1,12 @@
 """The management point: CCM messaging endpoints, MPLIST, policy bodies, the client package and CCM_STS.
 
-The MP accepts requests only from a connection point (mutual TLS with the CP's client-auth certificate) and checks the
-token again: a CMG-style proxy that forwards an invalid token is caught here and answered with ``MP_Invalid_Token``, so
-the harness can tell a proxy that let an invalid token through from one that refused it at the edge.
+The MP takes only mutual-TLS callers with a certificate of the site CA. The connection point's certificate makes the
+CMG's identity headers (the client certificate the CMG verified, the public request URI) believable; from anyone else
+those headers are refused (``403 MP_Identity_Header_Refused``), and a device certificate presented directly is that
+device's own identity, as on an HTTPS management point on the intranet. The MP checks the token again: a CMG-style
+proxy that forwards an invalid token is caught here and answered with ``MP_Invalid_Token``, so the harness can tell a
+proxy that let an invalid token through from one that refused it at the edge. Every token here is a CCM token; an
+Entra token is taken only by CCM_STS and, at registration, in the ``X-CCM-AAD-Token`` header beside the CCM token.
 """
 
 from __future__ import annotations
@@ -22,13 +26,22 @@ from cmg_protocol.clock import Clock
 from cmg_protocol.envelope import EnvelopeError, MessageHeader
 from cmg_protocol.ids import braced_guid
 from cmg_protocol.messages import MessageError
-from cmg_protocol.statuses import MP_BAD_MESSAGE, MP_INVALID_TOKEN, MP_NO_CP_CERTIFICATE, MP_NOT_REGISTERED
+from cmg_protocol.registration import AAD_TOKEN_HEADER
+from cmg_protocol.statuses import (
+    MP_BAD_MESSAGE,
+    MP_IDENTITY_HEADER_REFUSED,
+    MP_INVALID_TOKEN,
+    MP_NO_CP_CERTIFICATE,
+    MP_NOT_REGISTERED,
+)
 from mock_site.asgi import BodyTooLarge, HttpRequest, Meter, read_body, respond, respond_error
 from mock_site.cmg import CLIENT_CERT_HEADER, REQUEST_URI_HEADER, ContentStore
 from mock_site.config import SiteConfig
+from mock_site.db import SiteDataError
+from mock_site.peers import PEER_CP, PEER_DEVICE, peer_role
 from mock_site.server import Receive, Scope, Send, client_cert_der
 from mock_site.sts import CcmSts
-from mock_site.token_checks import CcmTokenVerifier, EntraTokenVerifier, verify_ccm_or_entra
+from mock_site.token_checks import CcmTokenVerifier, EntraTokenVerifier
 
 MAX_MESSAGE_BYTES = 1024 * 1024
 
@@ -47,6 +60,20 @@ class Caller:
     @property
     def smsid(self) -> str:
         return (self.ccm_claims or {}).get("smsid", "")
+
+
+#: Headers only a connection point may send the MP: they carry what the CMG verified.
+IDENTITY_HEADERS = (CLIENT_CERT_HEADER, REQUEST_URI_HEADER)
+
+
+def _is_smsid(value: str) -> bool:
+    if value[:5].upper() != "GUID:" or len(value) > 41:
+        return False
+    try:
+        uuid.UUID(value[5:])
+    except ValueError:
+        return False
+    return True
 
 
 def site_policies(site_code: str, count: int = 6) -> tuple[messages.PolicyAssignment, ...]:
@@ -92,6 +119,7 @@ class MpApp:
         self._rng = random.Random(rng.getrandbits(64) if rng is not None else None)
         # Clients are never unregistered here, so a positive answer from the database can be remembered.
         self._registered: set[str] = set()
+        self._pki_clients: dict[str, str] = {}  # SMSID -> thumbprint of the certificate it registered with
         self.policies = site_policies(config.site_code)
         self._policy_bodies = {(p.policy_id, p.policy_version): p for p in self.policies}
         # Every client gets the same machine policy here, so the reply XML is built once.
@@ -118,8 +146,13 @@ class MpApp:
                                          meter.response_bytes, time.perf_counter() - started)
 
     async def _route(self, request: HttpRequest, receive: Receive, send: Meter) -> str:
-        if self.require_cp_certificate and client_cert_der(request.scope) is None:
+        peer = client_cert_der(request.scope)
+        if self.require_cp_certificate and peer is None:
             await respond_error(send, 403, MP_NO_CP_CERTIFICATE, "the MP only takes requests from a connection point")
+            return "unauthenticated"
+        if peer_role(peer) != PEER_CP and any(request.header(name) is not None for name in IDENTITY_HEADERS):
+            await respond_error(send, 403, MP_IDENTITY_HEADER_REFUSED,
+                                "identity headers are taken only from a connection point")
             return "unauthenticated"
         path = request.path.lower()
         try:
@@ -157,28 +190,54 @@ class MpApp:
         await respond_error(send, 404, MP_BAD_MESSAGE, f"no such MP endpoint: {request.path}")
         return "unmatched"
 
-    async def _caller(self, request: HttpRequest, send: Send, *, allow_cert: bool = True,
-                      entra_allowed: bool = False) -> Caller | None:
-        """Who is calling: a forwarded client certificate, or a valid CCM (or, for registration, Entra) token."""
-        forwarded = request.header(CLIENT_CERT_HEADER)
-        if forwarded and allow_cert:
-            try:
-                return Caller(client_cert=base64.b64decode(forwarded, validate=True))
-            except ValueError:
-                await respond_error(send, 400, MP_BAD_MESSAGE, "forwarded client certificate is not base64")
-                return None
+    async def _caller(self, request: HttpRequest, send: Send, *, allow_cert: bool = True) -> Caller | None:
+        """Who is calling: a client certificate (forwarded by the CP, or the device's own), or a valid CCM token."""
+        if allow_cert:
+            peer = client_cert_der(request.scope)
+            role = peer_role(peer)
+            forwarded = request.header(CLIENT_CERT_HEADER) if role == PEER_CP else None
+            if forwarded:
+                try:
+                    return Caller(client_cert=base64.b64decode(forwarded, validate=True))
+                except ValueError:
+                    await respond_error(send, 400, MP_BAD_MESSAGE, "forwarded client certificate is not base64")
+                    return None
+            if role == PEER_DEVICE and peer is not None:
+                return Caller(client_cert=bytes(peer))  # a device on the intranet, with its own certificate
         token = request.bearer_token()
         if token is None:
             await respond_error(send, 401, MP_INVALID_TOKEN, "no token")
             return None
         try:
-            kind, claims = await verify_ccm_or_entra(token, self.ccm_verifier, self.entra_verifier,
-                                                     entra_allowed=entra_allowed)
+            claims = self.ccm_verifier.verify(token)
         except tokens.TokenRejected as rejected:
             self.metrics.token_rejected(rejected.kind)
             await respond_error(send, 401, MP_INVALID_TOKEN, rejected.code)
             return None
-        return Caller(ccm_claims=claims) if kind == "ccm" else Caller(entra_claims=claims)
+        return Caller(ccm_claims=claims)
+
+    async def _registering(self, request: HttpRequest, caller: Caller, send: Send) -> Caller | None:
+        """A token caller registering: add the Entra identity from ``X-CCM-AAD-Token``, checked against the CCM token."""
+        if caller.client_cert is not None:
+            return caller
+        aad_token = request.header(AAD_TOKEN_HEADER.lower())
+        if not aad_token:
+            await respond_error(send, 401, MP_INVALID_TOKEN,
+                                f"registration needs the device's Entra token in {AAD_TOKEN_HEADER}")
+            return None
+        try:
+            entra_claims = await self.entra_verifier.verify(aad_token)
+        except tokens.TokenRejected as rejected:
+            self.metrics.token_rejected(rejected.kind)
+            await respond_error(send, 401, MP_INVALID_TOKEN, f"{AAD_TOKEN_HEADER}: {rejected.code}")
+            return None
+        ccm_tenant = str((caller.ccm_claims or {}).get("tid", "")).lower()
+        if str(entra_claims.get("tid", "")).lower() != ccm_tenant:
+            self.metrics.token_rejected("tenant")
+            await respond_error(send, 401, MP_INVALID_TOKEN,
+                                f"{AAD_TOKEN_HEADER} is for another tenant than the CCM token")
+            return None
+        return Caller(ccm_claims=caller.ccm_claims, entra_claims=entra_claims)
 
     def _public_cmg_host(self, request: HttpRequest) -> str:
         """The CMG address clients use: from the proxy's X-CMG-Request-URI when it sent one, else the site's CMG."""
@@ -198,10 +257,18 @@ class MpApp:
             await respond_error(send, 400, MP_BAD_MESSAGE, str(bad))
             return
         target = message.header.target_endpoint
-        caller = await self._caller(request, send, allow_cert=not token_auth,
-                                    entra_allowed=target == "MP_ClientRegistration")
+        reply_to = message.header.reply_to
+        reply_endpoint = reply_to.rsplit(":", 1)[-1] if reply_to else "dummy"
+        if not reply_endpoint:
+            await respond_error(send, 400, MP_BAD_MESSAGE, f"ReplyTo names no endpoint: {reply_to[:80]!r}")
+            return
+        caller = await self._caller(request, send, allow_cert=not token_auth)
         if caller is None:
             return
+        if target == "MP_ClientRegistration":
+            caller = await self._registering(request, caller, send)
+            if caller is None:
+                return
         try:
             if target == "MP_ClientRegistration":
                 reply = self._register(message.body_xml, caller)
@@ -216,11 +283,11 @@ class MpApp:
             else:
                 await respond_error(send, 404, MP_BAD_MESSAGE, f"unknown target endpoint {target!r}")
                 return
-        except MessageError as bad:
+        except (MessageError, SiteDataError) as bad:
             await respond_error(send, 400, MP_BAD_MESSAGE, str(bad))
             return
         reply_header = MessageHeader(
-            target_endpoint=message.header.reply_to.rsplit(":", 1)[-1] if message.header.reply_to else "dummy",
+            target_endpoint=reply_endpoint,
             source_host=self.public_host,
             target_host=message.header.source_host,
             message_id=braced_guid(self._rng),
@@ -228,7 +295,12 @@ class MpApp:
             sent_time=datetime.fromtimestamp(self.clock(), UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
             compressed=message.header.reply_compression,
         )
-        await respond(send, 200, envelope.encode_message(reply_header, reply), content_type=envelope.CONTENT_TYPE)
+        try:
+            encoded = envelope.encode_message(reply_header, reply)
+        except EnvelopeError as bad:  # a header value the request carried that XML cannot carry back
+            await respond_error(send, 400, MP_BAD_MESSAGE, str(bad))
+            return
+        await respond(send, 200, encoded, content_type=envelope.CONTENT_TYPE)
 
     def _register(self, body_xml: str, caller: Caller) -> str:
         request = messages.RegistrationRequest.from_xml(body_xml)
@@ -248,13 +320,8 @@ class MpApp:
             registration = self.db.register_client(device_id=None, tenant_id=None,
                                                    netbios_name=request.netbios_name, fq_name=request.fq_name,
                                                    auth="pki", cert_thumbprint=thumbprint)
-        else:
-            claims = caller.ccm_claims or {}
-            device_id = claims.get("deviceid", "")
-            if log is not None:
-                log.info(f"Registering device using token auth: DeviceId='{device_id}'")
-            registration = self.db.register_client(device_id=device_id, tenant_id=claims.get("tid", ""),
-                                                   netbios_name=request.netbios_name, fq_name=request.fq_name)
+        else:  # _registering lets no token caller through without its Entra identity
+            raise MessageError("registration carries neither an Entra identity nor a client certificate")
         if log is not None:
             log.info(f"Processing Registration request from Client '{registration.smsid}'")
         self.metrics.registration("created" if registration.created else "renewed")
@@ -284,9 +351,19 @@ class MpApp:
     def _policy(self, body_xml: str, caller: Caller) -> str | None:
         request = messages.RequestAssignments.from_xml(body_xml)
         client_id = request.client_id
+        if not _is_smsid(client_id):
+            raise MessageError(f"ClientID is not GUID:<guid>: {client_id[:80]!r}")
         if caller.smsid and caller.smsid.upper() != client_id.upper():
             return None
-        if caller.client_cert is None and client_id not in self._registered:
+        if caller.client_cert is not None:
+            # A PKI client asks for its own policy only: the client registered with this very certificate.
+            thumbprint = hashlib.sha1(caller.client_cert).hexdigest().upper()
+            if self._pki_clients.get(client_id) != thumbprint:
+                record = self.db.client(client_id)
+                if record is None or record.auth != "pki" or record.cert_thumbprint != thumbprint:
+                    return None
+                self._pki_clients[client_id] = thumbprint
+        elif client_id not in self._registered:
             if self.db.client(client_id) is None:
                 return None
             self._registered.add(client_id)

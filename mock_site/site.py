@@ -306,7 +306,8 @@ class Site:
         if not self.links or not self.check_links:
             return
         probe = LinkProbe(ca=self.pki.ca_certificate, server_context=self._client_context(),
-                          mp_context=self._client_context(self.pki.cp_client_cert()))
+                          mp_context=self._client_context(self.pki.cp_client_cert()),
+                          cp_context=self._client_context(self.pki.cmg_client_cert()))
         for role, url in self.links.items():
             probe.check(role, url)
 
@@ -354,7 +355,7 @@ class Site:
         entra_verifier = EntraTokenVerifier(jwks, audiences=audiences, tenants=onboarded, clock=self.clock,
                                             leeway=leeway)
         ccm_verifier = CcmTokenVerifier(self.pki.ccm_public_keys(), hierarchy_id=config.hierarchy_id,
-                                        clock=self.clock, leeway=leeway)
+                                        tenants=onboarded, clock=self.clock, leeway=leeway)
 
         mp_bundle = self.pki.mp_server_cert(hosts)
         cmg_count = config.cmg_instances if config.cmg_enabled and self._local("cmg") else 0
@@ -390,6 +391,9 @@ class Site:
             mp_host = urlsplit(mp_url).netloc
 
         cp_upstreams: list[Upstream] = []
+        # The CMG's identity towards its connection points: they take work from no one else (mutual TLS).
+        cmg_identity = self.pki.cmg_client_cert()
+        cmg_identity_der = cmg_identity.certificate.public_bytes(encoding=Encoding.DER)
         if self._local("cp"):
             cp_bundle = self.pki.cp_client_cert()
             for index in range(config.connection_points):
@@ -409,15 +413,17 @@ class Site:
                     ConnectionPointApp(name=name, mp=mp_upstream, mp_public_host=mp_host, faults=self.faults,
                                        metrics=self._metrics("cp"), report=report, logs=self.logs),
                     faults=self.faults, role="cp")
-                cp_listener = self._listener(name, cp_app, self._server_context(mp_bundle), ports)
+                cp_listener = self._listener(name, cp_app, self._server_context(mp_bundle, client_certs="required"),
+                                             ports)
                 if config.inprocess_hops:
-                    cp_upstreams.append(InProcessUpstream(name=cp_listener.name, app=cp_app))
+                    cp_upstreams.append(InProcessUpstream(name=cp_listener.name, app=cp_app,
+                                                          client_cert_der=cmg_identity_der))
                 else:
                     cp_upstreams.append(HttpUpstream(name=cp_listener.name, base_url=cp_listener.url,
-                                                     ssl_context=self._client_context()))
+                                                     ssl_context=self._client_context(cmg_identity)))
         elif cmg_listeners:
             cp_upstreams = [HttpUpstream(name=f"cp{i}" if i else "cp", base_url=url,
-                                         ssl_context=self._client_context())
+                                         ssl_context=self._client_context(cmg_identity))
                             for i, url in enumerate(self._link("cp").split(","))]
         self._upstreams.extend(cp_upstreams)
 
@@ -537,6 +543,8 @@ class Site:
             cmg_cert_file=self.pki.pki_dir / "cmg.pem",
             cmg_key_file=self.pki.pki_dir / "cmg.key",
             ccm_signing_cert_file=self.pki.pki_dir / "ccm-signing.pem",
+            cmg_identity_cert_file=self.pki.pki_dir / "cmg-identity.pem",
+            cmg_identity_key_file=self.pki.pki_dir / "cmg-identity.key",
             cp_server_name="localhost",
             crl_url=self.crl_url,
             entra_url=self.entra_url,

@@ -129,8 +129,12 @@ class SiteClient:
 
         self.manifest = manifest
         self.cmg_url = cmg_url or manifest.cmg_url or ""  # "": a site without a CMG; give the proxy's URL
-        self.http = httpx.Client(verify=verify if verify is not None else _ssl_context(manifest.ca_file),
-                                 cert=cert, timeout=30.0)
+        if verify is None:
+            verify = _ssl_context(manifest.ca_file)
+            if cert is not None:  # a client certificate (cert file, key file) for mutual TLS
+                verify.load_cert_chain(*cert)
+                cert = None
+        self.http = httpx.Client(verify=verify, cert=cert, timeout=30.0)
 
     def close(self) -> None:
         self.http.close()
@@ -183,18 +187,25 @@ class SiteClient:
         response.raise_for_status()
         return response.json()["token"]
 
-    def message(self, target_endpoint: str, body_xml: str, *, token: str | None, url: str | None = None) -> Any:
-        """Send one CCM_POST message; the reply envelope is decoded into ``response.reply`` when it is one."""
+    def message(self, target_endpoint: str, body_xml: str, *, token: str | None, url: str | None = None,
+                aad_token: str | None = None, **header_fields: Any) -> Any:
+        """Send one CCM_POST message; the reply envelope is decoded into ``response.reply`` when it is one.
+
+        ``aad_token`` goes into the registration's Entra header; ``header_fields`` override ``<Msg>`` fields.
+        """
         import uuid as _uuid
 
         from cmg_protocol import envelope
+        from cmg_protocol.registration import AAD_TOKEN_HEADER
 
-        header = envelope.MessageHeader(target_endpoint=target_endpoint, source_host="TESTDEVICE",
-                                        message_id="{" + str(_uuid.uuid4()).upper() + "}",
-                                        sent_time="2026-01-01T00:00:00Z")
+        fields: dict[str, Any] = {"source_host": "TESTDEVICE", "message_id": "{" + str(_uuid.uuid4()).upper() + "}",
+                                  "sent_time": "2026-01-01T00:00:00Z", **header_fields}
+        header = envelope.MessageHeader(target_endpoint=target_endpoint, **fields)
         headers = {"Content-Type": envelope.CONTENT_TYPE, "User-Agent": envelope.USER_AGENT}
         if token is not None:
             headers["Authorization"] = f"Bearer {token}"
+        if aad_token is not None:
+            headers[AAD_TOKEN_HEADER] = aad_token
         response = self.http.request(envelope.CCM_POST, url or self.server_auth("ccm_system_tokenauth/request"),
                                      content=envelope.encode_message(header, body_xml), headers=headers)
         response.reply = None  # type: ignore[attr-defined]
@@ -203,14 +214,18 @@ class SiteClient:
                 response.headers.get("content-type"), response.content)
         return response
 
-    def register(self, entra_token: str, *, netbios_name: str = "TESTDEVICE", url: str | None = None) -> Any:
+    def register(self, entra_token: str, *, netbios_name: str = "TESTDEVICE", url: str | None = None,
+                 ccm_token: str | None = None, fq_name: str | None = None) -> Any:
+        """Register as the device of ``entra_token``: the CCM token (from CCM_STS unless given) in Authorization,
+        the Entra token in its registration header."""
         from cmg_protocol import messages
 
         request = messages.RegistrationRequest(
-            netbios_name=netbios_name, fq_name=f"{netbios_name.lower()}.contoso.com", locale_id=1033,
-            internet_flag=2, agent_version="5.00.8968.1000", signing_cert_hex="00", encryption_cert_hex="00",
-            timestamp="2026-01-01T00:00:00Z")
-        return self.message("MP_ClientRegistration", request.to_xml(), token=entra_token, url=url)
+            netbios_name=netbios_name, fq_name=f"{netbios_name.lower()}.contoso.com" if fq_name is None else fq_name,
+            locale_id=1033, internet_flag=2, agent_version="5.00.8968.1000", signing_cert_hex="00",
+            encryption_cert_hex="00", timestamp="2026-01-01T00:00:00Z")
+        ccm = ccm_token if ccm_token is not None else self.ccm_token(entra_token)
+        return self.message("MP_ClientRegistration", request.to_xml(), token=ccm, url=url, aad_token=entra_token)
 
     def policy(self, token: str, client_id: str) -> Any:
         from cmg_protocol import messages

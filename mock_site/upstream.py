@@ -28,6 +28,7 @@ FORWARDED_HEADERS = (
     "x-cmg-client-cert",
     "x-cmg-request-uri",
     "x-cmg-client-id",
+    "x-ccm-aad-token",  # registration's Entra identity (cmg_protocol.registration.AAD_TOKEN_HEADER)
 )
 
 

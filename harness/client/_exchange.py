@@ -15,6 +15,7 @@ from cmg_protocol import envelope, messages
 from cmg_protocol.clock import Clock
 from cmg_protocol.envelope import EnvelopeError, MessageHeader
 from cmg_protocol.messages import MessageError
+from cmg_protocol.registration import AAD_TOKEN_HEADER
 from harness.client import outcome as oc
 from harness.client.clientlogs import (
     ADAL,
@@ -123,8 +124,9 @@ class ExchangeBase:
         return reply
 
     def _ccm_post(self, step: str, stage: str, endpoint: str, body_xml: str, *, mutual: bool, bearer: str | None = None,
-                  sync_log: bool = False) -> Request:
-        """A CCM_POST of ``body_xml`` to ``endpoint``: MutualAuth with the client certificate, else the bearer token."""
+                  aad_token: str | None = None, sync_log: bool = False) -> Request:
+        """A CCM_POST of ``body_xml`` to ``endpoint``: MutualAuth with the client certificate, else the bearer token
+        (and, for registration, the Entra token in its own header)."""
         site, p = self.site, self.profile
         message_id = self._new_id()
         header = MessageHeader(target_endpoint=endpoint, source_id=self._smsid, source_host=p.netbios_name,
@@ -133,6 +135,8 @@ class ExchangeBase:
         path = site.system_path if mutual else site.tokenauth_path
         if not mutual:
             headers["Authorization"] = "Bearer " + (self._ccm if bearer is None else bearer)
+            if aad_token:
+                headers[AAD_TOKEN_HEADER] = aad_token
         if self._log is not None:
             url = site.url(path)
             if sync_log:

@@ -245,6 +245,9 @@ class Lifecycle(TokenSteps):
                 # Registration asks for a new Entra token (the walk-through); a retry reuses it while it is valid.
                 if attempt == 1 or self._clock() >= self._entra_expires:
                     yield from self._entra_token(STAGE_REGISTRATION)
+            if not pki:
+                # The CCM token rides in Authorization as on every CcmTokenAuth=1 request: renewed first when due.
+                yield from self._fresh_ccm_token()
             request = self._registration_request()
             reply = yield request
             reason = classify(request.step, reply)
@@ -280,9 +283,10 @@ class Lifecycle(TokenSteps):
         if p.pki_client_cert:
             return self._ccm_post(STEP_REGISTRATION, STAGE_REGISTRATION, "MP_ClientRegistration", body_xml,
                                   mutual=True)
-        # Registration carries the fresh Entra token, not the CCM token (our choice; the real carrier is not public).
+        # Registration carries the CCM token like every request on this path, and the fresh Entra token beside it in
+        # X-CCM-AAD-Token (our choice; the real carrier is not public): the CMG takes no Entra token here.
         request = self._ccm_post(STEP_REGISTRATION, STAGE_REGISTRATION, "MP_ClientRegistration", body_xml,
-                                 mutual=False, bearer=self._entra)
+                                 mutual=False, aad_token=self._entra)
         self._write(CLIENT_ID_MANAGER, f"Sending registration request to '{site.server_base.split('://', 1)[1]}'")
         return request
 

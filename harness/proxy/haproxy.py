@@ -52,6 +52,8 @@ from mock_site.manifest import SiteManifest
 CONFIG_NAME = "haproxy.cfg"
 #: The CMG server certificate and its key in one file, as HAProxy's ``crt`` takes them.
 SERVER_PEM_NAME = "cmg-server.pem"
+#: The CMG's client identity (certificate and key in one PEM) that the proxy presents to the connection points.
+IDENTITY_PEM_NAME = "cmg-identity.pem"
 #: The public keys ``jwt_verify`` checks signatures with. HAProxy 2.6 reads them with PEM_read_bio_PUBKEY: a
 #: SubjectPublicKeyInfo PEM, not the certificate its documentation names.
 CCM_SIGNING_KEY_NAME = "ccm-signing-key.pem"
@@ -152,6 +154,9 @@ def render(manifest: SiteManifest, *, variant: str, out_dir: Path | str, listen:
     rendered = RenderedHaproxy(directory=directory, variant=variant, host=host, port=port or free_port(host))
     _write_private(directory / SERVER_PEM_NAME, site.cmg_cert_file.read_bytes().rstrip(b"\n") + b"\n"
                    + site.cmg_key_file.read_bytes())
+    # HAProxy takes a client certificate and its key as one PEM: the CMG's identity, which the connection points require.
+    _write_private(directory / IDENTITY_PEM_NAME, site.cmg_identity_cert_file.read_bytes().rstrip(b"\n") + b"\n"
+                   + site.cmg_identity_key_file.read_bytes())
     keys = _token_keys(manifest, site, directory, entra_jwks) if variant == VALIDATING else None
     rendered.config_file.write_text(render_config(site, rendered, keys=keys, threads=threads))
     info = {"url": rendered.url, "variant": variant, "proxy": "haproxy", "config": str(rendered.config_file),
@@ -186,7 +191,7 @@ def render_config(site: ProxySite, rendered: RenderedHaproxy, *, keys: TokenKeys
         "timeout http-keep-alive 30s",
     ])
     out.section("frontend cmg", lambda: _frontend(out, site, rendered, keys))
-    out.section("backend cmg_connection_points", lambda: _backend(out, site))
+    out.section("backend cmg_connection_points", lambda: _backend(out, site, rendered))
     return out.text()
 
 
@@ -340,13 +345,14 @@ def _methods(out: _Writer, ep: str, methods: Sequence[str]) -> None:
     _refuse(out, "method-not-allowed", f"{{ var(txn.cmg_ep) -m str {ep} }} !{{ method {' '.join(methods)} }}")
 
 
-def _backend(out: _Writer, site: ProxySite) -> None:
+def _backend(out: _Writer, site: ProxySite, rendered: RenderedHaproxy) -> None:
     out.line("balance roundrobin")
     out.line("http-reuse safe")
-    out.comment("To the connection points over HTTPS, verifying their certificate against the site CA.")
+    out.comment("To the connection points over HTTPS, verifying their certificate against the site CA and presenting")
+    out.comment("the CMG's identity: the connection points take work only from the CMG (mutual TLS).")
     for index, (host, port) in enumerate(site.connection_points):
         out.line(f"server cp{index} {host}:{port} ssl verify required ca-file {site.ca_file} "
-                 f"verifyhost {site.cp_server_name} sni str({site.cp_server_name})")
+                 f"verifyhost {site.cp_server_name} sni str({site.cp_server_name}) crt {rendered.directory / IDENTITY_PEM_NAME}")
 
 
 # --- token keys ------------------------------------------------------------------------------------------------------

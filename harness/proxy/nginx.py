@@ -278,6 +278,9 @@ def _server(out: _Writer, site: ProxySite, rendered: RenderedProxy, validating: 
     out.comment("To the connection points over HTTPS, verifying their certificate against the site CA.")
     out.line("proxy_http_version 1.1;")
     out.line("proxy_ssl_verify on;")
+    out.comment("The connection points take work only from the CMG: present its identity (mutual TLS).")
+    out.line(f"proxy_ssl_certificate {site.cmg_identity_cert_file};")
+    out.line(f"proxy_ssl_certificate_key {site.cmg_identity_key_file};")
     out.line(f"proxy_ssl_trusted_certificate {site.ca_file};")
     out.line(f"proxy_ssl_name {site.cp_server_name};")
     out.line("proxy_ssl_session_reuse on;")
@@ -350,7 +353,9 @@ def _role_location(out: _Writer, prefix: str, endpoint: Endpoint, validating: bo
         # ServerAuth is TLS without a client certificate: there only a token authenticates.
         by_cert = endpoint.cert_or_token and prefix == urlmap.MUTUAL_AUTH
         if validating:
-            out.line(f"auth_request /_cmg/validate{'-token-or-cert' if by_cert else '-token'};")
+            # The token service takes an Entra token, every other endpoint a CCM token (or a certificate).
+            check = "-entra" if endpoint.name == urlmap.CCM_STS else "-token-or-cert" if by_cert else "-token"
+            out.line(f"auth_request /_cmg/validate{check};")
         _forward(out, client_cert=by_cert)
     out.block(f'location ~* "^/{prefix}/{_ROLE_ID}/{path}$"', body)
 
@@ -369,12 +374,12 @@ def _content_location(out: _Writer, validating: bool) -> None:
 
 def _validation_locations(out: _Writer, site: ProxySite) -> None:
     _, _, path = site.token_validation
-    out.comment("Edge validation (auth_request): the site's validator answers 204 for a valid CCM token (or an Entra")
-    out.comment("token, as on CCM_STS and the registration path) and 401 otherwise.")
+    out.comment("Edge validation (auth_request): the site's validator answers 204 for a valid CCM token (for CCM_STS,")
+    out.comment("with ?token=entra, a valid Entra token) and 401 otherwise.")
 
-    def common() -> None:
+    def common(query: str = "") -> None:
         out.line("internal;")
-        out.line(f"proxy_pass http://cmg_token_validation{path};")
+        out.line(f"proxy_pass http://cmg_token_validation{path}{query};")
         out.line("proxy_method GET;")
         out.line("proxy_pass_request_body off;")
         out.line('proxy_set_header Content-Length "";')
@@ -384,6 +389,7 @@ def _validation_locations(out: _Writer, site: ProxySite) -> None:
         out.line("proxy_connect_timeout 5s;")
         out.line("proxy_read_timeout 10s;")
     out.block("location = /_cmg/validate-token", common)
+    out.block("location = /_cmg/validate-entra", lambda: common("?token=entra"))
 
     def cert_or_token() -> None:
         out.comment("A client certificate the TLS layer verified against the site CA is enough on MutualAuth.")

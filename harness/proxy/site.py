@@ -33,6 +33,9 @@ class ProxySite:
     ca_file: Path
     cmg_cert_file: Path
     cmg_key_file: Path
+    #: The CMG's client identity: the connection points take work only from a caller presenting it.
+    cmg_identity_cert_file: Path
+    cmg_identity_key_file: Path
     token_validation: tuple[str, int, str]  # host, port, path
     tenants: tuple[Tenant, ...]
 
@@ -43,7 +46,11 @@ class ProxySite:
             raise ProxyConfigError("site manifest names no connection point (cp_urls is empty)")
         points = tuple(_https_address(url) for url in manifest.cp_urls)
         files = {}
-        for key in ("ca_file", "cmg_cert_file", "cmg_key_file"):
+        for key in ("cmg_identity_cert_file", "cmg_identity_key_file"):
+            if getattr(manifest, key) is None:
+                raise ProxyConfigError(f"site manifest has no {key}: its connection points take work only from the "
+                                       f"CMG's identity; restart the site with this cmg-harness")
+        for key in ("ca_file", "cmg_cert_file", "cmg_key_file", "cmg_identity_cert_file", "cmg_identity_key_file"):
             path = Path(getattr(manifest, key)).resolve()
             if not path.is_file():
                 raise ProxyConfigError(f"site manifest {key} {str(path)!r} is not a file")
@@ -54,7 +61,8 @@ class ProxySite:
             _check_json_safe(tenant)
         return cls(connection_points=points, cp_server_name=_dns_server_name(manifest, points[0][0]),
                    ca_file=files["ca_file"], cmg_cert_file=files["cmg_cert_file"],
-                   cmg_key_file=files["cmg_key_file"],
+                   cmg_key_file=files["cmg_key_file"], cmg_identity_cert_file=files["cmg_identity_cert_file"],
+                   cmg_identity_key_file=files["cmg_identity_key_file"],
                    token_validation=_http_address(manifest.token_validation_url), tenants=tenants)
 
 

@@ -9,11 +9,19 @@
 from __future__ import annotations
 
 from mock_site.pki.authority import CA_ORGANIZATION, SitePki
-from mock_site.pki.certificates import CONNECTION_POINT_COMMON_NAME, DEFAULT_HOSTS, CertBundle, PkiError, rsa_key_thumbprint
+from mock_site.pki.certificates import (
+    CMG_IDENTITY_COMMON_NAME,
+    CONNECTION_POINT_COMMON_NAME,
+    DEFAULT_HOSTS,
+    CertBundle,
+    PkiError,
+    rsa_key_thumbprint,
+)
 from mock_site.pki.revocation import DEFAULT_CRL_VALIDITY, RevocationList
 
 __all__ = [
     "CA_ORGANIZATION",
+    "CMG_IDENTITY_COMMON_NAME",
     "CONNECTION_POINT_COMMON_NAME",
     "DEFAULT_CRL_VALIDITY",
     "DEFAULT_HOSTS",

@@ -21,6 +21,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from cmg_protocol.clock import Clock
 from mock_site.pki.certificates import (
+    CMG_IDENTITY_COMMON_NAME,
     CONNECTION_POINT_COMMON_NAME,
     DEFAULT_HOSTS,
     RENEW_BEFORE_SECONDS,
@@ -133,6 +134,10 @@ class SitePki:
     def cp_client_cert(self) -> CertBundle:
         """The CMG connection point's client-auth certificate, presented to the management point."""
         return self._leaf("cp", LeafSpec(CONNECTION_POINT_COMMON_NAME, (), ExtendedKeyUsageOID.CLIENT_AUTH))
+
+    def cmg_client_cert(self) -> CertBundle:
+        """The CMG's client-auth identity, presented to its connection points (they take work from nobody else)."""
+        return self._leaf("cmg-identity", LeafSpec(CMG_IDENTITY_COMMON_NAME, (), ExtendedKeyUsageOID.CLIENT_AUTH))
 
     def device_client_cert(self, name: str) -> CertBundle:
         """A client-auth certificate for device ``name`` on the PKI path, issued on first request and kept."""

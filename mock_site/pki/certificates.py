@@ -25,6 +25,9 @@ from mock_site.pki.files import private_pem, write_atomic
 
 DEFAULT_HOSTS: tuple[str, ...] = ("127.0.0.1", "localhost")
 CONNECTION_POINT_COMMON_NAME = "CMG connection point"
+#: The CMG's client identity towards its connection points. Device names cannot hold a space, so no device
+#: certificate the site CA issues can carry this name (or the connection point's).
+CMG_IDENTITY_COMMON_NAME = "CMG service identity"  # synthetic: not the public ConfigMgr format
 
 DAY_SECONDS = 86400.0
 #: Leaf certificates start a day early so that a slightly wrong clock on either side does not fail TLS.

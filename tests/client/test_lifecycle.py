@@ -9,6 +9,7 @@ import pytest
 
 from cmg_protocol import envelope, messages, statuses
 from cmg_protocol.clock import FakeClock
+from cmg_protocol.registration import AAD_TOKEN_HEADER
 from harness.client import events as ev
 from harness.client import lifecycle as lc
 from harness.client import outcome as oc
@@ -94,12 +95,14 @@ def test_ccm_token_requests_carry_the_entra_token_and_later_requests_the_ccm_tok
 
 
 def test_registration_carries_a_fresh_entra_token() -> None:
-    """Registration asks Entra ID again and sends that new token (PROTOCOL.md section 4, our choice)."""
+    """Registration asks Entra ID again and sends that new token beside the CCM token (our choice of carrier): the
+    CCM token stays in Authorization, as on every CcmTokenAuth=1 request, so the CMG never takes an Entra token there."""
     life, site, _ = make()
     drive(life, site)
     registration = site.requests[8]
     assert registration.step == ev.STEP_REGISTRATION
-    assert registration.headers["Authorization"] == "Bearer " + site.entra_tokens[1]
+    assert registration.headers["Authorization"] == "Bearer " + site.ccm_tokens[0]
+    assert registration.headers[AAD_TOKEN_HEADER] == site.entra_tokens[1]
     message = envelope.decode_message(registration.headers["Content-Type"], registration.body)
     request = messages.RegistrationRequest.from_xml(message.body_xml)
     assert (request.netbios_name, request.smsid) == (device().netbios_name, device().client_guid)

@@ -182,7 +182,10 @@ def test_policy_for_another_client_is_refused(clean_site, site_client: SiteClien
 
 def test_mp_refuses_an_invalid_token_forwarded_by_a_naive_proxy(site_client: SiteClient) -> None:
     """A request that reaches the connection point with an invalid token is refused by the MP as MP_Invalid_Token."""
-    cp_client = SiteClient(site_client.manifest, cmg_url=site_client.manifest.cp_urls[0])
+    manifest = site_client.manifest
+    # A naive proxy standing in for the CMG presents the CMG's identity to the connection point.
+    cp_client = SiteClient(manifest, cmg_url=manifest.cp_urls[0],
+                           cert=(str(manifest.cmg_identity_cert_file), str(manifest.cmg_identity_key_file)))
     try:
         response = cp_client.policy(_bad_tokens(site_client.manifest)["forged"],
                                     "GUID:00000000-0000-0000-0000-000000000001")

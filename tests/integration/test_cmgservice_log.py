@@ -31,7 +31,9 @@ def test_cmgservice_log_matches_the_metrics(tmp_path: Path) -> None:
         with SiteClient(site.manifest) as client:
             for _ in range(3):
                 entra = client.entra_token(device_id=str(uuid.uuid4()))
-                smsid = messages.RegistrationResponse.from_xml(client.register(entra).reply.body_xml).smsid
+                install_token = client.ccm_token(entra)
+                smsid = messages.RegistrationResponse.from_xml(
+                    client.register(entra, ccm_token=install_token).reply.body_xml).smsid
                 token = client.ccm_token(entra)
                 for _ in range(2):
                     assert client.policy(token, smsid).status_code == 200
@@ -43,7 +45,7 @@ def test_cmgservice_log_matches_the_metrics(tmp_path: Path) -> None:
                (logformat.parse_cmgservice_text(logformat.parse_smstrace_line(line).text) for line in lines)}
     sts = traffic[f"/CCM_Proxy_ServerAuth/{role_id}/CCM_STS"]
     messaging = traffic[f"/CCM_Proxy_ServerAuth/{role_id}/ccm_system_tokenauth/request"]
-    assert sts.request_count == 3  # one CCM token per device
+    assert sts.request_count == 6  # two CCM tokens per device: before registration and after
     assert messaging.request_count == 3 + 6  # registrations and policy polls
     for entry, template in ((sts, "/CCM_Proxy_ServerAuth/{id}/CCM_STS"),
                             (messaging, "/CCM_Proxy_ServerAuth/{id}/ccm_system_tokenauth/request")):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 import zlib
 
 import pytest
@@ -323,3 +324,14 @@ def test_clientauth_signature_that_is_not_hex_is_refused(client_key: rsa.RSAPriv
     """A signature must be hex."""
     with pytest.raises(EnvelopeError, match="not hex"):
         verify_clientauth_signature(client_key.public_key(), b"payload", "zz")
+
+
+@pytest.mark.parametrize("value", ["&" * 30_000, "&amp;" * 6_000 + "<", "a\r" * 15_000, "\t" * 30_000 + "&"])
+def test_hostile_header_values_fail_in_linear_time(value: str) -> None:
+    """A near-miss of the fast header shape (every value long and odd) is decided quickly, by either path."""
+    good = header_xml(MessageHeader(target_endpoint="MP_LocationManager", message_id="{X}"), 10)
+    text = good.replace("<SourceHost></SourceHost>", f"<SourceHost>{value}</SourceHost>").replace("</Msg>", "")
+    started = time.perf_counter()
+    with pytest.raises(EnvelopeError):
+        decode_message(CONTENT_TYPE, multipart(text, b"x" * 10))
+    assert time.perf_counter() - started < 0.5

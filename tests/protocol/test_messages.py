@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -329,3 +330,22 @@ def test_message_from_xml_refuses_unknown_roots() -> None:
 def test_message_types_cover_every_message_class() -> None:
     """Every message class is reachable by its root element."""
     assert set(MESSAGE_TYPES.values()) == set(MESSAGES)
+
+
+@pytest.mark.parametrize("xml", [
+    "<!---->" * 28 + "x",  # 196 characters: took over a minute with the old prolog regex
+    "<!--" * 10_000,
+    "<!-- -->" * 5_000 + "<1bad/>",
+    "<?xml " + "<!--" * 10_000,
+])
+def test_root_tag_is_linear_on_hostile_prologs(xml: str) -> None:
+    """Nested, unclosed or endless comments are refused in linear time, never by backtracking."""
+    started = time.perf_counter()
+    with pytest.raises(MessageError, match="no root element"):
+        root_tag(xml)
+    assert time.perf_counter() - started < 0.1
+
+
+def test_root_tag_reads_a_root_after_many_comments() -> None:
+    """A long run of comments before the root is still read, in one pass."""
+    assert root_tag("<!-- a -->\n" * 1000 + "<SiteInformationRequest/>") == "SiteInformationRequest"

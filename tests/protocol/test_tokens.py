@@ -107,7 +107,8 @@ def test_entra_token_carries_the_documented_claims_and_header(key: rsa.RSAPrivat
 
 def test_ccm_token_carries_the_documented_claims(key: rsa.RSAPrivateKey) -> None:
     """An issued CCM token verifies with iss urn:sccm:oauth2:<hierarchy>, aud urn:sccm:service and its identity."""
-    claims = verify_ccm_token(ccm(key), keys={"site-1": key.public_key()}, hierarchy_id=HIERARCHY, now=NOW)
+    claims = verify_ccm_token(ccm(key), keys={"site-1": key.public_key()}, hierarchy_id=HIERARCHY, tenants={TENANT},
+                              now=NOW)
     assert claims["iss"] == f"urn:sccm:oauth2:{HIERARCHY}" and claims["aud"] == "urn:sccm:service"
     assert claims["exp"] - claims["iat"] == 8 * 3600
     assert {"token_type", "deviceid", "userid", "tid", "smsid", "jti", "nbf"} <= claims.keys()
@@ -246,7 +247,8 @@ def test_tokens_are_signed_only_with_loaded_rsa_keys() -> None:
 def test_ccm_rejections_carry_idx_code_and_kind(key, other_key, make, hierarchy, now, code: str, kind: str) -> None:
     """CCM tokens fail validation with the same codes and kinds as Entra tokens."""
     with pytest.raises(TokenRejected) as caught:
-        verify_ccm_token(make(key, other_key), keys={"site-1": key.public_key()}, hierarchy_id=hierarchy, now=now)
+        verify_ccm_token(make(key, other_key), keys={"site-1": key.public_key()}, hierarchy_id=hierarchy,
+                         tenants={TENANT}, now=now)
     assert (caught.value.code, caught.value.kind) == (code, kind)
 
 

@@ -105,7 +105,8 @@ def _real_validator(seen: Seen) -> Any:
     async def no_entra_keys() -> dict[str, Any]:
         return {"keys": []}
 
-    ccm = CcmTokenVerifier({CCM_KID: CCM_KEY.public_key()}, hierarchy_id=HIERARCHY, clock=system_clock)
+    ccm = CcmTokenVerifier({CCM_KID: CCM_KEY.public_key()}, hierarchy_id=HIERARCHY, tenants=lambda: {TENANT},
+                           clock=system_clock)
     entra = EntraTokenVerifier(JwksCache(no_entra_keys, clock=system_clock), audiences=[tokens.CONFIGMGR_RESOURCE],
                                tenants=lambda: {TENANT}, clock=system_clock)
     validator = TokenValidator(ccm, entra)
@@ -114,7 +115,8 @@ def _real_validator(seen: Seen) -> Any:
         if scope["type"] == "http":
             headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
             seen.validations.append({"path": scope["path"], "authorization": headers.get("authorization", ""),
-                                     "length": headers.get("content-length", "")})
+                                     "length": headers.get("content-length", ""),
+                                     "query": scope.get("query_string", b"").decode("latin-1")})
         await validator(scope, receive, send)
 
     return recording
@@ -190,15 +192,21 @@ def echo_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EchoSite]:
     cmg = ca.issue_cert("127.0.0.1", "localhost")
     cmg.cert_chain_pems[0].write_to_path(str(directory / "cmg.pem"))
     cmg.private_key_pem.write_to_path(str(directory / "cmg.key"))
+    identity = ca.issue_cert("cmg-identity.invalid")  # the CMG's client identity; the echo CP takes no other caller
+    identity.cert_chain_pems[0].write_to_path(str(directory / "cmg-identity.pem"))
+    identity.private_key_pem.write_to_path(str(directory / "cmg-identity.key"))
     seen = Seen()
     cp_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ca.issue_cert("127.0.0.1", "localhost").configure_cert(cp_context)
+    cp_context.load_verify_locations(cafile=str(directory / "ca.pem"))
+    cp_context.verify_mode = ssl.CERT_REQUIRED  # mutual TLS, as the site's connection point requires
     cp = _serve(_EchoHandler, seen, cp_context)
     validator = _UvicornThread(_real_validator(seen))
     manifest = example_manifest(directory).replace(
         cmg_url=None, cmg_enabled=False, roles=("crl", "entra", "mp", "cp"), cmg_urls=(),
         cp_urls=(f"https://127.0.0.1:{cp.server_address[1]}",), cp_server_name="127.0.0.1",
         ca_file=directory / "ca.pem", cmg_cert_file=directory / "cmg.pem", cmg_key_file=directory / "cmg.key",
+        cmg_identity_cert_file=directory / "cmg-identity.pem", cmg_identity_key_file=directory / "cmg-identity.key",
         token_validation_url=f"http://127.0.0.1:{validator.port}/validate", role_id=ROLE_ID,
         tenants=(ManifestTenant(TENANT, True, "0b7c8ab3-9ea1-4ffa-b2b9-8ffdd944bd8b", "https://ConfigMgrService"),
                  ManifestTenant(OTHER_TENANT, False, "0b7c8ab3-9ea1-4ffa-b2b9-8ffdd944bd8b",

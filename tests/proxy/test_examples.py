@@ -24,6 +24,8 @@ EXAMPLE_SITE = ProxySite(
     ca_file=STATE / "pki" / "ca.pem",
     cmg_cert_file=STATE / "pki" / "cmg.pem",
     cmg_key_file=STATE / "pki" / "cmg.key",
+    cmg_identity_cert_file=STATE / "pki" / "cmg-identity.pem",
+    cmg_identity_key_file=STATE / "pki" / "cmg-identity.key",
     token_validation=("127.0.0.1", 8445, "/validate"),
     tenants=(Tenant("9aaf466a-3f40-4468-b3cd-f0010f21f05a", "0b7c8ab3-9ea1-4ffa-b2b9-8ffdd944bd8b",
                     "https://ConfigMgrService"),),
@@ -59,6 +61,9 @@ def test_nginx_accepts_the_example_once_its_paths_exist(variant: str, nginx_bina
     leaf = ca.issue_cert("127.0.0.1", "localhost")
     leaf.cert_chain_pems[0].write_to_path(str(pki / "cmg.pem"))
     leaf.private_key_pem.write_to_path(str(pki / "cmg.key"))
+    identity = ca.issue_cert("cmg-identity.invalid")
+    identity.cert_chain_pems[0].write_to_path(str(pki / "cmg-identity.pem"))
+    identity.private_key_pem.write_to_path(str(pki / "cmg-identity.key"))
     text = (EXAMPLES / f"{variant}.conf").read_text().replace(str(STATE), str(tmp_path / "state"))
     config = tmp_path / "state" / "nginx" / "nginx.conf"
     for sub in ("logs", "temp"):

@@ -119,7 +119,17 @@ def test_the_validator_sees_the_token_but_not_the_body(echo_site: EchoSite, prox
                    headers=MESSAGE_HEADERS, body=b"message body")
     assert answer.status == 200
     check = echo_site.seen.validations[before]
-    assert check == {"path": "/validate", "authorization": f"Bearer {GOOD_TOKEN}", "length": ""}
+    assert check == {"path": "/validate", "authorization": f"Bearer {GOOD_TOKEN}", "length": "", "query": ""}
+
+
+def test_the_token_service_is_validated_for_an_entra_token(echo_site: EchoSite,
+                                                            proxies: dict[str, RenderedProxy]) -> None:
+    """CCM_STS asks the validator about an Entra token (?token=entra); a CCM token is refused there at the edge."""
+    before = len(echo_site.seen.validations)
+    answer = _send(echo_site, proxies[VALIDATING], "POST", f"{SERVER_AUTH}/CCM_STS",
+                   headers={"Authorization": f"Bearer {GOOD_TOKEN}"}, body=b"")
+    assert (answer.status, answer.headers.get("x-cmg-status-text")) == (401, "CMGService_Invalid_Token")
+    assert echo_site.seen.validations[before]["query"] == "token=entra"
 
 
 def test_a_verified_certificate_needs_no_token_on_mutual_auth(

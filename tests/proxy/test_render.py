@@ -97,12 +97,23 @@ def test_a_port_is_picked_and_recorded(echo_site: EchoSite, tmp_path: Path) -> N
     ({"token_validation_url": "https://127.0.0.1:1/validate"}, "https://127.0.0.1:1/validate"),
     ({"token_validation_url": "http://127.0.0.1:1/v;alidate"}, "v;alidate"),
     ({"cmg_key_file": Path("/nonexistent/cmg.key")}, "/nonexistent/cmg.key"),
+    ({"cmg_identity_cert_file": None}, "cmg_identity_cert_file"),
+    ({"cmg_identity_key_file": Path("/nonexistent/id.key")}, "/nonexistent/id.key"),
     ({"tenants": (ManifestTenant(tenant_id="x';", onboarded=True, client_app_id="a", resource_uri="r"),)}, "x';"),
 ])
 def test_unusable_manifest_values_are_named(echo_site: EchoSite, tmp_path: Path, change: dict, named: str) -> None:
     """A manifest that cannot make a safe configuration raises ProxyConfigError naming the value."""
     with pytest.raises(ProxyConfigError, match=named.replace("?", r"\?")):
         render(echo_site.manifest.replace(**change), variant=NAIVE, out_dir=tmp_path)
+
+
+@pytest.mark.parametrize("variant", [NAIVE, VALIDATING])
+def test_the_proxy_presents_the_cmg_identity_to_the_connection_points(echo_site: EchoSite, tmp_path: Path,
+                                                                      variant: str) -> None:
+    """The connection points take work only from the CMG: both variants present its identity certificate."""
+    text = render(echo_site.manifest, variant=variant, out_dir=tmp_path).config_file.read_text()
+    assert f"proxy_ssl_certificate {Path(echo_site.manifest.cmg_identity_cert_file or '').resolve()};" in text
+    assert f"proxy_ssl_certificate_key {Path(echo_site.manifest.cmg_identity_key_file or '').resolve()};" in text
 
 
 @pytest.mark.parametrize("text", ["127.0.0.1", "127.0.0.1:99999", "0.0.0.0:8443", "example.com:443", "127.0.0.1:x"])

@@ -22,6 +22,13 @@ def test_every_field_has_a_parser_in_the_files_order() -> None:
     assert list(_FIELDS) + list(_OPTIONAL_FIELDS) == names
 
 
+def test_the_cmg_identity_files_survive_write_and_read(tmp_path: Path) -> None:
+    """The optional CMG identity paths (what a proxy presents to the connection points) round-trip as paths."""
+    manifest = example_manifest(tmp_path, cmg_identity_cert_file=tmp_path / "pki" / "cmg-identity.pem",
+                                cmg_identity_key_file=tmp_path / "pki" / "cmg-identity.key")
+    assert SiteManifest.read(manifest.write(tmp_path / MANIFEST_NAME)) == manifest
+
+
 def test_a_manifest_survives_write_and_read(tmp_path: Path) -> None:
     """write then read gives the same manifest; the file is owner-only (it holds the fault API token)."""
     manifest = example_manifest(tmp_path, links=(RoleUrl("crl", "http://10.0.0.1:80/pki/site.crl"),))

@@ -87,7 +87,7 @@ def test_request_size_is_the_bytes_the_clients_sent(tmp_path: Path) -> None:
             entra_path = [path for path in sent if "/oauth2/" in path]
             for path in entra_path:  # Entra is not behind the CMG
                 del sent[path], counts[path]
-        scraped = _scrape(site.manifest.metrics_url("cmg"))
+        scraped = _scrape(site.manifest.metrics_url("cmg") or "")
     lines = [line for line in (tmp_path / "logs" / "CMGService.log").read_text().splitlines() if "RequestUri:" in line]
     logged: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     for line in lines:

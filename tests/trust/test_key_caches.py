@@ -10,7 +10,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from cmg_protocol.clock import FakeClock
 from cmg_protocol.tokens import CONFIGMGR_RESOURCE, TokenRejected, jwk_from_public_key
-from mock_site.token_checks import CcmTokenVerifier, EntraTokenVerifier, JwksCache, verify_ccm_or_entra
+from mock_site.token_checks import CcmTokenVerifier, EntraTokenVerifier, JwksCache
 from tests.trust.test_token_trust import HIERARCHY, KID, NOW, TENANT, ccm, entra
 
 
@@ -56,7 +56,8 @@ def test_unusable_jwks_entries_are_left_out(key: rsa.RSAPrivateKey) -> None:
 def test_a_cached_token_is_answered_from_the_cache(key: rsa.RSAPrivateKey) -> None:
     """The second verify of the same token returns the same claims without verifying again."""
     clock = FakeClock(NOW)
-    verifier = CcmTokenVerifier({KID: key.public_key()}, hierarchy_id=HIERARCHY, clock=clock)
+    verifier = CcmTokenVerifier({KID: key.public_key()}, hierarchy_id=HIERARCHY, tenants=lambda: {TENANT},
+                                clock=clock)
     token = ccm(key)
     first = verifier.verify(token)
     verifier._keys.clear()  # a second full verification would now fail: only the cache can answer
@@ -75,13 +76,14 @@ def test_a_cached_entra_token_is_answered_from_the_cache(key: rsa.RSAPrivateKey)
     assert asyncio.run(verifier.verify(token)) is first and jwks.fetches == 1
 
 
-def test_entra_tokens_are_allowed_by_default_where_the_rule_applies(key: rsa.RSAPrivateKey) -> None:
-    """verify_ccm_or_entra takes an Entra token unless told otherwise (registration carries one)."""
+def test_the_ccm_verifier_never_takes_an_entra_token(key: rsa.RSAPrivateKey) -> None:
+    """One kind of token per verifier: a valid Entra token (even signed with the site's key) is not a CCM token."""
     clock = FakeClock(NOW)
-    ccm_verifier = CcmTokenVerifier({"site": key.public_key()}, hierarchy_id=HIERARCHY, clock=clock)
+    ccm_verifier = CcmTokenVerifier({KID: key.public_key()}, hierarchy_id=HIERARCHY, tenants=lambda: {TENANT},
+                                    clock=clock)
     entra_verifier = EntraTokenVerifier(JwksCache(Jwks(key), clock=clock), audiences=[CONFIGMGR_RESOURCE],
                                         tenants=lambda: {TENANT}, clock=clock)
-    kind, claims = asyncio.run(verify_ccm_or_entra(entra(key), ccm_verifier, entra_verifier))
-    assert (kind, claims["tid"]) == ("entra", TENANT)
+    token = entra(key)
+    assert asyncio.run(entra_verifier.verify(token))["tid"] == TENANT
     with pytest.raises(TokenRejected):
-        asyncio.run(verify_ccm_or_entra(entra(key), ccm_verifier, entra_verifier, entra_allowed=False))
+        ccm_verifier.verify(token)

@@ -52,7 +52,8 @@ def entra(key: rsa.RSAPrivateKey, **overrides: Any) -> str:
 
 
 def check_ccm(token: str, key: rsa.RSAPrivateKey, *, now: float = NOW, leeway: float = DEFAULT_LEEWAY) -> dict[str, Any]:
-    return verify_ccm_token(token, keys={KID: key.public_key()}, hierarchy_id=HIERARCHY, now=now, leeway=leeway)
+    return verify_ccm_token(token, keys={KID: key.public_key()}, hierarchy_id=HIERARCHY, tenants={TENANT}, now=now,
+                            leeway=leeway)
 
 
 def check_entra(token: str, key: rsa.RSAPrivateKey, **overrides: Any) -> dict[str, Any]:
@@ -127,9 +128,11 @@ def test_the_leeway_boundaries_are_inclusive_like_dotnets() -> None:
 def test_the_default_leeway_is_five_minutes(key: rsa.RSAPrivateKey) -> None:
     """Without a leeway argument a token 300 s past exp passes and one 301 s past is refused."""
     token = ccm(key, lifetime=100.0)
-    assert verify_ccm_token(token, keys={KID: key.public_key()}, hierarchy_id=HIERARCHY, now=NOW + 400)
+    assert verify_ccm_token(token, keys={KID: key.public_key()}, hierarchy_id=HIERARCHY, tenants={TENANT},
+                            now=NOW + 400)
     with pytest.raises(TokenRejected):
-        verify_ccm_token(token, keys={KID: key.public_key()}, hierarchy_id=HIERARCHY, now=NOW + 401)
+        verify_ccm_token(token, keys={KID: key.public_key()}, hierarchy_id=HIERARCHY, tenants={TENANT},
+                         now=NOW + 401)
     entra_token = entra(key, lifetime=100.0)
     assert check_entra(entra_token, key, now=NOW + 400)
     with pytest.raises(TokenRejected):
@@ -142,7 +145,8 @@ def test_the_default_leeway_is_five_minutes(key: rsa.RSAPrivateKey) -> None:
 def test_a_cached_ccm_token_is_refused_after_exp_plus_leeway(key: rsa.RSAPrivateKey) -> None:
     """Accepted (and cached) once, the same token is accepted up to exp + leeway and refused after it."""
     clock = FakeClock(NOW)
-    verifier = CcmTokenVerifier({KID: key.public_key()}, hierarchy_id=HIERARCHY, clock=clock, leeway=30.0)
+    verifier = CcmTokenVerifier({KID: key.public_key()}, hierarchy_id=HIERARCHY,
+                                tenants=lambda: {TENANT}, clock=clock, leeway=30.0)
     token = ccm(key, lifetime=60.0)
     assert verifier.verify(token)["smsid"] == "GUID:1"
     clock.advance(60 + 30)  # exactly exp + leeway
@@ -156,7 +160,8 @@ def test_a_cached_ccm_token_is_refused_after_exp_plus_leeway(key: rsa.RSAPrivate
 def test_a_cached_ccm_token_is_refused_right_after_exp_without_leeway(key: rsa.RSAPrivateKey) -> None:
     """With no leeway the cache gives no grace either: one second past exp the cached token is refused."""
     clock = FakeClock(NOW)
-    verifier = CcmTokenVerifier({KID: key.public_key()}, hierarchy_id=HIERARCHY, clock=clock, leeway=0.0)
+    verifier = CcmTokenVerifier({KID: key.public_key()}, hierarchy_id=HIERARCHY,
+                                tenants=lambda: {TENANT}, clock=clock, leeway=0.0)
     token = ccm(key, lifetime=60.0)
     verifier.verify(token)
     clock.advance(59)
@@ -197,23 +202,25 @@ def test_the_token_cache_forgets_a_token_at_its_exp() -> None:
     assert cache.get("t") == {"exp": 110}
     clock.advance(1)
     assert cache.get("t") is None
-    assert len(cache) == 0
+    assert cache.sweep() == 1 and len(cache) == 0
 
 
 def test_the_token_cache_stays_bounded() -> None:
-    """A full cache is cleared before a new entry goes in: it never holds more than max_entries."""
+    """A full cache makes room by evicting the soonest-expiring entry: it never holds more than max_entries."""
     cache = TokenCache(clock=FakeClock(0.0), max_entries=2)
     cache.put("a", {"exp": 10})
-    cache.put("b", {"exp": 10})
+    cache.put("b", {"exp": 20})
     assert len(cache) == 2
-    cache.put("c", {"exp": 10})
-    assert len(cache) == 1 and cache.get("c") == {"exp": 10} and cache.get("a") is None
+    cache.put("c", {"exp": 30})
+    assert len(cache) == 2 and cache.get("c") == {"exp": 30} and cache.get("a") is None
+    assert cache.get("b") == {"exp": 20}
 
 
 def test_a_failed_ccm_check_is_not_cached(key: rsa.RSAPrivateKey) -> None:
     """A refused token stays refused when presented again (no negative result turns into a positive one)."""
     clock = FakeClock(NOW)
-    verifier = CcmTokenVerifier({KID: key.public_key()}, hierarchy_id=HIERARCHY, clock=clock)
+    verifier = CcmTokenVerifier({KID: key.public_key()}, hierarchy_id=HIERARCHY,
+                                tenants=lambda: {TENANT}, clock=clock)
     token = ccm(key, hierarchy_id="00000000-0000-0000-0000-000000000001")
     for _ in range(2):
         with pytest.raises(TokenRejected):
@@ -343,3 +350,51 @@ def test_a_jwks_entry_without_a_usable_kid_is_refused(key: rsa.RSAPrivateKey, ki
     entry = {**jwk_from_public_key(key, "k"), "kid": kid}
     with pytest.raises(JwkError, match="without a kid"):
         keys_from_jwks({"keys": [entry]})
+
+
+# --- time claims: numbers in a sane range, never issued in the future ------------------------------------------------
+
+
+def _signed(key: rsa.RSAPrivateKey, **changes: Any) -> str:
+    import jwt
+
+    claims = {"iss": f"urn:sccm:oauth2:{HIERARCHY}", "aud": CCM_AUDIENCE, "token_type": "Device", "deviceid": "GUID:1",
+              "userid": "u", "tid": TENANT, "smsid": "GUID:1", "iat": NOW, "nbf": int(NOW), "exp": int(NOW) + 3600,
+              "jti": "j"}
+    claims.update(changes)
+    return jwt.encode(claims, key, algorithm="RS256", headers={"kid": KID})
+
+
+@pytest.mark.parametrize("changes, kind", [
+    ({"iat": NOW + 10 * 365 * 86400}, "not_yet_valid"),       # issued ten years from now
+    ({"iat": NOW + DEFAULT_LEEWAY + 1}, "not_yet_valid"),     # just past the skew allowance
+    ({"exp": 1.7e308}, "malformed"),                          # near the top of the double range
+    ({"exp": 10**400}, "malformed"),                          # an integer no float holds
+    ({"exp": int(NOW) + 100 * 86400}, "malformed"),           # lives longer than any site token
+    ({"nbf": "1700000000"}, "malformed"),                     # a number in a string
+    ({"iat": None}, "malformed"),
+    ({"exp": [int(NOW) + 60]}, "malformed"),
+    ({"iat": -1}, "malformed"),
+    ({"nbf": int(NOW) + 7200, "exp": int(NOW) + 3600}, "malformed"),  # starts after it ends
+    ({"tid": "c8c82542-203c-4df9-9d86-cdd4dae67e0a"}, "tenant"),     # a tenant the site did not onboard
+    ({"tid": 7}, "tenant"),
+], ids=["iat-far-future", "iat-past-leeway", "exp-1.7e308", "exp-huge-int", "exp-100-days", "nbf-string",
+        "iat-null", "exp-list", "iat-negative", "nbf-after-exp", "tenant-not-onboarded", "tenant-not-text"])
+def test_ccm_tokens_with_absurd_time_claims_or_foreign_tenants_are_refused(key: rsa.RSAPrivateKey,
+                                                                          changes: dict[str, Any],
+                                                                          kind: str) -> None:
+    """Every time claim is a number in a sane range, no token is issued in the future, the tenant is onboarded."""
+    with pytest.raises(TokenRejected) as caught:
+        check_ccm(_signed(key, **changes), key)
+    assert caught.value.kind == kind
+
+
+def test_entra_tokens_with_absurd_time_claims_are_refused(key: rsa.RSAPrivateKey) -> None:
+    """The Entra check shares the time-claim rules."""
+    import jwt
+
+    claims = {"aud": CONFIGMGR_RESOURCE, "iss": f"https://sts.windows.net/{TENANT}/", "tid": TENANT,
+              "iat": NOW, "nbf": int(NOW), "exp": 1.7e308}
+    with pytest.raises(TokenRejected) as caught:
+        check_entra(jwt.encode(claims, key, algorithm="RS256", headers={"kid": KID}), key)
+    assert caught.value.kind == "malformed"
