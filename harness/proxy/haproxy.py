@@ -46,7 +46,7 @@ from harness.proxy.nginx import (
     VARIANTS,
     Endpoint,
 )
-from harness.proxy.site import ProxyConfigError, ProxySite, free_port, parse_listen
+from harness.proxy.site import ProxyConfigError, ProxySite, RenderedDirectory, free_port, parse_listen
 from mock_site.manifest import SiteManifest
 
 CONFIG_NAME = "haproxy.cfg"
@@ -87,22 +87,12 @@ _CCM_OR_CERT = "ccm_or_cert"
 
 
 @dataclass(frozen=True, slots=True)
-class RenderedHaproxy:
+class RenderedHaproxy(RenderedDirectory):
     """A rendered HAProxy directory: its configuration, certificate files and log, the proxy's URL, how to start it."""
-
-    directory: Path
-    variant: str
-    host: str
-    port: int
 
     @property
     def config_file(self) -> Path:
         return self.directory / CONFIG_NAME
-
-    @property
-    def url(self) -> str:
-        """The CMG URL clients use (``--target``)."""
-        return f"https://{self.host}:{self.port}"
 
     @property
     def error_log(self) -> Path:

@@ -28,7 +28,7 @@ from cmg_protocol.statuses import (
     TENANT_NOT_ONBOARDED,
     TOO_LARGE,
 )
-from harness.proxy.site import ProxyConfigError, ProxySite, free_port, parse_listen
+from harness.proxy.site import ProxyConfigError, ProxySite, RenderedDirectory, free_port, parse_listen
 from mock_site.manifest import SiteManifest
 
 NAIVE = "naive"
@@ -92,22 +92,12 @@ ROLE_ENDPOINTS: tuple[Endpoint, ...] = (
 
 
 @dataclass(frozen=True, slots=True)
-class RenderedProxy:
+class RenderedProxy(RenderedDirectory):
     """A rendered configuration directory: where nginx's files live, the proxy's URL, and how to start it."""
-
-    directory: Path
-    variant: str
-    host: str
-    port: int
 
     @property
     def config_file(self) -> Path:
         return self.directory / CONFIG_NAME
-
-    @property
-    def url(self) -> str:
-        """The CMG URL clients use (``--target``)."""
-        return f"https://{self.host}:{self.port}"
 
     @property
     def error_log(self) -> Path:

@@ -120,3 +120,18 @@ def _check_json_safe(tenant: Tenant) -> None:
     for value in (tenant.tenant_id, tenant.client_app_id, tenant.resource_uri):
         if any(ch in value for ch in "'\"\\$;{}\n\r") or not value.isprintable():
             raise ProxyConfigError(f"tenant value {value!r} cannot be written into an nginx configuration")
+
+
+@dataclass(frozen=True, slots=True)
+class RenderedDirectory:
+    """What every rendered proxy has: its directory, variant, where it listens and the CMG URL clients use."""
+
+    directory: Path
+    variant: str
+    host: str
+    port: int
+
+    @property
+    def url(self) -> str:
+        """The CMG URL clients use (``--target``)."""
+        return f"https://{self.host}:{self.port}"
