@@ -25,7 +25,7 @@ _EXPORTS: dict[str, str] = {
     "SiteClient": "mock_site.testing",
     "SiteConfig": "mock_site.config",
     "SiteManifest": "mock_site.manifest",
-    "SiteStateError": "mock_site.site",
+    "SiteStateError": "mock_site.state_dir",
     "TenantConfig": "mock_site.config",
     "running_site": "mock_site.testing",
     "system_clock": "cmg_protocol.clock",

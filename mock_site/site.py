@@ -9,13 +9,10 @@ for scripts and other tools.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import fcntl
 import json
 import logging
 import os
 import random
-import secrets
 import ssl
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -25,7 +22,6 @@ from urllib.parse import urlsplit
 import aiohttp
 from cryptography.hazmat.primitives.serialization import Encoding
 from prometheus_client import CollectorRegistry
-from prometheus_client.core import GaugeMetricFamily
 
 from cmg_protocol import tokens, urlmap
 from cmg_protocol.clock import Clock, system_clock
@@ -48,9 +44,17 @@ from mock_site.metrics import (
     SiteMetrics,
     StatsLogger,
 )
+from mock_site.metrics.active_faults import ActiveFaultsCollector
 from mock_site.mp import MpApp
 from mock_site.pki import SitePki
 from mock_site.server import Listener, ServerGroup
+from mock_site.state_dir import (
+    LOCK_NAME,
+    SiteStateError,
+    StateDirLock,
+    load_or_create_token,
+    prepare_state_dir,
+)
 from mock_site.sts import CcmSts
 from mock_site.token_checks import CcmTokenVerifier, EntraTokenVerifier, JwksCache
 from mock_site.upstream import HttpUpstream, InProcessUpstream, RoundRobin, Upstream
@@ -60,99 +64,6 @@ log = logging.getLogger("mock_site.site")
 PORTS_NAME = "ports.json"
 #: The roles of a site; ``cmg-harness up --role`` runs a subset in one process and links to the others by URL.
 ROLES = ("crl", "entra", "mp", "cp", "cmg")
-FAULTS_TOKEN_NAME = "faults.token"
-#: The lock a running site holds on its state directory (``.lock`` for a whole site, ``.lock-<roles>`` for a role set).
-LOCK_NAME = ".lock"
-
-
-class SiteStateError(ValueError):
-    """The state directory cannot be used; the message names it and why."""
-
-
-def prepare_state_dir(state_dir: Path) -> Path:
-    """Create the state directory if needed and prove it is writable, or raise :class:`SiteStateError`."""
-    state_dir = Path(state_dir)
-    if state_dir.exists() and not state_dir.is_dir():
-        raise SiteStateError(f"state dir {str(state_dir)!r} exists and is not a directory")
-    try:
-        state_dir.mkdir(parents=True, exist_ok=True)
-        probe = state_dir / ".write-probe"
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as exc:
-        raise SiteStateError(f"state dir {str(state_dir)!r} is not usable: {exc.strerror or exc}") from None
-    return state_dir
-
-
-class StateDirLock:
-    """An exclusive ``flock`` on a lock file in the state directory, held for the site's life, with the holder's PID.
-
-    A second site on the same directory (and role set) would rewrite the manifest, ports and fault token of the first
-    under it; it is refused instead, naming the PID that holds the lock. The kernel drops the lock when the holder's
-    process ends, however it ends, so a killed site leaves nothing stale behind.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-        self._fd: int | None = None
-
-    @property
-    def held(self) -> bool:
-        return self._fd is not None
-
-    def acquire(self) -> None:
-        """Take the lock and write this process's PID into the file, or raise :class:`SiteStateError` naming the
-        holder."""
-        if self._fd is not None:
-            return
-        try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        except OSError as exc:
-            raise SiteStateError(f"cannot open the lock file {str(self.path)!r}: {exc.strerror or exc}") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = self._holder(fd)
-            os.close(fd)
-            raise SiteStateError(f"state dir {str(self.path.parent)!r} is in use by the site with PID {holder} "
-                                 f"(lock {self.path.name}); stop it or choose another --state-dir") from None
-        except OSError as exc:
-            os.close(fd)
-            raise SiteStateError(f"cannot lock {str(self.path)!r}: {exc.strerror or exc}") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        self._fd = fd
-
-    @staticmethod
-    def _holder(fd: int) -> str:
-        # The holder writes its PID just after taking the lock: an empty file is a site in its first instant.
-        text = os.pread(fd, 32, 0).decode(errors="replace").strip()
-        return text if text.isdigit() else "(unknown: it is starting)"
-
-    def release(self) -> None:
-        """Drop the lock (safe to call twice); the file stays, it only matters while locked."""
-        fd, self._fd = self._fd, None
-        if fd is not None:
-            with contextlib.suppress(OSError):
-                os.ftruncate(fd, 0)
-            os.close(fd)
-
-
-class ActiveFaultsCollector:
-    """``cmg_faults_active{role,fault}``: 1 while a fault is on, so dashboards can draw real fault windows."""
-
-    def __init__(self, faults: FaultRegistry) -> None:
-        self.faults = faults
-
-    def collect(self) -> Iterable[GaugeMetricFamily]:
-        family = GaugeMetricFamily("cmg_faults_active", "Faults switched on now (1 per active fault and role).",
-                                   labels=["role", "fault"])
-        for fault in self.faults.active():
-            family.add_metric([fault.role, fault.name], 1.0)
-        yield family
-
-    def describe(self) -> Iterable[GaugeMetricFamily]:
-        return []
 
 
 class Site:
@@ -198,7 +109,7 @@ class Site:
         self.faults = FaultRegistry(clock, self.rng, counter=SiteMetrics("cmg", registry=self.registry)
                                     .families.fault_injections if config.metrics_enabled else None)
         self.faults.subscribe(self._on_fault_change)
-        self.faults_token = self._load_or_create_token()
+        self.faults_token = load_or_create_token(config.state_dir)
         entra_metrics = self._metrics("entra")
         self.entra = EntraIssuer(clock, self.rng, tenants=config.tenants,
                                  lifetime=config.scaled(config.entra_token_lifetime_site_seconds),
@@ -217,24 +128,6 @@ class Site:
         self._cmg_serial: int | None = None
 
     # ------------------------------------------------------------------ set-up
-    def _load_or_create_token(self) -> str:
-        """The fault API's bearer token from the state dir, or a new one in a file only its owner can ever read."""
-        path = self.config.state_dir / FAULTS_TOKEN_NAME
-        if path.exists():
-            token = path.read_text().strip()
-            if token:
-                if path.stat().st_mode & 0o077:
-                    os.chmod(path, 0o600)  # written by an older version, which set the mode after writing
-                return token
-            path.unlink()  # empty: made anew below, so that its mode is ours
-        token = secrets.token_urlsafe(32)
-        # Mode 0600 from the moment the file exists (never readable by others, whatever the umask), O_EXCL so that a
-        # file or link someone else put there first is never written through.
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-        with os.fdopen(fd, "w") as file:
-            file.write(token)
-        return token
-
     @property
     def _suffix(self) -> str:
         """'' for a whole site; '-cmg' (say) for a process that runs some roles, so processes share a state dir."""

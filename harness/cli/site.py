@@ -72,7 +72,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     """Build the mock site (or the roles asked for), serve it until SIGINT or SIGTERM, then stop it."""
     from mock_site.config import ConfigError, SiteConfig
     from mock_site.joining import JoinError, join_links
-    from mock_site.site import ROLES, Site, SiteStateError
+    from mock_site.site import ROLES, Site
+    from mock_site.state_dir import SiteStateError
     from mock_site.testing import cmg_app_type
 
     try:

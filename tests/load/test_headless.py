@@ -19,14 +19,13 @@ from harness.load.headless import (
     RunInterrupted,
     check_port_free,
     execute,
-    format_summary,
     locust_command,
     master_port_args,
     seeded_fleet_size,
     site_command,
-    summarize,
 )
 from harness.load.interruption import Interruption
+from harness.load.run_summary import format_summary, summarize
 from harness.results.layout import default_results_path
 from harness.results.plan import RunPlan
 from mock_site.testing import example_manifest

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from mock_site.config import SiteConfig
-from mock_site.site import FAULTS_TOKEN_NAME, Site
+from mock_site.site import Site
+from mock_site.state_dir import FAULTS_TOKEN_NAME
 
 
 @pytest.fixture

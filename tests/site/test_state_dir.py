@@ -6,13 +6,13 @@ import asyncio
 import os
 import stat
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
-from mock_site import site as site_module
+from mock_site import state_dir as state_dir_module
 from mock_site.config import SiteConfig
-from mock_site.site import Site, SiteStateError, StateDirLock
+from mock_site.site import Site
+from mock_site.state_dir import SiteStateError, StateDirLock, load_or_create_token
 
 
 def test_a_second_lock_on_the_same_file_is_refused_naming_the_pid_that_holds_it(tmp_path: Path) -> None:
@@ -56,10 +56,10 @@ def test_a_site_holds_its_state_dir_until_it_stops(tmp_path: Path) -> None:
 
 def test_the_fault_token_is_created_0600_without_a_later_chmod(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Created with its final mode: with chmod doing nothing and a umask that lets everyone read, it is still 0600."""
-    monkeypatch.setattr(site_module.os, "chmod", lambda *args, **kwargs: None)
+    monkeypatch.setattr(state_dir_module.os, "chmod", lambda *args, **kwargs: None)
     old_umask = os.umask(0)
     try:
-        token = Site._load_or_create_token(SimpleNamespace(config=SimpleNamespace(state_dir=tmp_path)))  # type: ignore[arg-type]
+        token = load_or_create_token(tmp_path)
     finally:
         os.umask(old_umask)
     path = tmp_path / "faults.token"
@@ -68,9 +68,9 @@ def test_the_fault_token_is_created_0600_without_a_later_chmod(tmp_path: Path, m
 
 
 def test_an_existing_fault_token_is_kept_and_an_empty_one_replaced(tmp_path: Path) -> None:
-    holder = SimpleNamespace(config=SimpleNamespace(state_dir=tmp_path))
+    """A token already there is kept; an empty file (a crash mid-write) is replaced by a fresh token, 0600."""
     (tmp_path / "faults.token").write_text("kept-token\n")
-    assert Site._load_or_create_token(holder) == "kept-token"  # type: ignore[arg-type]
+    assert load_or_create_token(tmp_path) == "kept-token"
     (tmp_path / "faults.token").write_text("")
-    fresh = Site._load_or_create_token(holder)  # type: ignore[arg-type]
+    fresh = load_or_create_token(tmp_path)
     assert fresh and stat.S_IMODE((tmp_path / "faults.token").stat().st_mode) == 0o600
