@@ -152,6 +152,8 @@ class LoadPlugin:
         CMG unless a host was given (a proxy under test, say), add the web UI tabs, and start the gate and the
         metrics exporter."""
         environment = self.environment
+        # The fault follower asks the site's control API every second: one httpx INFO line each would bury Locust's.
+        logging.getLogger("httpx").setLevel(logging.WARNING)
         self._check_options(environment)
         web_ui = web_ui or getattr(environment, "web_ui", None)
         if web_ui is not None:
