@@ -372,3 +372,12 @@ def test_a_taken_master_port_is_refused_naming_it_before_anything_starts(
 def test_a_master_port_needs_workers(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["run", "--master-port", "15557", "--out", str(tmp_path / "out")]) == 2
     assert "--master-port is for the master of --workers" in capsys.readouterr().err
+
+
+def test_the_fault_follower_does_not_fill_locust_log_with_httpx_lines(
+        lifecycle_run: tuple[subprocess.CompletedProcess[str], Path]) -> None:
+    """The site's fault list is read every second; httpx's INFO line for each read stays out of locust.log."""
+    _, out = lifecycle_run
+    log = (out / "locust.log").read_text()
+    assert "Starting Locust" in log or "Ramping to" in log or "users" in log
+    assert "HTTP Request: GET" not in log
