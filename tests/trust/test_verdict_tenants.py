@@ -7,6 +7,8 @@ import pytest
 from harness.chaos.verdicts import FaultWindow, VerdictSettings, expect, judge
 from harness.client import Fleet
 from harness.client import outcome as oc
+from mock_site.manifest import ManifestTenant
+from mock_site.testing import example_manifest
 
 TENANT_A = "9aaf466a-3f40-4468-b3cd-f0010f21f05a"
 TENANT_B = "2ca9a796-a1a6-43ec-88f1-5935b32155c5"
@@ -69,15 +71,26 @@ def test_an_unknown_fault_is_not_a_cause() -> None:
 
 def test_the_skew_allowance_comes_from_the_manifest_scaled() -> None:
     """At time scale 60 the site's leeway is 5 s: a 10 s clock skew is refused there, and the verdict predicts it."""
-    manifest = {"tenant_id": TENANT_A, "time_scale": 60.0, "token_leeway_s": 5.0}
+    manifest = example_manifest(tenant_id=TENANT_A, tenants=(ManifestTenant(TENANT_A, True, "app", "uri"),),
+                                time_scale=60.0, token_leeway_s=5.0)
     settings = VerdictSettings.from_manifest(manifest)
     assert settings.leeway == 5.0
     skewed = DEVICE_A.with_traits(clock_skew=10.0)
     verdict = judge(skewed, oc.STS_401, life_start=1, life_end=2, windows=(), settings=settings)
     assert verdict.kind == "expected_failure"
     # A manifest of an older site (no token_leeway_s) still gets the scaled default.
-    assert VerdictSettings.from_manifest({"tenant_id": TENANT_A, "time_scale": 60.0}).leeway == 5.0
-    assert VerdictSettings.from_manifest({"tenant_id": TENANT_A}).leeway == 300.0
+    assert VerdictSettings.from_manifest(manifest.replace(token_leeway_s=None)).leeway == 5.0
+    assert VerdictSettings.from_manifest(manifest.replace(token_leeway_s=None, time_scale=1.0)).leeway == 300.0
+
+
+def test_the_settings_read_the_onboarded_tenants_and_the_scaled_entra_lifetime_from_the_manifest() -> None:
+    """Only onboarded tenants count (compared without case); a manifest listing none falls back to its tenant_id."""
+    manifest = example_manifest(tenant_id=TENANT_A, time_scale=60.0, tenants=(
+        ManifestTenant(TENANT_A.upper(), True, "app", "uri"), ManifestTenant(TENANT_B, False, "app", "uri")))
+    settings = VerdictSettings.from_manifest(manifest)
+    assert settings.onboarded_tenants == frozenset({TENANT_A})
+    assert settings.entra_token_lifetime == 75.0  # 75 minutes at time scale 60
+    assert VerdictSettings.from_manifest(manifest.replace(tenants=())).onboarded_tenants == frozenset({TENANT_A})
 
 
 def test_the_skew_boundary_is_the_leeway() -> None:
