@@ -109,3 +109,11 @@ def test_shared_draws_come_from_the_injected_random(clock: FakeClock) -> None:
     faults = FaultRegistry(clock, random.Random(42))
     expected = random.Random(42)
     assert [faults.random() for _ in range(3)] == [expected.random() for _ in range(3)]
+
+
+def test_a_fault_may_last_less_than_a_second(faults: FaultRegistry) -> None:
+    """Any positive duration is accepted (a time-scaled site uses sub-second faults); zero is refused."""
+    assert faults.set("cp_disconnected", duration=0.5).remaining(faults.clock()) == 0.5
+    assert faults.set("cp_disconnected", duration=1).remaining(faults.clock()) == 1.0
+    with pytest.raises(FaultError, match="duration"):
+        faults.set("cp_disconnected", duration=0)
