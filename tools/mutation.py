@@ -54,7 +54,8 @@ TARGETS: dict[str, tuple[str, ...]] = {
     "harness/gates/_spec.py": ("tests/gates/test_spec.py",),
     "harness/gates/_evaluate.py": ("tests/gates/test_evaluate.py", "tests/trust/test_gate_boundary.py",
                                    "tests/trust/test_gate_evaluation.py"),
-    "mock_site/metrics/traffic.py": ("tests/site/test_metrics.py",),
+    "mock_site/metrics/traffic.py": ("tests/site/test_metrics.py", "tests/trust/test_cmgservice_stats.py",
+                                     "tests/trust/test_cmg_app.py"),
     "harness/report/knee.py": ("tests/report/test_knee.py", "tests/trust/test_knee_series.py"),
     "harness/report/fit.py": ("tests/report/test_fit.py",),
 }
