@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from cmg_protocol.clock import FakeClock
-from mock_site.metrics.traffic import CMGServiceLine, CMGServiceStats
+from mock_site.metrics.traffic import CMGServiceLine, CMGServiceStats, ConnectionPointReport
 
 
 def test_a_line_without_requests_averages_zero_milliseconds() -> None:
@@ -32,3 +32,22 @@ def test_the_bound_on_request_uris_must_keep_at_least_one() -> None:
     assert [line.request_uri for line in stats.drain()] == ["/a", "(other)"]
     with pytest.raises(ValueError, match="max_request_uris must be >= 1, got 0"):
         CMGServiceStats(FakeClock(), max_request_uris=0)
+
+
+def test_max_concurrency_counts_what_is_open_after_earlier_requests_ended() -> None:
+    """One request ends, two more open: the connection point report's MaxConcurrentRequests is 2."""
+    report = ConnectionPointReport()
+    report.begin("CCM_STS", True, 1).end(1)
+    report.begin("CCM_STS", True, 1)
+    report.begin("CCM_STS", True, 1)
+    (row,) = report.drain()
+    assert row.max_concurrent_requests == 2
+
+
+def test_a_new_window_starts_without_the_endpoints_that_had_nothing_open() -> None:
+    """Only endpoints with requests still open carry over, so last window's endpoints do not fill this one's bound."""
+    report = ConnectionPointReport(max_endpoints=1)
+    report.begin("CCM_STS", True, 1).end(1)
+    report.drain()
+    report.begin("SMS_MP/.sms_pol", True, 1).end(1)
+    assert [row.endpoint for row in report.drain()] == ["SMS_MP/.sms_pol"]
