@@ -57,7 +57,7 @@ TARGETS: dict[str, tuple[str, ...]] = {
     "mock_site/metrics/traffic.py": ("tests/site/test_metrics.py", "tests/trust/test_cmgservice_stats.py",
                                      "tests/trust/test_cmg_app.py"),
     "harness/report/knee.py": ("tests/report/test_knee.py", "tests/trust/test_knee_series.py"),
-    "harness/report/fit.py": ("tests/report/test_fit.py",),
+    "harness/report/fit.py": ("tests/report/test_fit.py", "tests/trust/test_usl_fit.py"),
 }
 #: The fixed CI sample: these modules, at most this many mutants each, chosen by a fixed seed.
 CI_MODULES = ("cmg_protocol/tokens.py", "cmg_protocol/urlmap.py")
