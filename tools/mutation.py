@@ -22,6 +22,7 @@ import argparse
 import ast
 import contextlib
 import dataclasses
+import fnmatch
 import importlib.abc
 import importlib.machinery
 import importlib.util
@@ -395,6 +396,16 @@ def load_equivalents(path: Path = EQUIVALENTS) -> dict[tuple[str, str], str]:
     return {(entry["module"], entry["mutant"]): entry["reason"] for entry in data.get("equivalent", [])}
 
 
+def equivalent_reason(equivalents: dict[tuple[str, str], str], module: str, key: str) -> str | None:
+    """Why the mutant ``key`` of ``module`` is equivalent, or None. An entry's name may be a pattern (``*``): for the
+    tuning constants of a numerical search, where one reason covers every such change in one function."""
+    reason = equivalents.get((module, key))
+    if reason is not None:
+        return reason
+    return next((reason for (m, pattern), reason in equivalents.items()
+                 if m == module and "*" in pattern and fnmatch.fnmatchcase(key, pattern)), None)
+
+
 @dataclasses.dataclass(slots=True)
 class ModuleResult:
     module: str
@@ -421,7 +432,7 @@ def render_report(results: Sequence[ModuleResult], equivalents: dict[tuple[str, 
              "|---|---|---|---|---|---|---|"]
     for r in results:
         survivors = [o for o in r.outcomes if o.status == "survived"]
-        explained = sum(1 for o in survivors if (r.module, o.mutant.key) in equivalents)
+        explained = sum(1 for o in survivors if equivalent_reason(equivalents, r.module, o.mutant.key) is not None)
         killed = r.count("killed", "timeout")
         denominator = r.run - explained
         adjusted = 100.0 * killed / denominator if denominator else 100.0
@@ -435,7 +446,7 @@ def render_report(results: Sequence[ModuleResult], equivalents: dict[tuple[str, 
             lines.append("No surviving mutants.")
             continue
         for o in sorted(survivors, key=lambda o: o.mutant.line):
-            reason = equivalents.get((r.module, o.mutant.key))
+            reason = equivalent_reason(equivalents, r.module, o.mutant.key)
             verdict = f"equivalent: {reason}" if reason else "**UNEXPLAINED**"
             lines.append(f"- line {o.mutant.line} `{o.mutant.key}` — {verdict}")
     return "\n".join(lines) + "\n"
@@ -443,7 +454,7 @@ def render_report(results: Sequence[ModuleResult], equivalents: dict[tuple[str, 
 
 def unexplained(results: Sequence[ModuleResult], equivalents: dict[tuple[str, str], str]) -> list[Mutant]:
     return [o.mutant for r in results for o in r.outcomes
-            if o.status == "survived" and (r.module, o.mutant.key) not in equivalents]
+            if o.status == "survived" and equivalent_reason(equivalents, r.module, o.mutant.key) is None]
 
 
 def sample(mutants: Sequence[Mutant], size: int, seed: int) -> list[Mutant]:
@@ -528,7 +539,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     failed = False
     for r in results:
         survivors = [o for o in r.outcomes if o.status == "survived"]
-        explained = sum(1 for o in survivors if (r.module, o.mutant.key) in equivalents)
+        explained = sum(1 for o in survivors if equivalent_reason(equivalents, r.module, o.mutant.key) is not None)
         denominator = r.run - explained
         adjusted = 100.0 * r.count("killed", "timeout") / denominator if denominator else 100.0
         if adjusted < min_score or r.count("skipped"):
