@@ -55,3 +55,12 @@ def test_r_squared_is_undefined_only_for_flat_data() -> None:
     """Throughput the same at every step has no variance to explain: R² is None; a total of exactly 1 is a number."""
     assert fit_usl([(1, 10.0), (2, 10.0), (4, 10.0), (8, 10.0)]).r_squared is None
     assert fit_usl([(1, 9.5), (2, 10.5), (4, 9.5), (8, 10.5)]).r_squared is not None
+
+
+def test_contention_stays_between_zero_and_one_whatever_the_data() -> None:
+    """Better-than-linear scaling fits σ = 0 (not a negative contention); a collapse steeper than σ = 1 can explain
+    fits σ = 1 with coherency, never σ > 1."""
+    superlinear = fit_usl([(1, 10.0), (2, 21.0), (4, 45.0), (8, 100.0)])
+    assert (superlinear.sigma, superlinear.kappa) == (0.0, 0.0)
+    collapse = fit_usl(_usl(10.0, 1.5, 0.0, users=(1, 2, 4, 8)))
+    assert collapse.sigma == 1.0 and collapse.kappa > 0
