@@ -1,0 +1,54 @@
+"""Gate files at their edges: the exit code scripts test for, which metrics take fractions or windows, the unit a
+threshold reads in, and the longest window (how much history a live run keeps)."""
+
+from __future__ import annotations
+
+import pytest
+
+from harness.gates import GATE_FAILED_EXIT, Gate, parse_gate
+
+
+def _threshold(expression: str, selector: str = "*"):  # type: ignore[no-untyped-def]
+    (threshold,) = parse_gate(f'thresholds:\n  "{selector}":\n    - {expression}\n').thresholds
+    return threshold
+
+
+def test_a_crossed_threshold_exits_3() -> None:
+    """CI scripts tell a crossed gate (3) from Locust's own error (1) and a usage error (2)."""
+    assert GATE_FAILED_EXIT == 3
+
+
+def test_latency_limits_may_be_fractions_and_counts_may_not() -> None:
+    """``p95 == 82.5`` can hold (latencies are not whole numbers); ``count == 1.5`` and a run count of 0.5 cannot."""
+    assert _threshold("p95 == 82.5").limit == 82.5
+    for expression, selector in (("count == 1.5", "*"), ("unexpected_outcomes == 0.5", "run"),
+                                 ("renewals == 0.5", "run"), ("registrations == 0.5", "run")):
+        with pytest.raises(ValueError, match="can never hold"):
+            _threshold(expression, selector)
+
+
+def test_a_success_ratio_is_at_most_one() -> None:
+    """``success_ratio <= 1`` always holds and ``> 1`` never does: both are refused; ``>= 1`` is a real demand."""
+    with pytest.raises(ValueError, match="always holds"):
+        _threshold("success_ratio <= 1", "run")
+    with pytest.raises(ValueError, match="can never hold"):
+        _threshold("success_ratio > 1", "run")
+    assert _threshold("success_ratio >= 1", "run").limit == 1.0
+
+
+@pytest.mark.parametrize(("expression", "selector", "unit"), [
+    ("p95 < 500ms", "*", "ms"), ("failure_ratio < 1%", "*", "ratio"), ("rps > 5", "*", "rps"),
+    ("count > 5", "*", "count"), ("unexpected_outcomes == 0", "run", "count"),
+])
+def test_a_threshold_reads_in_its_metrics_unit(expression: str, selector: str, unit: str) -> None:
+    """The unit the report prints a measured value in comes from the metric."""
+    assert _threshold(expression, selector).unit == unit
+
+
+def test_the_longest_window_is_the_history_a_live_run_must_keep() -> None:
+    """The largest window among the thresholds; 0 when none has one (or there are none)."""
+    gate = parse_gate('thresholds:\n  "*":\n    - p95 < 500\n    - threshold: p95 < 500\n      window: 30s\n'
+                      '    - threshold: rps > 1\n      window: 5s\n')
+    assert gate.longest_window == 30.0
+    assert parse_gate('thresholds:\n  "*":\n    - p95 < 500\n').longest_window == 0.0
+    assert Gate(path="g.yaml", name="g", thresholds=()).longest_window == 0.0
