@@ -52,3 +52,23 @@ def test_the_longest_window_is_the_history_a_live_run_must_keep() -> None:
     assert gate.longest_window == 30.0
     assert parse_gate('thresholds:\n  "*":\n    - p95 < 500\n').longest_window == 0.0
     assert Gate(path="g.yaml", name="g", thresholds=()).longest_window == 0.0
+
+
+@pytest.mark.parametrize(("expression", "selector", "message"), [
+    ("p9 < 5", "*", "unknown metric 'p9' (known: p50, p90, p95, p99, max, avg, failure_ratio, success_ratio, rps, "
+                    "count, unexpected_outcomes, renewals, registrations); did you mean 'p99' or 'p95'?"),
+    ("p95 < 5", "run", "metric 'p95' does not apply to selector 'run' (it takes: success_ratio, unexpected_outcomes, "
+                       "renewals, registrations)"),
+    ("count != 1.5", "*", "'count != 1.5' always holds, so it checks nothing: count is a whole count >= 0"),
+    ("failure_ratio >= 0", "*", "'failure_ratio >= 0' always holds, so it checks nothing: failure_ratio is a ratio "
+                                "from 0 to 1"),
+    ("failure_ratio <= 1", "*", "'failure_ratio <= 1' always holds, so it checks nothing: failure_ratio is a ratio "
+                                "from 0 to 1 (did you mean a fraction such as 0.01, or 1%?)"),
+    ("p95 < 0", "*", "'p95 < 0' can never hold: p95 is a value >= 0 (ms)"),
+])
+def test_a_refused_threshold_says_what_the_metric_can_be(expression: str, selector: str, message: str) -> None:
+    """The one-line error names the bad threshold, at most two close metric names, what the selector takes, and the
+    metric's domain; the fraction hint only for a ratio limit of 1 or more."""
+    with pytest.raises(ValueError) as refused:
+        _threshold(expression, selector)
+    assert str(refused.value) == f"<gate>:3: {message}"
