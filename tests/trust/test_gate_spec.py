@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness.gates import GATE_FAILED_EXIT, Gate, parse_gate
+from harness.gates import GATE_FAILED_EXIT, Gate, GateFileError, parse_gate
 
 
 def _threshold(expression: str, selector: str = "*"):  # type: ignore[no-untyped-def]
@@ -72,3 +72,17 @@ def test_a_refused_threshold_says_what_the_metric_can_be(expression: str, select
     with pytest.raises(ValueError) as refused:
         _threshold(expression, selector)
     assert str(refused.value) == f"<gate>:3: {message}"
+
+
+def test_a_control_character_in_the_gate_file_is_a_gate_file_error() -> None:
+    """A NUL byte (a binary file given as the gate) is refused as YAML on line 1, not a traceback."""
+    with pytest.raises(GateFileError) as refused:
+        parse_gate("name: a\x00\nthresholds: {}\n", "gate.yaml")
+    assert str(refused.value).startswith("gate.yaml:1: not valid YAML: unacceptable character #x0000")
+
+
+def test_a_key_written_twice_is_refused_with_both_lines_even_as_number_and_text() -> None:
+    """``1:`` and ``"1":`` are the same selector: the second is refused, naming the line of the first."""
+    with pytest.raises(GateFileError) as refused:
+        parse_gate('thresholds:\n  1:\n    - count > 0\n  "1":\n    - count > 0\n')
+    assert str(refused.value) == "<gate>:4: '1' appears twice in 'thresholds' (first on line 2)"
