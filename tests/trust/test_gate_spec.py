@@ -86,3 +86,17 @@ def test_a_key_written_twice_is_refused_with_both_lines_even_as_number_and_text(
     with pytest.raises(GateFileError) as refused:
         parse_gate('thresholds:\n  1:\n    - count > 0\n  "1":\n    - count > 0\n')
     assert str(refused.value) == "<gate>:4: '1' appears twice in 'thresholds' (first on line 2)"
+
+
+def test_a_run_wide_success_ratio_takes_no_window() -> None:
+    """success_ratio can be windowed on a stage, but on the run it is one whole-run figure: a window is refused."""
+    assert _threshold("threshold: success_ratio >= 0.9\n      window: 10s", "stage:policy cycle").window == 10.0
+    with pytest.raises(GateFileError, match="whole-run count"):
+        _threshold("threshold: success_ratio >= 0.9\n      window: 10s", "run")
+
+
+def test_an_abort_without_a_delay_is_judged_from_the_start() -> None:
+    """abort_on_fail without delay_abort_eval: no delay (0 s); with one, that many seconds."""
+    assert _threshold("threshold: p95 < 500\n      abort_on_fail: true").delay_abort_eval == 0.0
+    assert _threshold("threshold: p95 < 500\n      abort_on_fail: true\n      delay_abort_eval: 30s"
+                      ).delay_abort_eval == 30.0
