@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness.gates import GATE_FAILED_EXIT, Gate, GateFileError, parse_gate
+from harness.gates import GATE_FAILED_EXIT, Gate, GateFileError, load_gate, parse_gate
 
 
 def _threshold(expression: str, selector: str = "*"):  # type: ignore[no-untyped-def]
@@ -100,3 +100,11 @@ def test_an_abort_without_a_delay_is_judged_from_the_start() -> None:
     assert _threshold("threshold: p95 < 500\n      abort_on_fail: true").delay_abort_eval == 0.0
     assert _threshold("threshold: p95 < 500\n      abort_on_fail: true\n      delay_abort_eval: 30s"
                       ).delay_abort_eval == 30.0
+
+
+def test_a_gate_file_that_cannot_be_read_is_named(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A missing gate file is a GateFileError on line 1 of that path."""
+    missing = tmp_path / "missing.yaml"
+    with pytest.raises(GateFileError) as refused:
+        load_gate(missing)
+    assert str(refused.value).startswith(f"{missing}:1: cannot read the gate file")
