@@ -3,7 +3,6 @@ connection point, and what the CMGService statistics and the metrics count for e
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 from typing import Any

@@ -23,8 +23,8 @@ from cmg_protocol.tokens import (
     verify_entra_token,
 )
 from mock_site.config import DEFAULT_CLIENT_APP_ID, HOURS, SiteConfig
-from mock_site.token_checks import CcmTokenVerifier, EntraTokenVerifier, JwksCache, TokenCache
 from mock_site.site import Site
+from mock_site.token_checks import CcmTokenVerifier, EntraTokenVerifier, JwksCache, TokenCache
 
 TENANT = "2ca9a796-a1a6-43ec-88f1-5935b32155c5"
 HIERARCHY = "8ed3174b-e814-41b5-b51c-fb368f0d4003"
