@@ -176,6 +176,11 @@ def test_a_declared_length_over_the_limit_is_refused_before_reading(site: Site) 
     assert site.forwarded() == []
 
 
+def test_an_empty_declared_body_is_fine(site: Site) -> None:
+    """Content-Length: 0 on a GET is an ordinary request, not a malformed length."""
+    assert site("GET", POLICY, query="Policy/1", headers={**bearer(site.ccm()), "content-length": "0"}).status == 200
+
+
 @pytest.mark.parametrize("declared", ["-1", "lots"])
 def test_a_declared_length_that_is_not_a_size_is_a_bad_request(site: Site, declared: str) -> None:
     """A negative or non-numeric Content-Length: 400 'content length is not a number'."""
@@ -457,3 +462,18 @@ def test_the_token_validator_applies_the_cmg_rule(site: Site) -> None:
     _refused(call(validator, "GET", "/validate")[0], 401, INVALID_TOKEN, "no bearer token")
     _refused(call(validator, "GET", "/validate", headers=bearer(site.ccm(now=NOW - 7200)))[0], 401, INVALID_TOKEN,
              "IDX10223")
+
+
+def test_a_request_the_cmg_never_answered_is_counted_as_such(site: Site) -> None:
+    """A hop failing in an unforeseen way leaves no response: CMGService counts a request without a response and the
+    metrics record it as 499 (client closed), and the in-flight gauge still goes back down."""
+    class Broken(Upstream):
+        async def request(self, method: str, path: str, headers: Any, body: bytes) -> UpstreamResponse:
+            raise RuntimeError("unforeseen")
+
+    site.app.connection_points = RoundRobin([Broken("cp")])
+    with pytest.raises(RuntimeError):
+        site("CCM_POST", MESSAGING, headers=bearer(site.ccm()), body=b"<m/>")
+    assert site.stats_rows() == {MESSAGING: (1, 4, 0, 0, 250)}
+    assert site.metrics.of("observe")[0][2:5] == (499, 4, 0)
+    assert site.metrics.of("error") == [] and site.metrics.in_flight == 0
