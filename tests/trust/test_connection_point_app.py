@@ -46,7 +46,7 @@ class Cp:
         ids = iter(f"id-{i}" for i in range(100))
         self.app = ConnectionPointApp(name="cp", mp=self.mp, mp_public_host=MP_HOST, faults=self.faults,
                                       metrics=self.metrics, report=self.report, logs=self.logs if logs else None,
-                                      verbose=verbose, perf_counter=Steps(0.25), new_message_id=lambda: next(ids))
+                                      verbose=verbose, perf_counter=Steps(1.0), new_message_id=lambda: next(ids))
 
     def __call__(self, method: str, path: str, **kwargs: Any) -> Answer:
         return call(self.app, method, path, **kwargs)[0]
@@ -86,7 +86,7 @@ def test_the_cmg_url_is_rewritten_to_the_mp_and_logged_as_in_the_walk_through(cp
     assert switched == (f"Switched to internal URL. Replaced '{external}' in   '{external}' with '{internal}' and got "
                         f"'https:///{MP_HOST}/{urlmap.CCM_SYSTEM_TOKENAUTH}")
     assert message == (f"MessageID: id-0 RequestURI: {internal} EndpointName: {urlmap.CCM_SYSTEM_TOKENAUTH} "
-                       f"ResponseHeader: HTTP/1.1 200 OK ~~ ResponseBodySize: 8 ElapsedTime: 250 ms")
+                       f"ResponseHeader: HTTP/1.1 200 OK ~~ ResponseBodySize: 8 ElapsedTime: 1000 ms")
 
 
 def test_without_the_cmg_header_the_external_url_is_guessed_from_the_path(cp: Cp) -> None:
@@ -131,7 +131,7 @@ def test_a_path_outside_the_url_map_is_a_connector_bad_request(cp: Cp) -> None:
     """Not in the map: the URL map's status with CMGConnector_BadRequest; counted as 'unmatched'; nothing sent on."""
     answer = cp("GET", f"/CCM_Proxy_ServerAuth/{ROLE_ID}/nowhere")
     assert (answer.status, answer.reason) == (404, CONNECTOR_BAD_REQUEST)
-    assert cp.metrics.of("observe") == [("unmatched", "GET", 404, 0, 0, 0.25)]
+    assert cp.metrics.of("observe") == [("unmatched", "GET", 404, 0, 0, 1.0)]
     assert cp.mp.requests == [] and cp.report_rows() == {}
     assert cp("POST", STS, query="x=1").status == 400
 
@@ -142,7 +142,7 @@ def test_a_body_over_the_endpoint_limit_is_refused(cp: Cp) -> None:
     answer = cp("POST", STS, chunks=[b"x" * limit, b"y"])
     assert (answer.status, answer.reason, answer.text) == (413, CONNECTOR_BAD_REQUEST,
                                                            f"{CONNECTOR_BAD_REQUEST}: body over {limit} bytes")
-    assert cp.metrics.of("observe") == [(f"/CCM_Proxy_ServerAuth/{{id}}/{urlmap.CCM_STS}", "POST", 413, 0, 0, 0.25)]
+    assert cp.metrics.of("observe") == [(f"/CCM_Proxy_ServerAuth/{{id}}/{urlmap.CCM_STS}", "POST", 413, 0, 0, 1.0)]
     assert cp.mp.requests == []
     assert cp("POST", STS, body=b"x" * limit).status == 200
 
@@ -154,13 +154,16 @@ def test_revocation_offline_for_its_own_certificate_stops_every_request(cp: Cp) 
     assert (answer.status, answer.reason, answer.text) == (403, CONNECTOR_CLIENT_CERT_REQUIRED,
                                                            f"{CONNECTOR_CLIENT_CERT_REQUIRED}: error {CMG_CONNECTOR_ERROR}")
     assert cp.mp.requests == []
-    assert cp.report_rows()[urlmap.CCM_SYSTEM_TOKENAUTH][4] == 1
+    assert cp.report_rows()[urlmap.CCM_SYSTEM_TOKENAUTH] == (1, 0, 4, 0, 1)
+    assert cp.metrics.of("observe")[0][2:5] == (403, 4, 0)  # no MP answer: no response bytes from it
 
 
 def test_sts_unavailable_refuses_token_requests_only(cp: Cp) -> None:
     """sts_unavailable: CCM_STS gets 401 CMGConnector_Unauthorized; messaging still reaches the MP."""
     cp.faults.set("sts_unavailable", duration=60)
     _connector_error(cp("POST", STS, body=b"{}"), 401, CONNECTOR_UNAUTHORIZED)
+    assert cp.metrics.of("observe")[0][2:5] == (401, 2, 0)
+    assert cp.report_rows()[urlmap.CCM_STS] == (1, 0, 2, 0, 1)
     assert cp("CCM_POST", MESSAGING, body=b"<m/>").status == 200
     assert [r[1] for r in cp.mp.requests] == [f"/{urlmap.CCM_SYSTEM_TOKENAUTH}"]
 
@@ -181,6 +184,8 @@ def test_a_server_error_from_ccm_sts_becomes_the_connector_internal_error(cp: Cp
     """A 5xx from CCM_STS is 500 CMGConnector_InternalServerError; 5xx elsewhere and 4xx from CCM_STS pass as is."""
     cp.mp.answer = UpstreamResponse(503, "Service Unavailable", {}, b"down")
     _connector_error(cp("POST", STS, body=b"{}"), 500, CONNECTOR_INTERNAL_SERVER_ERROR)
+    assert cp.metrics.of("observe")[0][2:5] == (500, 2, 0)
+    assert cp.report_rows()[urlmap.CCM_STS] == (1, 0, 2, 0, 1)
     cp.mp.answer = UpstreamResponse(500, "Internal Server Error", {}, b"boom")
     _connector_error(cp("POST", STS, body=b"{}"), 500, CONNECTOR_INTERNAL_SERVER_ERROR)
     assert cp("CCM_POST", MESSAGING, body=b"<m/>").status == 500
@@ -201,8 +206,8 @@ def test_the_traffic_report_counts_bearers_bytes_and_failures_per_endpoint(cp: C
     cp("CCM_POST", MESSAGING, headers={"authorization": "Basic x"}, body=b"")
     assert cp.report_rows() == {urlmap.CCM_SYSTEM_TOKENAUTH: (3, 1, 15, 8 + 3 + 4, 1)}
     template = f"/CCM_Proxy_ServerAuth/{{id}}/{urlmap.CCM_SYSTEM_TOKENAUTH}"
-    assert cp.metrics.of("observe") == [(template, "CCM_POST", 200, 10, 8, 0.75), (template, "CCM_POST", 400, 5, 3, 0.75),
-                                        (template, "CCM_POST", 399, 0, 4, 0.75)]
+    assert cp.metrics.of("observe") == [(template, "CCM_POST", 200, 10, 8, 3.0), (template, "CCM_POST", 400, 5, 3, 3.0),
+                                        (template, "CCM_POST", 399, 0, 4, 3.0)]
     assert cp.metrics.in_flight == 0
 
 
@@ -222,3 +227,19 @@ def test_message_ids_are_guids_by_default() -> None:
     call(app, "CCM_POST", MESSAGING, body=b"<m/>")
     ids = [text.split()[1] for _, _, text in logs.lines if text.startswith("MessageID:")]
     assert len(ids) == 2 and ids[0] != ids[1] and all(len(i) == 36 and i.count("-") == 4 for i in ids)
+
+
+def test_a_request_the_connection_point_never_answered_is_counted_failed() -> None:
+    """An unforeseen failure at the hop: the report counts the request as failed with no response bytes, the
+    metrics as 499, and the in-flight gauge goes back down."""
+    cp = Cp()
+
+    class Broken(Upstream):
+        async def request(self, method: str, path: str, headers: Any, body: bytes) -> UpstreamResponse:
+            raise RuntimeError("unforeseen")
+
+    cp.app.mp = Broken("mp")
+    with pytest.raises(RuntimeError):
+        cp("CCM_POST", MESSAGING, body=b"<m/>")
+    assert cp.report_rows() == {urlmap.CCM_SYSTEM_TOKENAUTH: (1, 0, 4, 0, 1)}
+    assert cp.metrics.of("observe")[0][2:5] == (499, 4, 0) and cp.metrics.in_flight == 0
