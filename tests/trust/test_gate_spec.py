@@ -5,7 +5,16 @@ from __future__ import annotations
 
 import pytest
 
-from harness.gates import GATE_FAILED_EXIT, Gate, GateFileError, load_gate, parse_gate
+from harness.gates import (
+    GATE_FAILED_EXIT,
+    Gate,
+    GateFileError,
+    RunData,
+    StatsEntry,
+    evaluate,
+    load_gate,
+    parse_gate,
+)
 
 
 def _threshold(expression: str, selector: str = "*"):  # type: ignore[no-untyped-def]
@@ -108,3 +117,12 @@ def test_a_gate_file_that_cannot_be_read_is_named(tmp_path) -> None:  # type: ig
     with pytest.raises(GateFileError) as refused:
         load_gate(missing)
     assert str(refused.value).startswith(f"{missing}:1: cannot read the gate file")
+
+
+def test_p99_is_the_99th_percentile_not_the_maximum() -> None:
+    """101 requests, 100 at 10 ms and one at 20 ms: p99 is 10 ms (99 requests may be faster), max is 20 ms."""
+    entry = StatsEntry(method="GET", name="/x", num_requests=101, total_response_time=1020.0, max_response_time=20.0,
+                       response_times={10: 100, 20: 1}, start_time=1.0, last_request_timestamp=2.0)
+    gate = parse_gate('thresholds:\n  "/x":\n    - p99 < 15\n    - max < 15\n')
+    p99, maximum = evaluate(gate, RunData(entries=(entry,))).results
+    assert (p99.measured, p99.passed, maximum.measured, maximum.passed) == (10, True, 20.0, False)
