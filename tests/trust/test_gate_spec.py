@@ -126,3 +126,9 @@ def test_p99_is_the_99th_percentile_not_the_maximum() -> None:
     gate = parse_gate('thresholds:\n  "/x":\n    - p99 < 15\n    - max < 15\n')
     p99, maximum = evaluate(gate, RunData(entries=(entry,))).results
     assert (p99.measured, p99.passed, maximum.measured, maximum.passed) == (10, True, 20.0, False)
+
+
+def test_equality_at_the_top_of_a_ratio_is_a_real_check() -> None:
+    """``failure_ratio == 1`` (a chaos gate: everything must fail) and ``!= 1`` can each pass or fail: both accepted."""
+    assert _threshold("failure_ratio == 1").limit == 1.0
+    assert _threshold("failure_ratio != 1").limit == 1.0
