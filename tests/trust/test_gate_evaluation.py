@@ -178,3 +178,9 @@ def test_a_gate_result_lists_its_failures_exit_code_and_json() -> None:
 def test_a_success_ratio_needs_started_devices_and_a_failure_count(outcomes: dict) -> None:
     """Without both counts there is no success ratio (and no division by zero or by None)."""
     assert run_value("success_ratio", outcomes) == (None, "no device started")
+
+
+def test_one_second_of_history_is_one_window() -> None:
+    """Two samples a second apart are enough for a window: it measures that second."""
+    result = _one(_windowed("rps >= 5", 1), RunData(entries=(), history=_history([{20: 10}])))
+    assert (result.measured, result.passed) == (pytest.approx(10.0), True)
