@@ -64,3 +64,9 @@ def test_contention_stays_between_zero_and_one_whatever_the_data() -> None:
     assert (superlinear.sigma, superlinear.kappa) == (0.0, 0.0)
     collapse = fit_usl(_usl(10.0, 1.5, 0.0, users=(1, 2, 4, 8)))
     assert collapse.sigma == 1.0 and collapse.kappa > 0
+
+
+def test_a_system_that_collapses_from_the_second_user_on_is_fitted() -> None:
+    """κ = 3 (throughput falls as soon as a second user arrives) is inside the searched range and found."""
+    fit = fit_usl(_usl(100.0, 0.1, 3.0, users=(1, 2, 3, 4, 6, 8)))
+    assert fit.kappa == pytest.approx(3.0, rel=1e-4) and fit.sigma == pytest.approx(0.1, abs=1e-4)
