@@ -62,8 +62,9 @@ def test_contention_stays_between_zero_and_one_whatever_the_data() -> None:
     fits σ = 1 with coherency, never σ > 1."""
     superlinear = fit_usl([(1, 10.0), (2, 21.0), (4, 45.0), (8, 100.0)])
     assert (superlinear.sigma, superlinear.kappa) == (0.0, 0.0)
-    collapse = fit_usl(_usl(10.0, 1.5, 0.0, users=(1, 2, 4, 8)))
-    assert collapse.sigma == 1.0 and collapse.kappa > 0
+    for steepness in (1.5, 2.0):
+        collapse = fit_usl(_usl(10.0, steepness, 0.0, users=(1, 2, 4, 8)))
+        assert collapse.sigma == 1.0 and collapse.kappa > 0
 
 
 def test_a_system_that_collapses_from_the_second_user_on_is_fitted() -> None:
