@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from harness.results.layout import ResultsDir
 
 from harness.gates import HistoryPoint, HistoryRecorder, ResultsError, StatsEntry
+from harness.results.layout import ResultsDir
 
 STS = "/CCM_Proxy_ServerAuth/72186325152220500/CCM_STS"
 

@@ -7,8 +7,6 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-from harness.results.layout import default_results_path
-from harness.results.plan import RunPlan
 
 from harness.load.headless import (
     format_summary,
@@ -17,6 +15,8 @@ from harness.load.headless import (
     site_command,
     summarize,
 )
+from harness.results.layout import default_results_path
+from harness.results.plan import RunPlan
 
 MANIFEST = {"ccm_token_lifetime_s": 24.0, "policy_interval_s": 3.0, "db_path": "/nonexistent/site.db"}
 POLICY = "/CCM_Proxy_ServerAuth/72186325152220500/ccm_system_tokenauth/request"

@@ -7,11 +7,11 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from harness.results.layout import CAPACITY_REPORT
 
 from harness.report import ReportError, build_report, write_report
 from harness.report.html import environment, render
 from harness.report.svg import Band, Rule, Series, chart
+from harness.results.layout import CAPACITY_REPORT
 from tests.report.html_check import external_references, read_page
 from tests.report.synthetic import START, Step, results_dir
 
