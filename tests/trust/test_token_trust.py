@@ -247,7 +247,7 @@ def built_site(tmp_path: Path) -> Iterator[Any]:
 def _site_ccm_token(site: Site) -> str:
     return issue_ccm_token(key=site.pki.ccm_signing_key, kid=site.pki.ccm_signing_kid, hierarchy_id=site.config.hierarchy_id,
                            token_type="Device", device_id="GUID:1", user_id="u", tenant_id=TENANT, smsid="GUID:1",
-                           now=site.clock(), lifetime=site.config.scaled(site.config.ccm_token_lifetime))
+                           now=site.clock(), lifetime=site.config.scaled(site.config.ccm_token_lifetime_site_seconds))
 
 
 def test_at_time_scale_1200_the_leeway_shrinks_with_the_lifetime(built_site: Any) -> None:
@@ -286,7 +286,7 @@ def test_the_entra_leeway_is_scaled_too(built_site: Any) -> None:
     token = site.entra.device_token(TENANT, "8d2b4ff9-0172-4998-9851-b5324303385f", client_id=DEFAULT_CLIENT_APP_ID)
     verifier = site.cmg_apps[0].entra_verifier
     assert asyncio.run(verifier.verify(token))["tid"] == TENANT
-    clock.advance(site.config.scaled(site.config.entra_token_lifetime) + 2)
+    clock.advance(site.config.scaled(site.config.entra_token_lifetime_site_seconds) + 2)
     with pytest.raises(TokenRejected) as refused:
         asyncio.run(verifier.verify(token))
     assert refused.value.kind == "expired"
