@@ -87,7 +87,7 @@ def test_request_size_is_the_bytes_the_clients_sent(tmp_path: Path) -> None:
             entra_path = [path for path in sent if "/oauth2/" in path]
             for path in entra_path:  # Entra is not behind the CMG
                 del sent[path], counts[path]
-        scraped = _scrape(site.manifest["metrics_urls"]["cmg"])
+        scraped = _scrape(site.manifest.metrics_url("cmg"))
     lines = [line for line in (tmp_path / "logs" / "CMGService.log").read_text().splitlines() if "RequestUri:" in line]
     logged: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     for line in lines:
@@ -107,10 +107,10 @@ def test_endpoint_labels_are_route_templates_on_every_roles_scrape(site: Running
     smsid = messages.RegistrationResponse.from_xml(site_client.register(entra).reply.body_xml).smsid
     assert site_client.policy(site_client.ccm_token(entra), smsid).status_code == 200
     site_client.aad_auth_info()
-    site_client.http.get(f"{site.manifest['cmg_url']}/CCM_Proxy_MutualAuth/{site.manifest['role_id']}/nowhere")
-    role_ids = {site.manifest["role_id"]}
+    site_client.http.get(f"{site.manifest.cmg_url}/CCM_Proxy_MutualAuth/{site.manifest.role_id}/nowhere")
+    role_ids = {site.manifest.role_id}
     seen: dict[str, set[str]] = defaultdict(set)
-    for role, url in site.manifest["metrics_urls"].items():
+    for role, url in ((item.role, item.url) for item in site.manifest.metrics_urls):
         for _, labels, _ in _scrape(url):
             if "endpoint" in labels:
                 seen[labels.get("role", role)].add(labels["endpoint"])
@@ -127,9 +127,9 @@ def test_ccm_sts_scales_the_eight_hour_lifetime_with_the_time_scale(site: Runnin
     """At --time-scale 60 a CCM token lives 8 h / 60 = 480 s (iat to exp), as the manifest announces."""
     import jwt
 
-    assert site.manifest["time_scale"] == 60
+    assert site.manifest.time_scale == 60
     claims = jwt.decode(site_client.ccm_token(site_client.entra_token(device_id=str(uuid.uuid4()))),
                         options={"verify_signature": False})
     assert claims["exp"] - claims["iat"] == pytest.approx(480, abs=1)
-    assert site.manifest["ccm_token_lifetime_s"] == 480
-    assert site.manifest["token_leeway_s"] == 5
+    assert site.manifest.ccm_token_lifetime_s == 480
+    assert site.manifest.token_leeway_s == 5
