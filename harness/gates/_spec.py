@@ -274,17 +274,19 @@ class _Reader:
         return GateFileError(self.path, node.start_mark.line + 1 if node is not None else 1, message)
 
     def root(self) -> yaml.Node | None:
-        loader = yaml.SafeLoader(self.text)
         try:
-            return loader.get_single_node()
+            # The loader checks the characters as it is made: a control character (NUL ...) is a YAML error too.
+            loader = yaml.SafeLoader(self.text)
+            try:
+                return loader.get_single_node()
+            finally:
+                loader.dispose()
         except yaml.MarkedYAMLError as error:
             mark = error.problem_mark or error.context_mark
             line = mark.line + 1 if mark is not None else 1
             raise GateFileError(self.path, line, f"not valid YAML: {error.problem or error}") from None
         except yaml.YAMLError as error:
             raise GateFileError(self.path, 1, f"not valid YAML: {error}") from None
-        finally:
-            loader.dispose()
 
     def scalar(self, node: yaml.Node) -> Any:
         if not isinstance(node, yaml.ScalarNode):

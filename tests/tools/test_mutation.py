@@ -131,3 +131,12 @@ def test_bad_options_are_refused(argv: list[str]) -> None:
     with pytest.raises(SystemExit) as stopped:
         mutation.main(argv)
     assert stopped.value.code == 2
+
+
+def test_an_equivalent_may_name_a_pattern_of_mutants() -> None:
+    """An entry with ``*`` covers every matching mutant of its module (and of no other module); exact names win."""
+    equivalents = {("m.py", "g: const*"): "tuning", ("m.py", "g: const+1: 1"): "exact", ("n.py", "*"): "other"}
+    assert mutation.equivalent_reason(equivalents, "m.py", "g: const+1: 1") == "exact"
+    assert mutation.equivalent_reason(equivalents, "m.py", "g: const-1: 2") == "tuning"
+    assert mutation.equivalent_reason(equivalents, "m.py", "g: and->or: a and b") is None
+    assert mutation.equivalent_reason(equivalents, "m.py", "h: const+1: 1") is None

@@ -9,6 +9,7 @@ import pytest
 from harness.chaos.verdicts import FaultWindow, VerdictSettings, expect, judge
 from harness.client import Fleet
 from harness.client import outcome as oc
+from mock_site.manifest import ManifestTenant
 from mock_site.testing import example_manifest
 
 TENANT_A = "9aaf466a-3f40-4468-b3cd-f0010f21f05a"
@@ -83,6 +84,16 @@ def test_the_skew_allowance_comes_from_the_manifest_scaled() -> None:
     # A manifest of an older site (no token_leeway_s) still gets the scaled default.
     assert VerdictSettings.from_manifest(base.replace(time_scale=60.0)).leeway == 5.0
     assert VerdictSettings.from_manifest(base.replace(time_scale=1.0)).leeway == 300.0
+
+
+def test_the_settings_read_the_onboarded_tenants_and_the_scaled_entra_lifetime_from_the_manifest() -> None:
+    """Only onboarded tenants count (compared without case); a manifest listing none falls back to its tenant_id."""
+    manifest = example_manifest(tenant_id=TENANT_A, time_scale=60.0, tenants=(
+        ManifestTenant(TENANT_A.upper(), True, "app", "uri"), ManifestTenant(TENANT_B, False, "app", "uri")))
+    settings = VerdictSettings.from_manifest(manifest)
+    assert settings.onboarded_tenants == frozenset({TENANT_A})
+    assert settings.entra_token_lifetime == 75.0  # 75 minutes at time scale 60
+    assert VerdictSettings.from_manifest(manifest.replace(tenants=())).onboarded_tenants == frozenset({TENANT_A})
 
 
 def test_the_skew_boundary_is_the_leeway() -> None:
