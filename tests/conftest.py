@@ -28,3 +28,24 @@ def clean_site(site: RunningSite) -> Iterator[RunningSite]:
 def site_client(clean_site: RunningSite) -> Iterator[SiteClient]:
     with SiteClient(clean_site.manifest) as client:
         yield client
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """No test module may import Locust into the test process: it monkey-patches threads with gevent, and every later
+    test that serves something in a thread would then hang. Locust-facing code is tested in subprocesses."""
+    import sys
+
+    if "locust" in sys.modules:
+        raise pytest.UsageError("a test module imported Locust into the pytest process (gevent would patch threads "
+                                "and later threaded servers would hang): import Locust-facing modules lazily or test "
+                                "them in a subprocess")
+
+
+@pytest.fixture(autouse=True)
+def _locust_stays_out() -> Iterator[None]:
+    """Fails the test that imported Locust into the pytest process, before later threaded servers hang on gevent."""
+    yield
+    import sys
+
+    assert "locust" not in sys.modules, ("this test imported Locust into the pytest process (gevent patches threads): "
+                                         "import Locust-facing code lazily or test it in a subprocess")

@@ -13,14 +13,12 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import IO, Any
-
-import gevent
-from locust.runners import WorkerRunner
 
 from cmg_protocol.clock import Clock
 from harness.gates import (
@@ -88,7 +86,7 @@ class GateMonitor:
 
     def _watching(self, environment: Any) -> bool:
         # Workers send their statistics to the master, which holds the whole run's numbers.
-        return environment.parsed_options is not None and not isinstance(environment.runner, WorkerRunner)
+        return environment.parsed_options is not None and not _is_worker(environment.runner)
 
     def on_init(self, environment: Any, **_: Any) -> None:
         """Read and check the gate file before any user starts."""
@@ -120,6 +118,8 @@ class GateMonitor:
             self._latency.open_channel(HISTORY_CHANNEL)
         self._history = self._open_history(environment)
         self.sample()
+        import gevent
+
         self._greenlet = gevent.spawn(self._run_sampler)
 
     def _open_history(self, environment: Any) -> IO[str] | None:
@@ -131,6 +131,8 @@ class GateMonitor:
         return open(path, "w", encoding="utf-8")
 
     def _run_sampler(self) -> None:
+        import gevent
+
         while True:
             gevent.sleep(SAMPLE_INTERVAL)
             self.sample()
@@ -180,6 +182,8 @@ class GateMonitor:
         results = getattr(self.environment.parsed_options, "results_dir", "") or ""
         if results:
             (Path(results) / GATE_ABORT).write_text(json.dumps(self.aborted, indent=2) + "\n")
+        import gevent
+
         gevent.spawn(self._stop_run)
 
     def _stop_run(self) -> None:
@@ -205,7 +209,11 @@ class GateMonitor:
 
     def _stop_sampler(self) -> None:
         greenlet, self._greenlet = self._greenlet, None
-        if greenlet is not None and greenlet is not gevent.getcurrent():
+        if greenlet is None:
+            return
+        import gevent
+
+        if greenlet is not gevent.getcurrent():
             greenlet.kill(block=True)
 
     def _close_history(self) -> None:
@@ -213,3 +221,9 @@ class GateMonitor:
         if history is not None:
             history.close()
 
+
+def _is_worker(runner: Any) -> bool:
+    """Whether ``runner`` is a Locust worker's. Without Locust imported it cannot be one, and importing it here would
+    monkey-patch a process that is not Locust's (a test's, say) with gevent."""
+    runners = sys.modules.get("locust.runners")
+    return runners is not None and isinstance(runner, runners.WorkerRunner)
