@@ -19,6 +19,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from cmg_protocol import messages
+from cmg_protocol.statuses import CONNECTOR_SERVICE_UNAVAILABLE
 from harness.dashboards import (
     Expression,
     PrometheusServer,
@@ -128,16 +129,25 @@ class Traffic:
                 while not self._stop.is_set():
                     try:
                         self.completed += _device_session(client)
-                    except httpx.TransportError:
-                        # A reset connection is the fault doing its job, and only then; any other error (a status
-                        # raised by the client, a reset without the fault) ends the traffic and fails the test.
-                        if not self.resets_expected.is_set():
+                    except (httpx.TransportError, httpx.HTTPStatusError) as error:
+                        # A reset is the fault doing its job, and only then: the MP's reset reaches the client as the
+                        # connection point's 503 (CMGConnector_ServiceUnavailable), or as a reset connection. Any
+                        # other error, or either of these without the fault, ends the traffic and fails the test.
+                        if not self.resets_expected.is_set() or not _reset_seen_through_the_cp(error):
                             raise
                         self.resets_seen += 1
                     self.sessions += 1
                     self._stop.wait(0.02)  # leave CPU to the site and Prometheus on a 2-core machine
         except Exception as error:  # noqa: BLE001 - any failure is reported by __exit__ in the test's thread
             self.error = error
+
+
+def _reset_seen_through_the_cp(error: Exception) -> bool:
+    if isinstance(error, httpx.TransportError):
+        return True
+    response = error.response if isinstance(error, httpx.HTTPStatusError) else None
+    return response is not None and response.status_code == 503 and \
+        response.reason_phrase == CONNECTOR_SERVICE_UNAVAILABLE
 
 
 def _free_port() -> int:
@@ -190,7 +200,7 @@ def observed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Observed]:
             _wait_for(prometheus, f'sum(cmg_requests_total{{job="cmg-site"}}) >= {total}', timeout=15)
             # ... and two rule evaluations later the recording rules have seen it too.
             time.sleep(2 * SCRAPE_INTERVAL)
-            _wait_for(prometheus, "cmg_client_renewals_total > 0", timeout=30)
+            _wait_for(prometheus, "cmg_client_renewals_total > 0", timeout=60)  # a CCM token lives 24 s here
             yield Observed(prometheus, time.time(), locust_targets)
         finally:
             prometheus.stop()

@@ -14,6 +14,7 @@ import pytest
 
 from cmg_protocol import urlmap
 from mock_site.limits import ConnectionLimits
+from mock_site.manifest import SiteManifest
 from mock_site.testing import RunningSite, SiteClient, running_site
 
 HEADER_TIMEOUT_S = 2.0
@@ -197,7 +198,7 @@ from mock_site.limits import ConnectionLimits
 from mock_site.testing import running_site
 with running_site(Path(sys.argv[1]), time_scale=60, logs_enabled=False,
                   connection_limits=ConnectionLimits(header_timeout_s=float(sys.argv[2]))) as site:
-    print(json.dumps(site.manifest), flush=True)
+    print(json.dumps(site.manifest.to_dict()), flush=True)
     sys.stdin.read()  # until the test closes our stdin
 """
 
@@ -224,7 +225,7 @@ def test_a_thousand_idle_connections_are_closed_and_memory_returns(tmp_path: Pat
                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True)
     try:
         assert process.stdout is not None
-        manifest = json.loads(process.stdout.readline())
+        manifest = SiteManifest.from_dict(json.loads(process.stdout.readline()))
         site = RunningSite(site=None, manifest=manifest, loop=None)  # type: ignore[arg-type]
         with SiteClient(manifest) as client:
             client.ccm_token()  # warm: the first exchanges allocate what the site keeps anyway
