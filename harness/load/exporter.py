@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -33,8 +33,6 @@ class ClientView:
     entries: Sequence[StatsEntry]
     outcomes: Mapping[str, Any]
     gate: GateResult | None = None
-    #: The run's latency histograms, by (kind, name, measure) (``LatencyBook.totals()``; empty without them).
-    latency: Mapping[tuple[str, str, str], Any] = field(default_factory=dict)
 
 
 def _histogram_buckets(times: Mapping[int, int], bounds: Sequence[float]) -> list[tuple[str, float]]:
@@ -50,29 +48,6 @@ def _histogram_buckets(times: Mapping[int, int], bounds: Sequence[float]) -> lis
         buckets.append((repr(bound), float(cumulative)))
     buckets.append(("+Inf", float(sum(times.values()))))
     return buckets
-
-
-#: The latency measures exported as histograms, with their help texts.
-LATENCY_FAMILIES = {
-    "service_ms": "Service time: from when the request was sent to its answer.",
-    "lateness_ms": "Lateness: from when the device meant to send the request to when it was sent.",
-    "corrected_ms": "Corrected latency: from when the device meant to send the request to its answer.",
-}
-
-
-def hdr_buckets(histogram: Any, bounds: Sequence[float]) -> tuple[list[tuple[str, float]], float]:
-    """Cumulative Prometheus buckets (seconds) and the sum (seconds) of an HdrHistogram recorded in microseconds."""
-    counts: list[tuple[int, int]] = [(item.value_iterated_to, item.count_at_value_iterated_to)
-                                     for item in histogram.get_recorded_iterator()]
-    buckets, cumulative, index = [], 0, 0
-    for bound in bounds:
-        while index < len(counts) and counts[index][0] <= bound * 1_000_000:
-            cumulative += counts[index][1]
-            index += 1
-        buckets.append((repr(bound), float(cumulative)))
-    buckets.append(("+Inf", float(histogram.get_total_count())))
-    total_seconds = sum(value * count for value, count in counts) / 1_000_000
-    return buckets, total_seconds
 
 
 def outcome_counts(outcomes: Mapping[str, Any]) -> dict[tuple[str, str], int]:
@@ -115,7 +90,6 @@ class ClientCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         view = self._view()
         yield from self._requests(view.entries)
-        yield from self._latency(view.latency)
         yield from self._outcomes(view.outcomes)
         if view.gate is not None:
             yield from self._gate(view.gate)
@@ -141,18 +115,6 @@ class ClientCollector(Collector):
         for stage, group in sorted(by_stage.items()):
             stages.add_metric([stage], *self._histogram(group))
         yield from (requests, durations, stages)
-
-    def _latency(self, totals: Mapping[tuple[str, str, str], Any]) -> Iterator[Metric]:
-        """Service time, lateness and corrected latency per request name and stage, from the run's HdrHistograms."""
-        families = {}
-        for measure, what in LATENCY_FAMILIES.items():
-            families[measure] = HistogramMetricFamily(
-                f"cmg_client_{measure.removesuffix('_ms')}_seconds", what, labels=["kind", "name"])
-        for (kind, name, measure), histogram in sorted(totals.items(), key=lambda item: item[0]):
-            family = families.get(measure)
-            if family is not None:
-                family.add_metric([kind, name], *hdr_buckets(histogram, self._buckets))
-        yield from families.values()
 
     def _histogram(self, group: Sequence[StatsEntry]) -> tuple[list[tuple[str, float]], float]:
         times: dict[int, int] = {}

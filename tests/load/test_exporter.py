@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
+from prometheus_client import REGISTRY, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from harness.dashboards import CLIENT_METRICS
@@ -207,24 +207,3 @@ def test_a_running_locust_serves_the_client_metrics_and_gate_verdicts(locust_pro
     assert sample(families, "cmg_client_gate_threshold_ok", threshold="*: p99 < 60s") == 1
     assert sample(families, "cmg_client_devices_active") >= 1
     assert process.wait(40) == 0
-
-
-def test_the_three_latency_measures_are_exported_as_histograms_from_the_hdr_book() -> None:
-    """Service, lateness and corrected latency per name become cmg_client_*_seconds histograms with exact
-    cumulative buckets: a 20 ms and a 2 s corrected latency land below 0.025 and 2.5 s, and the sum is 2.02 s."""
-    from harness.latency.histograms import REQUEST, LatencyBook
-    from harness.load.exporter import ClientCollector, ClientView
-
-    book = LatencyBook()
-    book.record(REQUEST, "/x", intended=0.0, sent=0.0, answered=0.020)
-    book.record(REQUEST, "/x", intended=0.0, sent=1.99, answered=2.0)
-    registry = CollectorRegistry()
-    registry.register(ClientCollector(lambda: ClientView(entries=[], outcomes={}, latency=book.totals())))
-    text = generate_latest(registry).decode()
-    assert 'cmg_client_corrected_seconds_bucket{kind="request",le="0.01",name="/x"} 0.0' in text
-    assert 'cmg_client_corrected_seconds_bucket{kind="request",le="0.025",name="/x"} 1.0' in text
-    assert 'cmg_client_corrected_seconds_bucket{kind="request",le="2.5",name="/x"} 2.0' in text
-    assert 'cmg_client_lateness_seconds_bucket{kind="request",le="1.0",name="/x"} 1.0' in text
-    assert 'cmg_client_service_seconds_count{kind="request",name="/x"} 2.0' in text
-    corrected_sum = next(line for line in text.splitlines() if line.startswith("cmg_client_corrected_seconds_sum"))
-    assert abs(float(corrected_sum.split()[-1]) - 2.02) < 0.01
