@@ -398,3 +398,41 @@ def test_entra_tokens_with_absurd_time_claims_are_refused(key: rsa.RSAPrivateKey
     with pytest.raises(TokenRejected) as caught:
         check_entra(jwt.encode(claims, key, algorithm="RS256", headers={"kid": KID}), key)
     assert caught.value.kind == "malformed"
+
+
+# --- time claims: their shown value and the longest lifetime ----------------------------------------------------------
+
+
+def _ccm_with(key: rsa.RSAPrivateKey, **claims: Any) -> str:
+    import jwt
+
+    base = {"iss": f"urn:sccm:oauth2:{HIERARCHY}", "aud": CCM_AUDIENCE, "token_type": "Device", "deviceid": "GUID:1",
+            "userid": "u", "tid": TENANT, "smsid": "GUID:1", "iat": NOW, "nbf": int(NOW), "exp": int(NOW) + 3600,
+            "jti": "j"}
+    return jwt.encode({**base, **claims}, key, algorithm="RS256", headers={"kid": KID})
+
+
+@pytest.mark.parametrize(("text", "shown"), [
+    ("x" * 38, repr("x" * 38)),                 # its repr is 40 characters: shown whole
+    ("x" * 39, repr("x" * 39)[:40] + "..."),    # 41: cut to 40 and marked
+])
+def test_a_malformed_time_claim_is_named_with_its_value_cut_at_forty_characters(
+        key: rsa.RSAPrivateKey, text: str, shown: str) -> None:
+    """A time claim that is not a number is refused as malformed, naming the claim and its value (at most 40
+    characters of it, so a hostile token cannot flood the log)."""
+    with pytest.raises(TokenRejected) as refused:
+        check_ccm(_ccm_with(key, iat=text), key)
+    assert str(refused.value).endswith(f"claim iat is not a NumericDate in 0..253402300799: {shown}")
+
+
+def test_a_token_may_live_ninety_days_plus_the_leeway_and_not_a_second_more(key: rsa.RSAPrivateKey) -> None:
+    """exp at exactly now + leeway + 90 days passes; one second beyond is refused as malformed."""
+    limit = int(NOW + DEFAULT_LEEWAY + 90 * 86400)
+    assert check_ccm(_ccm_with(key, exp=limit), key)["exp"] == limit
+    with pytest.raises(TokenRejected, match="expires more than 90 days"):
+        check_ccm(_ccm_with(key, exp=limit + 1), key)
+
+
+def test_the_epoch_itself_is_a_numeric_date(key: rsa.RSAPrivateKey) -> None:
+    """0 is the first NumericDate: a token valid since the epoch (nbf 0) passes the claim check."""
+    assert check_ccm(_ccm_with(key, nbf=0), key)["nbf"] == 0
