@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=2.0, help="time per case (default 2)")
     args = parser.parse_args(argv)
     if hasattr(os, "sched_setaffinity"):
-        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # one core, as the figures in MEASUREMENTS.md
+        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # one core: the figure is per core
     results = {}
     for name, factory in (
         ("observe_request, cached children", cached_children),

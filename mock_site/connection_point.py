@@ -32,7 +32,7 @@ from mock_site.peers import PEER_CMG, peer_role
 from mock_site.server import Receive, Scope, Send, client_cert_der
 from mock_site.upstream import Upstream, UpstreamError, forwardable
 
-# Documented status texts (FAULTS.md) and the ConfigMgr error code ccmsetup reports with them.
+# Documented status texts (docs/faults.md) and the ConfigMgr error code ccmsetup reports with them.
 ERROR_CODE_HEADER = "x-ccm-error-code"  # synthetic: not the public ConfigMgr format
 CMG_CONNECTOR_ERROR = "0x87d0027e"
 

@@ -36,7 +36,7 @@ import yaml
 from harness.client.device import SHARE_TRAITS, FleetMix, ProfileError
 from mock_site.faults import CATALOGUE, FaultError, get_spec
 
-#: Device faults of FAULTS.md (and the two device flags) accepted in a schedule, as fleet-mix names.
+#: Device faults of docs/faults.md (and the two device flags) accepted in a schedule, as fleet-mix names.
 DEVICE_FAULTS = frozenset(SHARE_TRAITS)
 MAX_RUN_SECONDS = 7 * 24 * 3600.0
 

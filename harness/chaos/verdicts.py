@@ -1,6 +1,6 @@
 """Expected versus unexpected: each device's outcome judged against what its traits and the active faults predict.
 
-The rules are FAULTS.md's expected outcomes. A device's own traits decide its outcome outright (no root CA ⇒
+The rules are docs/faults.md's expected outcomes. A device's own traits decide its outcome outright (no root CA ⇒
 ``tls.invalid_ca``; no WPJ certificate and no PKI certificate ⇒ ``aad.no_wpj``; …). A server-side fault that was on
 during the device's life widens what is acceptable (a device that checks CRLs may fail ``tls.revocation_offline``
 while the CRL distribution point is down, or may still succeed with a CRL it cached earlier). Some outcomes are never

@@ -21,7 +21,7 @@ from cryptography.x509.oid import NameOID
 
 from cmg_protocol.envelope import clientauth_signature
 
-#: WAM behaviours (FAULTS.md): device token works; fails with 0xd0090016; fails with 0x800703f0; user token fails too.
+#: WAM behaviours (docs/faults.md): device token works; fails with 0xd0090016; fails with 0x800703f0; user token fails too.
 WAM_OK = "ok"
 WAM_DEVICE_FAILS_D0090016 = "device_fails_d0090016"
 WAM_DEVICE_FAILS_800703F0 = "device_fails_800703f0"
@@ -109,7 +109,7 @@ class DeviceProfile:
 
 # --- fleet mix --------------------------------------------------------------------------------------------------------
 
-#: Mix keys that are shares of the fleet (0..1), by FAULTS.md device-fault name.
+#: Mix keys that are shares of the fleet (0..1), by docs/faults.md device-fault name.
 SHARE_TRAITS = (
     "wpj_missing", "root_ca_missing", "pki_client_cert", "nocrlcheck", "wam_device_token_error", "no_user_token",
     "clock_skew",

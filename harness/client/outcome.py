@@ -1,6 +1,6 @@
 """How a simulated client's life ended: success, or the step that failed with a stable reason code and ConfigMgr error code.
 
-Later work tallies outcomes against the expected outcomes of FAULTS.md, so reason codes are part of the public surface:
+Later work tallies outcomes against the expected outcomes of docs/faults.md, so reason codes are part of the public surface:
 they never change spelling. HTTP statuses outside the named cases become ``http.<status>``.
 """
 

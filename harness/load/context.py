@@ -2,7 +2,7 @@
 
 Built once per test start in each Locust process (no Locust import here, so it is tested in-process): options come
 from Locust's parsed options, the site from its manifest (``site.json``), and every device of the process shares the
-TLS contexts of one :class:`TrustStore`, as MEASUREMENTS.md demands. A chaos schedule (``--chaos``) is read and checked
+TLS contexts of one :class:`TrustStore`, as docs/measurements.md demands. A chaos schedule (``--chaos``) is read and checked
 here too: its device shares join the fleet mix, its timed faults are for the master to switch.
 """
 

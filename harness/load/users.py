@@ -3,7 +3,7 @@
 Each user plays ``--devices-per-user`` devices of the fleet (a real client holds no connection between policy polls,
 so a process plays far more devices than it opens connections). TLS verification is on: FastHttpUser skips it by
 default, which would hide every certificate fault. The contexts come from the process's shared :class:`TrustStore`
-— one per trust state, never one per user (MEASUREMENTS.md: per-user contexts collapse Locust past ~1,000 users).
+— one per trust state, never one per user (docs/measurements.md: per-user contexts collapse Locust past ~1,000 users).
 """
 
 from __future__ import annotations

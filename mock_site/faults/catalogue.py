@@ -11,7 +11,7 @@ from typing import Any
 
 #: The site roles a fault can target.
 ROLES = ("cmg", "cp", "mp", "sts", "entra", "crl")
-#: The roles that forward or answer client traffic; generic network chaos applies at these (FAULTS.md).
+#: The roles that forward or answer client traffic; generic network chaos applies at these (docs/faults.md).
 PROXY_ROLES = ("cmg", "cp", "mp")
 #: How long a fault stays on when the caller gives no duration (real seconds): a fault never lingers.
 DEFAULT_DURATION = 300.0
@@ -150,7 +150,7 @@ class FaultSpec:
     params: tuple[ParamSpec, ...] = ()
     #: HTTP status a client sees on a request the fault hits (``None``: no HTTP error, or it depends on parameters).
     expected_status: int | None = None
-    #: The error text the site puts with that status, where FAULTS.md names one.
+    #: The error text the site puts with that status, where the ConfigMgr documentation names one.
     expected_reason: str | None = None
     default_duration: float = DEFAULT_DURATION
 
@@ -363,7 +363,7 @@ _SPECS = (
 #: Every server-side fault by name; the registry only accepts these.
 CATALOGUE: Mapping[str, FaultSpec] = MappingProxyType({spec.name: spec for spec in _SPECS})
 
-#: The client-side faults of FAULTS.md, applied per simulated device by the harness, not by this registry.
+#: The client-side faults of docs/faults.md, applied per simulated device by the harness, not by this registry.
 DEVICE_FAULTS: tuple[DeviceFault, ...] = (
     DeviceFault(
         "wpj_missing", "The device has no workplace-join certificate.",

@@ -18,7 +18,7 @@ Sleep = Callable[[float], Awaitable[None]]
 
 #: The faults this middleware applies; the others are applied by the role apps themselves.
 MIDDLEWARE_FAULTS = ("latency", "mp_slow", "reset", "mp_down", "http_error", "bandwidth", "over_capacity")
-#: The status text of an MP that refuses requests (FAULTS.md: mp_down).
+#: The status text of an MP that refuses requests (docs/faults.md: mp_down).
 MP_DOWN_TEXT = "MP unavailable"
 #: Server extensions that send a file without passing body bytes through ``send``, which would dodge the throttle.
 _ZERO_COPY_EXTENSIONS = ("http.response.pathsend", "http.response.zerocopy")

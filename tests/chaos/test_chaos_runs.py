@@ -1,4 +1,4 @@
-"""Chaos runs end to end: every fault of FAULTS.md switched by a schedule during a short load, judged by the verdicts.
+"""Chaos runs end to end: every fault of docs/faults.md switched by a schedule during a short load, judged by the verdicts.
 
 Three short ``cmg-harness run`` loads against the mock site cover every fault: each switches several faults on, one
 after another, while devices keep arriving (users spawn one every 2 s) and renew their 8 s CCM tokens, and none of
@@ -140,7 +140,7 @@ def chaos_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[subp
 @pytest.mark.slow
 @pytest.mark.parametrize("group", sorted(GROUPS))
 def test_a_chaos_run_ends_with_no_unexpected_outcome(chaos_runs: dict[str, Any], group: str) -> None:
-    """Under every fault of the group the mock site behaves as FAULTS.md predicts: zero unexpected, exit code 0."""
+    """Under every fault of the group the mock site behaves as docs/faults.md predicts: zero unexpected, exit code 0."""
     result, summary = chaos_runs[group]
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     assert summary["verdicts"]["unexpected"] == 0 and summary["verdicts"]["expected"] > 0
@@ -162,7 +162,7 @@ def test_every_scheduled_fault_shows_as_a_window_of_the_run(chaos_runs: dict[str
 
 @pytest.mark.slow
 def test_device_faults_decide_the_outcomes_of_their_devices(chaos_runs: dict[str, Any]) -> None:
-    """Each device fault of the share list stopped at least one device, as FAULTS.md says, and was expected to."""
+    """Each device fault of the share list stopped at least one device, as docs/faults.md says, and was expected to."""
     _, summary = chaos_runs["certificates"]
     faults = summary["verdicts"]["faults"]
     for name in set(SHARE_TRAITS) - DEVICE_FLAGS - {"wam_device_token_error"}:  # a WAM error ends in success

@@ -1,4 +1,4 @@
-"""Verdicts: each outcome judged against what the device's traits and the overlapping faults predict (FAULTS.md)."""
+"""Verdicts: each outcome judged against what the device's traits and the overlapping faults predict (docs/faults.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The httpx driver against a real mock site over real TLS: each device fault of FAULTS.md and its outcome."""
+"""The httpx driver against a real mock site over real TLS: each device fault of docs/faults.md and its outcome."""
 
 from __future__ import annotations
 

@@ -20,7 +20,7 @@ CLIENT_FAULTS = {"wpj_missing", "wam_device_token_error", "no_user_token", "root
 
 
 def test_catalogue_holds_exactly_the_server_side_faults() -> None:
-    """The catalogue lists every server-side fault of FAULTS.md and nothing else."""
+    """The catalogue lists every server-side fault of docs/faults.md and nothing else."""
     assert set(CATALOGUE) == SERVER_FAULTS
 
 
