@@ -16,7 +16,7 @@ from hdrh.histogram import HdrHistogram
 
 from harness.gates._data import RunData
 from harness.gates._spec import LATENCY_METRICS, LATENCY_STATISTICS, Threshold
-from harness.latency.histograms import REQUEST, SENT, SERVICE, new_histogram, sparse_statistic_ms
+from harness.latency.histograms import REQUEST, SENT, SERVICE, merged_counts, new_histogram, sparse_statistic_ms
 from harness.results.stats import HistoryPoint
 
 #: A window's value from the index of its last point and its size in points (None: nothing to measure in it).
@@ -88,11 +88,7 @@ def latency_windows(threshold: Threshold, points: Sequence[HistoryPoint]) -> Win
                for point in points]
 
     def value(end: int, size: int) -> float | None:
-        merged: dict[int, int] = {}
-        for index in range(end - size + 1, end + 1):
-            for counts in matched[index]:
-                for bucket, count in counts.items():
-                    merged[bucket] = merged.get(bucket, 0) + count
+        merged = merged_counts(counts for index in range(end - size + 1, end + 1) for counts in matched[index])
         return sparse_statistic_ms(merged, LATENCY_STATISTICS[statistic])
     return value
 

@@ -103,6 +103,15 @@ def bucket_top_us(value_us: int) -> int:
     return int(_LAYOUT.get_highest_equivalent_value(value_us))
 
 
+def merged_counts(histograms: Iterable[Mapping[int, int]]) -> dict[int, int]:
+    """One sparse histogram holding every count of ``histograms`` (exact: they share HdrHistogram's buckets)."""
+    merged: dict[int, int] = {}
+    for counts in histograms:
+        for bucket, count in counts.items():
+            merged[bucket] = merged.get(bucket, 0) + count
+    return merged
+
+
 def sparse_statistic_ms(counts: Mapping[int, int], percentile: float) -> float | None:
     """The ``percentile`` (100: the maximum) of a sparse histogram, in ms, computed exactly as HdrHistogram's
     ``get_value_at_percentile`` and ``get_max_value`` do on a full one; None when it is empty."""

@@ -23,7 +23,7 @@ from typing import Any
 
 from locust import LoadTestShape
 
-from harness.latency.histograms import CORRECTED, REQUEST, LatencyDelta, sparse_statistic_ms
+from harness.latency.histograms import CORRECTED, REQUEST, LatencyDelta, merged_counts, sparse_statistic_ms
 from harness.load.listeners import LoadPlugin, plugin_of
 from harness.load.open_model import OpenModelError, search_hold_seconds, search_settings
 from harness.plans.search import CapacitySearch, StepResult
@@ -136,9 +136,6 @@ class CapacitySearchShape(LoadTestShape):
 
 def _requests_p99(window: LatencyDelta) -> tuple[float, int]:
     """Corrected p99 over every request of the window (one merged sparse histogram) and how many there were."""
-    merged: dict[int, int] = {}
-    for (kind, _, measure), counts in window.histograms.items():
-        if kind == REQUEST and measure == CORRECTED:
-            for bucket, count in counts.items():
-                merged[bucket] = merged.get(bucket, 0) + count
+    merged = merged_counts(counts for (kind, _, measure), counts in window.histograms.items()
+                           if kind == REQUEST and measure == CORRECTED)
     return sparse_statistic_ms(merged, 99.0) or 0.0, sum(merged.values())
