@@ -66,6 +66,9 @@ CLIENT_METRICS: Mapping[str, tuple[str, tuple[str, ...]]] = {
     "cmg_client_outcomes_total": ("counter", ("reason", "verdict")),
     "cmg_client_devices_active": ("gauge", ()),
     "cmg_client_renewals_total": ("counter", ()),
+    "cmg_client_service_seconds": ("histogram", ("kind", "name")),
+    "cmg_client_lateness_seconds": ("histogram", ("kind", "name")),
+    "cmg_client_corrected_seconds": ("histogram", ("kind", "name")),
 }
 SITE_JOB = "cmg-site"
 LOCUST_JOB = "cmg-harness-locust"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from harness.latency.histograms import (
     CORRECTED,
+    EXPORT_BOUNDS_S,
     INTENDED,
     LATENESS,
     MEASURES,
@@ -17,6 +18,7 @@ from harness.latency.histograms import (
     SENT,
     SERVICE,
     STAGE,
+    ExportBuckets,
     LatencyBook,
     LatencyDelta,
     LatencyError,
@@ -28,6 +30,7 @@ from harness.latency.histograms import (
 
 __all__ = [
     "CORRECTED",
+    "EXPORT_BOUNDS_S",
     "INTENDED",
     "LATENESS",
     "MEASURES",
@@ -37,6 +40,7 @@ __all__ = [
     "SENT",
     "SERVICE",
     "STAGE",
+    "ExportBuckets",
     "LatencyBook",
     "LatencyDelta",
     "LatencyError",

@@ -21,6 +21,7 @@ gives them in HdrHistogram's own compressed base64 form).
 from __future__ import annotations
 
 import math
+from bisect import bisect_left
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -153,6 +154,40 @@ def decode_histograms(rows: Iterable[Any]) -> dict[_Key, HdrHistogram]:
     return histograms
 
 
+#: Prometheus bucket bounds (seconds) for the three measures: 1 ms to 60 s, as the site's own duration histograms.
+EXPORT_BOUNDS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+_EXPORT_BOUNDS_US = tuple(round(bound * 1_000_000) for bound in EXPORT_BOUNDS_S)
+
+
+class ExportBuckets:
+    """One measure's values counted in Prometheus's fixed buckets as they are recorded.
+
+    Turning an HdrHistogram into Prometheus buckets at scrape time walks every one of its counters (a second or so per
+    scrape for a few dozen names); counting into 16 buckets when a value arrives costs one bisection. Values are
+    placed by their HdrHistogram bucket's lowest value, so a book fed by workers' sparse deltas counts exactly what
+    one book of all samples would (a value within 0.1 % above a bound may count under it: the histograms' precision).
+    """
+
+    __slots__ = ("counts", "sum_us")
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(_EXPORT_BOUNDS_US) + 1)  # per bound, then the values above the last one
+        self.sum_us = 0
+
+    def observe(self, bucket: int, count: int = 1) -> None:
+        """Count ``count`` values whose HdrHistogram bucket starts at ``bucket`` µs."""
+        self.counts[bisect_left(_EXPORT_BOUNDS_US, bucket)] += count
+        self.sum_us += bucket * count
+
+    def cumulative(self) -> tuple[list[tuple[str, float]], float]:
+        """Prometheus's cumulative ``(le, count)`` pairs, ``+Inf`` last, and the sum in seconds."""
+        buckets, running = [], 0
+        for bound, count in zip((*map(repr, EXPORT_BOUNDS_S), "+Inf"), self.counts, strict=True):
+            running += count
+            buckets.append((bound, float(running)))
+        return buckets, self.sum_us / 1_000_000
+
+
 class LatencyDelta:
     """What a book recorded over some span: the three measures by (kind, name, measure) as sparse histograms, late
     and unsent counts, and how many requests were sent and intended in each epoch second, by (kind, name).
@@ -172,8 +207,11 @@ class LatencyDelta:
 
     def record(self, kind: str, name: str, measure: str, value_us: int, count: int = 1) -> None:
         """Count ``count`` values of ``value_us`` in the sparse histogram of one measure."""
+        self.record_bucket(kind, name, measure, bucket_us(value_us), count)
+
+    def record_bucket(self, kind: str, name: str, measure: str, bucket: int, count: int = 1) -> None:
+        """Count ``count`` values in the bucket whose lowest value is ``bucket`` (as :func:`bucket_us` gives)."""
         buckets = self.histograms.setdefault((kind, name, measure), {})
-        bucket = bucket_us(value_us)
         buckets[bucket] = buckets.get(bucket, 0) + count
 
     def count(self, kind: str, name: str, timeline: str, second: int, count: int = 1) -> None:
@@ -238,6 +276,8 @@ class LatencyBook:
 
     def __init__(self) -> None:
         self._total: dict[_Key, HdrHistogram] = {}
+        #: The same values counted in Prometheus's fixed buckets as they arrive, so a scrape reads them for free.
+        self._exported: dict[_Key, ExportBuckets] = {}
         self._channels: dict[str, LatencyDelta] = {REPORT: LatencyDelta()}
         #: Requests and stages that started late (lateness above ``late_threshold_s``) and work never sent.
         self.late = 0
@@ -258,9 +298,12 @@ class LatencyBook:
             histogram = self._total.get(key)
             if histogram is None:
                 histogram = self._total[key] = new_histogram()
+                self._exported[key] = ExportBuckets()
             histogram.record_value(value)
+            bucket = bucket_us(value)
+            self._exported[key].observe(bucket)
             for channel in self._channels.values():
-                channel.record(kind, name, measure, value)
+                channel.record_bucket(kind, name, measure, bucket)
         for channel in self._channels.values():
             channel.count(kind, name, SENT, sent_second)
             channel.count(kind, name, INTENDED, intended_second)
@@ -306,8 +349,11 @@ class LatencyBook:
             total = self._total.get(key)
             if total is None:
                 total = self._total[key] = new_histogram()
+                self._exported[key] = ExportBuckets()
+            exported = self._exported[key]
             for value, count in counts.items():
                 total.record_value(value, count)
+                exported.observe(value, count)
         for channel in self._channels.values():
             channel.add(delta)
         self.late += delta.late
@@ -332,6 +378,10 @@ class LatencyBook:
     def totals(self) -> Mapping[_Key, HdrHistogram]:
         """Every whole-run histogram by (kind, name, measure): a live view, not a copy."""
         return self._total
+
+    def exported(self) -> Mapping[_Key, ExportBuckets]:
+        """Every whole-run histogram in Prometheus's buckets (:data:`EXPORT_BOUNDS_S`), by (kind, name, measure)."""
+        return self._exported
 
     def encoded(self) -> list[list[str]]:
         """The whole-run histograms as ``[kind, name, measure, base64]`` rows (what ``outcomes.json`` keeps)."""

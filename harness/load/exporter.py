@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -19,6 +19,7 @@ from prometheus_client.registry import Collector
 
 from harness.fleet.tally import LIFECYCLE_REQUEST_TYPE
 from harness.gates import GateResult, StatsEntry
+from harness.latency.histograms import ExportBuckets
 from mock_site.metrics import DURATION_BUCKETS
 
 log = logging.getLogger("harness.load.exporter")
@@ -33,6 +34,8 @@ class ClientView:
     entries: Sequence[StatsEntry]
     outcomes: Mapping[str, Any]
     gate: GateResult | None = None
+    #: The run's latency measures in Prometheus's buckets, by (kind, name, measure) (``LatencyBook.exported()``).
+    latency: Mapping[tuple[str, str, str], ExportBuckets] = field(default_factory=dict)
 
 
 def _histogram_buckets(times: Mapping[int, int], bounds: Sequence[float]) -> list[tuple[str, float]]:
@@ -48,6 +51,16 @@ def _histogram_buckets(times: Mapping[int, int], bounds: Sequence[float]) -> lis
         buckets.append((repr(bound), float(cumulative)))
     buckets.append(("+Inf", float(sum(times.values()))))
     return buckets
+
+
+#: The latency measures exported as histograms: metric name and help text by measure.
+LATENCY_FAMILIES = {
+    "service_ms": ("cmg_client_service_seconds", "Service time: from when a request was sent to its answer."),
+    "lateness_ms": ("cmg_client_lateness_seconds",
+                    "Lateness: from when a device meant to send a request to when the load generator sent it."),
+    "corrected_ms": ("cmg_client_corrected_seconds",
+                     "Corrected latency: from when a device meant to send a request to its answer."),
+}
 
 
 def outcome_counts(outcomes: Mapping[str, Any]) -> dict[tuple[str, str], int]:
@@ -90,6 +103,7 @@ class ClientCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         view = self._view()
         yield from self._requests(view.entries)
+        yield from self._latency(view.latency)
         yield from self._outcomes(view.outcomes)
         if view.gate is not None:
             yield from self._gate(view.gate)
@@ -115,6 +129,16 @@ class ClientCollector(Collector):
         for stage, group in sorted(by_stage.items()):
             stages.add_metric([stage], *self._histogram(group))
         yield from (requests, durations, stages)
+
+    def _latency(self, exported: Mapping[tuple[str, str, str], ExportBuckets]) -> Iterator[Metric]:
+        """Service time, lateness and corrected latency per request name and lifecycle stage."""
+        families = {measure: HistogramMetricFamily(name, what, labels=["kind", "name"])
+                    for measure, (name, what) in LATENCY_FAMILIES.items()}
+        for (kind, name, measure), buckets in sorted(exported.items(), key=lambda item: item[0]):
+            family = families.get(measure)
+            if family is not None:
+                family.add_metric([kind, name], *buckets.cumulative())
+        yield from families.values()
 
     def _histogram(self, group: Sequence[StatsEntry]) -> tuple[list[tuple[str, float]], float]:
         times: dict[int, int] = {}

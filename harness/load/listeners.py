@@ -330,7 +330,7 @@ class LoadPlugin:
     def client_view(self) -> ClientView:
         """What a scrape of the metrics exporter shows now: Locust's statistics, the tally, the gate's verdicts."""
         return ClientView(entries=stats_entries(self.environment.runner.stats), outcomes=self.tally.snapshot(),
-                          gate=self.monitor.latest)
+                          gate=self.monitor.latest, latency=self.latency.exported())
 
     def measures(self) -> dict[str, Any]:
         """The run's model and its three measures (service, lateness, corrected) with achieved versus intended rates."""

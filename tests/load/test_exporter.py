@@ -17,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from harness.dashboards import CLIENT_METRICS
 from harness.defaults import LOCUSTFILES_DIR
 from harness.gates import RunData, StatsEntry, evaluate, parse_gate
+from harness.latency.histograms import REQUEST, STAGE, LatencyBook
 from harness.load.exporter import ClientView, metrics_registry
 from mock_site.testing import RunningSite
 
@@ -37,11 +38,13 @@ def stats(name: str, times: dict[int, int], *, method: str = "POST", failures: i
 class View:
     """A changeable scrape source standing in for the Locust runner and tally."""
 
-    def __init__(self, entries: list[StatsEntry], outcomes: dict[str, Any] = OUTCOMES) -> None:
+    def __init__(self, entries: list[StatsEntry], outcomes: dict[str, Any] = OUTCOMES,
+                 book: LatencyBook | None = None) -> None:
         self.entries, self.outcomes, self.gate = entries, outcomes, None
+        self.book = book or LatencyBook()
 
     def __call__(self) -> ClientView:
-        return ClientView(entries=self.entries, outcomes=self.outcomes, gate=self.gate)
+        return ClientView(entries=self.entries, outcomes=self.outcomes, gate=self.gate, latency=self.book.exported())
 
 
 def scrape(view: View, registry: Any = None) -> dict[str, Any]:
@@ -136,12 +139,56 @@ def test_gate_verdicts_are_exported_per_threshold() -> None:
 
 def test_every_contract_metric_is_exported_with_its_type_and_labels() -> None:
     """The families match the client contract the dashboards read (harness.dashboards.CLIENT_METRICS)."""
-    families = scrape(View([stats(STS, {10: 1}), stats("policy cycle", {80: 1}, method="LIFECYCLE")]))
+    book = LatencyBook()
+    book.record(REQUEST, STS, intended=0.0, sent=0.001, answered=0.01)
+    families = scrape(View([stats(STS, {10: 1}), stats("policy cycle", {80: 1}, method="LIFECYCLE")], book=book))
     for name, (kind, labels) in CLIENT_METRICS.items():
         family = families[name.removesuffix("_total")]
         assert family.type == kind
         series = [s for s in family.samples if not s.name.endswith(("_sum", "_count"))]
         assert series and all(set(s.labels) - {"le"} == set(labels) for s in series), name
+
+
+def test_the_three_latency_measures_are_exported_as_histograms() -> None:
+    """Service, lateness and corrected latency per name are cmg_client_*_seconds histograms with cumulative buckets:
+    a 20 ms and a 2 s corrected latency land under 0.025 s and 2.5 s (not under 0.01 s or 1 s), lateness of 1.99 s
+    under 2.5 s but not 1 s, and the sum is 2.02 s; a stage is kept apart from a request of the same name."""
+    book = LatencyBook()
+    book.record(REQUEST, "/x", intended=0.0, sent=0.0, answered=0.020)
+    book.record(REQUEST, "/x", intended=0.0, sent=1.99, answered=2.0)
+    book.record(STAGE, "/x", intended=0.0, sent=0.0, answered=0.001)
+    families = scrape(View([], book=book))
+    corrected = "cmg_client_corrected_seconds_bucket"
+    assert [sample(families, corrected, kind="request", name="/x", le=le) for le in ("0.01", "0.025", "1.0", "2.5")] \
+        == [0, 1, 1, 2]
+    assert sample(families, corrected, kind="stage", name="/x", le="0.001") == 1
+    assert sample(families, "cmg_client_lateness_seconds_bucket", kind="request", name="/x", le="1.0") == 1
+    assert sample(families, "cmg_client_lateness_seconds_bucket", kind="request", name="/x", le="2.5") == 2
+    assert sample(families, "cmg_client_service_seconds_count", kind="request", name="/x") == 2
+    assert sample(families, "cmg_client_corrected_seconds_bucket", kind="request", name="/x", le="+Inf") == 2
+    assert sample(families, "cmg_client_corrected_seconds_sum", kind="request", name="/x") == pytest.approx(2.02, 0.002)
+
+
+def test_exported_latency_merged_from_workers_equals_one_book_of_all_samples() -> None:
+    """A master fed two workers' drained deltas counts the same Prometheus buckets and sums as one book that saw every
+    sample (the buckets are placed by HdrHistogram bucket, which survives the sparse wire form)."""
+    import random
+
+    rng = random.Random(7)
+    whole, master, workers = LatencyBook(), LatencyBook(), [LatencyBook(), LatencyBook()]
+    for index in range(3000):
+        intended = rng.uniform(0, 100)
+        sent = intended + rng.expovariate(1 / 0.02)
+        answered = sent + rng.lognormvariate(-4, 1.5)
+        name = ("/a", "/b")[index % 2]
+        whole.record(REQUEST, name, intended=intended, sent=sent, answered=answered)
+        workers[index % 2].record(REQUEST, name, intended=intended, sent=sent, answered=answered)
+    for worker in workers:
+        master.merge(worker.drain())
+    assert sorted(master.exported()) == sorted(whole.exported())
+    for key, buckets in whole.exported().items():
+        assert master.exported()[key].cumulative() == buckets.cumulative(), key
+    assert sum(whole.exported()[(REQUEST, "/a", "corrected_ms")].counts) == 1500
 
 
 def test_the_exporter_uses_its_own_registry() -> None:
