@@ -47,16 +47,19 @@ def start_site(state: Path) -> tuple[subprocess.Popen[bytes], Path]:
     raise SystemExit("the site did not start within 60 s")
 
 
-def locust(locustfile: Path, manifest: Path, seconds: int, users: int, extra: list[str]) -> float:
-    """Run Locust pinned to core 1; its CPU seconds."""
-    env = {**os.environ, "CMG_HARNESS_SITE": str(manifest), "PYTHONPATH": str(ROOT)}
+def locust(locustfile: Path, manifest: Path, seconds: int, users: int, extra: list[str]) -> dict[str, float]:
+    """Run Locust pinned to core 1; what benchmarks/locustfiles/cpu_meter.py measured between test start and stop
+    (CPU seconds, requests, GC pauses), so start-up and report writing are not charged to the requests."""
+    meter = Path(tempfile.mkdtemp(prefix="cpu-meter-")) / "cpu.json"
+    env = {**os.environ, "CMG_HARNESS_SITE": str(manifest), "PYTHONPATH": str(ROOT), "CMG_BENCH_CPU_FILE": str(meter)}
     command = ["taskset", "-c", "1", sys.executable, "-m", "locust", "-f", str(locustfile), "--headless", "-u",
                str(users), "-r", str(users), "-t", f"{seconds}s", "--only-summary", "--stop-timeout", "2", *extra]
-    before = os.times()
     subprocess.run(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False,
                    timeout=seconds + 120)
-    after = os.times()
-    return (after.children_user - before.children_user) + (after.children_system - before.children_system)
+    try:
+        return json.loads(meter.read_text())
+    finally:
+        shutil.rmtree(meter.parent, ignore_errors=True)
 
 
 def main() -> int:
@@ -77,15 +80,11 @@ def main() -> int:
                            "--site", str(manifest)])
         outcomes = json.loads((results / "outcomes.json").read_text())
         rates, latency = outcomes["rates"], outcomes["latency"]["all_requests"]
-        sent = rates["requests_sent"]
         trivial = work / "trivial"
         cpu_trivial = locust(ROOT / "benchmarks" / "locustfiles" / "trivial.py", manifest, 10, 20,
                              ["--csv", str(trivial)])
-        rows = (trivial.parent / "trivial_stats.csv").read_text().splitlines()
-        total = next(line for line in rows if ",Aggregated," in line).split(",")
-        trivial_requests = int(total[2])
-        open_us = cpu_open / max(sent, 1) * 1e6
-        trivial_us = cpu_trivial / max(trivial_requests, 1) * 1e6
+        open_us = cpu_open["cpu_s"] / max(cpu_open["requests"], 1) * 1e6
+        trivial_us = cpu_trivial["cpu_s"] / max(cpu_trivial["requests"], 1) * 1e6
         print(f"intended      {args.rate:,.0f} requests/s ({fleet} devices, one request each per {args.interval:g} s)")
         print(f"achieved      {rates['achieved_per_s']:,.1f} requests/s over the run "
               f"({rates['achieved_per_s'] / args.rate:.2%} of intended; sent/(sent+unsent) "
@@ -93,6 +92,8 @@ def main() -> int:
         print(f"lateness      p50 {latency['lateness_ms']['p50']:.2f} ms  p99 {latency['lateness_ms']['p99']:.2f} ms  "
               f"max {latency['lateness_ms']['max']:.1f} ms  (late > 100 ms: {outcomes['latency']['late']})")
         print(f"service       p50 {latency['service_ms']['p50']:.2f} ms  p99 {latency['service_ms']['p99']:.2f} ms")
+        print(f"GC pauses     open model: {cpu_open['gc_pauses']:.0f}, longest {cpu_open['gc_pause_max_ms']:.1f} ms, "
+              f"{cpu_open['gc_pause_total_ms']:.0f} ms in all")
         print(f"Locust CPU    open model {open_us:.0f} µs/request; plain FastHttpUser loop {trivial_us:.0f} µs/request; "
               f"the open model's own overhead ≈ {open_us - trivial_us:.0f} µs/request")
     finally:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import cpu_meter  # noqa: F401 - the benchmark's CPU and GC instrument (benchmarks/locustfiles)
 from locust import events
 
 from harness.client.device import DeviceProfile

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import ssl
 
+import cpu_meter  # noqa: F401 - the benchmark's CPU and GC instrument (benchmarks/locustfiles)
 from locust import FastHttpUser, task
 
 from mock_site.manifest import SiteManifest

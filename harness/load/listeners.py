@@ -33,6 +33,7 @@ from harness.chaos.watch import FaultFollower, FaultWatch
 from harness.client.device import DeviceProfile
 from harness.fleet.tally import OutcomeTally
 from harness.latency.histograms import LatencyBook, LatencyError
+from harness.load.collector import settle_heap
 from harness.load.context import (
     DEFAULT_DEVICES_PER_USER,
     DEFAULT_SITE,
@@ -199,6 +200,7 @@ class LoadPlugin:
             return
         self.watch = self._watch(self.context, runner)
         self.watch.start()
+        settle_heap()  # the heap built so far is never scanned again: collector pauses would read as lateness
 
     def _watch(self, context: RunContext, runner: Any) -> FaultWatch:
         """Follow the site's faults; on the master (or a single process) also run the chaos schedule."""
