@@ -10,6 +10,10 @@ only that window. A step's measures:
   backlog of due-but-unsent work; one that falls behind grows it;
 - **error ratio**: failed / all requests in Locust's statistics over the window.
 
+Run distributed (``--workers``), the master sees the workers' records only when their stats reports arrive (every
+few seconds), so there a step settles for at least one report interval and its measured window runs one report
+interval past the hold — what arrives in it was sent at the step's own rate.
+
 At the end the steps and the answer ("capacity X ± Y", or "not saturated up to X") go to ``capacity.json``.
 """
 
@@ -22,16 +26,15 @@ from pathlib import Path
 from typing import Any
 
 from locust import LoadTestShape
+from locust.runners import WORKER_REPORT_INTERVAL, MasterRunner
 
 from harness.latency.histograms import CORRECTED, REQUEST, LatencyDelta, merged_counts, sparse_statistic_ms
 from harness.load.listeners import LoadPlugin, plugin_of
 from harness.load.open_model import OpenModelError, search_hold_seconds, search_settings
-from harness.plans.search import CapacitySearch, StepResult
+from harness.plans.search import CapacitySearch, StepResult, step_window
 from harness.results.layout import ResultsDir
 
 log = logging.getLogger("harness.load")
-#: The part of a step's hold that settles before measuring.
-SETTLE_FRACTION = 1 / 3
 #: The latency book's channel that collects one step's measured window.
 STEP_CHANNEL = "capacity-step"
 
@@ -43,6 +46,7 @@ class CapacitySearchShape(LoadTestShape):
         super().__init__()
         self._search: CapacitySearch | None = None
         self._hold = 0.0
+        self._lag = 0.0
         self._step_started = 0.0
         self._measuring = False
         self._baseline: tuple[float, int, int, int] | None = None
@@ -59,14 +63,16 @@ class CapacitySearchShape(LoadTestShape):
             try:
                 self._search = CapacitySearch(search_settings(environment.parsed_options))
                 self._hold = search_hold_seconds(environment.parsed_options)
+                self._lag = report_lag_seconds(self.runner)
             except OpenModelError as error:
                 log.error("cmg-harness: %s; stopping", error)
                 return None
             self._start_step(plugin, now)
         elapsed = now - self._step_started
-        if not self._measuring and elapsed >= self._hold * SETTLE_FRACTION:
+        settle, end = step_window(self._hold, self._lag)
+        if not self._measuring and elapsed >= settle:
             self._start_measuring(plugin)
-        if elapsed >= self._hold:
+        if elapsed >= end:
             if not self._finish_step(plugin):
                 self._finish(plugin, environment)
                 return None
@@ -132,6 +138,11 @@ class CapacitySearchShape(LoadTestShape):
         results = str(getattr(environment.parsed_options, "results_dir", "") or "")
         if results:
             ResultsDir(Path(results)).write_capacity_search(document)
+
+
+def report_lag_seconds(runner: Any) -> float:
+    """How late a master hears of its workers' requests (their report interval); 0 for a single process."""
+    return float(WORKER_REPORT_INTERVAL) if isinstance(runner, MasterRunner) else 0.0
 
 
 def _requests_p99(window: LatencyDelta) -> tuple[float, int]:

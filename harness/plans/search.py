@@ -211,3 +211,14 @@ class CapacitySearch:
                         passing_per_s=passing.rate_per_s if passing else None,
                         failing_per_s=failing.rate_per_s if failing else None,
                         reasons=failing.reasons if failing else (), uncertain=uncertain, steps=self._steps)
+
+
+#: The part of a step's hold that settles before measuring.
+SETTLE_FRACTION = 1 / 3
+
+
+def step_window(hold: float, lag: float) -> tuple[float, float]:
+    """When a step starts measuring and when it ends, in seconds from its start, for a ``hold`` and a report ``lag``:
+    it settles for a third of the hold but at least one lag (what arrives later was sent at this step's rate), and its
+    window closes one lag after the hold (the records sent by then have arrived)."""
+    return max(hold * SETTLE_FRACTION, lag), hold + lag

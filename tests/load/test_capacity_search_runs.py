@@ -46,3 +46,25 @@ def test_a_search_that_never_saturates_claims_nothing_beyond_its_highest_rate(tm
     assert result["saturated"] is False and result["estimate_per_s"] is None
     assert result["describe"].startswith("not saturated up to 3.0/s")
     assert [step["intended_per_s"] for step in document["steps"]] == [2.0, 3.0]
+
+
+def test_a_distributed_search_measures_every_step_from_the_workers_reports(tmp_path: Path) -> None:
+    """With two Locust workers the master hears of requests only through their reports (every 3 s): each step still
+    measures the workers' requests at its own rate (none is judged on an empty window as '0% achieved')."""
+    document, summary, _ = _search(tmp_path / "cap", "--workers", "2", "--search-start-rate", "4/s",
+                                   "--search-max-rate", "8/s", "--search-hold", "3", "--slo-p99-ms", "60000")
+    steps = document["steps"]
+    assert [step["intended_per_s"] for step in steps] == [4.0, 8.0]
+    assert all(step["requests"] > 0 and step["passed"] for step in steps), steps
+    assert all(step["achieved_per_s"] >= 0.95 * step["intended_per_s"] for step in steps), steps
+    assert document["result"]["describe"].startswith("not saturated up to 8.0/s")
+    assert summary["model"] == "open"
+
+
+def test_a_step_settles_for_a_report_interval_and_measures_one_past_its_hold() -> None:
+    """Alone, a 6 s step settles 2 s and ends at 6 s; distributed (3 s reports) it settles 3 s and ends at 9 s."""
+    from harness.plans.search import step_window
+
+    assert step_window(6.0, 0.0) == (2.0, 6.0)
+    assert step_window(6.0, 3.0) == (3.0, 9.0)
+    assert step_window(12.0, 3.0) == (4.0, 15.0)
