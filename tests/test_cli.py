@@ -124,7 +124,11 @@ def test_faults_on_a_running_site_print_tables_and_json(site: object, capsys: py
         data = json.loads(capsys.readouterr().out)
         assert [fault["name"] for fault in data["active"]] == ["latency"] and "catalogue" in data
         assert main([*manifest, "catalogue"]) == 0
-        assert f"the site's catalogue, {site.manifest.faults_url}" in capsys.readouterr().out
+        out = capsys.readouterr().out
+        assert f"the site's catalogue, {site.manifest.faults_url}" in out
+        assert out.index("Device faults") < out.index("Active faults") and "mean_ms=5" in out.split("Active faults")[1]
+        assert main([*manifest, "catalogue", "--json"]) == 0
+        assert set(json.loads(capsys.readouterr().out)) == {"faults", "device_faults"}
         assert main([*manifest, "clear", "latency"]) == 0
         assert "clear: switched off" in capsys.readouterr().out
         assert main([*manifest, "reset"]) == 0

@@ -113,6 +113,12 @@ def listing(data: Mapping[str, Any]) -> RenderableType:
     return Group(*parts)
 
 
+def catalogue_and_listing(data: Mapping[str, Any], source: str) -> RenderableType:
+    """``faults catalogue`` on a running site: the catalogue, then the active faults and injections (``faults list``'s
+    data carries both)."""
+    return Group(catalogue_tables(data["catalogue"], source), Text(""), listing(data))
+
+
 def switched_on(fault: Mapping[str, Any]) -> RenderableType:
     """``faults set``: the fault now on, as a one-row table."""
     return active_table([fault], title="Switched on")

@@ -149,7 +149,7 @@ def _summary(manifest: SiteManifest, site: Any) -> str:
 
 def cmd_faults(args: argparse.Namespace) -> int:
     from harness.chaos.faultapi import FaultApiError, FaultClient
-    from harness.cli.faulttables import catalogue_tables, cleared, listing, switched_on
+    from harness.cli.faulttables import catalogue_and_listing, catalogue_tables, cleared, listing, switched_on
 
     if args.action == "catalogue" and not args.site.exists():
         # The catalogue is code: without a site up, this checkout's (the one `up` would serve) is the answer.
@@ -163,7 +163,10 @@ def cmd_faults(args: argparse.Namespace) -> int:
         if args.action == "list":
             return _print_faults(args, client.list(), listing)
         if args.action == "catalogue":
-            return _print_faults(args, client.catalogue(), lambda data: catalogue_tables(
+            if getattr(args, "json", False):
+                return _print_faults(args, client.catalogue(), lambda data: data)
+            # For people, the site's catalogue and what of it is on now (the list carries both).
+            return _print_faults(args, client.list(), lambda data: catalogue_and_listing(
                 data, f"the site's catalogue, {manifest.faults_url}"))
         if args.action == "set":
             params = {}
