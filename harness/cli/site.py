@@ -7,6 +7,7 @@ import asyncio
 import json
 import signal
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -45,9 +46,12 @@ def add_site_commands(commands: Any) -> None:
 
     faults = add_command(commands, "faults", help="list, set, clear or reset faults on a running site")
     faults.add_argument("--site", type=Path, default=Path(DEFAULT_SITE), help="the site's manifest")
+    faults.add_argument("--json", action="store_true", help="print the control API's JSON instead of tables")
     fault_actions = faults.add_subparsers(dest="action", required=True, parser_class=Parser)
     add_command(fault_actions, "list", help="active faults and injection counts")
-    add_command(fault_actions, "catalogue", help="every fault the site knows, with parameters")
+    add_command(fault_actions, "catalogue",
+                help="every fault: target, what it does, parameters, expected outcome (this checkout's when no site "
+                     "is up)")
     set_fault = add_command(fault_actions, "set", help="switch a fault on")
     set_fault.add_argument("name")
     set_fault.add_argument("--role")
@@ -57,6 +61,10 @@ def add_site_commands(commands: Any) -> None:
     clear = add_command(fault_actions, "clear", help="switch a fault off")
     clear.add_argument("name")
     add_command(fault_actions, "reset", help="switch every fault off")
+    for action in fault_actions.choices.values():
+        # --json after the action too (`faults list --json`); SUPPRESS keeps a --json given before it.
+        action.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                            help="print the control API's JSON instead of tables")
 
     dashboards = add_command(
         commands, "dashboards", help="write the Prometheus config and rules for a running site; --serve starts Prometheus")
@@ -141,15 +149,26 @@ def _summary(manifest: SiteManifest, site: Any) -> str:
 
 def cmd_faults(args: argparse.Namespace) -> int:
     from harness.chaos.faultapi import FaultApiError, FaultClient
+    from harness.cli.faulttables import catalogue_and_listing, catalogue_tables, cleared, listing, switched_on
 
+    if args.action == "catalogue" and not args.site.exists():
+        # The catalogue is code: without a site up, this checkout's (the one `up` would serve) is the answer.
+        from mock_site.faults import catalogue_dict
+
+        return _print_faults(args, catalogue_dict(), lambda data: catalogue_tables(
+            data, f"this checkout's catalogue; no site manifest at {args.site}"))
     manifest = load_manifest(args.site)
     client = FaultClient(manifest.faults_url, manifest.faults_token)
     try:
         if args.action == "list":
-            result: Any = client.list()
-        elif args.action == "catalogue":
-            result = client.catalogue()
-        elif args.action == "set":
+            return _print_faults(args, client.list(), listing)
+        if args.action == "catalogue":
+            if getattr(args, "json", False):
+                return _print_faults(args, client.catalogue(), lambda data: data)
+            # For people, the site's catalogue and what of it is on now (the list carries both).
+            return _print_faults(args, client.list(), lambda data: catalogue_and_listing(
+                data, f"the site's catalogue, {manifest.faults_url}"))
+        if args.action == "set":
             params = {}
             for item in args.param:
                 key, sep, value = item.partition("=")
@@ -158,13 +177,24 @@ def cmd_faults(args: argparse.Namespace) -> int:
                 params[key] = _number_or_text(value)
             result = client.set(args.name, role=args.role, probability=args.probability, duration=args.duration,
                                 params=params)
-        elif args.action == "clear":
-            result = client.clear(args.name)
-        else:
-            result = client.reset()
+            return _print_faults(args, result, switched_on)
+        if args.action == "clear":
+            return _print_faults(args, client.clear(args.name), lambda data: cleared(data, "clear"))
+        return _print_faults(args, client.reset(), lambda data: cleared(data, "reset"))
     except FaultApiError as error:
         raise CliError(str(error)) from None
-    print(json.dumps(result, indent=2))
+    finally:
+        client.close()
+
+
+def _print_faults(args: argparse.Namespace, data: Any, render: Callable[[Any], Any]) -> int:
+    """The control API's answer as JSON (``--json``, for scripts) or as tables (for people)."""
+    if getattr(args, "json", False):
+        print(json.dumps(data, indent=2))
+    else:
+        from harness.cli.faulttables import console
+
+        console().print(render(data))
     return 0
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import shutil
 import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -10,7 +12,7 @@ from typing import TextIO
 from harness.gates._data import load_results
 from harness.gates._evaluate import GateResult, ThresholdResult, evaluate
 from harness.gates._spec import GATE_FAILED_EXIT, Gate
-from harness.results.layout import ResultsDir
+from harness.results.layout import GATE_JSON, GATE_JUNIT, ResultsDir
 from harness.units import format_measure
 
 PASS_MARK = "✓"
@@ -62,9 +64,23 @@ def junit_xml(result: GateResult) -> str:
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(suites, encoding="unicode") + "\n"
 
 
+def output_names(gate: Gate) -> tuple[str, str]:
+    """The verdict files of ``gate``, named after its file: ``gate-<stem>.json`` and ``gate-<stem>-junit.xml``.
+
+    Judging a run again with another gate file then keeps the first gate's verdict next to the second."""
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(gate.path).stem).strip("._") or "gate"
+    return f"gate-{stem}.json", f"gate-{stem}-junit.xml"
+
+
 def write_outputs(result: GateResult, folder: Path) -> tuple[Path, Path]:
-    """Write ``gate.json`` and ``gate-junit.xml`` into ``folder``; returns their paths."""
-    return ResultsDir(folder).write_gate_verdict(result.to_dict(), junit_xml(result))
+    """Write the verdict into ``folder`` under the gate file's names (see :func:`output_names`), and as the latest
+    verdict under the fixed names ``gate.json`` and ``gate-junit.xml`` that CI jobs publish; the named paths."""
+    latest_json, latest_junit = ResultsDir(folder).write_gate_verdict(result.to_dict(), junit_xml(result))
+    json_name, junit_name = output_names(result.gate)
+    json_path, junit_path = folder / json_name, folder / junit_name
+    shutil.copyfile(latest_json, json_path)
+    shutil.copyfile(latest_junit, junit_path)
+    return json_path, junit_path
 
 
 def check(gate: Gate, results_dir: str | Path, *, out: TextIO | None = None) -> GateResult:
@@ -74,7 +90,8 @@ def check(gate: Gate, results_dir: str | Path, *, out: TextIO | None = None) -> 
     result = evaluate(gate, load_results(folder))
     json_path, junit_path = write_outputs(result, folder)
     print(format_results(result), file=out)
-    print(f"gate verdict in {json_path} and {junit_path}", file=out, flush=True)
+    print(f"gate verdict in {json_path} and {junit_path} (the latest verdict also in {GATE_JSON} and {GATE_JUNIT})",
+          file=out, flush=True)
     return result
 
 

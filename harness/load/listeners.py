@@ -154,7 +154,8 @@ class LoadPlugin:
         metrics exporter."""
         environment = self.environment
         # The fault follower asks the site's control API every second: one httpx INFO line each would bury Locust's.
-        logging.getLogger("httpx").setLevel(logging.WARNING)
+        for name in ("httpx", "httpcore"):
+            logging.getLogger(name).setLevel(logging.WARNING)
         self._check_options(environment)
         web_ui = web_ui or getattr(environment, "web_ui", None)
         if web_ui is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -30,6 +31,23 @@ def test_gate_judges_an_earlier_run_and_exits_0_or_3(tmp_path: Path, capsys: pyt
     assert main(["gate", gate_file(tmp_path, text), str(results)]) == code
     assert f"{mark} *: p99 <" in capsys.readouterr().out
     assert (results / "gate.json").is_file() and (results / "gate-junit.xml").is_file()
+    assert (results / "gate-gate.json").is_file() and (results / "gate-gate-junit.xml").is_file()
+
+
+def test_judging_again_with_another_gate_file_keeps_the_first_verdict(tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """Each gate file's verdict is named after it; gate.json and gate-junit.xml hold the latest one."""
+    results = write_results(tmp_path / "results", [REAL_STS_ENTRY])
+    assert main(["gate", gate_file(tmp_path, PASSING, "lenient.yaml"), str(results)]) == 0
+    assert main(["gate", gate_file(tmp_path, FAILING, "strict v2.yaml"), str(results)]) == 3
+    out = capsys.readouterr().out
+    assert f"gate verdict in {results / 'gate-strict_v2.json'} and {results / 'gate-strict_v2-junit.xml'}" in out
+    assert json.loads((results / "gate-lenient.json").read_text())["passed"] is True
+    assert json.loads((results / "gate-strict_v2.json").read_text())["passed"] is False
+    assert "<failure" not in (results / "gate-lenient-junit.xml").read_text()
+    assert "<failure" in (results / "gate-strict_v2-junit.xml").read_text()
+    assert (results / "gate.json").read_text() == (results / "gate-strict_v2.json").read_text()
+    assert (results / "gate-junit.xml").read_text() == (results / "gate-strict_v2-junit.xml").read_text()
 
 
 def test_a_gate_file_with_a_typo_is_a_usage_error_naming_its_line(tmp_path: Path,
