@@ -263,3 +263,55 @@ def test_the_run_report_renders_in_chromium_without_console_errors(run_dir: Path
     """Headless Chromium draws the page (screenshot kept in the test's directory) and logs nothing."""
     page = write_run_report(run_dir)
     assert chromium_screenshot(page, tmp_path / "profile", tmp_path / "run-report.png") == []
+
+
+CHAOS = "faults:\n  - fault: cp_disconnected\n    start: 6\n    duration: 4\n"
+GATE = "name: quick\nthresholds:\n  run:\n    - unexpected_outcomes == 0\n"
+
+
+@pytest.fixture(scope="module")
+def real_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A ~20 s headless chaos run with a gate, through `cmg-harness run`."""
+    import sys
+
+    work = tmp_path_factory.mktemp("run")
+    (work / "chaos.yaml").write_text(CHAOS)
+    (work / "gate.yaml").write_text(GATE)
+    out = work / "results"
+    result = subprocess.run([sys.executable, "-m", "harness.cli", "run", "--users", "4", "--duration", "20",
+                             "--chaos", str(work / "chaos.yaml"), "--gate", str(work / "gate.yaml"),
+                             "--out", str(out)], cwd=work, capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    return out
+
+
+@pytest.mark.slow
+def test_a_headless_run_leaves_locusts_report_and_ours(real_run: Path) -> None:
+    """locust.html is Locust's; report.html is ours, written again after the gate with its verdict in it."""
+    assert "locust" in (real_run / "locust.html").read_text().lower()
+    html = (real_run / "report.html").read_text()
+    assert "<h1>Run report — results" in html
+    assert 'quick (' in html and '<span class="ok">PASS</span>' in html
+    assert len(_svgs(html)) == 4
+    assert all(svg.count('<rect class="band"') == 1 for svg in _svgs(html))
+    summary = _summary(real_run)
+    assert "report.html" in summary["files"] and "locust.html" in summary["files"]  # type: ignore[operator]
+
+
+@pytest.mark.slow
+def test_the_verdict_history_ends_at_the_runs_verdict_totals(real_run: Path) -> None:
+    """verdict_history.jsonl, written each second on the master, ends with the counts summary.json holds."""
+    history = ResultsDir(real_run).read_verdict_history()
+    assert history is not None and len(history) >= 15
+    verdicts = _summary(real_run)["verdicts"]
+    assert history[-1]["expected"] == verdicts["expected"] > 0  # type: ignore[index]
+    assert history[-1]["unexpected"] == verdicts["unexpected"]  # type: ignore[index]
+    assert all(a["t"] < b["t"] and a["expected"] <= b["expected"] for a, b in zip(history, history[1:], strict=False))
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+@pytest.mark.skipif(CHROMIUM is None, reason="needs headless Chromium (Debian's chromium)")
+def test_the_report_of_a_real_run_renders_in_chromium(real_run: Path, tmp_path: Path) -> None:
+    """The report a run wrote draws in headless Chromium with nothing on the console (screenshot kept)."""
+    assert chromium_screenshot(real_run / "report.html", tmp_path / "profile", tmp_path / "real-run-report.png") == []
