@@ -17,7 +17,7 @@ from harness.report.errors import ReportError
 from harness.report.html import environment, key_figures
 from harness.report.run_report import P99_WINDOW, RunReport, build_run_report
 from harness.report.svg import PALETTE, Band, Series, chart
-from harness.results.layout import RUN_REPORT, ResultsDir
+from harness.results.layout import CAPACITY_REPORT, RUN_REPORT, ResultsDir
 
 TEMPLATE = "run.html.j2"
 #: The over-time charts every run report has, by their headings (a test checks each is drawn).
@@ -196,7 +196,8 @@ def _capacity(report: RunReport) -> dict[str, Any] | None:
             cells = key_figures(build_report(report.directory))
         except ReportError as error:
             return {"kind": "steps", "cells": [], "error": str(error), "file": report.capacity_report}
-        return {"kind": "steps", "cells": cells, "error": None, "file": report.capacity_report}
+        # A step run's capacity report is written right after this one (``cmg-harness run``, ``report``): link it.
+        return {"kind": "steps", "cells": cells, "error": None, "file": report.capacity_report or CAPACITY_REPORT}
     return None
 
 

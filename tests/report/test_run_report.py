@@ -315,3 +315,31 @@ def test_the_verdict_history_ends_at_the_runs_verdict_totals(real_run: Path) -> 
 def test_the_report_of_a_real_run_renders_in_chromium(real_run: Path, tmp_path: Path) -> None:
     """The report a run wrote draws in headless Chromium with nothing on the console (screenshot kept)."""
     assert chromium_screenshot(real_run / "report.html", tmp_path / "profile", tmp_path / "real-run-report.png") == []
+
+
+def test_unexpected_examples_are_shown_with_their_trails(run_dir: Path) -> None:
+    """Each unexpected example: its kind, device, explanation and the exchanges that led to it."""
+    summary = _summary(run_dir)
+    verdicts = dict(summary["verdicts"])  # type: ignore[call-overload]
+    verdicts["unexpected"] = 1
+    verdicts["examples"] = {"unexpected_failure": [{
+        "device": "CMGSIM-00007", "explanation": "cmg.503 while no fault was on",
+        "trail": [["policy", "/SMS_MP/.sms_pol", 503, 4.2, "cmg.503"], ["sts", "CCM_STS", None, 0.0, "skipped"]]}]}
+    _rewrite_summary(run_dir, verdicts=verdicts)
+    html = write_run_report(run_dir).read_text()
+    examples = html[html.index("<h3>Unexpected examples</h3>"):html.index("<h2>Fault windows")]
+    assert '<td class="l">unexpected_failure</td><td class="l">CMGSIM-00007</td>' in examples
+    assert "cmg.503 while no fault was on" in examples
+    assert "policy 503 cmg.503 › sts - skipped" in examples
+
+
+def test_a_step_run_gets_a_capacity_section_linking_its_capacity_report(tmp_path: Path) -> None:
+    """A step run (capacity.py) shows the capacity key figures and links capacity-report.html beside it."""
+    from tests.report.synthetic import Step, results_dir
+
+    directory = results_dir(tmp_path / "steps", [Step(users=4 * (i + 1), seconds=20, rate=20 * (i + 1),
+                                                      latency_ms=5.0) for i in range(4)])
+    html = write_run_report(directory).read_text()
+    section = html[html.index("<h2>Capacity</h2>"):html.index("<h2>Run plan</h2>")]
+    assert "peak throughput" in section
+    assert '<a href="capacity-report.html">capacity-report.html</a>' in section
