@@ -343,3 +343,28 @@ def test_a_step_run_gets_a_capacity_section_linking_its_capacity_report(tmp_path
     section = html[html.index("<h2>Capacity</h2>"):html.index("<h2>Run plan</h2>")]
     assert "peak throughput" in section
     assert '<a href="capacity-report.html">capacity-report.html</a>' in section
+
+
+def test_the_gate_monitor_writes_the_verdict_history_each_sample(tmp_path: Path) -> None:
+    """One line per sample with the tally's cumulative verdict counts, beside stats_history.jsonl."""
+    from types import SimpleNamespace
+
+    from harness.load.gate_listener import GateMonitor
+
+    counts = iter([(0, 0), (3, 1), (7, 2)])
+
+    def snapshot() -> dict[str, object]:
+        expected, unexpected = next(counts)
+        return {"verdicts": {"expected": expected, "unexpected": unexpected}}
+
+    clock = iter(float(1_000 + n) for n in range(10))
+    monitor = GateMonitor(snapshot, clock=lambda: next(clock))
+    options = SimpleNamespace(gate="", results_dir=str(tmp_path))
+    environment = SimpleNamespace(parsed_options=options, runner=SimpleNamespace(stats=SimpleNamespace(entries={})))
+    monitor.on_test_start(environment)
+    monitor.sample()
+    monitor.on_test_stop(environment)
+    history = ResultsDir(tmp_path).read_verdict_history()
+    assert history == [{"t": 1001.0, "expected": 0.0, "unexpected": 0.0},  # 1000: the test start
+                       {"t": 1002.0, "expected": 3.0, "unexpected": 1.0},
+                       {"t": 1003.0, "expected": 7.0, "unexpected": 2.0}]
