@@ -49,4 +49,7 @@ def judge_run(gate: Any, out: Path, run_exit: int) -> int:
     except ResultsError as error:
         print(f"cmg-harness: the gate could not be judged: {error}", file=sys.stderr)
         return run_exit or 1
+    from harness.report.run_html import report_after_run
+
+    report_after_run(out, sys.stdout)  # again, now with the gate's verdict in it
     return run_exit_code(run_exit, result)

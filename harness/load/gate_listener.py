@@ -37,6 +37,7 @@ from harness.gates import (
     load_gate,
 )
 from harness.latency.histograms import LatencyBook
+from harness.results.layout import VERDICT_HISTORY
 
 #: The latency book's channel the per-second history takes its deltas from.
 HISTORY_CHANNEL = "gate_history"
@@ -83,6 +84,7 @@ class GateMonitor:
         self.started_at = 0.0
         self._greenlet: Any = None
         self._history: IO[str] | None = None
+        self._verdicts: IO[str] | None = None  # verdict_history.jsonl: cumulative verdict counts, once a second
 
     def _watching(self, environment: Any) -> bool:
         # Workers send their statistics to the master, which holds the whole run's numbers.
@@ -117,6 +119,8 @@ class GateMonitor:
         if self._latency is not None:
             self._latency.open_channel(HISTORY_CHANNEL)
         self._history = self._open_history(environment)
+        if self._history is not None:
+            self._verdicts = open(Path(self._history.name).with_name(VERDICT_HISTORY), "w", encoding="utf-8")
         self.sample()
         import gevent
 
@@ -146,6 +150,11 @@ class GateMonitor:
         if self._history is not None:
             self._history.write(point.to_json() + "\n")
             self._history.flush()
+        if self._verdicts is not None:
+            verdicts = self._tally_snapshot().get("verdicts") or {}
+            self._verdicts.write(json.dumps({"t": round(point.t, 3), "expected": verdicts.get("expected", 0),
+                                             "unexpected": verdicts.get("unexpected", 0)}) + "\n")
+            self._verdicts.flush()
         if self.gate is not None:
             self.latest = evaluate(self.gate, self.live_data(entries), latest_window_only=True)
             if self.aborted is None:
@@ -217,9 +226,10 @@ class GateMonitor:
             greenlet.kill(block=True)
 
     def _close_history(self) -> None:
-        history, self._history = self._history, None
-        if history is not None:
-            history.close()
+        for history in (self._history, self._verdicts):
+            if history is not None:
+                history.close()
+        self._history = self._verdicts = None
 
 
 def _is_worker(runner: Any) -> bool:

@@ -267,6 +267,8 @@ def execute(plan: RunPlan, *, out: TextIO = sys.stdout,
                             locust_exit=locust_exit, registrations_before=before,
                             interrupted_by=interruption.signal_name)
         results.write_summary(summary)
+        from harness.report.run_html import report_after_run  # jinja2 and the report only when a run ends
+        report_after_run(plan.out, out)
         print(format_summary(summary), file=out, flush=True)
         # A signal that came while the summary was being written still ends the run as interrupted.
         if interruption.exit_code is not None:

@@ -1,7 +1,10 @@
-"""Capacity-planning report of a step-load run: per-step statistics, the saturation knee, a Universal Scalability
-Law fit, a sizing recommendation for a target fleet, and one self-contained HTML file with charts.
+"""The reports of a run, one family of self-contained HTML pages on one template base.
 
-``write_report(results_dir)`` writes ``RESULTS_DIR/capacity-report.html``; ``cmg-harness report`` calls it.
+The run report (``write_run_report(results_dir)`` writes ``RESULTS_DIR/report.html``; every ``cmg-harness run`` ends
+with it): charts over time with the fault windows, the CMGService table, lifecycles, verdicts, recovery, gates, the
+capacity answer and the plan. The capacity-planning report of a step-load run: per-step statistics, the saturation
+knee, a Universal Scalability Law fit and a sizing recommendation (``write_report(results_dir)`` writes
+``RESULTS_DIR/capacity-report.html``). ``cmg-harness report`` writes both.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from harness.report.recommend import (
     size_fleet,
 )
 from harness.report.results import RunFacts, RunResults, load_results
+from harness.report.run_html import render_run, write_run_report
+from harness.report.run_report import RunReport, RunReportError, build_run_report
 from harness.report.steps import StepError, StepStats, split_steps
 
 __all__ = [
@@ -33,6 +38,8 @@ __all__ = [
     "ObservedCapacity",
     "ReportError",
     "RunFacts",
+    "RunReport",
+    "RunReportError",
     "RunResults",
     "Shortfall",
     "Sizing",
@@ -43,6 +50,7 @@ __all__ = [
     "TimePoint",
     "UslFit",
     "build_report",
+    "build_run_report",
     "cpu_warnings",
     "find_knee",
     "fit_usl",
@@ -51,6 +59,7 @@ __all__ = [
     "parse_history",
     "read_history",
     "recommend",
+    "render_run",
     "requests_per_client_hour",
     "save_report",
     "size_fleet",
@@ -58,4 +67,5 @@ __all__ = [
     "summary_lines",
     "throughput_shortfalls",
     "write_report",
+    "write_run_report",
 ]

@@ -84,7 +84,7 @@ def _context(report: CapacityReport) -> dict[str, Any]:
         "run_start": _when(report.run_start),
         "run_end": _when(report.run_end),
         "locustfile": report.facts.locustfile.replace("\\", "/").rsplit("/", 1)[-1],
-        "key_cells": _key_figures(report),
+        "key_cells": key_figures(report),
         "rules": {"max_instances_per_cmg": MAX_INSTANCES_PER_CMG,
                   "instances_per_connection_point": INSTANCES_PER_CONNECTION_POINT,
                   "min_connection_points": MIN_CONNECTION_POINTS, "connection_point_ports": CONNECTION_POINT_PORTS,
@@ -110,7 +110,7 @@ def _when(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
-def _key_figures(report: CapacityReport) -> list[tuple[str, str, str]]:
+def key_figures(report: CapacityReport) -> list[tuple[str, str, str]]:
     peak = max(report.steps, key=lambda step: step.throughput)
     cells = [("peak throughput", f"{peak.throughput:,.1f} req/s", f"at {peak.users} users")]
     if report.knee is not None:

@@ -2,8 +2,10 @@
 
 ``cmg-harness run`` fills it: ``run.json`` (the plan) first; Locust's CSV, HTML and JSON, ``locust.log``, the
 listeners' ``outcomes.json`` and the gate listener's ``stats_history.jsonl`` (and ``gate-abort.json``) while Locust
-runs; ``site.log`` and ``site/`` (manifest, database, logs) from the mock site; ``summary.json`` at the end. Later
-``cmg-harness gate`` adds ``gate.json`` and ``gate-junit.xml`` and ``cmg-harness report`` ``capacity-report.html``.
+runs; ``site.log`` and ``site/`` (manifest, database, logs) from the mock site; ``summary.json`` and the run's own HTML
+report ``report.html`` at the end (Locust's stock report is ``locust.html``). Later ``cmg-harness gate`` adds
+``gate.json`` and ``gate-junit.xml`` and ``cmg-harness report`` rewrites ``report.html`` (and, for a step run,
+``capacity-report.html``).
 
 Reads return None for a file that is not there (what is optional is the reader's call) and raise
 :class:`ResultsError` naming the file for one that is there but unusable.
@@ -34,11 +36,16 @@ LOCUST_PREFIX = "locust"
 LOCUST_JSON = "locust.json"
 LOCUST_STATS_CSV = "locust_stats.csv"
 LOCUST_HISTORY_CSV = "locust_stats_history.csv"
-#: Locust's own HTML report (``--html``).
-LOCUST_HTML = "report.html"
+#: Locust's own HTML report (``--html``), kept beside ours.
+LOCUST_HTML = "locust.html"
+#: The harness's HTML report of the whole run (``harness.report.run_report``).
+RUN_REPORT = "report.html"
 LOCUST_LOG = "locust.log"
 #: Per-second deltas of every stats entry, written by the gate listener on the master: the source of windows.
 STATS_HISTORY = "stats_history.jsonl"
+#: Per-second cumulative verdict counts (``{"t", "expected", "unexpected"}``), written beside ``STATS_HISTORY``:
+#: the report's unexpected-verdicts-over-time chart.
+VERDICT_HISTORY = "verdict_history.jsonl"
 #: Written by the gate listener when an ``abort_on_fail`` threshold stopped the run.
 GATE_ABORT = "gate-abort.json"
 GATE_JSON = "gate.json"
@@ -56,9 +63,10 @@ SITE_LOGS = f"{SITE_DIR}/logs/"
 FAULT_WINDOWS_KEY = "fault_windows"
 
 #: The result files a run leaves, in the order its summary lists them.
-RUN_FILES = (RUN_PLAN, LOCUST_HTML, LOCUST_STATS_CSV, LOCUST_JSON, OUTCOMES, CAPACITY_SEARCH, SUMMARY, LOCUST_LOG, SITE_LOG,
-             SITE_MANIFEST,
-             SITE_LOGS)
+RUN_FILES = (RUN_PLAN, RUN_REPORT, LOCUST_HTML, LOCUST_STATS_CSV, LOCUST_JSON, OUTCOMES, CAPACITY_SEARCH, SUMMARY,
+             LOCUST_LOG, SITE_LOG, SITE_MANIFEST, SITE_LOGS)
+#: Files listed by ``run_files`` before they exist: the summary is written with the list, the report right after it.
+_WRITTEN_WITH_SUMMARY = (SUMMARY, RUN_REPORT)
 
 _T = TypeVar("_T")
 
@@ -110,8 +118,9 @@ class ResultsDir:
         return not self.path.exists() or (self.path.is_dir() and not any(self.path.iterdir()))
 
     def run_files(self) -> list[str]:
-        """The result files of a run present here (``summary.json`` counts: it is written with this list)."""
-        return [name for name in RUN_FILES if name == SUMMARY or (self.path / name).exists()]
+        """The result files of a run present here (``summary.json`` and ``report.html`` count: they are written with
+        this list)."""
+        return [name for name in RUN_FILES if name in _WRITTEN_WITH_SUMMARY or (self.path / name).exists()]
 
     def locust_history_csv(self) -> Path | None:
         """Locust's stats history CSV: ``locust_stats_history.csv``, or the one ``*_stats_history.csv`` of a plain
@@ -161,6 +170,11 @@ class ResultsDir:
             return RunPlan.from_json(data, source=str(self.path / RUN_PLAN))
         except PlanError as error:
             raise ResultsError(str(error)) from None
+
+    def read_plan_document(self) -> dict[str, Any] | None:
+        """``run.json`` as written, with fields a newer run added (its versions, say) that :class:`RunPlan` may not
+        know."""
+        return self._read_object(RUN_PLAN, "run plan")
 
     def write_capacity_search(self, document: Mapping[str, Any]) -> Path:
         return self._write_json(CAPACITY_SEARCH, document)
@@ -213,6 +227,40 @@ class ResultsDir:
         except OSError as error:
             raise ResultsError(f"{str(path)!r} is not readable: {error.strerror or error}") from None
         return parse_history_lines(lines, source=str(path))
+
+    def read_verdict_history(self) -> list[dict[str, float]] | None:
+        """The per-second cumulative verdict counts (``verdict_history.jsonl``) as ``{"t", "expected",
+        "unexpected"}``; a torn last line is left out, any other bad line raises ResultsError naming it."""
+        path = self.path / VERDICT_HISTORY
+        if not path.is_file():
+            return None
+        try:
+            lines = path.read_text().splitlines()
+        except OSError as error:
+            raise ResultsError(f"{str(path)!r} is not readable: {error.strerror or error}") from None
+        points = []
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                data = json.loads(line)
+                points.append({key: float(data[key]) for key in ("t", "expected", "unexpected")})
+            except (ValueError, KeyError, TypeError) as error:
+                if number == len(lines):
+                    break
+                raise ResultsError(f"{str(path)!r} line {number} is not a verdict count: {error}") from None
+        return points
+
+    def read_gate_verdicts(self) -> list[tuple[str, dict[str, Any]]]:
+        """Every gate verdict here (``gate.json`` and any ``gate-*.json`` of a re-judged run) as (file name, verdict),
+        by name; the abort record is not one."""
+        verdicts = []
+        for path in sorted(self.path.glob("gate*.json")):
+            if path.name != GATE_ABORT:
+                verdict = self._read_object(path.name, "gate verdict")
+                if verdict is not None:
+                    verdicts.append((path.name, verdict))
+        return verdicts
 
     def read_locust_log(self) -> str | None:
         path = self.path / LOCUST_LOG

@@ -49,7 +49,7 @@ def test_locust_runs_headless_with_every_result_file_in_the_out_dir(tmp_path: Pa
     pairs = dict(itertools.pairwise(command))
     assert pairs["-u"] == "7" and pairs["-r"] == "3.5" and pairs["-t"] == "42s"
     assert pairs["--csv"] == str(tmp_path / "locust") and pairs["--json-file"] == str(tmp_path / "locust")
-    assert pairs["--html"] == str(tmp_path / "report.html") and pairs["--results-dir"] == str(tmp_path)
+    assert pairs["--html"] == str(tmp_path / "locust.html") and pairs["--results-dir"] == str(tmp_path)
     assert pairs["--site"] == str(tmp_path / "site" / "site.json")
     assert pairs["--devices-per-user"] == "4" and pairs["--fleet-seed"] == "9"
     assert pairs["--fleet-mix"] == "wpj_missing=0.1"

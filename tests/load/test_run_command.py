@@ -78,8 +78,9 @@ def test_the_run_records_its_plan_as_run_json(lifecycle_run: tuple[subprocess.Co
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["run.json", "report.html", "locust_stats.csv", "locust_stats_history.csv", "locust.json",
-                                  "outcomes.json", "summary.json", "site/site.json", "site/logs/CCM_STS.log"])
+@pytest.mark.parametrize("name", ["run.json", "report.html", "locust.html", "locust_stats.csv",
+                                  "locust_stats_history.csv", "locust.json", "outcomes.json", "summary.json",
+                                  "site/site.json", "site/logs/CCM_STS.log"])
 def test_the_run_leaves_its_results_in_the_out_dir(lifecycle_run: tuple[subprocess.CompletedProcess[str], Path],
                                                    name: str) -> None:
     """Locust's CSV, HTML and JSON, our outcomes and summary, the manifest and the site's logs are all kept."""

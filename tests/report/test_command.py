@@ -25,10 +25,10 @@ def test_report_writes_the_html_and_prints_the_key_figures(tmp_path: Path, capsy
 
 
 def test_options_reach_the_report(tmp_path: Path) -> None:
-    """--target-clients, --latency-target-ms and --out change what is written where."""
+    """With --capacity: --target-clients, --latency-target-ms and --out change what is written where."""
     directory = results_dir(tmp_path / "run", STEPS)
     out = tmp_path / "elsewhere.html"
-    assert main(["report", str(directory), "--target-clients", "120000", "--latency-target-ms", "250",
+    assert main(["report", str(directory), "--capacity", "--target-clients", "120000", "--latency-target-ms", "250",
                  "--out", str(out)]) == 0
     html = out.read_text()
     assert "<b>120,000</b> clients" in html
@@ -53,7 +53,7 @@ def test_bad_options_exit_2_naming_the_value(tmp_path: Path, capsys: pytest.Capt
 def test_a_directory_without_results_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """An empty directory is refused with the missing file named."""
     assert main(["report", str(tmp_path)]) == 2
-    assert "locust_stats_history.csv" in capsys.readouterr().err
+    assert "has no summary.json" in capsys.readouterr().err
 
 
 def test_report_runs_as_a_subprocess(tmp_path: Path) -> None:
