@@ -8,8 +8,10 @@ version; reading an old or broken one raises :class:`PlanError` naming the field
 from __future__ import annotations
 
 import math
+import platform
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -75,8 +77,8 @@ class RunPlan:
         return data
 
     def to_json(self) -> dict[str, Any]:
-        """What ``run.json`` holds: the schema version and the plan."""
-        return {"schema": RUN_PLAN_SCHEMA, **self.to_dict()}
+        """What ``run.json`` holds: the schema version, the plan, and the versions of what ran it."""
+        return {"schema": RUN_PLAN_SCHEMA, **self.to_dict(), "versions": software_versions()}
 
     @classmethod
     def from_json(cls, data: Any, *, source: str = "run.json") -> RunPlan:
@@ -93,6 +95,21 @@ class RunPlan:
                 raise PlanError(f"{source}: field {item.name!r} is missing")
             values[item.name] = _field(item.name, data[item.name], source)
         return cls(**values)
+
+
+#: The distributions whose versions a run records (what a result can differ by besides its plan).
+RECORDED_DISTRIBUTIONS = ("cmg-harness", "locust", "httpx", "prometheus-client", "hdrhistogram", "uvicorn")
+
+
+def software_versions() -> dict[str, str]:
+    """The Python and platform a run used, and the version of each recorded distribution ("not installed" if absent)."""
+    versions = {"python": platform.python_version(), "platform": platform.platform(terse=True)}
+    for name in RECORDED_DISTRIBUTIONS:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
 
 
 _PATHS = frozenset({"out", "locustfile"})

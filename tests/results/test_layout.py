@@ -28,11 +28,11 @@ def test_a_new_directory_is_unused_and_one_with_files_is_not(tmp_path: Path) -> 
 
 
 def test_run_files_lists_what_is_there_in_summary_order(tmp_path: Path) -> None:
-    """summary.json counts (it is written with the list); the rest only when present."""
+    """summary.json and report.html count (they are written with the list); the rest only when present."""
     results = ResultsDir(tmp_path)
     (tmp_path / "locust.json").write_text("[]")
     (tmp_path / "site" / "logs").mkdir(parents=True)
-    assert results.run_files() == ["locust.json", "summary.json", "site/logs/"]
+    assert results.run_files() == ["report.html", "locust.json", "summary.json", "site/logs/"]
 
 
 def test_missing_files_read_as_none_and_broken_ones_raise_naming_the_file(tmp_path: Path) -> None:

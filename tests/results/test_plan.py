@@ -91,3 +91,18 @@ def test_reading_a_broken_run_json_raises_results_error_naming_the_file(tmp_path
     (tmp_path / "run.json").write_text("{")
     with pytest.raises(ResultsError, match="not readable JSON"):
         ResultsDir(tmp_path).read_plan()
+
+
+def test_run_json_records_the_versions_that_ran_the_plan(tmp_path: Path) -> None:
+    """run.json names the Python, the platform and the installed versions of the harness and Locust, and reading the
+    plan back ignores them (they describe the run, they are not options)."""
+    import platform
+    from importlib import metadata
+
+    results = ResultsDir(tmp_path)
+    results.write_plan(RunPlan(out=tmp_path))
+    written = json.loads((tmp_path / "run.json").read_text())
+    assert written["versions"]["python"] == platform.python_version()
+    assert written["versions"]["locust"] == metadata.version("locust")
+    assert written["versions"]["cmg-harness"] == metadata.version("cmg-harness")
+    assert results.read_plan() == RunPlan(out=tmp_path)
