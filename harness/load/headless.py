@@ -285,12 +285,15 @@ def execute(plan: RunPlan, *, out: TextIO = sys.stdout,
                 summary["files"] += summary["gate"].get("files", [])
                 exit_code = exit_code or int(summary["gate"].get("exit_code", 1))
         results.write_summary(summary)
+        if plan.locustfile.stem == "capacity" and not interruption.interrupted:
+            # A step run's capacity-planning report reads summary.json; the screen then lists it with the files.
+            summary["capacity_report"] = _capacity_report(plan)
+            summary["files"] += [summary["capacity_report"]["file"]] if "file" in summary["capacity_report"] else []
+            results.write_summary(summary)
         print(format_summary(summary), file=out, flush=True)
         # A signal that came while the summary was being written still ends the run as interrupted.
         if interruption.exit_code is not None:
             return interruption.exit_code
-    if plan.locustfile.stem == "capacity":
-        _capacity_report(plan, out)
     return exit_code
 
 
@@ -309,14 +312,15 @@ def judge_gate(gate: Any, folder: Path) -> dict[str, Any]:
             "text": format_results(result), "files": sorted(set(os.listdir(folder)) - before)}
 
 
-def _capacity_report(plan: RunPlan, out: TextIO) -> None:
-    """A step run ends with its capacity-planning report (a report that cannot be made says why, the run stands)."""
+def _capacity_report(plan: RunPlan) -> dict[str, str]:
+    """A step run's capacity-planning report: ``file`` (its name in the results) or, when it cannot be made,
+    ``error`` saying why (the run stands)."""
     from harness.report import ReportError, write_report
 
     try:
-        print(f"capacity report: {write_report(plan.out)}", file=out, flush=True)
+        return {"file": write_report(plan.out).name}
     except ReportError as error:
-        print(f"cmg-harness: no capacity report: {error}", file=out, flush=True)
+        return {"error": str(error)}
 
 
 def _site_process(plan: RunPlan) -> SiteProcess | ExistingSite:

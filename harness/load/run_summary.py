@@ -222,6 +222,8 @@ def format_summary(summary: dict[str, Any]) -> str:
                          for row in summary["requests"]])
     lines += format_measures(summary)
     lines += format_capacity_search(summary.get("capacity_search"))
+    if (summary.get("capacity_report") or {}).get("error"):
+        lines.append(f"capacity report not written: {summary['capacity_report']['error']}")
     failures = {reason: count for reason, count in summary["outcomes"].items() if reason != "success"}
     if failures:
         lines.append("outcomes    " + "  ".join(f"{reason} {count}" for reason, count in failures.items()))

@@ -390,3 +390,11 @@ def test_an_interrupted_run_says_its_gate_was_not_judged(tmp_path: Path) -> None
     assert lines[-3] == "gate smoke: not judged: the run was interrupted"
     assert lines[-2].startswith("INTERRUPTED by SIGINT: what was collected until then")
     assert lines[-1] == f"results in {tmp_path}: run.json, summary.json"
+
+
+def test_a_capacity_report_that_could_not_be_made_says_why_before_the_verdict(tmp_path: Path) -> None:
+    summary = summarize(RunPlan(out=tmp_path), manifest=MANIFEST, locust_stats=_stats(), outcomes=_outcomes(),
+                        registrations=10, locust_exit=0)
+    summary["capacity_report"] = {"error": "no steps in the run"}
+    lines = format_summary(summary).splitlines()
+    assert lines.index("capacity report not written: no steps in the run") < lines.index("PASS") == len(lines) - 2

@@ -293,7 +293,9 @@ def test_a_step_run_lasts_its_steps_and_ends_with_a_capacity_report(tmp_path: Pa
     assert finished.returncode == 0, finished.stdout + finished.stderr
     assert time.monotonic() - started < 200  # the steps (12 s), not --duration (300 s), decide the length
     assert (out / "capacity-report.html").read_text().startswith("<!DOCTYPE html>")
-    assert "capacity report:" in finished.stdout
+    files = finished.stdout.strip().splitlines()[-1]
+    assert files.startswith(f"results in {out}: ") and files.endswith(", capacity-report.html")
+    assert json.loads((out / "summary.json").read_text())["capacity_report"] == {"file": "capacity-report.html"}
     # The status names the step, its users and whether it is settling (the report leaves that part out) or measured.
     steps = {line.split("  step ", 1)[1] for line in finished.stdout.splitlines()
              if line.startswith("progress  ") and "  step " in line}
