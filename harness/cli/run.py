@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.cli.errors import CliError
-from harness.cli.gate import gate_file, judge_run
+from harness.cli.gate import gate_file
 from harness.cli.manifest import load_manifest
 from harness.cli.options import (
     add_command,
@@ -33,6 +33,7 @@ from harness.defaults import (
     OPEN_LOCUSTFILE,
 )
 from harness.load.open_model import DEFAULT_SEARCH_HOLD_SECONDS
+from harness.load.progress import DEFAULT_PLAIN_INTERVAL
 from harness.plans.arrivals import DEFAULT_MAX_IN_FLIGHT
 from harness.plans.search import SearchSettings
 from mock_site.manifest import SiteManifest
@@ -126,6 +127,9 @@ def add_run_commands(commands: Any) -> None:
     run.add_argument("--gate", type=gate_file, metavar="FILE",
                      help="a gate file of thresholds (YAML): checked before the run, watched during it, judged "
                           "after it; exit 3 when a threshold is crossed")
+    run.add_argument("--progress-interval", type=progress_interval, default=DEFAULT_PLAIN_INTERVAL, metavar="DURATION",
+                     help="when the output is not a terminal (CI), print the run's status line this often (default "
+                          f"{DEFAULT_PLAIN_INTERVAL:g} s; 0: no progress); a terminal shows it in place, refreshed")
 
     client = add_command(commands, "client", help="run one simulated device's whole life against a running site")
     client.add_argument("--site", type=Path, default=Path(DEFAULT_SITE), help="the site's manifest")
@@ -134,6 +138,11 @@ def add_run_commands(commands: Any) -> None:
     client.add_argument("--log-dir", type=Path, help="write the client's CMTrace logs here")
     client.add_argument("--polls", type=int_range("polls", 0, 1000), default=1, help="policy cycles to run")
     client.add_argument("--json", action="store_true", help="print the outcome and steps as JSON")
+
+
+def progress_interval(text: str) -> float:
+    """argparse type: a duration between two plain progress lines, or 0 for none."""
+    return 0.0 if text.strip() in ("0", "0s") else duration_seconds(text)
 
 
 def fleet_mix(text: str) -> str:
@@ -210,7 +219,6 @@ def cmd_run(args: argparse.Namespace) -> int:
         master_port_args,
         seeded_fleet_size,
     )
-    from harness.load.interruption import INTERRUPTED_EXIT_CODES
     from harness.results.layout import ResultsDir, default_results_path
     from harness.results.plan import RunPlan
 
@@ -279,14 +287,10 @@ def cmd_run(args: argparse.Namespace) -> int:
                    extra_locust_args=step_args + open_options + master_args
                    + (("--gate", str(Path(args.gate.path).resolve())) if args.gate else ()))
     try:
-        run_exit = execute(plan)
+        # The gate is judged inside the run, so the screen ends with it, the verdict and the result files.
+        return execute(plan, gate=args.gate, progress_interval=args.progress_interval)
     except RunError as error:
         raise CliError(str(error)) from None
-    if run_exit in INTERRUPTED_EXIT_CODES:
-        if args.gate:
-            print("cmg-harness: the gate was not judged: the run was interrupted", file=sys.stderr)
-        return run_exit
-    return judge_run(args.gate, out, run_exit) if args.gate else run_exit
 
 
 def open_model_args(args: argparse.Namespace) -> tuple[str, ...]:

@@ -31,6 +31,7 @@ from locust.runners import WORKER_REPORT_INTERVAL, MasterRunner
 from harness.latency.histograms import CORRECTED, REQUEST, LatencyDelta, merged_counts, sparse_statistic_ms
 from harness.load.listeners import LoadPlugin, plugin_of
 from harness.load.open_model import OpenModelError, search_hold_seconds, search_settings
+from harness.load.progress import MEASURING, SETTLING, StepStatus
 from harness.plans.search import CapacitySearch, StepResult, step_window
 from harness.results.layout import ResultsDir
 
@@ -79,6 +80,15 @@ class CapacitySearchShape(LoadTestShape):
             self._start_step(plugin, now)
         users = max(1, getattr(self.runner, "worker_count", 0) or 1)
         return users, float(users)
+
+    def status(self) -> StepStatus | None:
+        """The step now (n of at most N, its arrival rate, settling or measuring) for the run's progress line."""
+        search = self._search
+        rate = search.next_rate() if search is not None and not self._finished else None
+        if search is None or rate is None:
+            return None
+        return StepStatus(number=len(self._steps) + 1, of=search.settings.max_steps, rate=rate, unit="devices/s",
+                          state=MEASURING if self._measuring else SETTLING, at_most=True)
 
     # ------------------------------------------------------------------ steps
     def _start_step(self, plugin: LoadPlugin, now: float) -> None:

@@ -8,6 +8,7 @@ results come back as files — Locust's CSV, HTML and JSON, and the ``outcomes.j
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import math
 import os
@@ -22,6 +23,7 @@ from typing import Any, TextIO
 
 from harness.load.interruption import Interruption
 from harness.load.process_group import stop_group
+from harness.load.progress import DEFAULT_PLAIN_INTERVAL, PROGRESS, ProgressDisplay
 from harness.load.run_summary import format_summary, summarize
 from harness.results.layout import LOCUST_HTML, LOCUST_LOG, SITE_LOG, ResultsDir, or_none
 from harness.results.plan import RunPlan
@@ -222,8 +224,14 @@ def count_registrations_live(db_path: Path) -> int | None:
 
 def execute(plan: RunPlan, *, out: TextIO = sys.stdout,
             site_factory: Callable[[RunPlan], SiteProcess | ExistingSite] | None = None,
-            interruption: Interruption | None = None) -> int:
+            interruption: Interruption | None = None, gate: Any = None,
+            progress_interval: float = DEFAULT_PLAIN_INTERVAL, terminal: bool | None = None) -> int:
     """Run the site and Locust for ``plan``, write the results and the summary; 0 when nothing was unexpected.
+
+    While Locust runs, its master's status shows on ``out`` (in place on a terminal, else a line every
+    ``progress_interval`` seconds; 0: none). ``gate`` (a loaded gate file) is judged on the results before the
+    screen is printed, so the screen ends with the gate, the verdict that takes it in, and the result files; a
+    failed run returns 1, else a crossed threshold 3.
 
     SIGINT or SIGTERM to this process stops Locust (which writes what it has) and the site, then writes a summary
     marked interrupted from what was collected; the return value is then 130 or 143 (128 + the signal's number).
@@ -248,7 +256,9 @@ def execute(plan: RunPlan, *, out: TextIO = sys.stdout,
                   f"{', chaos schedule ' + str(plan.chaos) if plan.chaos else ''}; results in {plan.out}",
                   file=out, flush=True)
             if not interruption.interrupted:
-                locust_exit = _run_locust(plan, interruption)
+                with ProgressDisplay(results.file(PROGRESS), out, interval=progress_interval,
+                                     terminal=terminal) as display:
+                    locust_exit = _run_locust(plan, interruption, display)
         except RunInterrupted:
             pass  # the site was not up yet: nothing ran, the summary says so
         finally:
@@ -266,26 +276,54 @@ def execute(plan: RunPlan, *, out: TextIO = sys.stdout,
                             outcomes=or_none(results.read_outcomes), registrations=registrations,
                             locust_exit=locust_exit, registrations_before=before,
                             interrupted_by=interruption.signal_name)
+        exit_code = 0 if summary["passed"] else 1
+        if gate is not None:
+            if interruption.interrupted:
+                summary["gate"] = {"name": gate.name, "path": gate.path, "error": "the run was interrupted"}
+            else:
+                summary["gate"] = judge_gate(gate, results.path)
+                summary["files"] += summary["gate"].get("files", [])
+                exit_code = exit_code or int(summary["gate"].get("exit_code", 1))
         results.write_summary(summary)
+        if plan.locustfile.stem == "capacity" and not interruption.interrupted:
+            # A step run's capacity-planning report reads summary.json; the screen then lists it with the files.
+            summary["capacity_report"] = _capacity_report(plan)
+            summary["files"] += [summary["capacity_report"]["file"]] if "file" in summary["capacity_report"] else []
+            results.write_summary(summary)
         from harness.report.run_html import report_after_run  # jinja2 and the report only when a run ends
-        report_after_run(plan.out, out)
+
+        report_after_run(plan.out, out)  # after the gate and the capacity report: it shows both
         print(format_summary(summary), file=out, flush=True)
         # A signal that came while the summary was being written still ends the run as interrupted.
         if interruption.exit_code is not None:
             return interruption.exit_code
-    if plan.locustfile.stem == "capacity":
-        _capacity_report(plan, out)
-    return 0 if summary["passed"] else 1
+    return exit_code
 
 
-def _capacity_report(plan: RunPlan, out: TextIO) -> None:
-    """A step run ends with its capacity-planning report (a report that cannot be made says why, the run stands)."""
+def judge_gate(gate: Any, folder: Path) -> dict[str, Any]:
+    """The gate judged on a finished run's results (its files written there): what the summary keeps of it, with
+    the lines the screen prints; ``error`` (and exit code 1) when the results cannot be judged."""
+    from harness.gates import ResultsError, check, format_results
+
+    before = set(os.listdir(folder))
+    try:
+        result = check(gate, folder, out=io.StringIO())  # the screen prints the verdict in its place
+    except ResultsError as error:
+        return {"name": gate.name, "path": gate.path, "error": str(error), "exit_code": 1}
+    return {"name": gate.name, "path": gate.path, "passed": result.passed, "exit_code": result.exit_code,
+            "thresholds": len(result.results), "crossed": [item.threshold.id for item in result.failures],
+            "text": format_results(result), "files": sorted(set(os.listdir(folder)) - before)}
+
+
+def _capacity_report(plan: RunPlan) -> dict[str, str]:
+    """A step run's capacity-planning report: ``file`` (its name in the results) or, when it cannot be made,
+    ``error`` saying why (the run stands)."""
     from harness.report import ReportError, write_report
 
     try:
-        print(f"capacity report: {write_report(plan.out)}", file=out, flush=True)
+        return {"file": write_report(plan.out).name}
     except ReportError as error:
-        print(f"cmg-harness: no capacity report: {error}", file=out, flush=True)
+        return {"error": str(error)}
 
 
 def _site_process(plan: RunPlan) -> SiteProcess | ExistingSite:
@@ -294,7 +332,8 @@ def _site_process(plan: RunPlan) -> SiteProcess | ExistingSite:
     return SiteProcess(site_command(plan), manifest_path(plan), ResultsDir(plan.out).file(SITE_LOG))
 
 
-def _run_locust(plan: RunPlan, interruption: Interruption | None = None) -> int:
+def _run_locust(plan: RunPlan, interruption: Interruption | None = None,
+                progress: ProgressDisplay | None = None) -> int:
     """Locust's exit status. It runs as the leader of its own process group with its workers in it; whatever way it
     ends, no member of that group outlives this call."""
     interruption = interruption or Interruption()
@@ -313,6 +352,8 @@ def _run_locust(plan: RunPlan, interruption: Interruption | None = None) -> int:
             if time.monotonic() > deadline:
                 _terminate(process)
                 raise RunError(f"Locust did not finish within {limit:g} s (see {log_path})")
+            if progress is not None:
+                progress.poll()
             time.sleep(POLL_SECONDS)
     finally:
         if not _exited(process):  # an error of our own on the way: Locust must not outlive the run

@@ -48,6 +48,7 @@ from harness.load.gate_listener import GateMonitor, stats_entries
 from harness.load.gate_listener import add_arguments as add_gate_arguments
 from harness.load.open_model import CLOSED, OPEN
 from harness.load.open_model import add_arguments as add_open_model_arguments
+from harness.load.progress import ProgressMonitor
 from harness.load.webui import TabData
 from harness.load.webui import install as install_tabs
 
@@ -112,6 +113,8 @@ class LoadPlugin:
         self.started_at: float | None = None  # when this process's current test started (epoch seconds)
         self.monitor = GateMonitor(self.tally.snapshot, latency=self.latency)
         self.exporter = Exporter(self.client_view)
+        #: Writes the live status (``progress.json``) that ``cmg-harness run`` shows while it waits.
+        self.progress = ProgressMonitor(self)
         self._fault_clients: list[Any] = []
         self._in_flight: tuple[int, Any] | None = None
         #: The open-model users of this process (their backlog is the capacity search's measure of falling behind).
@@ -129,12 +132,12 @@ class LoadPlugin:
         environments would deliver those to both, so give each environment its own (``Environment()`` does).
         """
         listen = self._listen
-        listen(events.test_start, self.on_test_start, self.monitor.on_test_start)
-        listen(events.test_stop, self.on_test_stop, self.monitor.on_test_stop)
+        listen(events.test_start, self.on_test_start, self.monitor.on_test_start, self.progress.on_test_start)
+        listen(events.test_stop, self.on_test_stop, self.monitor.on_test_stop, self.progress.on_test_stop)
         listen(events.reset_stats, self.on_reset_stats)
         listen(events.report_to_master, self.on_report_to_master)
         listen(events.worker_report, self.on_worker_report)
-        listen(events.quit, self.on_quit, self.monitor.on_quit, self.exporter.on_quit)
+        listen(events.quit, self.on_quit, self.monitor.on_quit, self.exporter.on_quit, self.progress.on_quit)
 
     def _listen(self, hook: Any, *handlers: Callable[..., None]) -> None:
         for handler in handlers:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from harness.chaos.summary import chaos_problems, chaos_sections, format_chaos
+from harness.client.stages import LIFECYCLE_REQUEST_TYPE
 from harness.fleet.tally import cmgservice_table, lifecycle_table
 from harness.results.layout import LOCUST_LOG, OUTCOMES, ResultsDir, or_none
 from harness.results.plan import RunPlan
@@ -62,6 +63,7 @@ def summarize(plan: RunPlan, *, manifest: SiteManifest | None, locust_stats: lis
         "unexpected": outcomes.get("unexpected", {}),
         "stage_failures": outcomes.get("stage_failures", {}),
         "stages": lifecycle_table(stats),
+        "traffic": traffic_table(stats),
         "requests": cmgservice_table(stats, outcomes.get("requests", {})),
         **measures_section(plan, outcomes),
         "capacity_search": or_none(ResultsDir(plan.out).read_capacity_search),
@@ -88,20 +90,55 @@ def measures_section(plan: RunPlan, outcomes: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def traffic_table(stats: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per Locust entry name: requests, failures and requests/s over the run (Locust's own span: its first request to
+    its last answer), with whether the entry is a lifecycle stage."""
+    starts = [float(e["start_time"]) for e in stats if e.get("start_time")]
+    ends = [float(e["last_request_timestamp"]) for e in stats if e.get("last_request_timestamp")]
+    span = max(ends) - min(starts) if starts and ends else 0.0
+    table: dict[str, dict[str, Any]] = {}
+    for entry in stats:
+        row = table.setdefault(str(entry["name"]), {"requests": 0, "failures": 0, "requests_per_s": None,
+                                                    "stage": entry.get("method") == LIFECYCLE_REQUEST_TYPE})
+        row["requests"] += int(entry.get("num_requests") or 0)
+        row["failures"] += int(entry.get("num_failures") or 0)
+        if span > 0:
+            row["requests_per_s"] = round(row["requests"] / span, 3)
+    return table
+
+
 def format_measures(summary: dict[str, Any]) -> list[str]:
-    """Service time and corrected latency side by side, per RequestUri and stage, with late and unsent work."""
+    """Per RequestUri, then per lifecycle stage: requests, failures, requests/s, service time and corrected latency
+    (p50/p90/p99/max) and lateness p99; then late and unsent work."""
     latency = summary.get("latency") or {}
-    rows = [(name, values) for section in ("requests", "stages") for name, values in latency.get(section, {}).items()]
+    traffic = summary.get("traffic") or {}
+    requests = dict(latency.get("requests", {}))
+    stages = dict(latency.get("stages", {}))
+    for name, row in traffic.items():  # entries Locust counted that the latency book did not (or a run without it)
+        (stages if row.get("stage") else requests).setdefault(name, {})
+    rows = [(name, requests[name]) for name in sorted(requests)] + [(name, stages[name]) for name in sorted(stages)]
     if not rows:
         return []
     rates = summary.get("rates") or {}
-    lines = [f"latency ({summary.get('model', 'closed')} model; ms): service = sent -> answered, corrected = "
-             "intended -> answered, lateness = intended -> sent"]
-    lines += _table(("RequestUri / stage", "count", "service p50", "p90", "p99", "max", "corrected p50", "p90",
-                     "p99", "max", "lateness p99"),
-                    [(name, values["service_ms"]["count"], *(_ms(values["service_ms"][k]) for k in PERCENTILE_KEYS),
-                      *(_ms(values["corrected_ms"][k]) for k in PERCENTILE_KEYS), _ms(values["lateness_ms"]["p99"]))
-                     for name, values in rows])
+    lines = [f"requests and lifecycle stages ({summary.get('model', 'closed')} model; ms): service = sent -> answered, "
+             "corrected = intended -> answered, lateness = intended -> sent"]
+
+    def measure(values: dict[str, Any], name: str) -> list[str]:
+        found = values.get(name) or {}
+        return [_ms(found[key]) if isinstance(found.get(key), (int, float)) else "-" for key in PERCENTILE_KEYS]
+
+    def counts(name: str, values: dict[str, Any]) -> list[str]:
+        row = traffic.get(name)
+        if row is None:
+            count = (values.get("service_ms") or {}).get("count")
+            return [str(count) if count is not None else "-", "-", "-"]
+        per_s = row.get("requests_per_s")
+        return [str(row["requests"]), str(row["failures"]), "-" if per_s is None else _rate(per_s)]
+
+    lines += _table(("RequestUri / stage", "requests", "failures", "req/s", "service p50", "p90", "p99", "max",
+                     "corrected p50", "p90", "p99", "max", "lateness p99"),
+                    [(name, *counts(name, values), *measure(values, "service_ms"), *measure(values, "corrected_ms"),
+                      *measure(values, "lateness_ms")[2:3]) for name, values in rows])
     ratio = rates.get("achieved_rate_ratio")
     lines.append(f"late {summary.get('late', 0)}  unsent {summary.get('unsent', 0)}"
                  + (f"  achieved rate {ratio:.1%} of intended" if ratio is not None else ""))
@@ -130,6 +167,10 @@ def _ms(value: float) -> str:
     return f"{value:.0f}" if value >= 10 else f"{value:.1f}"
 
 
+def _rate(value: float) -> str:
+    return f"{value:.0f}" if value >= 100 else f"{value:.1f}"
+
+
 def _table(headers: tuple[str, ...], rows: list[tuple[Any, ...]]) -> list[str]:
     cells = [headers] + [tuple(str(cell) for cell in row) for row in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
@@ -143,7 +184,9 @@ def _table(headers: tuple[str, ...], rows: list[tuple[Any, ...]]) -> list[str]:
 
 
 def format_summary(summary: dict[str, Any]) -> str:
-    """The one-screen summary printed at the end of ``cmg-harness run``."""
+    """The screen printed at the end of ``cmg-harness run``: the plan and how far devices got; per RequestUri and
+    lifecycle stage the counts, rates and percentiles; outcomes and verdicts; fault windows with recovery; the gate;
+    the verdict (which takes the gate in); and last the result files."""
     plan, site, devices = summary["plan"], summary["site"], summary["devices"]
     lifecycles, events = summary["lifecycles"], summary["events"]
     through = f", through {site['cmg_url']}" if plan.get("target") else ""
@@ -170,20 +213,6 @@ def format_summary(summary: dict[str, Any]) -> str:
     ended = lifecycles.get("succeeded", 0) + lifecycles.get("failed", 0)
     lines.append(f"lifecycles  still running {max(devices.get('started', 0) - ended, 0)}  "
                  f"succeeded {lifecycles.get('succeeded', 0)}  failed {lifecycles.get('failed', 0)}")
-    failures = {reason: count for reason, count in summary["outcomes"].items() if reason != "success"}
-    if failures:
-        lines.append("outcomes    " + "  ".join(f"{reason} {count}" for reason, count in failures.items()))
-    if summary["stage_failures"]:
-        lines.append("failed stages  " + "  ".join(f"{stage} {count}"
-                                                   for stage, count in summary["stage_failures"].items()))
-    if summary["unexpected"]:
-        lines.append("unexpected  " + "  ".join(f"{reason} {count}" for reason, count in summary["unexpected"].items()))
-    lines += format_chaos(summary)
-    if summary["stages"]:
-        lines.append("lifecycle stages:")
-        lines += _table(("stage", "count", "failures", "avg ms", "max ms"),
-                        [(row["stage"], row["count"], row["failures"], row["average_ms"], row["max_ms"])
-                         for row in summary["stages"]])
     if summary["requests"]:
         lines.append("requests (as CMGService.log counts them, seen from the clients):")
         lines += _table(("RequestUri", "RequestCount", "RequestSize", "ResponseCount", "ResponseSize",
@@ -193,13 +222,43 @@ def format_summary(summary: dict[str, Any]) -> str:
                          for row in summary["requests"]])
     lines += format_measures(summary)
     lines += format_capacity_search(summary.get("capacity_search"))
+    if (summary.get("capacity_report") or {}).get("error"):
+        lines.append(f"capacity report not written: {summary['capacity_report']['error']}")
+    failures = {reason: count for reason, count in summary["outcomes"].items() if reason != "success"}
+    if failures:
+        lines.append("outcomes    " + "  ".join(f"{reason} {count}" for reason, count in failures.items()))
+    if summary["stage_failures"]:
+        lines.append("failed stages  " + "  ".join(f"{stage} {count}"
+                                                   for stage, count in summary["stage_failures"].items()))
+    if summary["unexpected"]:
+        lines.append("unexpected  " + "  ".join(f"{reason} {count}" for reason, count in summary["unexpected"].items()))
+    lines += format_chaos(summary)
+    lines += format_gate(summary.get("gate"))
+    lines.append(verdict_line(summary))
     lines.append(f"results in {plan['out']}: " + ", ".join(summary.get("files", [])))
+    return "\n".join(lines)
+
+
+def verdict_line(summary: dict[str, Any]) -> str:
+    """PASS, FAIL with why, or INTERRUPTED: the run's own verdict and its gate's together."""
+    gate = summary.get("gate") or {}
     if summary.get("interrupted"):
         others = [problem for problem in summary["problems"] if not problem.startswith("interrupted by")]
-        lines.append(f"INTERRUPTED by {summary.get('signal') or 'a signal'}: what was collected until then"
-                     + (" (" + "; ".join(others) + ")" if others else ""))
-    elif summary["passed"]:
-        lines.append("PASS")
-    else:
-        lines.append("FAIL: " + "; ".join(summary["problems"]))
-    return "\n".join(lines)
+        return (f"INTERRUPTED by {summary.get('signal') or 'a signal'}: what was collected until then"
+                + (" (" + "; ".join(others) + ")" if others else ""))
+    problems = list(summary["problems"])
+    if gate.get("error"):
+        problems.append(f"the gate could not be judged: {gate['error']}")
+    elif gate and not gate.get("passed"):
+        problems.append(f"gate {gate.get('name', '')}: {len(gate.get('crossed', []))} of {gate.get('thresholds', 0)} "
+                        f"thresholds crossed ({', '.join(gate.get('crossed', []))})")
+    return "FAIL: " + "; ".join(problems) if problems else "PASS"
+
+
+def format_gate(gate: dict[str, Any] | None) -> list[str]:
+    """The gate's lines (one per threshold and its verdict), or why it was not judged; nothing without a gate."""
+    if not gate:
+        return []
+    if gate.get("error"):
+        return [f"gate {gate.get('name', '')}: not judged: {gate['error']}"]
+    return str(gate.get("text", "")).splitlines()

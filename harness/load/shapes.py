@@ -12,6 +12,7 @@ from weakref import WeakSet
 
 from locust import LoadTestShape
 
+from harness.load.progress import StepStatus, step_run_status
 from harness.plans.users import PlanError, SoakPlan, SpikePlan, StepPlan, Tick
 
 log = logging.getLogger("harness.load")
@@ -71,6 +72,14 @@ class StepLoadShape(_PlannedShape):
                         steps=_option(options, "steps", _STEP.steps),
                         hold=_option(options, "step_hold", _STEP.hold),
                         start_users=_option(options, "step_start_users", _STEP.start_users))
+
+    def status(self) -> StepStatus | None:
+        """The step now (n of N, its users, settling or measuring) for the run's progress line."""
+        plan = self.plan(self.runner.environment.parsed_options if self.runner is not None else None)
+        run_time = self.get_run_time()
+        index = plan.step_index(run_time)
+        return step_run_status(index, plan.steps, plan.users_at_step(index) if index is not None else 0, plan.hold,
+                               run_time)
 
 
 class SoakLoadShape(_PlannedShape):

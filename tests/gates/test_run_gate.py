@@ -57,7 +57,11 @@ def test_a_crossed_gate_fails_the_run_with_exit_3(tmp_path: Path) -> None:
     """No real request answers within 0.1 ms: the run itself passes, the gate does not, and the exit code is 3."""
     done, out = gated_run(tmp_path, CROSSED, "6s")
     assert done.returncode == 3, done.stdout[-3000:] + done.stderr[-2000:]
-    assert "\nPASS\n" in done.stdout  # the run's own verdict: nothing failed unexpectedly
+    # The run itself passed (summary.json), but its screen ends with the gate and a verdict that takes it in,
+    # then the result files: no PASS before a gate that fails.
+    assert json.loads((out / "summary.json").read_text())["passed"] is True and "\nPASS\n" not in done.stdout
+    assert done.stdout.strip().splitlines()[-2].startswith("FAIL: gate ")
+    assert "1 of 2 thresholds crossed" in done.stdout.strip().splitlines()[-2]
     verdict = json.loads((out / "gate.json").read_text())
     assert [result["passed"] for result in verdict["results"]] == [False, True]
 

@@ -54,7 +54,11 @@ def test_an_impossible_corrected_p99_fails_the_run_with_exit_3(tmp_path: Path) -
     """No device's request is answered within 10 µs of when it was meant to go: the gate fails, the run does not."""
     done, out = gated_run(tmp_path, IMPOSSIBLE)
     assert done.returncode == 3, done.stdout[-3000:] + done.stderr[-2000:]
-    assert "\nPASS\n" in done.stdout  # the run's own verdict
+    # The run itself passed (summary.json), but its screen ends with the gate and a verdict that takes it in,
+    # then the result files: no PASS before a gate that fails.
+    assert json.loads((out / "summary.json").read_text())["passed"] is True and "\nPASS\n" not in done.stdout
+    assert done.stdout.strip().splitlines()[-2].startswith("FAIL: gate ")
+    assert "1 of 1 thresholds crossed" in done.stdout.strip().splitlines()[-2]
     assert "gate FAIL: 1 of 1 thresholds crossed (exit 3)" in done.stdout
     (result,) = json.loads((out / "gate.json").read_text())["results"]
     assert result["passed"] is False and result["measured"] > 0.01

@@ -75,14 +75,16 @@ def test_a_port_with_a_listener_is_named_as_taken_and_a_free_one_passes() -> Non
 
 
 def test_an_interrupted_run_is_marked_with_its_signal_and_does_not_pass(tmp_path: Path) -> None:
-    """summary.json says interrupted and by what; the screen says INTERRUPTED first and last, not PASS."""
+    """summary.json says interrupted and by what; the screen says INTERRUPTED first and as its verdict (before the
+    result files), not PASS."""
     summary = summarize(RunPlan(out=tmp_path), manifest=MANIFEST, locust_stats=_stats(), outcomes=_outcomes(),
                         registrations=10, locust_exit=0, interrupted_by="SIGTERM")
     assert (summary["interrupted"], summary["signal"], summary["passed"]) == (True, "SIGTERM", False)
     assert summary["problems"] == ["interrupted by SIGTERM"]
     lines = format_summary(summary).splitlines()
     assert lines[0] == "INTERRUPTED by SIGTERM: a partial run"
-    assert lines[-1] == "INTERRUPTED by SIGTERM: what was collected until then"
+    assert lines[-2] == "INTERRUPTED by SIGTERM: what was collected until then"
+    assert lines[-1] == f"results in {tmp_path}: summary.json"
     assert "installed 10  registered 10" in "\n".join(lines)
 
 
@@ -91,7 +93,7 @@ def test_a_run_interrupted_before_the_site_was_up_still_has_a_summary(tmp_path: 
                         locust_exit=-1, interrupted_by="SIGINT")
     assert summary["interrupted"] and summary["site"]["ccm_token_lifetime_s"] is None
     assert not any("status -1" in problem for problem in summary["problems"])
-    assert format_summary(summary).splitlines()[-1].startswith("INTERRUPTED by SIGINT")
+    assert format_summary(summary).splitlines()[-2].startswith("INTERRUPTED by SIGINT")
 
 
 def test_a_finished_run_is_not_marked_interrupted(tmp_path: Path) -> None:
@@ -204,7 +206,8 @@ def test_the_summary_shows_devices_stages_requests_and_the_verdict(tmp_path: Pat
     assert "verdicts    expected 10  unexpected 1" in text
     assert "UNEXPECTED unexpected_failure:cmg.403 CMGDEV7" in text
     assert "trail: aad_info 200 ok > policy_assignments 403 cmg.403" in text
-    assert text.splitlines()[-1].startswith("FAIL: 1 unexpected outcome(s)")
+    assert text.splitlines()[-2].startswith("FAIL: 1 unexpected outcome(s)")
+    assert text.splitlines()[-1].startswith(f"results in {tmp_path}: ")
     assert len(text.splitlines()) < 40
 
 
@@ -282,4 +285,116 @@ def test_a_signal_before_the_site_is_up_stops_it_and_leaves_an_interrupted_summa
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert (summary["interrupted"], summary["signal"]) == (True, "SIGTERM")
     assert not (tmp_path / "locust.log").exists()
-    assert screen.getvalue().strip().splitlines()[-1].startswith("INTERRUPTED by SIGTERM")
+    assert screen.getvalue().strip().splitlines()[-2].startswith("INTERRUPTED by SIGTERM")
+
+
+# --- the end-of-run screen: percentiles per RequestUri and stage, then outcomes, faults, the gate, files ---------------
+
+def _percentiles(p50: float, p99: float) -> dict[str, float]:
+    return {"count": 100, "p50": p50, "p90": p50 * 2, "p99": p99, "p999": p99, "max": p99 * 1.5}
+
+
+def _measured_outcomes() -> dict[str, object]:
+    measures = {"service_ms": _percentiles(4.0, 30.0), "corrected_ms": _percentiles(5.0, 120.0),
+                "lateness_ms": _percentiles(0.5, 90.0)}
+    return {**_outcomes(unexpected=1), "fault_windows": WINDOWS, "recovery": RECOVERY,
+            "test_started_at": 1000.0,
+            "chaos": {"schedule": "scenarios/cp-flap.yaml", "applied": [], "errors": []},
+            "latency": {"requests": {POLICY: measures}, "stages": {"policy cycle": measures}, "all_requests": {},
+                        "late": 0, "unsent": 0}}
+
+
+def _timed_stats() -> list[dict[str, object]]:
+    return [{**entry, "num_failures": 4 if entry["method"] == "CCM_POST" else 0, "start_time": 1000.0,
+             "last_request_timestamp": 1050.0} for entry in _stats()]
+
+
+def _cells(text: str, name: str) -> list[str]:
+    # The last row of that name: the measures table comes after the CMGService table.
+    row = [line for line in text.splitlines() if line.strip().startswith(name + " ")][-1]
+    return row.split()[len(name.split()):]
+
+
+def test_the_screen_has_counts_rates_and_percentiles_per_request_uri_and_stage(tmp_path: Path) -> None:
+    """Requests, failures, requests/s, service and corrected p50/p90/p99/max, lateness p99: one row each."""
+    summary = summarize(RunPlan(out=tmp_path), manifest=MANIFEST, locust_stats=_timed_stats(),
+                        outcomes=_measured_outcomes(), registrations=10, locust_exit=0)
+    assert summary["traffic"][POLICY] == {"requests": 100, "failures": 4, "requests_per_s": 2.0, "stage": False}
+    text = format_summary(summary)
+    header = next(line for line in text.splitlines() if line.strip().startswith("RequestUri / stage"))
+    assert header.split()[3:] == ["requests", "failures", "req/s", "service", "p50", "p90", "p99", "max",
+                                  "corrected", "p50", "p90", "p99", "max", "lateness", "p99"]
+    assert _cells(text, POLICY) == ["100", "4", "2.0", "4.0", "8.0", "30", "45", "5.0", "10", "120", "180", "90"]
+    assert _cells(text, "policy cycle") == ["100", "0", "2.0", "4.0", "8.0", "30", "45", "5.0", "10", "120", "180",
+                                            "90"]
+
+
+def _gate(passed: bool) -> dict[str, object]:
+    return {"name": "smoke", "path": "gates/smoke.yaml", "passed": passed, "exit_code": 0 if passed else 3,
+            "thresholds": 2, "crossed": [] if passed else ["*: p99 < 1ms"],
+            "text": "gate smoke (gates/smoke.yaml):\n  ✓ ...\n" + ("gate PASS: 2 of 2 thresholds held" if passed else
+                                                                   "gate FAIL: 1 of 2 thresholds crossed (exit 3)"),
+            "files": ["gate-junit.xml", "gate.json"]}
+
+
+def test_the_screen_ends_with_outcomes_faults_the_gate_the_verdict_and_then_the_files(tmp_path: Path) -> None:
+    summary = summarize(RunPlan(out=tmp_path), manifest=MANIFEST, locust_stats=_timed_stats(),
+                        outcomes=_measured_outcomes(), registrations=10, locust_exit=0)
+    summary["gate"] = _gate(passed=True)
+    lines = format_summary(summary).splitlines()
+
+    def first(prefix: str) -> int:
+        return next(number for number, line in enumerate(lines) if line.strip().startswith(prefix))
+
+    order = [first(prefix) for prefix in ("requests (as CMGService.log", "RequestUri / stage", "outcomes ",
+                                          "verdicts ", "faults ", "recovery after", "gate smoke",
+                                          "gate PASS", "FAIL: ", "results in ")]
+    assert order == sorted(order)
+    assert lines[-1] == f"results in {tmp_path}: summary.json" and lines[-2].startswith("FAIL: 1 unexpected")
+
+
+def test_a_crossed_gate_turns_a_passing_run_into_a_fail_after_the_gate_lines(tmp_path: Path) -> None:
+    """The bug this fixes: PASS was printed, then the gate failed below it."""
+    summary = summarize(RunPlan(out=tmp_path), manifest=MANIFEST, locust_stats=_stats(), outcomes=_outcomes(),
+                        registrations=10, locust_exit=0)
+    assert format_summary({**summary, "gate": _gate(passed=True)}).splitlines()[-2] == "PASS"
+    lines = format_summary({**summary, "gate": _gate(passed=False)}).splitlines()
+    assert "PASS" not in lines
+    assert lines[-3] == "gate FAIL: 1 of 2 thresholds crossed (exit 3)"
+    assert lines[-2] == "FAIL: gate smoke: 1 of 2 thresholds crossed (*: p99 < 1ms)"
+    not_judged = format_summary({**summary, "gate": {"name": "smoke", "error": "results directory gone"}})
+    assert not_judged.splitlines()[-3:-1] == ["gate smoke: not judged: results directory gone",
+                                              "FAIL: the gate could not be judged: results directory gone"]
+
+
+class _NoSite:
+    """A site that never comes up and a run that is interrupted before it does (no processes at all)."""
+
+    def start(self, interruption: Interruption | None = None) -> object:
+        raise RunInterrupted()
+
+    def stop(self) -> None:
+        pass
+
+
+def test_an_interrupted_run_says_its_gate_was_not_judged(tmp_path: Path) -> None:
+    interruption = Interruption()
+    interruption.note(signal.SIGINT)
+    gate = type("Gate", (), {"name": "smoke", "path": "gates/smoke.yaml"})()
+    screen = io.StringIO()
+    code = execute(RunPlan(out=tmp_path), out=screen, site_factory=lambda plan: _NoSite(),  # type: ignore[arg-type,return-value]
+                   interruption=interruption, gate=gate)
+    assert code == 130
+    assert json.loads((tmp_path / "summary.json").read_text())["gate"]["error"] == "the run was interrupted"
+    lines = screen.getvalue().strip().splitlines()
+    assert lines[-3] == "gate smoke: not judged: the run was interrupted"
+    assert lines[-2].startswith("INTERRUPTED by SIGINT: what was collected until then")
+    assert lines[-1] == f"results in {tmp_path}: run.json, summary.json"
+
+
+def test_a_capacity_report_that_could_not_be_made_says_why_before_the_verdict(tmp_path: Path) -> None:
+    summary = summarize(RunPlan(out=tmp_path), manifest=MANIFEST, locust_stats=_stats(), outcomes=_outcomes(),
+                        registrations=10, locust_exit=0)
+    summary["capacity_report"] = {"error": "no steps in the run"}
+    lines = format_summary(summary).splitlines()
+    assert lines.index("capacity report not written: no steps in the run") < lines.index("PASS") == len(lines) - 2

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -32,17 +33,43 @@ def cmg_harness(*args: str, timeout: float = 90.0) -> subprocess.CompletedProces
 
 @pytest.fixture(scope="module")
 def lifecycle_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess[str], Path]:
-    """One short default-locustfile run shared by the tests of this module."""
+    """One short default-locustfile run shared by the tests of this module (a status line every 3 s: its output is a
+    pipe, not a terminal, as in CI)."""
     out = tmp_path_factory.mktemp("run") / "results"
-    return cmg_harness("run", *RUN, "--out", str(out)), out
+    return cmg_harness("run", *RUN, "--out", str(out), "--progress-interval", "3s"), out
 
 
 @pytest.mark.slow
 def test_a_fault_free_run_passes_with_exit_code_0(lifecycle_run: tuple[subprocess.CompletedProcess[str], Path]) -> None:
-    """With the default fleet no lifecycle fails, so the run exits 0 and says PASS last."""
-    result, _ = lifecycle_run
+    """With the default fleet no lifecycle fails, so the run exits 0 and says PASS, followed only by its files."""
+    result, out = lifecycle_run
     assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout.strip().splitlines()[-1] == "PASS"
+    verdict, files = result.stdout.strip().splitlines()[-2:]
+    assert verdict == "PASS"
+    assert files.startswith(f"results in {out}: run.json, ") and "summary.json" in files
+
+
+#: A plain status line: elapsed/total, devices active, requests/s, corrected p99, errors, unexpected verdicts, faults.
+STATUS = re.compile(r"^progress  (\d+)s/12s  devices (\d+)  [\d.]+ req/s  p99 corrected (-|\d+ ms)  errors \d+  "
+                    r"unexpected \d+  faults none$")
+
+
+@pytest.mark.slow
+def test_a_run_off_a_terminal_prints_a_status_line_every_interval(
+        lifecycle_run: tuple[subprocess.CompletedProcess[str], Path]) -> None:
+    """In CI (stdout a pipe) the run is not silent: plain status lines come every --progress-interval while Locust
+    runs, before the end-of-run screen, with every field filled from the Locust master's progress.json."""
+    result, out = lifecycle_run
+    lines = result.stdout.splitlines()
+    status = [line for line in lines if line.startswith("progress  ")]
+    assert len(status) >= 2, result.stdout
+    matches = [STATUS.match(line) for line in status]
+    assert all(matches), status
+    elapsed = [int(match.group(1)) for match in matches if match]
+    assert elapsed == sorted(elapsed) and elapsed[-1] - elapsed[0] >= 3
+    assert any(match.group(2) != "0" and match.group(3) != "-" for match in matches if match)  # devices, p99 seen
+    assert lines.index(status[-1]) < next(n for n, line in enumerate(lines) if line.startswith("devices "))
+    assert (out / "progress.json").is_file()
 
 
 @pytest.mark.slow
@@ -261,12 +288,19 @@ def test_a_step_run_lasts_its_steps_and_ends_with_a_capacity_report(tmp_path: Pa
     started = time.monotonic()
     finished = subprocess.run(
         [sys.executable, "-m", "harness.cli", "run", "--locustfile", str(LOCUSTFILES_DIR / "capacity.py"),
-         "--steps", "2", "--step-users", "2", "--step-hold", "6", "--duration", "300", "--out", str(out)],
+         "--steps", "2", "--step-users", "2", "--step-hold", "6", "--duration", "300", "--out", str(out),
+         "--progress-interval", "1s"],
         capture_output=True, text=True, timeout=240)
     assert finished.returncode == 0, finished.stdout + finished.stderr
     assert time.monotonic() - started < 200  # the steps (12 s), not --duration (300 s), decide the length
     assert (out / "capacity-report.html").read_text().startswith("<!DOCTYPE html>")
-    assert "capacity report:" in finished.stdout
+    files = finished.stdout.strip().splitlines()[-1]
+    assert files.startswith(f"results in {out}: ") and files.endswith(", capacity-report.html")
+    assert json.loads((out / "summary.json").read_text())["capacity_report"] == {"file": "capacity-report.html"}
+    # The status names the step, its users and whether it is settling (the report leaves that part out) or measured.
+    steps = {line.split("  step ", 1)[1] for line in finished.stdout.splitlines()
+             if line.startswith("progress  ") and "  step " in line}
+    assert {"1 of 2 at 2.0 users settling", "1 of 2 at 2.0 users measuring", "2 of 2 at 4.0 users measuring"} <= steps
 
 
 def test_in_process_hops_do_not_apply_to_a_given_site(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -353,7 +387,14 @@ def test_a_signal_to_the_run_alone_stops_every_child_and_leaves_a_summary_marked
     summary = json.loads((out / "summary.json").read_text())
     assert (summary["interrupted"], summary["signal"], summary["passed"]) == (True, signum.name, False)
     assert summary["devices"]["started"] >= 1  # what Locust had collected when it was stopped
-    assert output.strip().splitlines()[-1].startswith(f"INTERRUPTED by {signum.name}")
+    verdict, files = output.strip().splitlines()[-2:]
+    assert verdict.startswith(f"INTERRUPTED by {signum.name}")
+    assert files.startswith(f"results in {out}: ") and "summary.json" in files
+    # The same screen as a finished run's, with the files Locust wrote when it was stopped, all of them there.
+    assert "RequestUri / stage" in output and "devices     started" in output
+    listed = files.split(": ", 1)[1].split(", ")
+    assert {"outcomes.json", "locust.json", "summary.json"} <= set(listed)
+    assert all((out / name).exists() for name in listed)
 
 
 def test_a_taken_master_port_is_refused_naming_it_before_anything_starts(
