@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness.chaos.verdicts import OVERLAP
 from harness.fleet.tally import MILESTONES, cmgservice_table
 from harness.load.faultpanel import ManifestFaultClient
 from harness.load.faultpanel import install as install_fault_panel
@@ -89,13 +90,16 @@ def trail_text(trail: Any) -> str:
 
 
 def verdict_rows(verdicts: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The chaos verdict tab's rows: totals, per fault, per reason, then the first examples of each unexpected kind."""
+    """The chaos verdict tab's rows: totals, per fault set, per reason, then the first examples of each unexpected kind.
+
+    Each judged outcome is in one fault-set row (faults on together are one row, "a + b"), so those rows add up to the
+    total row."""
     rows = [{"kind": "total", "name": "all judged outcomes", "expected": verdicts.get("expected", 0),
              "unexpected": verdicts.get("unexpected", 0),
              "detail": f"{verdicts.get('pending', 0)} waiting for the fault timeline"}]
-    rows += [{"kind": "fault", "name": fault, "expected": counts.get("expected", 0),
-              "unexpected": counts.get("unexpected", 0), "detail": "no fault" if fault == "none" else ""}
-             for fault, counts in verdicts.get("faults", {}).items()]
+    rows += [{"kind": "faults on", "name": faults, "expected": counts.get("expected", 0),
+              "unexpected": counts.get("unexpected", 0), "detail": _fault_set_detail(faults)}
+             for faults, counts in verdicts.get("faults", {}).items()]
     rows += [{"kind": "reason", "name": reason, "expected": counts.get("expected", 0),
               "unexpected": counts.get("unexpected", 0), "detail": ""}
              for reason, counts in verdicts.get("reasons", {}).items()]
@@ -104,6 +108,13 @@ def verdict_rows(verdicts: Mapping[str, Any]) -> list[dict[str, Any]]:
                   "detail": f"{example.get('device', '')}: {example.get('explanation', '')}; trail: "
                             f"{trail_text(example.get('trail', []))}"} for example in examples]
     return rows
+
+
+def _fault_set_detail(faults: str) -> str:
+    if faults == "none":
+        return "no fault"
+    count = len(faults.split(OVERLAP))
+    return f"overlap: {count} faults on together" if count > 1 else ""
 
 
 def fault_rows(windows: list[dict[str, Any]], *, started_at: float | None) -> list[dict[str, Any]]:

@@ -22,7 +22,7 @@ def test_the_verdict_tab_shows_totals_faults_reasons_then_examples() -> None:
     assert rows[0] == {"kind": "total", "name": "all judged outcomes", "expected": 7, "unexpected": 1,
                        "detail": "2 waiting for the fault timeline"}
     assert {(row["kind"], row["name"], row["expected"], row["unexpected"]) for row in rows[1:6]} == {
-        ("fault", "cp_disconnected", 5, 0), ("fault", "none", 2, 1), ("reason", "cmg.503", 5, 0),
+        ("faults on", "cp_disconnected", 5, 0), ("faults on", "none", 2, 1), ("reason", "cmg.503", 5, 0),
         ("reason", "mp.401", 0, 1), ("reason", "ok", 2, 0)}
     example = rows[-1]
     assert example["kind"] == "example" and example["name"] == "unexpected_failure:mp.401"
@@ -55,3 +55,19 @@ def test_every_extra_tab_has_a_table_with_its_columns() -> None:
     assert {tab["key"] for tab in EXTENDED_TABS} == {table["key"] for table in EXTENDED_TABLES}
     verdict_columns = next(t["structure"] for t in EXTENDED_TABLES if t["key"] == "chaos-verdicts")
     assert set(verdict_rows(VERDICTS)[0]) == {column["key"] for column in verdict_columns}
+
+
+def test_overlapping_faults_are_one_row_and_the_rows_add_up_to_the_total() -> None:
+    """An outcome under two faults is in the "a + b" row only, marked as an overlap; the rows sum to the total."""
+    verdicts = {"expected": 9, "unexpected": 2, "pending": 0,
+                "faults": {"cp_disconnected + crl_unreachable": {"expected": 4, "unexpected": 1},
+                           "crl_unreachable": {"expected": 3}, "none": {"expected": 2, "unexpected": 1}},
+                "reasons": {}, "examples": {}}
+    rows = verdict_rows(verdicts)
+    sets = [row for row in rows if row["kind"] == "faults on"]
+    assert [(row["name"], row["detail"]) for row in sets] == [
+        ("cp_disconnected + crl_unreachable", "overlap: 2 faults on together"), ("crl_unreachable", ""),
+        ("none", "no fault")]
+    total = rows[0]
+    assert sum(row["expected"] for row in sets) == total["expected"] == 9
+    assert sum(row["unexpected"] for row in sets) == total["unexpected"] == 2
