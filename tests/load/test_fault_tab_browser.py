@@ -35,6 +35,13 @@ faults:
 """
 
 
+def _active_params(site: RunningSite) -> dict[str, dict[str, object]]:
+    request = urllib.request.Request(site.manifest.faults_url,
+                                     headers={"Authorization": f"Bearer {site.manifest.faults_token}"})
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        return {fault["name"]: fault["params"] for fault in json.loads(answer.read())["active"]}
+
+
 def _verdicts_under(base: str, fault: str) -> int:
     with urllib.request.urlopen(base + "/stats/requests", timeout=10) as answer:
         stats = json.loads(answer.read())
@@ -57,6 +64,9 @@ async def _screenshot(tab: Page, path: Path) -> None:
 
 def test_a_fault_switched_from_the_tab_is_on_shows_its_time_left_and_moves_the_verdicts(
         clean_site: RunningSite, tmp_path: Path) -> None:
+    """With a swarm running: the catalogue, the schedule's upcoming switch; a fault switched on from its row is on at the
+    site and in the tab with its time left running down; verdicts count under it; it switches off from its row; a
+    fault's parameters go as name=value (an unknown one refused); no script error on the page."""
     schedule = tmp_path / "schedule.yaml"
     schedule.write_text(SCHEDULE)
     with running_web_ui(clean_site, tmp_path / "locust.log", "--autostart", "-u", "2", "-r", "2",
@@ -107,6 +117,25 @@ def test_a_fault_switched_from_the_tab_is_on_shows_its_time_left_and_moves_the_v
                 await tab.evaluate(f"{active}.querySelector('button.switch-off').click()")
                 await asyncio.to_thread(_until, lambda: _active(clean_site) == [])
                 await tab.wait_for(f"!{active}")
+
+                # Parameters as "name=value": an unknown one is refused in the tab, a known one reaches the site.
+                latency = "document.querySelector('#cmg-catalogue tr[data-catalogue=\"latency\"]')"
+                for text in ("bogus=1", "mean_ms=5"):
+                    await tab.evaluate(f"""(() => {{
+                        const input = {latency}.querySelector('input[data-field=params]');
+                        const setValue = Object.getOwnPropertyDescriptor(HTMLInputElement.prototype, 'value').set;
+                        setValue.call(input, {text!r});
+                        input.dispatchEvent(new Event('input', {{bubbles: true}}));
+                    }})()""")
+                    await tab.wait_for(f"{latency}.querySelector('input[data-field=params]').value === {text!r}")
+                    await tab.evaluate(f"{latency}.querySelector('button.switch-on').click()")
+                    if text.startswith("bogus"):
+                        await tab.wait_for("document.getElementById('cmg-fault-status')?.textContent"
+                                           ".includes('unknown parameter')")
+                        assert _active(clean_site) == []
+                await asyncio.to_thread(_until, lambda: _active_params(clean_site).get("latency", {}).get("mean_ms") == 5)
+                await tab.evaluate("document.getElementById('cmg-clear-all').click()")
+                await asyncio.to_thread(_until, lambda: _active(clean_site) == [])
                 assert tab.errors == []
 
         asyncio.run(drive())
