@@ -1,4 +1,9 @@
-"""The chaos part of a run's summary: verdicts per fault and per reason, unexpected examples, windows, recovery.
+"""The chaos part of a run's summary: verdicts per fault set and per reason, unexpected examples, windows, recovery.
+
+``verdicts["faults"]`` counts each judged outcome once, under the set of faults that explained it (names joined by
+``" + "`` when several were on, ``"none"`` when none was), so its counts add up to ``expected + unexpected``. Summaries
+written before that counted an outcome under every fault that overlapped it; their keys are single names, which every
+reader here takes as a set of one. :func:`fault_involvement` gives the per-fault view back.
 
 Reads what the Locust listeners wrote to ``outcomes.json`` (no Locust import) and turns it into ``summary.json``
 sections and the lines ``cmg-harness run`` prints.
@@ -10,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from harness.chaos.recovery import RecoveryError, SecondCounts, recovery_report
+from harness.chaos.verdicts import OVERLAP
 
 #: Unexpected examples printed per kind (summary.json keeps every example the run collected).
 PRINTED_EXAMPLES = 2
@@ -42,6 +48,19 @@ def chaos_sections(outcomes: Mapping[str, Any], stats: Sequence[Mapping[str, Any
             "test_started_at": outcomes.get("test_started_at")}
 
 
+def fault_involvement(faults: Mapping[str, Mapping[str, int]]) -> dict[str, dict[str, int]]:
+    """Per single fault, the outcomes it had a part in: the sum over every fault set (``verdicts["faults"]`` key,
+    e.g. ``"crl_unreachable + cp_disconnected"``) that holds it. These overlap, unlike the sets themselves: an outcome
+    under two faults counts for both, so they do not add up to the number of outcomes."""
+    involved: dict[str, dict[str, int]] = {}
+    for key, counts in faults.items():
+        for fault in key.split(OVERLAP):
+            mine = involved.setdefault(fault, {})
+            for label, count in counts.items():
+                mine[label] = mine.get(label, 0) + int(count)
+    return involved
+
+
 def chaos_problems(sections: Mapping[str, Any]) -> list[str]:
     """Why the chaos part fails the run: unexpected outcomes, or a schedule that could not switch its faults."""
     problems = []
@@ -68,7 +87,7 @@ def format_chaos(sections: Mapping[str, Any]) -> list[str]:
     lines: list[str] = []
     if verdicts.get("expected", 0) or verdicts.get("unexpected", 0):
         lines.append(f"verdicts    expected {verdicts.get('expected', 0)}  unexpected {verdicts.get('unexpected', 0)}"
-                     "  (per fault and per reason: expected/unexpected)")
+                     f"  (per fault set and per reason: expected/unexpected; \"a{OVERLAP}b\": both were on)")
         if verdicts.get("faults"):
             lines.append(_counts("  by fault", verdicts["faults"]))
         if verdicts.get("reasons"):

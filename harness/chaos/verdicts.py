@@ -19,6 +19,8 @@ from harness.client.device import WAM_USER_FAILS_TOO, DeviceProfile
 from mock_site.manifest import SiteManifest
 
 OK = "ok"
+#: Joins the faults that were on together during one outcome: the outcome is counted once, under all of them.
+OVERLAP = " + "
 #: Outcomes that are unexpected whatever the faults: the system under test did something a CMG must never do.
 NEVER_EXPECTED = {
     oc.MP_401: "a proxy forwarded a request with an invalid token to the MP (the CMG must refuse it at the edge)",
@@ -191,9 +193,16 @@ def judge(profile: DeviceProfile, outcome: str | None, *, life_start: float, lif
     return Verdict(outcome=outcome, expected=expected, kind=kind, expectation=expectation, explanation=explanation)
 
 
+def fault_set(causes: Iterable[str]) -> str:
+    """The key an outcome is counted under: its causes joined by :data:`OVERLAP` in name order ("none": no cause),
+    so the counts per key add up to the number of outcomes."""
+    return OVERLAP.join(sorted(set(causes))) or "none"
+
+
 @dataclass
 class VerdictTally:
-    """Counts per verdict kind, per fault and per reason, plus the first examples of each unexpected kind."""
+    """Counts per verdict kind, per set of faults that were on (see :func:`fault_set`) and per reason, plus the first
+    examples of each unexpected kind."""
 
     max_examples: int = 5
     kinds: Counter[str] = field(default_factory=Counter)
@@ -205,8 +214,7 @@ class VerdictTally:
         label = "expected" if verdict.expected else "unexpected"
         self.kinds[verdict.kind] += 1
         self.reasons[verdict.outcome][label] += 1
-        for cause in verdict.expectation.causes or ("none",):
-            self.faults[cause][label] += 1
+        self.faults[fault_set(verdict.expectation.causes)][label] += 1
         if not verdict.expected:
             key = f"{verdict.kind}:{verdict.outcome}"
             if len(self.examples[key]) < self.max_examples:

@@ -1,8 +1,10 @@
-"""Fault controls in Locust's web UI: a self-contained page, and routes that relay the site's fault control API.
+"""Fault controls in Locust's web UI: routes that relay the site's fault control API, and a self-contained page.
 
-The browser never sees the fault API's bearer token: the page talks to these routes on the Locust web UI, which call
-the site with the token from its manifest. Locust's web UI allows cross-origin requests (flask-cors), so a route that
-changes faults answers only requests the page itself makes: same origin, and a header a plain form cannot send.
+The routes serve the fault controls tab of our UI build (``harness.load.webui``); the plain page at ``cmg/faults`` is
+the fallback when Locust shows another build (a user's own ``--build-path``). The browser never sees the fault API's
+bearer token: the tab and the page talk to these routes on the Locust web UI, which call the site with the token from
+its manifest. Locust's web UI allows cross-origin requests (flask-cors), so a route that changes faults answers only
+requests Locust's own pages make: same origin, and a header a plain form cannot send.
 No Locust import (Flask only), so the routes are tested on a bare Flask app.
 """
 

@@ -331,7 +331,7 @@ class LoadPlugin:
         """What the web UI's extra tabs show now."""
         context = self.context
         return TabData(snapshot=self.tally.snapshot(), windows=context.timeline.to_list() if context else [],
-                       started_at=self.started_at)
+                       started_at=self.started_at, schedule=context.options.schedule if context else None)
 
     def client_view(self) -> ClientView:
         """What a scrape of the metrics exporter shows now: Locust's statistics, the tally, the gate's verdicts."""

@@ -1,37 +1,54 @@
 """Extra tabs in Locust's web UI — the live CMGService-style table per RequestUri, the lifecycle outcomes, the chaos
-verdicts and the fault windows — and a link to the fault controls (``harness.load.faultpanel``).
+verdicts, the fault windows — and the fault controls tab (``harness.load.faultpanel`` holds its routes).
 
-Locust's React UI shows extra tabs named in ``template_args["extended_tabs"]`` with the columns of
-``template_args["extended_tables"]``, filled from ``extended_stats`` in each ``/stats/requests`` poll; we add that
-list to the JSON in an ``after_request`` hook. The CMGService numbers come from Locust's own request statistics
-(count, response bytes, elapsed time) plus the tally's request bytes and answered-request counts. Table cells are
-text, so the link to the fault controls is added to the page itself, by another ``after_request`` hook.
+Table tabs are the way Locust documents for a locustfile: tabs named in ``template_args["extended_tabs"]`` with the
+columns of ``template_args["extended_tables"]``, filled from ``extended_stats`` in each ``/stats/requests`` poll; we add
+that list to the JSON in an ``after_request`` hook. The CMGService numbers come from Locust's own request statistics
+(count, response bytes, elapsed time) plus the tally's request bytes and answered-request counts.
+
+Table cells are text, so the fault controls (buttons, a form) are a tab of our own build of Locust's UI: the
+``locust-ui`` library with one more tab (React), as Locust documents for custom tabs (``webui_app/``, built into
+``webui_build/``). Its page is served as Locust's ``index.html`` — what ``--build-path`` does, set here at ``init``
+unless the user gave a ``--build-path`` of their own (then the plain page ``cmg/faults`` is the fallback). The tab
+reads the chaos schedule's upcoming switches from ``extended_stats`` too.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness.chaos.schedule import Schedule
+from harness.chaos.verdicts import OVERLAP
 from harness.fleet.tally import MILESTONES, cmgservice_table
 from harness.load.faultpanel import ManifestFaultClient
 from harness.load.faultpanel import install as install_fault_panel
+from mock_site.faults import CATALOGUE
 from mock_site.manifest import SiteManifest
+
+logger = logging.getLogger(__name__)
 
 CMG_TAB = "cmg-traffic"
 OUTCOMES_TAB = "lifecycle-outcomes"
 VERDICTS_TAB = "chaos-verdicts"
 FAULTS_TAB = "cmg-faults"
-#: The link to the fault controls, added to Locust's page (relative: it follows --web-base-path).
-CONTROLS_LINK = ('<a id="cmg-harness-fault-controls" href="./cmg/faults" style="position:fixed;right:1rem;'
-                 'bottom:1rem;z-index:2000;padding:.4rem .8rem;border-radius:4px;background:#0b57d0;color:#fff;'
-                 'font:14px system-ui,sans-serif;text-decoration:none">Fault controls</a>')
+#: The fault controls tab of our UI build; its ``extended_stats`` entry holds the schedule's upcoming switches.
+CONTROLS_TAB = "cmg-fault-controls"
+#: Our build of Locust's UI: ``index.html`` (a Jinja template, as Locust's) and the bundle it loads.
+BUILD_DIR = Path(__file__).with_name("webui_build")
+BUNDLE = "cmg-harness-ui.js"
+#: Where the bundle is served, under Locust's ``--web-base-path``.
+BUNDLE_PATH = "/cmg/ui"
+#: Upcoming schedule switches the tab lists at most.
+MAX_UPCOMING = 20
 
 EXTENDED_TABS = [{"title": "CMG traffic", "key": CMG_TAB}, {"title": "Lifecycle outcomes", "key": OUTCOMES_TAB},
-                 {"title": "Chaos verdicts", "key": VERDICTS_TAB}, {"title": "Faults", "key": FAULTS_TAB}]
+                 {"title": "Chaos verdicts", "key": VERDICTS_TAB}, {"title": "Fault windows", "key": FAULTS_TAB}]
 # Keys are snake_case: the UI turns both these and the row keys into camelCase before matching them.
 EXTENDED_TABLES = [
     {"key": CMG_TAB, "structure": [
@@ -89,13 +106,16 @@ def trail_text(trail: Any) -> str:
 
 
 def verdict_rows(verdicts: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The chaos verdict tab's rows: totals, per fault, per reason, then the first examples of each unexpected kind."""
+    """The chaos verdict tab's rows: totals, per fault set, per reason, then the first examples of each unexpected kind.
+
+    Each judged outcome is in one fault-set row (faults on together are one row, "a + b"), so those rows add up to the
+    total row."""
     rows = [{"kind": "total", "name": "all judged outcomes", "expected": verdicts.get("expected", 0),
              "unexpected": verdicts.get("unexpected", 0),
              "detail": f"{verdicts.get('pending', 0)} waiting for the fault timeline"}]
-    rows += [{"kind": "fault", "name": fault, "expected": counts.get("expected", 0),
-              "unexpected": counts.get("unexpected", 0), "detail": "no fault" if fault == "none" else ""}
-             for fault, counts in verdicts.get("faults", {}).items()]
+    rows += [{"kind": "faults on", "name": faults, "expected": counts.get("expected", 0),
+              "unexpected": counts.get("unexpected", 0), "detail": _fault_set_detail(faults)}
+             for faults, counts in verdicts.get("faults", {}).items()]
     rows += [{"kind": "reason", "name": reason, "expected": counts.get("expected", 0),
               "unexpected": counts.get("unexpected", 0), "detail": ""}
              for reason, counts in verdicts.get("reasons", {}).items()]
@@ -106,30 +126,53 @@ def verdict_rows(verdicts: Mapping[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+def _fault_set_detail(faults: str) -> str:
+    if faults == "none":
+        return "no fault"
+    count = len(faults.split(OVERLAP))
+    return f"overlap: {count} faults on together" if count > 1 else ""
+
+
 def fault_rows(windows: list[dict[str, Any]], *, started_at: float | None) -> list[dict[str, Any]]:
-    """The fault tab's rows: each fault window seen in this test, with its injections and where the controls are."""
+    """The fault window tab's rows: each fault window seen in this test, with its injections."""
     origin = started_at if started_at is not None else min((w["start"] for w in windows), default=0.0)
-    rows = [{"fault": w["name"], "role": w["role"], "state": "inferred" if w["inferred"] else
+    return [{"fault": w["name"], "role": w["role"], "state": "inferred" if w["inferred"] else
              ("on" if w["end"] is None else "ended"), "from_s": round(w["start"] - origin, 1),
              "to_s": "" if w["end"] is None else round(w["end"] - origin, 1), "injections": w["injections"]}
             for w in windows]
-    rows.append({"fault": "(fault controls)", "role": "", "state": "open cmg/faults (the link at the bottom right)",
-                 "from_s": "", "to_s": "", "injections": ""})
-    return rows
+
+
+def upcoming_rows(schedule: Schedule | None, *, started_at: float | None, now: float,
+                  limit: int = MAX_UPCOMING) -> list[dict[str, Any]]:
+    """The chaos schedule's switches still to come, soonest first: seconds from now (``in``; all of them, counted from
+    the start, before the test starts), seconds into the test (``at``), on or off, the fault, its role, its line."""
+    if schedule is None:
+        return []
+    elapsed = 0.0 if started_at is None else now - started_at
+    switches = []
+    for fault in schedule.timed:
+        role = fault.role or (CATALOGUE[fault.name].default_role if fault.name in CATALOGUE else "")
+        for at, switch in ((fault.start, "on"), (fault.end, "off")):
+            if at >= elapsed:
+                switches.append({"in": round(at - elapsed, 1), "at": round(at, 1), "switch": switch,
+                                 "fault": fault.name, "role": role, "line": fault.line})
+    switches.sort(key=lambda row: (row["at"], row["switch"] == "on"))  # an "off" first when both fall together
+    return switches[:limit]
 
 
 @dataclass(frozen=True, slots=True)
 class TabData:
     """What the tabs show besides Locust's statistics: the tally snapshot (with its verdicts), the fault windows of
-    this test, and when it started (epoch seconds; None before the first test)."""
+    this test, when it started (epoch seconds; None before the first test) and its chaos schedule (if any)."""
 
     snapshot: Mapping[str, Any]
     windows: list[dict[str, Any]]
     started_at: float | None
+    schedule: Schedule | None = None
 
 
-def extended_stats(environment: Any, data: TabData) -> list[dict[str, Any]]:
-    """The ``extended_stats`` list the UI polls: one entry of rows per extra tab."""
+def extended_stats(environment: Any, data: TabData, *, now: float) -> list[dict[str, Any]]:
+    """The ``extended_stats`` list the UI polls: one entry of rows per extra tab (``now``: epoch seconds)."""
     snapshot = data.snapshot
     entries = []
     runner = environment.runner
@@ -141,27 +184,24 @@ def extended_stats(environment: Any, data: TabData) -> list[dict[str, Any]]:
     return [{"key": CMG_TAB, "data": cmgservice_table(entries, snapshot["requests"])},
             {"key": OUTCOMES_TAB, "data": outcome_rows(snapshot)},
             {"key": VERDICTS_TAB, "data": verdict_rows(snapshot.get("verdicts", {}))},
-            {"key": FAULTS_TAB, "data": fault_rows(data.windows, started_at=data.started_at)}]
+            {"key": FAULTS_TAB, "data": fault_rows(data.windows, started_at=data.started_at)},
+            {"key": CONTROLS_TAB, "data": upcoming_rows(data.schedule, started_at=data.started_at, now=now)}]
 
 
-def install(web_ui: Any, environment: Any, tab_data: Callable[[], TabData]) -> None:
-    """Add the tabs, the fault controls and their link to ``environment``'s web UI (at Locust's ``init``); each
+def install(web_ui: Any, environment: Any, tab_data: Callable[[], TabData], *,
+            clock: Callable[[], float] = time.time) -> None:
+    """Add the tabs, the fault controls tab and its routes to ``environment``'s web UI (at Locust's ``init``); each
     statistics poll reads ``tab_data()``."""
     web_ui.template_args["extended_tabs"] = EXTENDED_TABS
     web_ui.template_args["extended_tables"] = EXTENDED_TABLES
-    base_path = str(getattr(environment.parsed_options, "web_base_path", "") or "").rstrip("/")
+    options = environment.parsed_options
+    base_path = str(getattr(options, "web_base_path", "") or "").rstrip("/")
     install_fault_panel(web_ui, ManifestFaultClient(lambda: _manifest(environment)), base_path=base_path)
-
-    @web_ui.app.after_request
-    def add_controls_link(response: Any) -> Any:
-        from flask import request
-
-        if request.path != base_path + "/" or response.status_code != 200 or response.mimetype != "text/html":
-            return response
-        page = response.get_data(as_text=True)
-        if "</body>" in page and CONTROLS_LINK not in page:
-            response.set_data(page.replace("</body>", CONTROLS_LINK + "\n</body>", 1))
-        return response
+    if getattr(options, "build_path", None):
+        logger.warning("--build-path %s: Locust shows that UI, without the fault controls tab; the plain fault "
+                       "controls page is at %s/cmg/faults", options.build_path, base_path)
+    else:
+        use_our_build(web_ui, base_path=base_path)
 
     @web_ui.app.after_request
     def add_extended_stats(response: Any) -> Any:
@@ -172,9 +212,29 @@ def install(web_ui: Any, environment: Any, tab_data: Callable[[], TabData]) -> N
         data = response.get_json(silent=True)
         if not isinstance(data, dict):
             return response
-        data["extended_stats"] = extended_stats(environment, tab_data())
+        data["extended_stats"] = extended_stats(environment, tab_data(), now=clock())
         response.set_data(json.dumps(data))
         return response
+
+
+def use_our_build(web_ui: Any, *, base_path: str = "") -> None:
+    """Serve our build of the UI as Locust's page, as ``--build-path`` would: its ``index.html`` first in the template
+    search (Locust's other templates, e.g. the login page and the report, still come from Locust), its bundle under
+    ``cmg/ui``. Flask reads the template folder when it first renders, after Locust's ``init``."""
+    from flask import Blueprint, send_from_directory
+    from jinja2 import ChoiceLoader, FileSystemLoader
+
+    app = web_ui.app
+    loaders = [FileSystemLoader(str(BUILD_DIR))] + ([app.jinja_loader] if app.jinja_loader is not None else [])
+    app.jinja_loader = ChoiceLoader(loaders)
+    blueprint = Blueprint("cmg_harness_ui", __name__, url_prefix=base_path or None)
+
+    @blueprint.route(f"{BUNDLE_PATH}/{BUNDLE}")
+    @web_ui.auth_required_if_enabled
+    def bundle() -> Any:
+        return send_from_directory(BUILD_DIR, BUNDLE, mimetype="text/javascript", max_age=0)
+
+    app.register_blueprint(blueprint)
 
 
 def _manifest(environment: Any) -> SiteManifest:

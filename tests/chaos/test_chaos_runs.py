@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from harness.chaos.schedule import load_schedule
+from harness.chaos.summary import fault_involvement
 from harness.chaos.verdicts import FaultWindow, VerdictSettings, judge
 from harness.client import Fleet
 from harness.client.device import SHARE_TRAITS
@@ -164,7 +165,7 @@ def test_every_scheduled_fault_shows_as_a_window_of_the_run(chaos_runs: dict[str
 def test_device_faults_decide_the_outcomes_of_their_devices(chaos_runs: dict[str, Any]) -> None:
     """Each device fault of the share list stopped at least one device, as docs/faults.md says, and was expected to."""
     _, summary = chaos_runs["certificates"]
-    faults = summary["verdicts"]["faults"]
+    faults = fault_involvement(summary["verdicts"]["faults"])
     for name in set(SHARE_TRAITS) - DEVICE_FLAGS - {"wam_device_token_error"}:  # a WAM error ends in success
         assert faults.get(name, {}).get("expected", 0) >= 1, (name, faults)
 
@@ -174,7 +175,7 @@ def test_faults_that_hit_devices_are_counted_as_causes(chaos_runs: dict[str, Any
     """Failures during the windows are put down to the faults that were on, per fault, all expected."""
     causes: dict[str, Any] = {}
     for _, summary in chaos_runs.values():
-        causes.update(summary["verdicts"]["faults"])
+        causes.update(fault_involvement(summary["verdicts"]["faults"]))
     for name in ("crl_unreachable", "cmg_cert_revoked", "cp_cert_revocation_offline", "tenant_not_onboarded",
                  "entra_bad_signature", "sts_error", "cp_disconnected", "mp_down", "http_error"):
         assert causes.get(name, {}).get("expected", 0) >= 1 and not causes[name].get("unexpected"), (name, causes)

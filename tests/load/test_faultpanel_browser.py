@@ -75,12 +75,19 @@ class Page:
     def __init__(self, socket: Any) -> None:
         self.socket = socket
         self.ids = iter(range(1, 1_000_000))
+        #: Uncaught exceptions and console errors of the page (after ``Runtime.enable``).
+        self.errors: list[str] = []
 
     async def call(self, method: str, **params: Any) -> dict[str, Any]:
         number = next(self.ids)
         await self.socket.send_json({"id": number, "method": method, "params": params})
         while True:
             message = await asyncio.wait_for(self.socket.receive_json(), 30)
+            event = message.get("method")
+            if event == "Runtime.exceptionThrown":
+                self.errors.append(str(message["params"]["exceptionDetails"])[:500])
+            elif event == "Runtime.consoleAPICalled" and message["params"].get("type") == "error":
+                self.errors.append(str(message["params"].get("args"))[:500])
             if message.get("id") == number:
                 assert "error" not in message, message
                 return dict(message.get("result", {}))
@@ -122,15 +129,16 @@ def _active(site: RunningSite) -> list[str]:
 
 def test_a_fault_switched_on_and_off_in_the_browser_is_on_and_off_at_the_site(clean_site: RunningSite,
                                                                                tmp_path: Path) -> None:
-    """Locust's page links to the controls; choosing a fault and clicking switches it on; its row's button clears it."""
+    """The plain page (the fallback when Locust shows another UI build): choosing a fault and clicking switches it
+    on; its row's button clears it. Locust's own page carries no floating link any more (the tab replaced it)."""
     with running_web_ui(clean_site, tmp_path / "locust.log") as base, chromium(tmp_path / "profile") as devtools:
 
         async def drive() -> None:
             async with page(devtools) as tab:
                 await tab.call("Page.navigate", url=base + "/")
-                href = await tab.wait_for("document.getElementById('cmg-harness-fault-controls')?.href")
-                assert href == base + "/cmg/faults"
-                await tab.evaluate("document.getElementById('cmg-harness-fault-controls').click()")
+                await tab.wait_for("document.querySelector('#root form') !== null")  # the start form
+                assert await tab.evaluate("document.querySelector('a[href$=\"cmg/faults\"]') === null")
+                await tab.call("Page.navigate", url=base + "/cmg/faults")
                 await tab.wait_for("document.body && document.body.dataset.ready === 'yes' && "
                                    "document.getElementById('fault-name').options.length > 0")
                 await tab.evaluate("""(() => {

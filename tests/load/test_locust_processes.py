@@ -139,10 +139,12 @@ def test_the_web_ui_fills_the_cmg_traffic_and_outcome_tabs_while_users_run(web_u
 
 @pytest.mark.slow
 def test_the_web_ui_page_declares_the_extra_tabs_and_the_run_options(web_ui: str) -> None:
-    """The page's template arguments name both tabs, their columns, and the cmg-harness options of the start form."""
+    """The page's template arguments name the extra tabs, their columns, and the cmg-harness options of the start form;
+    the page loads our build of the UI."""
     page = _get(web_ui + "/")
     assert '"extended_tabs"' in page and "CMG traffic" in page and "Lifecycle outcomes" in page
-    assert "Chaos verdicts" in page and '"Faults"' in page and 'href="./cmg/faults"' in page
+    assert "Chaos verdicts" in page and '"Fault windows"' in page
+    assert 'src="./cmg/ui/cmg-harness-ui.js"' in page  # our build of the UI, with the fault controls tab
     assert "AverageElapsedTime" in page
     for option in ("fleet_mix", "fleet_seed", "devices_per_user", "time_scale", "site", "chaos", "ca_file"):
         assert f'"{option}"' in page

@@ -156,3 +156,42 @@ def test_outcomes_a_cmg_must_never_cause_are_unexpected_whatever_the_faults(outc
     book.submit(HEALTHY, outcome, start=100.0, end=100.5)
     book.settle(timeline, SETTINGS, now=101.0)
     assert book.snapshot()["unexpected"] == 1
+
+
+def two_faults(now: float) -> dict[str, Any]:
+    return {"active": [{"name": "cp_disconnected", "role": "cmg", "probability": 1.0, "params": {},
+                        "started_at": now - 10, "ends_at": now + 10, "injections": 1},
+                       {"name": "mp_down", "role": "mp", "probability": 1.0, "params": {},
+                        "started_at": now - 5, "ends_at": now + 10, "injections": 1}],
+            "injections": {"cp_disconnected": 1, "mp_down": 1}}
+
+
+def test_an_outcome_under_overlapping_faults_counts_once_under_their_set() -> None:
+    """Two faults on together: each outcome is counted once, under "cp_disconnected + mp_down", and the counts per
+    fault set add up to the number of judged outcomes (an outcome used to count under every fault)."""
+    book, timeline = VerdictBook(), FaultTimeline()
+    timeline.observe(two_faults(100.0), now=100.0)
+    book.submit(HEALTHY, "cmg.503", start=98.0, end=99.0)
+    book.submit(HEALTHY, "mp.401", start=98.0, end=99.0)  # never expected, whatever is on
+    book.submit(HEALTHY, None, start=80.0, end=85.0)  # before either fault
+    timeline.observe(two_faults(101.0), now=101.0)
+    assert book.settle(timeline, SETTINGS, now=101.0) == 3
+    snapshot = book.snapshot()
+    assert snapshot["faults"] == {"cp_disconnected + mp_down": {"expected": 1, "unexpected": 1},
+                                  "none": {"expected": 1}}
+    judged = snapshot["expected"] + snapshot["unexpected"]
+    assert judged == 3 == sum(sum(counts.values()) for counts in snapshot["faults"].values())
+
+
+def test_fault_sets_merged_from_workers_still_add_up() -> None:
+    """The master's totals from workers' deltas keep one count per outcome; the order faults came on does not matter."""
+    master = VerdictBook()
+    for order in (("cp_disconnected", "mp_down"), ("mp_down", "cp_disconnected")):
+        worker, timeline = VerdictBook(), FaultTimeline()
+        data = two_faults(100.0)
+        data["active"].sort(key=lambda fault: order.index(fault["name"]))
+        timeline.observe(data, now=101.0)
+        worker.submit(HEALTHY, "cmg.503", start=98.0, end=99.0)
+        worker.settle(timeline, SETTINGS, now=101.0)
+        master.merge(worker.drain())
+    assert master.snapshot()["faults"] == {"cp_disconnected + mp_down": {"expected": 2}}
