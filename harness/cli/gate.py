@@ -9,6 +9,7 @@ from typing import Any
 
 from harness.cli.errors import CliError
 from harness.cli.options import add_command
+from harness.results.layout import SUMMARY
 
 
 def gate_file(text: str) -> Any:
@@ -35,21 +36,11 @@ def cmd_gate(args: argparse.Namespace) -> int:
     from harness.gates import ResultsError, check
 
     try:
-        return check(args.gate, args.results).exit_code
+        result = check(args.gate, args.results)
     except ResultsError as error:
         raise CliError(str(error)) from None
+    if (Path(args.results) / SUMMARY).is_file():
+        from harness.report.run_html import report_after_run  # jinja2 only when there is a report to write
 
-
-def judge_run(gate: Any, out: Path, run_exit: int) -> int:
-    """Judge a finished run against its gate; a failed run (1) outranks a crossed threshold (3)."""
-    from harness.gates import ResultsError, check, run_exit_code
-
-    try:
-        result = check(gate, out)
-    except ResultsError as error:
-        print(f"cmg-harness: the gate could not be judged: {error}", file=sys.stderr)
-        return run_exit or 1
-    from harness.report.run_html import report_after_run
-
-    report_after_run(out, sys.stdout)  # again, now with the gate's verdict in it
-    return run_exit_code(run_exit, result)
+        report_after_run(Path(args.results), sys.stdout)  # again, now with this gate's verdict in it
+    return result.exit_code

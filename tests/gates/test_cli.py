@@ -91,3 +91,19 @@ def test_the_gate_command_runs_as_a_program(tmp_path: Path) -> None:
                           capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 3, done.stderr
     assert "gate FAIL: 1 of 1 thresholds crossed (exit 3)" in done.stdout
+
+
+def test_judging_a_finished_run_again_renders_its_report_with_the_new_verdict(tmp_path: Path) -> None:
+    """The run report of a finished run (one with summary.json) is written again after a gate judges it, so it shows
+    the verdict of the gate just applied; results without a summary get no report."""
+    import shutil
+
+    results = write_results(tmp_path / "run", [REAL_STS_ENTRY])
+    fixture = Path(__file__).resolve().parents[1] / "report" / "data" / "run-cp-flap"
+    shutil.copy(fixture / "summary.json", results / "summary.json")
+    assert main(["gate", gate_file(tmp_path, FAILING, "strict-latency.yaml"), str(results)]) == 3
+    report = (results / "report.html").read_text()
+    assert "p99 &lt; 50ms" in report or "p99 < 50ms" in report
+    bare = write_results(tmp_path / "bare", [REAL_STS_ENTRY])
+    main(["gate", gate_file(tmp_path, PASSING), str(bare)])
+    assert not (bare / "report.html").exists()
