@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from mock_site.testing import RunningSite, SiteClient, running_site
+
+#: Where tests keep what a person looks at afterwards (browser screenshots): $CMG_TEST_ARTIFACTS, or
+#: results/test-artifacts/ in the checkout (ignored by git; CI can publish it).
+ARTIFACTS_DIR = Path(os.environ.get("CMG_TEST_ARTIFACTS") or Path(__file__).resolve().parents[1] / "results" /
+                     "test-artifacts")
+
+
+@pytest.fixture
+def artifacts_dir() -> Path:
+    """The directory test artifacts are kept in (created); each test names its files so they do not collide."""
+    ARTIFACTS_DIR.mkdir(parents=True, exist_ok=True)
+    return ARTIFACTS_DIR
 
 
 @pytest.fixture(scope="module")

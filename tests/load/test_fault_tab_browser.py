@@ -63,7 +63,7 @@ async def _screenshot(tab: Page, path: Path) -> None:
 
 
 def test_a_fault_switched_from_the_tab_is_on_shows_its_time_left_and_moves_the_verdicts(
-        clean_site: RunningSite, tmp_path: Path) -> None:
+        clean_site: RunningSite, tmp_path: Path, artifacts_dir: Path) -> None:
     """With a swarm running: the catalogue, the schedule's upcoming switch; a fault switched on from its row is on at the
     site and in the tab with its time left running down; verdicts count under it; it switches off from its row; a
     fault's parameters go as name=value (an unknown one refused); no script error on the page."""
@@ -100,7 +100,7 @@ def test_a_fault_switched_from_the_tab_is_on_shows_its_time_left_and_moves_the_v
                 await tab.wait_for(f"Number({active}.querySelector('.time-left').textContent) < {left}")
                 status = await tab.evaluate("document.getElementById('cmg-fault-status').textContent")
                 assert "cp_disconnected switched on" in status
-                shot = tmp_path / "fault-tab.png"
+                shot = artifacts_dir / "fault-tab.png"
                 await _screenshot(tab, shot)
                 print(f"fault tab screenshot: {shot}")
                 assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 10_000
@@ -110,7 +110,7 @@ def test_a_fault_switched_from_the_tab_is_on_shows_its_time_left_and_moves_the_v
                 await _open_tab(tab, "Chaos verdicts")
                 await tab.wait_for("[...document.querySelectorAll('tr')].some((r) => "
                                    "r.textContent.startsWith('faults oncp_disconnected'))", 30)
-                await _screenshot(tab, tmp_path / "verdict-tab.png")
+                await _screenshot(tab, artifacts_dir / "verdict-tab.png")
 
                 await _open_tab(tab, "Fault controls")
                 await tab.wait_for(f"!!{active}")

@@ -80,11 +80,11 @@ def test_the_console_check_catches_a_page_error(tmp_path: Path) -> None:
 @pytest.mark.slow
 @pytest.mark.browser
 @pytest.mark.skipif(CHROMIUM is None, reason="needs headless Chromium (Debian's chromium)")
-def test_the_report_of_a_real_run_renders_in_chromium_without_console_errors(capacity_results: Path,
-                                                                             tmp_path: Path) -> None:
+def test_the_report_of_a_real_run_renders_in_chromium_without_console_errors(capacity_results: Path, tmp_path: Path,
+                                                                             artifacts_dir: Path) -> None:
     """Headless Chromium draws the page to a screenshot and logs nothing to the console."""
     report = write_report(capacity_results)
-    screenshot = capacity_results / "capacity-report.png"
+    screenshot = artifacts_dir / "capacity-report.png"
     result = _chromium(report.as_uri(), tmp_path / "profile", screenshot)
     assert result.returncode == 0, result.stderr[-2000:]
     assert _console_lines(result.stderr) == []

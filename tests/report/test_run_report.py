@@ -259,10 +259,11 @@ def chromium_screenshot(page: Path, profile: Path, screenshot: Path) -> list[str
 
 @pytest.mark.browser
 @pytest.mark.skipif(CHROMIUM is None, reason="needs headless Chromium (Debian's chromium)")
-def test_the_run_report_renders_in_chromium_without_console_errors(run_dir: Path, tmp_path: Path) -> None:
+def test_the_run_report_renders_in_chromium_without_console_errors(run_dir: Path, tmp_path: Path,
+                                                                   artifacts_dir: Path) -> None:
     """Headless Chromium draws the page (screenshot kept in the test's directory) and logs nothing."""
     page = write_run_report(run_dir)
-    assert chromium_screenshot(page, tmp_path / "profile", tmp_path / "run-report.png") == []
+    assert chromium_screenshot(page, tmp_path / "profile", artifacts_dir / "run-report.png") == []
 
 
 CHAOS = "faults:\n  - fault: cp_disconnected\n    start: 6\n    duration: 4\n"
@@ -312,9 +313,10 @@ def test_the_verdict_history_ends_at_the_runs_verdict_totals(real_run: Path) -> 
 @pytest.mark.slow
 @pytest.mark.browser
 @pytest.mark.skipif(CHROMIUM is None, reason="needs headless Chromium (Debian's chromium)")
-def test_the_report_of_a_real_run_renders_in_chromium(real_run: Path, tmp_path: Path) -> None:
+def test_the_report_of_a_real_run_renders_in_chromium(real_run: Path, tmp_path: Path, artifacts_dir: Path) -> None:
     """The report a run wrote draws in headless Chromium with nothing on the console (screenshot kept)."""
-    assert chromium_screenshot(real_run / "report.html", tmp_path / "profile", tmp_path / "real-run-report.png") == []
+    shot = artifacts_dir / "real-run-report.png"
+    assert chromium_screenshot(real_run / "report.html", tmp_path / "profile", shot) == []
 
 
 def test_unexpected_examples_are_shown_with_their_trails(run_dir: Path) -> None:
