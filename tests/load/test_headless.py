@@ -84,7 +84,7 @@ def test_an_interrupted_run_is_marked_with_its_signal_and_does_not_pass(tmp_path
     lines = format_summary(summary).splitlines()
     assert lines[0] == "INTERRUPTED by SIGTERM: a partial run"
     assert lines[-2] == "INTERRUPTED by SIGTERM: what was collected until then"
-    assert lines[-1] == f"results in {tmp_path}: summary.json"
+    assert lines[-1] == f"results in {tmp_path}: report.html, summary.json"
     assert "installed 10  registered 10" in "\n".join(lines)
 
 
@@ -350,7 +350,7 @@ def test_the_screen_ends_with_outcomes_faults_the_gate_the_verdict_and_then_the_
                                           "verdicts ", "faults ", "recovery after", "gate smoke",
                                           "gate PASS", "FAIL: ", "results in ")]
     assert order == sorted(order)
-    assert lines[-1] == f"results in {tmp_path}: summary.json" and lines[-2].startswith("FAIL: 1 unexpected")
+    assert lines[-1] == f"results in {tmp_path}: report.html, summary.json" and lines[-2].startswith("FAIL: 1 unexpected")
 
 
 def test_a_crossed_gate_turns_a_passing_run_into_a_fail_after_the_gate_lines(tmp_path: Path) -> None:
@@ -389,7 +389,7 @@ def test_an_interrupted_run_says_its_gate_was_not_judged(tmp_path: Path) -> None
     lines = screen.getvalue().strip().splitlines()
     assert lines[-3] == "gate smoke: not judged: the run was interrupted"
     assert lines[-2].startswith("INTERRUPTED by SIGINT: what was collected until then")
-    assert lines[-1] == f"results in {tmp_path}: run.json, summary.json"
+    assert lines[-1] == f"results in {tmp_path}: run.json, report.html, summary.json"
 
 
 def test_a_capacity_report_that_could_not_be_made_says_why_before_the_verdict(tmp_path: Path) -> None:
