@@ -85,11 +85,13 @@ def client_id_bytes(client_id: str) -> bytes:
     return client_id.encode("utf-16-le") + b"\x00\x00"
 
 
-def hook_properties(key: rsa.RSAPrivateKey, client_id: str, payload: bytes, machine: str) -> tuple[tuple[str, str], ...]:
-    """The clientauth hook's properties, in the order the public tools send them."""
+def hook_properties(key: rsa.RSAPrivateKey, client_id: str, payload: bytes, machine: str, *,
+                    public_key: str | None = None) -> tuple[tuple[str, str], ...]:
+    """The clientauth hook's properties, in the order the public tools send them (``public_key``: the key's blob,
+    when the caller keeps it)."""
     return (
         ("AuthSenderMachine", machine),
-        ("PublicKey", public_key_blob(key.public_key())),
+        ("PublicKey", public_key if public_key is not None else public_key_blob(key.public_key())),
         ("ClientIDSignature", clientauth_signature(key, client_id_bytes(client_id))),
         ("PayloadSignature", clientauth_signature(key, payload)),
         ("ClientCapabilities", "NonSSL"),

@@ -147,6 +147,11 @@ def _encoded_body(body_xml: str, compressed: bool) -> tuple[int, bytes]:
     return len(raw), _compress(raw) if compressed else raw
 
 
+def encoded_body(body_xml: str, compressed: bool) -> tuple[int, bytes]:
+    """The body part ``encode_message`` sends for ``body_xml``: (uncompressed length, bytes as sent)."""
+    return _encoded_body(body_xml, compressed)
+
+
 def encode_message(header: MessageHeader, body_xml: str) -> bytes:
     """The multipart body of a CCM message (send with ``Content-Type: CONTENT_TYPE``)."""
     length, payload = _encoded_body(body_xml, header.compressed)
