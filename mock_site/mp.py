@@ -27,8 +27,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from cmg_protocol import clientauth, envelope, messages, tokens
 from cmg_protocol.clientauth import ClientAuthError
-from cmg_protocol.cms import encrypt_enveloped
 from cmg_protocol.clock import Clock
+from cmg_protocol.cms import encrypt_enveloped
 from cmg_protocol.envelope import EnvelopeError, MessageHeader
 from cmg_protocol.ids import braced_guid
 from cmg_protocol.messages import MessageError
@@ -427,8 +427,10 @@ class MpApp:
         encryption = _certificate(request.encryption_cert_hex, "encryption")
         if not request.signature_hex:
             raise SignatureRefused("the registration request carries no signature")
+        signing_key = signing.public_key()
+        assert isinstance(signing_key, rsa.RSAPublicKey)  # _certificate refuses any other key
         try:
-            envelope.verify_clientauth_signature(signing.public_key(), _registration_signed_bytes(body_xml),
+            envelope.verify_clientauth_signature(signing_key, _registration_signed_bytes(body_xml),
                                                  request.signature_hex)
         except EnvelopeError:
             raise SignatureRefused("the registration signature does not verify with the signing certificate "
