@@ -374,3 +374,16 @@ def test_certificates_of_an_unknown_client_are_refused(db: SiteDatabase) -> None
     smsid = register(db).smsid
     with pytest.raises(SiteDataError, match="signing certificate must be"):
         db.set_client_certificates(smsid, b"", b"e")
+
+
+def test_a_database_from_before_the_certificate_tables_gets_them(tmp_path: Path, clock: FakeClock) -> None:
+    """A schema-1 file written before registered certificates were kept opens and gains the two tables."""
+    path = tmp_path / "old.db"
+    SiteDatabase(path, clock=clock).close()
+    with sqlite3.connect(path) as conn:
+        conn.execute("DROP TABLE client_certificates")
+        conn.execute("DROP TABLE certificates")
+    with SiteDatabase(path, clock=clock, rng=random.Random(3)) as db:
+        smsid = register(db).smsid
+        db.set_client_certificates(smsid, b"s", b"e")
+        assert db.client_certificates(smsid) == (b"s", b"e")
