@@ -75,10 +75,12 @@ class MessageHeader:
 
 @dataclass(frozen=True, slots=True)
 class Message:
-    """A decoded CCM message: its header and its body XML."""
+    """A decoded CCM message: its header, its body XML, and the body part's bytes as sent (what PayloadSignature
+    signs: compressed when the zlib hook is on)."""
 
     header: MessageHeader
     body_xml: str
+    payload: bytes = b""
 
 
 # --- encoding ------------------------------------------------------------------------------------------------------
@@ -145,6 +147,11 @@ def _encoded_body(body_xml: str, compressed: bool) -> tuple[int, bytes]:
     return len(raw), _compress(raw) if compressed else raw
 
 
+def encoded_body(body_xml: str, compressed: bool) -> tuple[int, bytes]:
+    """The body part ``encode_message`` sends for ``body_xml``: (uncompressed length, bytes as sent)."""
+    return _encoded_body(body_xml, compressed)
+
+
 def encode_message(header: MessageHeader, body_xml: str) -> bytes:
     """The multipart body of a CCM message (send with ``Content-Type: CONTENT_TYPE``)."""
     length, payload = _encoded_body(body_xml, header.compressed)
@@ -174,7 +181,7 @@ _FAST_HEADER = re.compile(
 )
 
 
-def _parse_header_fast(text: str) -> tuple[MessageHeader, int] | None:
+def _parse_header_fast(text: str) -> tuple[MessageHeader, int, int] | None:
     m = _FAST_HEADER.fullmatch(text)
     if m is None:
         return None
@@ -196,7 +203,7 @@ def _parse_header_fast(text: str) -> tuple[MessageHeader, int] | None:
         compressed=bool(g[15]),
         reply_compression=g[0] is not None,
     )
-    return header, int(g[14])
+    return header, 0, int(g[14])
 
 
 def _int_field(value: str | None, name: str) -> int:
@@ -209,7 +216,7 @@ def _int_field(value: str | None, name: str) -> int:
     return number
 
 
-def _parse_header_xml(text: str) -> tuple[MessageHeader, int]:
+def _parse_header_xml(text: str) -> tuple[MessageHeader, int, int]:
     try:
         msg = parse_xml(text, max_chars=MAX_HEADER_BYTES)
     except MessageError as exc:
@@ -251,7 +258,7 @@ def _parse_header_xml(text: str) -> tuple[MessageHeader, int]:
         reply_compression=reply_compression.lower() == "zlib",
         client_auth=client_auth,
     )
-    return header, _int_field(body.get("Length"), "Body Length")
+    return header, _int_field(body.get("Offset", "0"), "Body Offset"), _int_field(body.get("Length"), "Body Length")
 
 
 def _boundary_from(content_type: str | None) -> bytes:
@@ -338,8 +345,7 @@ def decode_message(
         header_text = header_bytes.decode("utf-16")
     except UnicodeDecodeError as exc:
         raise EnvelopeError(f"header part is not valid UTF-16: {exc.reason}") from None
-    parsed = _parse_header_fast(header_text) or _parse_header_xml(header_text)
-    header, length = parsed
+    header, offset, length = _parse_header_fast(header_text) or _parse_header_xml(header_text)
 
     payload = _split_part(data[body_start:body_end], BODY_PART_TYPE, "body")
     if header.compressed:
@@ -348,15 +354,21 @@ def decode_message(
         raise EnvelopeError(f"body of {len(payload)} bytes exceeds the limit of {max_body_bytes} bytes")
     else:
         raw = payload
-    if len(raw) != length:
-        raise EnvelopeError(f"body is {len(raw)} bytes but the header's Body Length says {length}")
-    if raw.endswith(b"\x00\x00") and len(raw) % 2 == 0:
+    # The MP reads the Offset/Length range and ignores what follows it: the public tools compress two more bytes
+    # (CR LF) after the NUL-terminated text, and some announce the length without the terminator.
+    if offset + length > len(raw):
+        raise EnvelopeError(f"body is {len(raw)} bytes but the header's Body Offset {offset} and Length {length} "
+                            f"reach byte {offset + length}")
+    if length % 2:
+        raise EnvelopeError(f"Body Length {length} is odd: a UTF-16 body has an even number of bytes")
+    raw = raw[offset : offset + length]
+    if raw.endswith(b"\x00\x00"):
         raw = raw[:-2]
     try:
         body_xml = raw.decode("utf-16-le")
     except UnicodeDecodeError as exc:
         raise EnvelopeError(f"body is not valid UTF-16LE: {exc.reason} at byte {exc.start}") from None
-    return Message(header=header, body_xml=body_xml)
+    return Message(header=header, body_xml=body_xml, payload=payload)
 
 
 # --- the clientauth hook's signatures ------------------------------------------------------------------------------

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
+from enum import IntFlag
 from typing import ClassVar, Self
 from urllib.parse import quote
 
@@ -71,11 +73,47 @@ class RequestAssignments:
         )
 
 
-def policy_location(policy_id: str, policy_version: str) -> str:
-    """The ``<mp>``-relative URL of a policy body, as the MP puts it in a ``PolicyLocation``."""
-    # synthetic: not the public ConfigMgr format (the query naming the policy)
-    query = quote(f"{policy_id}.{policy_version}", safe="{}-._~:@!$'()*+,;=")
+class PolicyFlags(IntFlag):
+    """The bits of a policy's ``PolicyFlags``, by the names the client tools and SDK give them."""
+
+    NONE = 0
+    TASKSEQUENCE = 0x01
+    REQUIRESAUTH = 0x02  # the body is fetched with ClientToken / ClientTokenSignature
+    SECRET = 0x04  # the body is CMS EnvelopedData for the client's encryption certificate
+    INTRANETONLY = 0x08
+    PERSISTWHOLEPOLICY = 0x10
+    AUTHORIZEDDYNAMICDOWNLOAD = 0x20
+    COMPRESSED = 0x40
+
+
+_SHA256_HEX = re.compile(r"[0-9A-F]{64}")
+_VERSION = re.compile(r"\d{1,9}\.\d{2}")
+
+
+def policy_location(policy_id: str, policy_version: str, *, sha256: str | None = None) -> str:
+    """The ``<mp>``-relative URL of a policy body, as the MP puts it in a ``PolicyLocation``.
+
+    With ``sha256`` (the body's hash, 64 hex digits) the query is ``{id}.SHA256:<HEX>``, else ``{id}.<n>_00`` for
+    version ``n.00``: the two shapes public logs and tools show.
+    """
+    if sha256 is not None:
+        if not _SHA256_HEX.fullmatch(sha256.upper()):
+            raise MessageError(f"policy hash must be 64 hex digits, got {sha256[:80]!r}")
+        tail = f"SHA256:{sha256.upper()}"
+    else:
+        if not _VERSION.fullmatch(policy_version):
+            raise MessageError(f"PolicyVersion must be <n>.<nn>, got {policy_version[:40]!r}")
+        tail = policy_version.replace(".", "_")
+    query = quote(f"{policy_id}.{tail}", safe="{}-._~:@!$'()*+,;=")
     return f"http://{MP_PLACEHOLDER}/SMS_MP/.sms_pol?{query}"
+
+
+def policy_query_parts(query: str) -> tuple[str, str]:
+    """The policy id and the version-or-hash tail of a ``.sms_pol`` query (``{id}.1_00``, ``{id}.SHA256:…``)."""
+    policy_id, separator, tail = query.rpartition(".")
+    if not separator or not policy_id or not tail:
+        raise MessageError(f"policy query is not <id>.<version>_00 or <id>.SHA256:<hex>: {query[:80]!r}")
+    return policy_id, tail
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,6 +202,21 @@ class PolicyBody:
             f'<{self.ROOT} PolicyID="{escape_attr(self.policy_id)}" PolicyVersion="{escape_attr(self.policy_version)}">'
             f'<PolicyAction PolicyActionType="WMI-XML">{escape_text(self.body)}</PolicyAction></{self.ROOT}>'
         )
+
+    def to_bytes(self) -> bytes:
+        """The body as served: UTF-16LE with a byte order mark."""
+        return b"\xff\xfe" + self.to_xml().encode("utf-16-le")
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Self:
+        """Read a served body: UTF-16 with a byte order mark (a NUL terminator, as in a decrypted one, is dropped)."""
+        if data[:2] not in (b"\xff\xfe", b"\xfe\xff"):
+            raise MessageError("policy body is not UTF-16 with a byte order mark")
+        try:
+            text = data.decode("utf-16")
+        except UnicodeDecodeError as exc:
+            raise MessageError(f"policy body is not valid UTF-16: {exc.reason}") from None
+        return cls.from_xml(text.rstrip("\x00"))
 
     @classmethod
     def from_xml(cls, text: str) -> Self:

@@ -37,3 +37,6 @@ MP_NO_CP_CERTIFICATE = "MP_Connection_Point_Certificate_Required"  # synthetic: 
 MP_BAD_MESSAGE = "MP_Bad_Message"  # synthetic: not the public ConfigMgr format
 #: Identity headers (the CMG's client certificate, the public URI) from a caller that is not a connection point.
 MP_IDENTITY_HEADER_REFUSED = "MP_Identity_Header_Refused"  # synthetic: not the public ConfigMgr format
+#: A registration or policy request whose signature does not verify (registration: against the signing certificate it
+#: carries; policy: against the certificate the client registered).
+MP_SIGNATURE_INVALID = "MP_Signature_Invalid"  # synthetic: not the public ConfigMgr format

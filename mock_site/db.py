@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import random
 import re
 import sqlite3
@@ -61,12 +62,24 @@ _SCHEMA = (
     "CREATE INDEX tokens_issued_at ON tokens (issued_at)",
 )
 
+# The certificates a client registered (signing, encryption), kept once per distinct certificate: simulated devices of
+# one process share a certificate. Added after schema version 1, so created where missing rather than by a new version.
+_CERTIFICATE_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS certificates (sha256 TEXT PRIMARY KEY, der BLOB NOT NULL)",
+    """CREATE TABLE IF NOT EXISTS client_certificates (
+        smsid      TEXT PRIMARY KEY,
+        signing    TEXT NOT NULL REFERENCES certificates (sha256),
+        encryption TEXT NOT NULL REFERENCES certificates (sha256)
+    )""",
+)
+
 _CLIENT_COLUMNS = (
     "smsid, device_id, tenant_id, netbios_name, fq_name, auth, cert_thumbprint, approval_status, first_seen, last_seen, "
     "registrations"
 )
 # NetBIOS computer names: at most 15 characters, none of the reserved punctuation, no spaces.
 _NETBIOS_NAME = re.compile(r"[^\s\\/:*?\"<>|.]{1,15}")
+_MAX_CERTIFICATE_BYTES = 16 * 1024
 _THUMBPRINT = re.compile(r"[0-9A-Fa-f]{40}|[0-9A-Fa-f]{64}")
 
 
@@ -177,11 +190,15 @@ class SiteDatabase:
                 for statement in _SCHEMA:
                     conn.execute(statement)
                 conn.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
-                return
-            row = conn.execute("SELECT version FROM schema_version").fetchone()
+                row = (SCHEMA_VERSION,)
+            else:
+                row = conn.execute("SELECT version FROM schema_version").fetchone()
         if row is None or row[0] != SCHEMA_VERSION:
             found = None if row is None else row[0]
             raise SiteDataError(f"{self.path} has schema version {found!r}; this harness reads version {SCHEMA_VERSION}")
+        with self._transaction():
+            for statement in _CERTIFICATE_SCHEMA:
+                conn.execute(statement)
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
@@ -349,6 +366,31 @@ class SiteDatabase:
                 )
                 results.append(Registration(smsid, True, APPROVAL_ENTRA))
         return results
+
+    # ---- registered certificates --------------------------------------------------------------------------------
+
+    def set_client_certificates(self, smsid: str, signing_der: bytes, encryption_der: bytes) -> None:
+        """Keep the signing and encryption certificates a registered client sent (replacing earlier ones)."""
+        client = _smsid(smsid)
+        for what, der in (("signing", signing_der), ("encryption", encryption_der)):
+            if not isinstance(der, bytes) or not 0 < len(der) <= _MAX_CERTIFICATE_BYTES:
+                raise SiteDataError(f"{what} certificate must be 1..{_MAX_CERTIFICATE_BYTES} bytes of DER")
+        signing, encryption = hashlib.sha256(signing_der).hexdigest(), hashlib.sha256(encryption_der).hexdigest()
+        with self._transaction() as conn:
+            if conn.execute("SELECT 1 FROM clients WHERE smsid = ?", (client,)).fetchone() is None:
+                raise SiteDataError(f"no registered client {smsid!r}")
+            conn.executemany("INSERT OR IGNORE INTO certificates (sha256, der) VALUES (?, ?)",
+                             ((signing, signing_der), (encryption, encryption_der)))
+            conn.execute("INSERT INTO client_certificates (smsid, signing, encryption) VALUES (?, ?, ?) "
+                         "ON CONFLICT (smsid) DO UPDATE SET signing = excluded.signing, encryption = excluded.encryption",
+                         (client, signing, encryption))
+
+    def client_certificates(self, smsid: str) -> tuple[bytes, bytes] | None:
+        """The (signing, encryption) certificates the client registered, as DER; None when it registered none."""
+        rows = self._query(
+            "SELECT s.der, e.der FROM client_certificates c JOIN certificates s ON s.sha256 = c.signing "
+            "JOIN certificates e ON e.sha256 = c.encryption WHERE c.smsid = ?", (_smsid(smsid),))
+        return (bytes(rows[0][0]), bytes(rows[0][1])) if rows else None
 
     # ---- tokens --------------------------------------------------------------------------------------------------
 

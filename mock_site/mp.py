@@ -21,11 +21,18 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from cmg_protocol import envelope, messages, tokens
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from cmg_protocol import clientauth, envelope, messages, tokens
+from cmg_protocol.clientauth import ClientAuthError
 from cmg_protocol.clock import Clock
+from cmg_protocol.cms import encrypt_enveloped
 from cmg_protocol.envelope import EnvelopeError, MessageHeader
 from cmg_protocol.ids import braced_guid
 from cmg_protocol.messages import MessageError
+from cmg_protocol.policy import PolicyFlags, policy_query_parts
 from cmg_protocol.registration import AAD_TOKEN_HEADER
 from cmg_protocol.statuses import (
     MP_BAD_MESSAGE,
@@ -33,6 +40,7 @@ from cmg_protocol.statuses import (
     MP_INVALID_TOKEN,
     MP_NO_CP_CERTIFICATE,
     MP_NOT_REGISTERED,
+    MP_SIGNATURE_INVALID,
 )
 from mock_site.asgi import BodyTooLarge, HttpRequest, Meter, read_body, respond, respond_error
 from mock_site.cmg import CLIENT_CERT_HEADER, REQUEST_URI_HEADER, ContentStore
@@ -44,6 +52,9 @@ from mock_site.sts import CcmSts
 from mock_site.token_checks import CcmTokenVerifier, EntraTokenVerifier
 
 MAX_MESSAGE_BYTES = 1024 * 1024
+_DER = serialization.Encoding.DER
+POLICY_CONTENT_TYPE = "text/xml; charset=utf-16"  # synthetic: not the public ConfigMgr format (the header's value)
+SECRET_POLICY_CONTENT_TYPE = "application/octet-stream"  # synthetic: not the public ConfigMgr format
 
 #: The client package version the site hands out (the walk-through installs 5.00.8968.1000).
 CLIENT_PACKAGE_ID = "CS100001"
@@ -76,22 +87,114 @@ def _is_smsid(value: str) -> bool:
     return True
 
 
-def site_policies(site_code: str, count: int = 6) -> tuple[messages.PolicyAssignment, ...]:
-    """The machine policy assignments every client receives (synthetic ids, stable per site)."""
+#: The secret policy every client gets: the network access account (its body is encrypted to each client).
+NAA_POLICY_CATEGORY = "NAAConfig"
+SECRET_POLICY_FLAGS = PolicyFlags.REQUIRESAUTH | PolicyFlags.SECRET
+
+
+def _policy_id(site_code: str, index: int) -> str:
+    return "{" + str(uuid.uuid5(uuid.NAMESPACE_OID, f"{site_code}/policy/{index}")).upper() + "}"
+
+
+def _policy_payload(policy_id: str, category: str) -> str:
+    # synthetic: not the public ConfigMgr format (the policy's WMI-XML instances are ours)
+    return f'<PolicyRule PolicyRuleID="{policy_id}" Category="{category}"/>'
+
+
+def naa_payload(site_code: str) -> str:
+    """The network access account policy's payload (the secret the client must decrypt)."""
+    # synthetic: not the public ConfigMgr format (real values are obfuscated blobs; these are UTF-16LE hex)
+    user = f"{site_code}\\svc-naa".encode("utf-16-le").hex().upper()
+    secret = f"naa-{site_code}-secret".encode("utf-16-le").hex().upper()
+    return ('<instance class="CCM_NetworkAccessAccount">'
+            f'<property name="NetworkAccessUsername" type="8" secret="1"><value>{user}</value></property>'
+            f'<property name="NetworkAccessPassword" type="8" secret="1"><value>{secret}</value></property></instance>')
+
+
+@dataclass(frozen=True, slots=True)
+class SitePolicy:
+    """A policy the site assigns: its assignment and the body it serves (clear text before any encryption)."""
+
+    assignment: messages.PolicyAssignment
+    body: bytes
+
+    @property
+    def secret(self) -> bool:
+        return bool(self.assignment.policy_flags & PolicyFlags.SECRET)
+
+    @property
+    def requires_auth(self) -> bool:
+        return bool(self.assignment.policy_flags & (PolicyFlags.REQUIRESAUTH | PolicyFlags.SECRET))
+
+
+def site_policy_set(site_code: str, count: int = 6) -> tuple[SitePolicy, ...]:
+    """The machine policies every client receives (synthetic ids, stable per site): ``count`` plain ones, addressed by
+    the SHA-256 of their body, then the secret network access account policy, addressed by version."""
     categories = ("Machine", "ClientAgentConfig", "SoftwareUpdates", "Compliance", "Inventory", "Endpoint")
-    assignments = []
+    result = []
     for index in range(count):
-        policy_id = "{" + str(uuid.uuid5(uuid.NAMESPACE_OID, f"{site_code}/policy/{index}")).upper() + "}"
-        version = "1.00"
-        assignments.append(messages.PolicyAssignment(
-            policy_id=policy_id,
-            policy_version=version,
-            policy_type="Machine",
-            policy_category=categories[index % len(categories)],
-            policy_flags=0,
-            location_url=messages.policy_location(policy_id, version),
-        ))
-    return tuple(assignments)
+        policy_id, category = _policy_id(site_code, index), categories[index % len(categories)]
+        body = messages.PolicyBody(policy_id=policy_id, policy_version="1.00",
+                                   body=_policy_payload(policy_id, category)).to_bytes()
+        digest = hashlib.sha256(body).hexdigest().upper()
+        result.append(SitePolicy(messages.PolicyAssignment(
+            policy_id=policy_id, policy_version="1.00", policy_type="Machine", policy_category=category,
+            policy_flags=int(PolicyFlags.NONE), location_url=messages.policy_location(policy_id, "1.00", sha256=digest),
+        ), body))
+    naa_id = _policy_id(site_code, count)
+    # The decrypted body is NUL-terminated UTF-16LE, as the public tools read it.
+    naa_body = messages.PolicyBody(policy_id=naa_id, policy_version="2.00",
+                                   body=naa_payload(site_code)).to_xml().encode("utf-16-le") + b"\x00\x00"
+    result.append(SitePolicy(messages.PolicyAssignment(
+        policy_id=naa_id, policy_version="2.00", policy_type="Machine", policy_category=NAA_POLICY_CATEGORY,
+        policy_flags=int(SECRET_POLICY_FLAGS), location_url=messages.policy_location(naa_id, "2.00"),
+    ), naa_body))
+    return tuple(result)
+
+
+def site_policies(site_code: str, count: int = 6) -> tuple[messages.PolicyAssignment, ...]:
+    """The machine policy assignments every client receives."""
+    return tuple(policy.assignment for policy in site_policy_set(site_code, count))
+
+
+@dataclass(frozen=True, slots=True)
+class RegisteredKeys:
+    """What the MP checks a registered client's signatures with and encrypts its secret policies to."""
+
+    signing: rsa.RSAPublicKey
+    encryption: x509.Certificate
+
+
+class SignatureRefused(Exception):
+    """A request's signature does not verify; the reply is 403 with the reason."""
+
+
+class UnknownClient(Exception):
+    """The request names a client the site has not registered (or whose certificates it does not hold)."""
+
+
+def _policy_key(query: str) -> tuple[str, str]:
+    policy_id, tail = policy_query_parts(query)
+    return policy_id.upper(), tail.upper()
+
+
+def _registration_signed_bytes(body_xml: str) -> bytes:
+    """The registration request's ``<Data>`` element exactly as sent, as UTF-16LE: what its signature covers."""
+    start = body_xml.find("<Data")
+    end = body_xml.find("</Data>")
+    if start < 0 or end < start:
+        raise MessageError("registration request has no <Data> element to check the signature over")
+    return body_xml[start : end + len("</Data>")].encode("utf-16-le")
+
+
+def _certificate(hex_der: str, what: str) -> x509.Certificate:
+    try:
+        cert = x509.load_der_x509_certificate(bytes.fromhex(hex_der))
+    except ValueError:
+        raise MessageError(f"the {what} certificate is not hex-encoded DER") from None
+    if not isinstance(cert.public_key(), rsa.RSAPublicKey):
+        raise MessageError(f"the {what} certificate does not hold an RSA key")
+    return cert
 
 
 class MpApp:
@@ -120,8 +223,14 @@ class MpApp:
         # Clients are never unregistered here, so a positive answer from the database can be remembered.
         self._registered: set[str] = set()
         self._pki_clients: dict[str, str] = {}  # SMSID -> thumbprint of the certificate it registered with
-        self.policies = site_policies(config.site_code)
-        self._policy_bodies = {(p.policy_id, p.policy_version): p for p in self.policies}
+        self.policy_set = site_policy_set(config.site_code)
+        self.policies = tuple(p.assignment for p in self.policy_set)
+        self._policy_bodies = {_policy_key(unquote(urlsplit(p.assignment.location_url).query)): p
+                               for p in self.policy_set}
+        # Registered certificates by client, and key objects by certificate, so devices sharing one share the objects.
+        self._client_keys: dict[str, RegisteredKeys] = {}
+        self._other_key: rsa.RSAPublicKey | None = None
+        self._keys_by_der: dict[tuple[bytes, bytes], RegisteredKeys] = {}
         # Every client gets the same machine policy here, so the reply XML is built once.
         self._policy_reply_xml = messages.ReplyAssignments(assignments=self.policies).to_xml()
         seed = hashlib.sha256(b"ccmsetup.cab").digest()
@@ -173,8 +282,9 @@ class MpApp:
                 await self._mplist(send)
             return "/SMS_MP/.sms_aut"
         if path == "/sms_mp/.sms_pol":
-            if await self._caller(request, send) is not None:
-                await self._policy_body(request, send)
+            policy_caller = await self._caller(request, send)
+            if policy_caller is not None:
+                await self._policy_body(request, policy_caller, send)
             return "/SMS_MP/.sms_pol"
         if path == "/downloadrestservice.svc/getcontentxmlsecure":
             # Content from the MP through the proxy (the walk-through's fallback when cloud storage lacks it).
@@ -275,7 +385,7 @@ class MpApp:
             elif target == "MP_LocationManager":
                 reply = self._location(message.body_xml, cmg_host)
             elif target == "MP_PolicyManager":
-                policy_reply = self._policy(message.body_xml, caller)
+                policy_reply = self._policy(message, caller)
                 if policy_reply is None:
                     await respond_error(send, 403, MP_NOT_REGISTERED, "the client is not registered")
                     return
@@ -283,6 +393,13 @@ class MpApp:
             else:
                 await respond_error(send, 404, MP_BAD_MESSAGE, f"unknown target endpoint {target!r}")
                 return
+        except SignatureRefused as refused:
+            self.metrics.token_rejected("signature")
+            await respond_error(send, 403, MP_SIGNATURE_INVALID, str(refused))
+            return
+        except UnknownClient as unknown:
+            await respond_error(send, 403, MP_NOT_REGISTERED, str(unknown))
+            return
         except (MessageError, SiteDataError) as bad:
             await respond_error(send, 400, MP_BAD_MESSAGE, str(bad))
             return
@@ -305,6 +422,19 @@ class MpApp:
     def _register(self, body_xml: str, caller: Caller) -> str:
         request = messages.RegistrationRequest.from_xml(body_xml)
         log = self._registration_log
+        # The request is signed with the key of the signing certificate it carries: check it before anything is kept.
+        signing = _certificate(request.signing_cert_hex, "signing")
+        encryption = _certificate(request.encryption_cert_hex, "encryption")
+        if not request.signature_hex:
+            raise SignatureRefused("the registration request carries no signature")
+        signing_key = signing.public_key()
+        assert isinstance(signing_key, rsa.RSAPublicKey)  # _certificate refuses any other key
+        try:
+            envelope.verify_clientauth_signature(signing_key, _registration_signed_bytes(body_xml),
+                                                 request.signature_hex)
+        except EnvelopeError:
+            raise SignatureRefused("the registration signature does not verify with the signing certificate "
+                                   "the request carries") from None
         now_stamp = datetime.fromtimestamp(self.clock(), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         if caller.entra_claims is not None:
             claims = caller.entra_claims
@@ -322,6 +452,8 @@ class MpApp:
                                                    auth="pki", cert_thumbprint=thumbprint)
         else:  # _registering lets no token caller through without its Entra identity
             raise MessageError("registration carries neither an Entra identity nor a client certificate")
+        self.db.set_client_certificates(registration.smsid, signing.public_bytes(_DER), encryption.public_bytes(_DER))
+        self._client_keys.pop(registration.smsid, None)
         if log is not None:
             log.info(f"Processing Registration request from Client '{registration.smsid}'")
         self.metrics.registration("created" if registration.created else "renewed")
@@ -348,13 +480,45 @@ class MpApp:
             return messages.ContentLocationReply(site_code=self.config.site_code, urls=(url,)).to_xml()
         raise MessageError(f"MP_LocationManager does not handle {root!r}")
 
-    def _policy(self, body_xml: str, caller: Caller) -> str | None:
-        request = messages.RequestAssignments.from_xml(body_xml)
+    def _keys(self, smsid: str) -> RegisteredKeys:
+        """The registered client's signing key and encryption certificate, or UnknownClient."""
+        keys = self._client_keys.get(smsid)
+        if keys is None:
+            ders = self.db.client_certificates(smsid)
+            if ders is None:
+                raise UnknownClient(f"the site holds no registration certificates for client {smsid}")
+            keys = self._keys_by_der.get(ders)
+            if keys is None:
+                if len(self._keys_by_der) >= 4096:
+                    self._keys_by_der.clear()
+                signing = x509.load_der_x509_certificate(ders[0]).public_key()
+                assert isinstance(signing, rsa.RSAPublicKey)  # checked at registration
+                keys = self._keys_by_der[ders] = RegisteredKeys(signing, x509.load_der_x509_certificate(ders[1]))
+            self._client_keys[smsid] = keys
+        return keys
+
+    def _signing_key(self, smsid: str) -> rsa.RSAPublicKey:
+        """The key the client's signatures must verify with (another one while the key-change fault is on)."""
+        if self.faults.trigger("policy_signature_mismatch", self.role) is not None:
+            return self._fault_key()
+        return self._keys(smsid).signing
+
+    def _fault_key(self) -> rsa.RSAPublicKey:
+        # The key the site "holds" for every client while the fault is on: as after the client changed its key.
+        if self._other_key is None:
+            self._other_key = rsa.generate_private_key(public_exponent=65537, key_size=2048).public_key()
+        return self._other_key
+
+    def _policy(self, message: envelope.Message, caller: Caller) -> str | None:
+        request = messages.RequestAssignments.from_xml(message.body_xml)
         client_id = request.client_id
         if not _is_smsid(client_id):
             raise MessageError(f"ClientID is not GUID:<guid>: {client_id[:80]!r}")
-        if caller.smsid and caller.smsid.upper() != client_id.upper():
+        client_id = "GUID:" + client_id[5:].upper()
+        if caller.smsid and caller.smsid.upper() != client_id:
             return None
+        if self.faults.trigger("client_unknown", self.role) is not None:
+            raise UnknownClient(f"the site does not know client {client_id}")
         if caller.client_cert is not None:
             # A PKI client asks for its own policy only: the client registered with this very certificate.
             thumbprint = hashlib.sha1(caller.client_cert).hexdigest().upper()
@@ -367,6 +531,16 @@ class MpApp:
             if self.db.client(client_id) is None:
                 return None
             self._registered.add(client_id)
+        # MP_PolicyManager takes signed requests only: the clientauth hook, with the key the client registered.
+        try:
+            clientauth.verify_hook(message.header.client_auth, self._signing_key(client_id), client_id,
+                                   message.payload)
+        except ClientAuthError as refused:
+            raise SignatureRefused(str(refused)) from None
+        if request.site_code.upper() != self.config.site_code.upper() and self._policy_log is not None:
+            # A real MP answers a request naming another site's PolicySource (public tools send a fixed SMS:PRI).
+            self._policy_log.warning(f"Policy assignments request from client {client_id} names PolicySource "
+                                     f"SMS:{request.site_code}; this site is {self.config.site_code}")
         if self._policy_log is not None:
             self._policy_log.info(f"Policy assignments request from client {client_id}: "
                                   f"{len(self.policies)} assignment(s)")
@@ -379,13 +553,44 @@ class MpApp:
                                                            ssl_state=63),))
         await respond(send, 200, mplist.to_xml().encode("utf-8"), content_type="text/xml; charset=utf-8")
 
-    async def _policy_body(self, request: HttpRequest, send: Send) -> None:
-        query = unquote(request.query)
-        policy_id, separator, version = query.partition("}.")
-        policy = self._policy_bodies.get(((policy_id + "}").upper(), version)) if separator else None
+    async def _policy_body(self, request: HttpRequest, caller: Caller, send: Send) -> None:
+        try:
+            policy = self._policy_bodies.get(_policy_key(unquote(request.query)))
+        except MessageError:
+            policy = None
         if policy is None:
-            await respond_error(send, 404, MP_BAD_MESSAGE, f"no policy {request.query!r}")
+            await respond_error(send, 404, MP_BAD_MESSAGE, f"no policy {request.query[:120]!r}")
             return
-        body = messages.PolicyBody(policy_id=policy.policy_id, policy_version=policy.policy_version,
-                                   body=f"<Policy PolicyID=\"{policy.policy_id}\" PolicyVersion=\"{version}\"/>")
-        await respond(send, 200, body.to_xml().encode("utf-8"), content_type="text/xml; charset=utf-8")
+        if not policy.requires_auth:
+            await respond(send, 200, policy.body, content_type=POLICY_CONTENT_TYPE)
+            return
+        # A policy that needs authentication is fetched with ClientToken and ClientTokenSignature, made with the
+        # signing key the client registered; a secret one comes back encrypted to the client's encryption certificate.
+        token = request.header(clientauth.CLIENT_TOKEN_HEADER.lower()) or ""
+        signature = request.header(clientauth.CLIENT_TOKEN_SIGNATURE_HEADER.lower()) or ""
+        try:
+            if not token:
+                raise ClientAuthError(f"policy {policy.assignment.policy_id} needs a ClientToken header")
+            client_id = clientauth.client_token_id(token)
+            if not _is_smsid(client_id):
+                raise ClientAuthError(f"ClientToken names no client id: {client_id[:60]!r}")
+            client_id = "GUID:" + client_id[5:].upper()
+            if caller.smsid and caller.smsid.upper() != client_id:
+                await respond_error(send, 403, MP_NOT_REGISTERED, "the ClientToken names another client than the token")
+                return
+            if self.faults.trigger("client_unknown", self.role) is not None:
+                raise UnknownClient(f"the site does not know client {client_id}")
+            keys = self._keys(client_id)
+            clientauth.verify_client_token(token, signature, self._signing_key(client_id))
+        except ClientAuthError as refused:
+            self.metrics.token_rejected("signature")
+            await respond_error(send, 403, MP_SIGNATURE_INVALID, str(refused))
+            return
+        except UnknownClient as unknown:
+            await respond_error(send, 403, MP_NOT_REGISTERED, str(unknown))
+            return
+        if policy.secret:
+            await respond(send, 200, encrypt_enveloped(policy.body, keys.encryption),
+                          content_type=SECRET_POLICY_CONTENT_TYPE)
+        else:
+            await respond(send, 200, policy.body, content_type=POLICY_CONTENT_TYPE)

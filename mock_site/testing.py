@@ -217,22 +217,52 @@ class SiteClient:
     def register(self, entra_token: str, *, netbios_name: str = "TESTDEVICE", url: str | None = None,
                  ccm_token: str | None = None, fq_name: str | None = None) -> Any:
         """Register as the device of ``entra_token``: the CCM token (from CCM_STS unless given) in Authorization,
-        the Entra token in its registration header."""
-        from cmg_protocol import messages
+        the Entra token in its registration header; signed with :func:`signing_identity_for_tests`'s key."""
+        from dataclasses import replace
 
+        from cmg_protocol import envelope, messages
+
+        key, cert_hex = signing_identity_for_tests()
         request = messages.RegistrationRequest(
             netbios_name=netbios_name, fq_name=f"{netbios_name.lower()}.contoso.com" if fq_name is None else fq_name,
-            locale_id=1033, internet_flag=2, agent_version="5.00.8968.1000", signing_cert_hex="00",
-            encryption_cert_hex="00", timestamp="2026-01-01T00:00:00Z")
+            locale_id=1033, internet_flag=2, agent_version="5.00.8968.1000", signing_cert_hex=cert_hex,
+            encryption_cert_hex=cert_hex, timestamp="2026-01-01T00:00:00Z")
+        request = replace(request, signature_hex=envelope.clientauth_signature(key, request.data_xml().encode("utf-16-le")))
         ccm = ccm_token if ccm_token is not None else self.ccm_token(entra_token)
         return self.message("MP_ClientRegistration", request.to_xml(), token=ccm, url=url, aad_token=entra_token)
 
-    def policy(self, token: str, client_id: str) -> Any:
-        from cmg_protocol import messages
+    def policy(self, token: str | None, client_id: str, *, url: str | None = None) -> Any:
+        """Ask for policy assignments as ``client_id``, with the clientauth hook of :func:`signing_identity_for_tests`."""
+        from cmg_protocol import clientauth, envelope, messages
 
         request = messages.RequestAssignments(client_id=client_id, fqdn="testdevice.contoso.com",
                                               netbios_name="TESTDEVICE", sid="", site_code=self.manifest.site_code)
-        return self.message("MP_PolicyManager", request.to_xml(), token=token)
+        body_xml = request.to_xml()
+        key, _ = signing_identity_for_tests()
+        hook = clientauth.hook_properties(key, client_id, envelope.encoded_body(body_xml, True)[1], "TESTDEVICE")
+        return self.message("MP_PolicyManager", body_xml, token=token, url=url, source_id=client_id, client_auth=hook)
+
+
+_TEST_IDENTITY: list[Any] = []
+
+
+def signing_identity_for_tests() -> tuple[Any, str]:
+    """The (RSA key, self-signed certificate as hex DER) SiteClient registers and signs with, made once per process."""
+    if not _TEST_IDENTITY:
+        import datetime as dt
+
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import rsa
+        from cryptography.x509.oid import NameOID
+
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "SMS")])
+        cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+                .serial_number(1).not_valid_before(dt.datetime(2020, 1, 1, tzinfo=dt.UTC))
+                .not_valid_after(dt.datetime(2120, 1, 1, tzinfo=dt.UTC)).sign(key, hashes.SHA256()))
+        _TEST_IDENTITY.append((key, cert.public_bytes(serialization.Encoding.DER).hex().upper()))
+    return _TEST_IDENTITY[0]
 
 
 def _ssl_context(ca_file: Path) -> Any:

@@ -53,6 +53,8 @@ _FAULT_REASONS: Mapping[str, frozenset[str]] = {
     "cp_disconnected": frozenset({oc.CMG_503}),
     # CCM_STS lives on the MP: the connection point turns its 503 into 500 CMGConnector_InternalServerError.
     "mp_down": frozenset({oc.CMG_503, oc.STS_500}),
+    "policy_signature_mismatch": frozenset({oc.MP_SIGNATURE_INVALID}),
+    "client_unknown": frozenset({oc.MP_NOT_REGISTERED}),
     "http_error": frozenset({oc.CMG_401, oc.CMG_403, oc.CMG_503, oc.STS_401, oc.STS_500, oc.REGISTRATION_REJECTED,
                              oc.AAD_NO_TOKEN}),
 }

@@ -27,7 +27,7 @@ from harness.client.clientlogs import (
     ccmhttp_error_lines,
     connection_lines,
 )
-from harness.client.device import SYSTEM_SID, DeviceProfile
+from harness.client.device import SYSTEM_SID, DeviceProfile, SmsSigningIdentity
 from harness.client.events import (
     STAGE_INSTALL,
     STAGE_REGISTRATION,
@@ -124,13 +124,18 @@ class ExchangeBase:
         return reply
 
     def _ccm_post(self, step: str, stage: str, endpoint: str, body_xml: str, *, mutual: bool, bearer: str | None = None,
-                  aad_token: str | None = None, sync_log: bool = False) -> Request:
+                  aad_token: str | None = None, sync_log: bool = False, signed: bool = False) -> Request:
         """A CCM_POST of ``body_xml`` to ``endpoint``: MutualAuth with the client certificate, else the bearer token
-        (and, for registration, the Entra token in its own header)."""
+        (and, for registration, the Entra token in its own header); ``signed`` adds the clientauth hook."""
         site, p = self.site, self.profile
         message_id = self._new_id()
+        client_auth: tuple[tuple[str, str], ...] = ()
+        if signed:
+            payload = envelope.encoded_body(body_xml, True)[1]
+            client_auth = SmsSigningIdentity.shared().clientauth(self._smsid, payload, p.netbios_name)
         header = MessageHeader(target_endpoint=endpoint, source_id=self._smsid, source_host=p.netbios_name,
-                               target_host=site.host, message_id=message_id, sent_time=self._sent_time())
+                               target_host=site.host, message_id=message_id, sent_time=self._sent_time(),
+                               client_auth=client_auth)
         headers = {"Content-Type": envelope.CONTENT_TYPE, "User-Agent": envelope.USER_AGENT}
         path = site.system_path if mutual else site.tokenauth_path
         if not mutual:

@@ -19,6 +19,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
+from cmg_protocol.clientauth import client_token, client_token_signature, hook_properties, public_key_blob
+from cmg_protocol.cms import decrypt_enveloped
 from cmg_protocol.envelope import clientauth_signature
 
 #: WAM behaviours (docs/faults.md): device token works; fails with 0xd0090016; fails with 0x800703f0; user token fails too.
@@ -305,7 +307,9 @@ class SmsSigningIdentity:
             .serial_number(1).not_valid_before(dt.datetime(2020, 1, 1, tzinfo=dt.UTC))
             .not_valid_after(dt.datetime(2120, 1, 1, tzinfo=dt.UTC)).sign(self.key, hashes.SHA256())
         )
+        self.cert = cert
         self.cert_hex = cert.public_bytes(serialization.Encoding.DER).hex().upper()
+        self.public_key_blob = public_key_blob(self.key.public_key())
 
     @classmethod
     def shared(cls) -> SmsSigningIdentity:
@@ -317,3 +321,16 @@ class SmsSigningIdentity:
     def sign(self, data: bytes) -> str:
         """A registration signature over ``data`` (RSA PKCS#1 v1.5, SHA-256, bytes reversed, upper-case hex)."""
         return clientauth_signature(self.key, data)
+
+    def clientauth(self, client_id: str, payload: bytes, machine: str) -> tuple[tuple[str, str], ...]:
+        """The clientauth hook for a message with this body part, from this client."""
+        return hook_properties(self.key, client_id, payload, machine, public_key=self.public_key_blob)
+
+    def client_token_headers(self, client_id: str, when: float) -> dict[str, str]:
+        """``ClientToken`` and ``ClientTokenSignature`` for a policy body download."""
+        token = client_token(client_id, when)
+        return {"ClientToken": token, "ClientTokenSignature": client_token_signature(self.key, token)}
+
+    def decrypt(self, data: bytes) -> bytes:
+        """Open a secret policy (CMS EnvelopedData addressed to this identity's certificate)."""
+        return decrypt_enveloped(data, self.cert, self.key)

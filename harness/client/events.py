@@ -10,7 +10,13 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from cmg_protocol import urlmap
-from cmg_protocol.statuses import CONNECTOR_PREFIX, MP_INVALID_TOKEN, TENANT_NOT_ONBOARDED
+from cmg_protocol.statuses import (
+    CONNECTOR_PREFIX,
+    MP_INVALID_TOKEN,
+    MP_NOT_REGISTERED,
+    MP_SIGNATURE_INVALID,
+    TENANT_NOT_ONBOARDED,
+)
 from harness.client import outcome as oc
 from harness.client.outcome import Outcome
 from mock_site.manifest import SiteManifest
@@ -175,7 +181,9 @@ def classify(step: str, reply: Reply) -> str | None:
         # The CMG refuses an invalid token itself; MP_Invalid_Token means a proxy let one through to the MP.
         return oc.MP_401 if reply.reason == MP_INVALID_TOKEN else oc.CMG_401
     if status == 403:
-        return oc.CMG_403
+        if reply.reason == MP_SIGNATURE_INVALID:
+            return oc.MP_SIGNATURE_INVALID
+        return oc.MP_NOT_REGISTERED if reply.reason == MP_NOT_REGISTERED else oc.CMG_403
     if status == 503:
         return oc.CMG_503
     return oc.http_reason(status)

@@ -10,6 +10,7 @@ CLI, Locust for load, hand-made replies in tests) decides how bytes move.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import sys
@@ -19,7 +20,9 @@ from urllib.parse import urlsplit
 
 from cmg_protocol import messages, urlmap
 from cmg_protocol.clock import Clock
+from cmg_protocol.cms import CmsError
 from cmg_protocol.messages import MessageError
+from cmg_protocol.policy import PolicyFlags
 from harness.client import outcome as oc
 from harness.client._exchange import RETRY_BASE_SITE_SECONDS, Failed, Step, shared
 from harness.client._tokens import RENEW_SHARE, TokenSteps
@@ -298,7 +301,7 @@ class Lifecycle(TokenSteps):
         body_xml = messages.RequestAssignments(client_id=self._smsid, fqdn=p.fq_name, netbios_name=p.netbios_name,
                                                sid=p.machine_sid, site_code=site.site_code).to_xml()
         reply = yield from self._message(STEP_POLICY_ASSIGNMENTS, STAGE_POLICY, "MP_PolicyManager", body_xml,
-                                         mutual=mutual, sync_log=True)
+                                         mutual=mutual, sync_log=True, signed=True)
         assignments = self._decode(reply, messages.ReplyAssignments, STEP_POLICY_ASSIGNMENTS, STAGE_POLICY)
         if assignments is self._seen_reply:
             return  # the very reply whose policies this device already holds: nothing changed
@@ -309,15 +312,14 @@ class Lifecycle(TokenSteps):
             if key in seen:
                 continue
             url = assignment.location_for(base)
-            build = partial(self._policy_body_request, url, urlsplit(url).path, mutual)
+            flags = assignment.policy_flags
+            signed = bool(flags & (PolicyFlags.REQUIRESAUTH | PolicyFlags.SECRET))
+            build = partial(self._policy_body_request, url, urlsplit(url).path, mutual, signed)
             if mutual:
                 reply = yield from self._exchange(build, retries=False)
             else:
                 reply = yield from self._ccm_exchange(build, STAGE_POLICY, retries=False)
-            try:
-                body = messages.PolicyBody.from_xml(reply.body.decode("utf-8"))
-            except (UnicodeDecodeError, MessageError) as exc:
-                self._fail_reply(STEP_POLICY_BODY, STAGE_POLICY, f"policy body unreadable: {exc}")
+            body = self._read_policy_body(reply.body, url, secret=bool(flags & PolicyFlags.SECRET))
             if body.policy_id != assignment.policy_id:
                 self._fail_reply(STEP_POLICY_BODY, STAGE_POLICY, f"asked for policy {assignment.policy_id}, got "
                                                                  f"{body.policy_id}")
@@ -327,9 +329,9 @@ class Lifecycle(TokenSteps):
 
 
     def _message(self, step: str, stage: str, endpoint: str, body_xml: str, *, mutual: bool,
-                 sync_log: bool = False) -> Step:
+                 sync_log: bool = False, signed: bool = False) -> Step:
         def build() -> Request:
-            return self._ccm_post(step, stage, endpoint, body_xml, mutual=mutual, sync_log=sync_log)
+            return self._ccm_post(step, stage, endpoint, body_xml, mutual=mutual, sync_log=sync_log, signed=signed)
 
         retries = stage != STAGE_POLICY  # a failed poll waits for the next cycle
         if mutual:
@@ -337,9 +339,26 @@ class Lifecycle(TokenSteps):
         return (yield from self._ccm_exchange(build, stage, retries=retries))
 
 
-    def _policy_body_request(self, url: str, name: str, mutual: bool) -> Request:
+    def _policy_body_request(self, url: str, name: str, mutual: bool, signed: bool) -> Request:
         if mutual:
-            return Request("GET", url, {}, b"", name, STAGE_POLICY, STEP_POLICY_BODY, client_cert=True)
-        return self._get(url, name, STAGE_POLICY, STEP_POLICY_BODY)
+            request = Request("GET", url, {}, b"", name, STAGE_POLICY, STEP_POLICY_BODY, client_cert=True)
+        else:
+            request = self._get(url, name, STAGE_POLICY, STEP_POLICY_BODY)
+        if signed:
+            request.headers.update(SmsSigningIdentity.shared().client_token_headers(self._smsid,
+                                                                                    self._clock() + self._skew))
+        return request
+
+    def _read_policy_body(self, data: bytes, url: str, *, secret: bool) -> messages.PolicyBody:
+        """A downloaded policy: checked against the hash its URL names, decrypted when secret, parsed."""
+        _, _, tail = urlsplit(url).query.rpartition(".")
+        if tail.upper().startswith("SHA256:") and hashlib.sha256(data).hexdigest().upper() != tail[7:].upper():
+            self._fail_reply(STEP_POLICY_BODY, STAGE_POLICY, "policy body does not match the SHA-256 its URL names")
+        try:
+            if secret:
+                data = b"\xff\xfe" + SmsSigningIdentity.shared().decrypt(data)
+            return messages.PolicyBody.from_bytes(data)
+        except (CmsError, MessageError) as exc:
+            return self._fail_reply(STEP_POLICY_BODY, STAGE_POLICY, f"policy body unreadable: {exc}")
 
 

@@ -22,6 +22,10 @@ CMG_401 = "cmg.401"
 CMG_403 = "cmg.403"
 CMG_503 = "cmg.503"
 MP_401 = "mp.401"
+#: The MP refused a signature (clientauth hook, ClientTokenSignature) that does not verify with the registered key.
+MP_SIGNATURE_INVALID = "mp.signature_invalid"
+#: The MP does not know the client asking for policy.
+MP_NOT_REGISTERED = "mp.not_registered"
 REGISTRATION_REJECTED = "registration.rejected"
 TIMEOUT = "timeout"
 CONNECT = "connect"
@@ -33,6 +37,7 @@ BAD_REPLY = "reply.malformed"
 REASONS: frozenset[str] = frozenset({
     TLS_INVALID_CA, TLS_REVOCATION_OFFLINE, TLS_REVOKED, AAD_NO_WPJ, AAD_NO_TOKEN, AAD_TENANT_NOT_ONBOARDED, STS_401,
     STS_500, CMG_401, CMG_403, CMG_503, MP_401, REGISTRATION_REJECTED, TIMEOUT, CONNECT, RESET, BAD_REPLY,
+    MP_SIGNATURE_INVALID, MP_NOT_REGISTERED,
 })
 
 #: Failures worth trying again after a back-off (network trouble and a CMG that cannot forward right now).

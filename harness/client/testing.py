@@ -105,8 +105,8 @@ class ScriptedSite:
         if step == ev.STEP_POLICY_BODY:
             query = urlsplit(request.url).query
             policy_id, _, version = query.partition("/")
-            body_xml = messages.PolicyBody(policy_id=policy_id, policy_version=version, body="<Policy/>").to_xml()
-            return Response(200, body_xml.encode(), content_type="text/xml; charset=utf-8", ms=ms)
+            body = messages.PolicyBody(policy_id=policy_id, policy_version=version, body="<Policy/>").to_bytes()
+            return Response(200, body, content_type="text/xml; charset=utf-16", ms=ms)
         message = envelope.decode_message(request.headers.get("Content-Type"), request.body)
         if step == ev.STEP_SITE_INFO:
             reply_xml = messages.SiteInfoReply(site_code="MEM", version="5.00.8968.1000", build_number=8968).to_xml()

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
+from cmg_protocol.statuses import MP_NOT_REGISTERED, MP_SIGNATURE_INVALID
+
 #: The site roles a fault can target.
 ROLES = ("cmg", "cp", "mp", "sts", "entra", "crl")
 #: The roles that forward or answer client traffic; generic network chaos applies at these (docs/faults.md).
@@ -357,6 +359,22 @@ _SPECS = (
          ParamSpec("max_delay_ms", "float", 30_000.0, "cap on the added delay in ms", minimum=0, maximum=600_000),
          ParamSpec("window_s", "float", 60.0, "a client counts as active for this many real seconds after a request",
                    minimum=1, maximum=3600)),
+    ),
+    # --- signed policy traffic (the MP checks signatures against the certificate each client registered) ---
+    FaultSpec(
+        "policy_signature_mismatch", ("mp",), "mp",
+        "The MP holds another signing key for every client than the one it signs with, as after a client changed its "
+        "key without registering again.",
+        "Policy assignment requests and authenticated policy downloads are refused with 403 MP_Signature_Invalid; "
+        "install and registration still succeed, and the next poll after the fault ends gets its policy.",
+        expected_status=403, expected_reason=MP_SIGNATURE_INVALID,
+    ),
+    FaultSpec(
+        "client_unknown", ("mp",), "mp",
+        "The MP does not find the requesting client among the registered ones (a lost or deleted registration).",
+        "Policy assignment requests and authenticated policy downloads are refused with 403 MP_Client_Not_Registered; "
+        "install and registration still succeed.",
+        expected_status=403, expected_reason=MP_NOT_REGISTERED,
     ),
 )
 

@@ -49,7 +49,8 @@ faults:
   - {fault: cp_cert_revocation_offline, start: 15, duration: 3}
   - {fault: cmg_cert_revoked, start: 19, duration: 3}
 """, 24),
-    # Entra, CCM_STS and tenant faults, hitting installs and the renewals every 7.2 s.
+    # Entra, CCM_STS and tenant faults, hitting installs and the renewals every 7.2 s; then the MP's signature checks,
+    # hitting the policy polls every second.
     "tokens": ("""
 faults:
   - {fault: tenant_not_onboarded, role: cmg, start: 1, duration: 2}
@@ -60,7 +61,9 @@ faults:
   - {fault: sts_unavailable, start: 16, duration: 2}
   - {fault: sts_error, start: 19, duration: 2}
   - {fault: tenant_not_onboarded, role: sts, start: 22, duration: 2}
-""", 26),
+  - {fault: policy_signature_mismatch, start: 25, duration: 2}
+  - {fault: client_unknown, start: 28, duration: 2}
+""", 31),
     # CCM token faults at the CMG and CCM_STS, and the proxy and network chaos.
     "network": ("""
 faults:
@@ -177,7 +180,8 @@ def test_faults_that_hit_devices_are_counted_as_causes(chaos_runs: dict[str, Any
     for _, summary in chaos_runs.values():
         causes.update(fault_involvement(summary["verdicts"]["faults"]))
     for name in ("crl_unreachable", "cmg_cert_revoked", "cp_cert_revocation_offline", "tenant_not_onboarded",
-                 "entra_bad_signature", "sts_error", "cp_disconnected", "mp_down", "http_error"):
+                 "entra_bad_signature", "sts_error", "cp_disconnected", "mp_down", "http_error",
+                 "policy_signature_mismatch", "client_unknown"):
         assert causes.get(name, {}).get("expected", 0) >= 1 and not causes[name].get("unexpected"), (name, causes)
 
 

@@ -458,3 +458,25 @@ def test_bad_lifecycle_settings_are_refused(options: dict[str, int], named: str)
     """Negative polls and zero attempts are refused by name."""
     with pytest.raises(LifecycleError, match=named):
         lc.Lifecycle(device(), scripted_endpoints(), clock=FakeClock(), rng=random.Random(1), **options)
+
+
+def test_policy_bodies_are_checked_against_their_hash_and_secret_ones_decrypted() -> None:
+    """A body whose SHA-256 is not the one its URL names is unreadable; a secret body is opened with the device key."""
+    import hashlib
+
+    from cmg_protocol.cms import encrypt_enveloped
+    from harness.client._exchange import Failed
+    from harness.client.device import SmsSigningIdentity
+
+    life, _, _ = make()
+    body = messages.PolicyBody("{P1}", "1.00", "x").to_bytes()
+    good = f"https://cmg/SMS_MP/.sms_pol?{{P1}}.SHA256:{hashlib.sha256(body).hexdigest().upper()}"
+    assert life._read_policy_body(body, good, secret=False).policy_id == "{P1}"
+    with pytest.raises(Failed) as failed:
+        life._read_policy_body(body + b"\0\0", good, secret=False)
+    assert failed.value.outcome.reason == oc.BAD_REPLY and "SHA-256" in failed.value.outcome.detail
+    plain = messages.PolicyBody("{P2}", "2.00", "secret").to_xml().encode("utf-16-le") + b"\0\0"
+    sealed = encrypt_enveloped(plain, SmsSigningIdentity.shared().cert)
+    assert life._read_policy_body(sealed, "https://cmg/SMS_MP/.sms_pol?{P2}.2_00", secret=True).body == "secret"
+    with pytest.raises(Failed):
+        life._read_policy_body(plain, "https://cmg/SMS_MP/.sms_pol?{P2}.2_00", secret=True)

@@ -78,3 +78,12 @@ def test_outcome_as_json_data() -> None:
                    trail=(TrailEntry("aad_info", "/x", None, 1.0, oc.TLS_INVALID_CA),)).to_dict()
     assert data["winhttp_flags"] == "0x8" and data["error_code"] == "12175"
     assert data["trail"] == [{"step": "aad_info", "name": "/x", "status": None, "ms": 1.0, "result": "tls.invalid_ca"}]
+
+
+def test_the_mps_signature_and_registration_refusals_have_their_own_reasons() -> None:
+    """403 MP_Signature_Invalid and 403 MP_Client_Not_Registered are the MP's, not the CMG's."""
+    from harness.client.events import STEP_POLICY_ASSIGNMENTS, Response, classify
+
+    assert classify(STEP_POLICY_ASSIGNMENTS, Response(403, b"", reason="MP_Signature_Invalid")) == "mp.signature_invalid"
+    assert classify(STEP_POLICY_ASSIGNMENTS, Response(403, b"", reason="MP_Client_Not_Registered")) == "mp.not_registered"
+    assert classify(STEP_POLICY_ASSIGNMENTS, Response(403, b"", reason="CMGConnector_Forbidden")) == "cmg.403"

@@ -9,6 +9,7 @@ import ssl
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ import pytest
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from cmg_protocol import envelope, messages, tokens
+from cmg_protocol.envelope import clientauth_signature
 from cmg_protocol.registration import AAD_TOKEN_HEADER
 from cmg_protocol.statuses import (
     BAD_REQUEST,
@@ -28,7 +30,7 @@ from cmg_protocol.statuses import (
     MP_NOT_REGISTERED,
 )
 from mock_site.cmg import CLIENT_CERT_HEADER, REQUEST_URI_HEADER
-from mock_site.testing import RunningSite, SiteClient
+from mock_site.testing import RunningSite, SiteClient, signing_identity_for_tests
 
 ANY_CLIENT = "GUID:00000000-0000-0000-0000-000000000001"
 
@@ -248,16 +250,16 @@ def test_a_device_certificate_at_the_mp_is_that_devices_own_identity(clean_site:
 def test_a_pki_device_gets_its_own_policy_at_the_mp(clean_site: RunningSite, device_cert: tuple[str, str]) -> None:
     """Registered with its certificate, the device fetches policy for itself with the same certificate."""
     with _client(clean_site, clean_site.manifest.mp_url or "", device_cert) as client:
+        key, cert_hex = signing_identity_for_tests()
         request = messages.RegistrationRequest(
             netbios_name="EDGEDEVICE", fq_name="edgedevice.contoso.com", locale_id=1033, internet_flag=0,
-            agent_version="5.00.8968.1000", signing_cert_hex="00", encryption_cert_hex="00",
+            agent_version="5.00.8968.1000", signing_cert_hex=cert_hex, encryption_cert_hex=cert_hex,
             timestamp="2026-01-01T00:00:00Z")
+        request = replace(request, signature_hex=clientauth_signature(key, request.data_xml().encode("utf-16-le")))
         registered = client.message("MP_ClientRegistration", request.to_xml(), token=None,
                                     url=client.cmg_url + "/ccm_system/request")
         smsid = messages.RegistrationResponse.from_xml(registered.reply.body_xml).smsid
-        policy = client.message("MP_PolicyManager", messages.RequestAssignments(
-            client_id=smsid, fqdn="x", netbios_name="EDGEDEVICE", sid="", site_code="MEM").to_xml(), token=None,
-            url=client.cmg_url + "/ccm_system/request")
+        policy = client.policy(None, smsid, url=client.cmg_url + "/ccm_system/request")
     assert policy.status_code == 200
 
 

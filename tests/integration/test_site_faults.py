@@ -272,3 +272,17 @@ def test_a_site_with_metrics_off_serves_without_recording(tmp_path) -> None:  # 
         metrics = httpx.get(quiet.manifest.metrics_url("cmg")).text
     assert "cmg_requests_total{" not in metrics
     assert "cmg_faults_active" in metrics  # the site-level gauge stays
+
+
+@pytest.mark.parametrize(("fault", "reason"), [("policy_signature_mismatch", "MP_Signature_Invalid"),
+                                               ("client_unknown", "MP_Client_Not_Registered")])
+def test_signature_faults_refuse_policy_but_not_registration(clean_site: RunningSite, site_client: SiteClient,
+                                                             fault: str, reason: str) -> None:
+    """While on, signed policy requests get 403 with the fault's reason; registration still works; then policy again."""
+    token, smsid = _registered(site_client)
+    clean_site.set_fault(fault, duration=30)
+    refused = site_client.policy(token, smsid)
+    assert (refused.status_code, refused.reason_phrase) == (403, reason)
+    assert site_client.register(site_client.entra_token(device_id=str(uuid.uuid4()))).status_code == 200
+    clean_site.clear_fault(fault)
+    assert site_client.policy(token, smsid).status_code == 200

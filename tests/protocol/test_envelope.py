@@ -240,11 +240,60 @@ def test_body_that_is_not_utf16_is_refused() -> None:
         decode_message(CONTENT_TYPE, multipart(header, raw))
 
 
-def test_length_mismatch_is_refused() -> None:
-    """The body must be exactly as long as the header's Body Length."""
+def test_body_shorter_than_its_length_is_refused() -> None:
+    """The header's Offset/Length range must lie inside the body."""
     header, raw = _good_raw()
-    with pytest.raises(EnvelopeError, match="Body Length says"):
-        decode_message(CONTENT_TYPE, multipart(header, raw + b"a\x00"))
+    with pytest.raises(EnvelopeError, match="Offset 0 and Length"):
+        decode_message(CONTENT_TYPE, multipart(header, raw[:-2]))
+
+
+def test_odd_body_length_is_refused() -> None:
+    """A UTF-16 body has an even number of bytes."""
+    _, raw = _good_raw()
+    with pytest.raises(EnvelopeError, match="is odd"):
+        decode_message(CONTENT_TYPE, multipart(header_xml(uncompressed(HEADER), len(raw) - 1), raw))
+
+
+def _tools_style(body: str, *, compressed: bool, with_terminator: bool) -> bytes:
+    """A message built as the public tools build it: the header's elements sorted, ``<Body … />`` with a space, the
+    text NUL-terminated and followed by CR LF, the Length without the CR LF (and, for some, without the NUL)."""
+    text = body.encode("utf-16-le") + b"\x00\x00\r\n"
+    length = len(text) - 2 if with_terminator else len(text) - 4
+    hooks = '<Hooks><Hook3 Name="zlib-compress" /></Hooks>' if compressed else "<Hooks />"
+    header = (f'<Msg ReplyCompression="zlib" SchemaVersion="1.1"><Body Type="ByteRange" Length="{length}" Offset="0" />'
+              f"<CorrelationID>{{00000000-0000-0000-0000-000000000000}}</CorrelationID>{hooks}"
+              "<ID>{5DD100CD-DF1D-45F5-BA17-A327F43465F8}</ID><Payload Type=\"inline\" /><Priority>0</Priority>"
+              "<Protocol>http</Protocol><ReplyMode>Sync</ReplyMode><ReplyTo>direct:DEV1:SccmMessaging</ReplyTo>"
+              "<SentTime>2024-01-01T00:00:00Z</SentTime><SourceHost>DEV1</SourceHost>"
+              "<TargetAddress>mp:MP_ClientRegistration</TargetAddress><TargetEndpoint>MP_ClientRegistration"
+              "</TargetEndpoint><TargetHost>mp.example</TargetHost><Timeout>60000</Timeout></Msg>")
+    payload = zlib.compress(text) if compressed else text
+    # Their closing delimiter has no CR LF after it.
+    return multipart(header, payload)[:-2]
+
+
+@pytest.mark.parametrize("with_terminator", [True, False])
+@pytest.mark.parametrize("compressed", [True, False])
+def test_tools_bytes_with_trailing_crlf_are_read_by_offset_and_length(compressed: bool, with_terminator: bool) -> None:
+    """What the public tools send is read as a real MP reads it: the Offset/Length range, whatever follows it."""
+    message = decode_message(CONTENT_TYPE, _tools_style(BODY, compressed=compressed, with_terminator=with_terminator))
+    assert message.body_xml == BODY
+    assert message.header.target_endpoint == "MP_ClientRegistration"
+    assert message.header.compressed is compressed
+
+
+def test_body_offset_skips_leading_bytes() -> None:
+    """A non-zero Offset starts the body further in."""
+    raw = b"\xAA\xBB" + BODY.encode("utf-16-le") + b"\x00\x00"
+    header = header_xml(uncompressed(HEADER), len(raw) - 2).replace('Offset="0"', 'Offset="2"')
+    assert decode_message(CONTENT_TYPE, multipart(header, raw)).body_xml == BODY
+
+
+def test_payload_is_the_body_part_as_sent() -> None:
+    """The decoded message keeps the body part's bytes (compressed), which PayloadSignature signs."""
+    data = encode_message(HEADER, BODY)
+    message = decode_message(CONTENT_TYPE, data)
+    assert zlib.decompress(message.payload) == BODY.encode("utf-16-le") + b"\x00\x00"
 
 
 def test_doctype_in_header_is_refused() -> None:

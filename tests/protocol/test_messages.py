@@ -167,15 +167,15 @@ def test_policy_location_holds_the_mp_placeholder_literally() -> None:
     """The MP writes '<mp>' in the URL, escaped in XML, read back literally."""
     assignment = PolicyAssignment("{P1}", "1.00", "Machine", "C", 0, policy_location("{P1}", "1.00"))
     xml = ReplyAssignments((assignment,)).to_xml()
-    assert "<PolicyLocation>http://&lt;mp&gt;/SMS_MP/.sms_pol?{P1}.1.00</PolicyLocation>" in xml
-    assert ReplyAssignments.from_xml(xml).assignments[0].location_url == "http://<mp>/SMS_MP/.sms_pol?{P1}.1.00"
+    assert "<PolicyLocation>http://&lt;mp&gt;/SMS_MP/.sms_pol?{P1}.1_00</PolicyLocation>" in xml
+    assert ReplyAssignments.from_xml(xml).assignments[0].location_url == "http://<mp>/SMS_MP/.sms_pol?{P1}.1_00"
 
 
 def test_policy_location_is_resolved_against_the_cmg_base() -> None:
     """location_for() swaps 'http://<mp>' for the client's MP or CMG base URL."""
     assignment = PolicyAssignment("{P1}", "1.00", "Machine", "C", 0, policy_location("{P1}", "1.00"))
     base = "https://cmg.example/CCM_Proxy_MutualAuth/72186325152220500/"
-    expected = "https://cmg.example/CCM_Proxy_MutualAuth/72186325152220500/SMS_MP/.sms_pol?{P1}.1.00"
+    expected = "https://cmg.example/CCM_Proxy_MutualAuth/72186325152220500/SMS_MP/.sms_pol?{P1}.1_00"
     assert assignment.location_for(base) == expected
 
 

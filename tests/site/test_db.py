@@ -352,3 +352,38 @@ def test_a_database_of_another_schema_version_is_refused(tmp_path: Path) -> None
         conn.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION + 1,))
     with pytest.raises(ValueError, match=f"schema version {SCHEMA_VERSION + 1}"):
         SiteDatabase(path, clock=FakeClock())
+
+
+# ---- registered certificates ----------------------------------------------------------------------------------------
+
+def test_registered_certificates_are_kept_and_replaced(db: SiteDatabase, tmp_path: Path, clock: FakeClock) -> None:
+    """A client's signing and encryption certificates survive a reopen; a re-registration replaces them."""
+    smsid = register(db).smsid
+    assert db.client_certificates(smsid) is None
+    db.set_client_certificates(smsid, b"sign-1", b"enc-1")
+    assert db.client_certificates(smsid.lower()) == (b"sign-1", b"enc-1")
+    db.set_client_certificates(smsid, b"sign-2", b"sign-2")
+    db.close()
+    with SiteDatabase(tmp_path / "site.db", clock=clock) as reopened:
+        assert reopened.client_certificates(smsid) == (b"sign-2", b"sign-2")
+
+
+def test_certificates_of_an_unknown_client_are_refused(db: SiteDatabase) -> None:
+    with pytest.raises(SiteDataError, match="no registered client"):
+        db.set_client_certificates("GUID:00000000-0000-0000-0000-000000000001", b"s", b"e")
+    smsid = register(db).smsid
+    with pytest.raises(SiteDataError, match="signing certificate must be"):
+        db.set_client_certificates(smsid, b"", b"e")
+
+
+def test_a_database_from_before_the_certificate_tables_gets_them(tmp_path: Path, clock: FakeClock) -> None:
+    """A schema-1 file written before registered certificates were kept opens and gains the two tables."""
+    path = tmp_path / "old.db"
+    SiteDatabase(path, clock=clock).close()
+    with sqlite3.connect(path) as conn:
+        conn.execute("DROP TABLE client_certificates")
+        conn.execute("DROP TABLE certificates")
+    with SiteDatabase(path, clock=clock, rng=random.Random(3)) as db:
+        smsid = register(db).smsid
+        db.set_client_certificates(smsid, b"s", b"e")
+        assert db.client_certificates(smsid) == (b"s", b"e")
