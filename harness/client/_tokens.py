@@ -1,6 +1,7 @@
 """How a simulated client gets and keeps its tokens: Entra ID through WAM (device, else user), CCM tokens from CCM_STS.
 
-The CCM token is renewed before any request that carries it once it is expired or in its last 10 % of life, and once
+The CCM token is renewed before any request that carries it once it is expired or in its last 10 % of life (never
+closer than 1.5 real seconds to its end, so compressed time cannot make it expire in flight), and once
 more when the CMG refuses it with ``CMGService_Invalid_Token``; a new Entra token is asked for only when the cached one
 has expired.
 """
@@ -28,6 +29,17 @@ from harness.client.events import (
 
 #: Renew the CCM token once less than this share of its life is left (ours: the real margin is not public).
 RENEW_SHARE = 0.1
+#: ... and never later than this many real seconds before it ends (at most half its life). Under compressed time a
+#: tenth of a token's life can be shorter than one request takes (an Entra hour at 1200x lasts 3 s, its tenth 0.3 s),
+#: and a token would then expire in flight behind a slow MP — a failure no real device, with minutes of margin, has.
+RENEW_FLOOR_SECONDS = 1.5
+
+
+def renew_after(lifetime: float) -> float:
+    """Seconds after its issue at which a token living ``lifetime`` seconds is renewed: in its last tenth, but at least
+    :data:`RENEW_FLOOR_SECONDS` (at most half its life) before it ends."""
+    margin = max(lifetime * RENEW_SHARE, min(RENEW_FLOOR_SECONDS, lifetime / 2))
+    return lifetime - margin
 DEVICE_GRANT = "device_token"  # synthetic: not the public ConfigMgr format (WAM's device grant is not public)
 USER_GRANT = "user_token"  # synthetic: not the public ConfigMgr format
 FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
@@ -87,7 +99,7 @@ class TokenSteps(ExchangeBase):
             self._fail_reply(STEP_ENTRA_TOKEN, stage, f"Entra token reply is not the expected JSON: {exc}")
         self._entra = token
         # Like WAM's cache, a token near its end is not handed out again: renewed in its last tenth, as the CCM token.
-        self._entra_expires = self._clock() + lifetime * (1.0 - RENEW_SHARE)
+        self._entra_expires = self._clock() + renew_after(lifetime)
         self._write(file, f"Retrieved AAD token for AAD {'user' if user else 'device'} "
                           f"'{p.user_oid if user else p.device_id}'")
 
@@ -121,7 +133,7 @@ class TokenSteps(ExchangeBase):
         now = self._clock()
         self._ccm = token
         self._ccm_expires = now + lifetime
-        self._ccm_renew_at = now + lifetime * (1.0 - RENEW_SHARE)
+        self._ccm_renew_at = now + renew_after(lifetime)
         if self._log is not None:
             self._write(file, f"Cached encrypted token for '{SYSTEM_SID}'. Will expire at "
                               f"'{log_time(self._ccm_expires + self._skew)}'")

@@ -129,6 +129,20 @@ def test_the_ccm_token_is_renewed_in_its_last_ten_percent(lifetime: float, renew
     assert second_poll == ([ev.STEP_CCM_TOKEN] if renews else []) + [ev.STEP_POLICY_ASSIGNMENTS]
 
 
+@pytest.mark.parametrize(("lifetime", "renewed_after"), [
+    (24.0, 21.6),   # a CCM token at 1200x: its last tenth (2.4 s) is the longer margin
+    (15.0, 13.5),   # the tenth and the floor meet
+    (14.0, 12.5),   # the floor of 1.5 real seconds is the longer margin
+    (3.0, 1.5),     # an Entra hour at 1200x: 1.5 s before its end, not 0.3 s
+    (2.0, 1.0),     # never more than half a life early
+])
+def test_a_token_is_renewed_in_its_last_tenth_but_never_closer_than_the_real_time_floor(
+        lifetime: float, renewed_after: float) -> None:
+    from harness.client._tokens import renew_after
+
+    assert renew_after(lifetime) == pytest.approx(renewed_after)
+
+
 def test_renewal_is_stage_renewal() -> None:
     """Renewal requests say so, for the load tallies."""
     life, site, _ = make(polls=2, ccm_lifetime=1000.0)
