@@ -23,6 +23,7 @@ STEP_CCM_TOKEN = "ccm_token"
 STEP_SITE_INFO = "site_info"
 STEP_CCMSETUP_CAB = "ccmsetup_cab"
 STEP_CONTENT_LOCATION = "content_location"
+STEP_CONTENT_XML = "content_xml"  # getcontentxmlsecure: where the content is (a signed storage URL)
 STEP_CONTENT_DOWNLOAD = "content_download"
 STEP_REGISTRATION = "registration"
 STEP_POLICY_ASSIGNMENTS = "policy_assignments"
@@ -175,7 +176,8 @@ def classify(step: str, reply: Reply) -> str | None:
         # The CMG refuses an invalid token itself; MP_Invalid_Token means a proxy let one through to the MP.
         return oc.MP_401 if reply.reason == MP_INVALID_TOKEN else oc.CMG_401
     if status == 403:
-        return oc.CMG_403
+        # Only the CMG's storage answers the content download itself; it refuses a URL it cannot accept with 403.
+        return oc.STORAGE_403 if step == STEP_CONTENT_DOWNLOAD else oc.CMG_403
     if status == 503:
         return oc.CMG_503
     return oc.http_reason(status)

@@ -21,8 +21,9 @@ from cmg_protocol import messages, urlmap
 from cmg_protocol.clock import Clock
 from cmg_protocol.messages import MessageError
 from harness.client import outcome as oc
+from harness.client._content import ContentSteps
 from harness.client._exchange import RETRY_BASE_SITE_SECONDS, Failed, Step, shared
-from harness.client._tokens import RENEW_SHARE, TokenSteps
+from harness.client._tokens import RENEW_SHARE
 from harness.client.clientlogs import CCMSETUP, CLIENT_ID_MANAGER, LOCATION_SERVICES, ClientLog
 from harness.client.device import DeviceProfile, SmsSigningIdentity
 from harness.client.events import (
@@ -31,7 +32,6 @@ from harness.client.events import (
     STAGE_REGISTRATION,
     STEP_AAD_INFO,
     STEP_CCMSETUP_CAB,
-    STEP_CONTENT_DOWNLOAD,
     STEP_CONTENT_LOCATION,
     STEP_POLICY_ASSIGNMENTS,
     STEP_POLICY_BODY,
@@ -59,7 +59,7 @@ AAD_AUTH_INFO_NAME = f"/{urlmap.SERVER_AUTH}/{urlmap.AAD_AUTH_INFO}"
 _SUCCESS = Outcome(success=True)
 
 
-class Lifecycle(TokenSteps):
+class Lifecycle(ContentSteps):
     """A device's life: call :meth:`next_request`, act on it, :meth:`feed` the reply to a Request, until Done."""
 
     __slots__ = ("_action", "_gen", "_polls", "_seen", "_seen_reply", "polls_done")
@@ -209,13 +209,7 @@ class Lifecycle(TokenSteps):
             self._fail_reply(STEP_CONTENT_LOCATION, STAGE_INSTALL, f"no https content location in {locations.urls!r}")
         self._write(CCMSETUP, f"The location '{url}'")
         self._write(LOCATION_SERVICES, f"Content location for the client package: '{url}'")  # synthetic wording
-        name = urlsplit(url).path
-        if mutual:
-            yield from self._exchange(lambda: Request("GET", url, {}, b"", name, STAGE_INSTALL, STEP_CONTENT_DOWNLOAD,
-                                                      client_cert=True))
-        else:
-            yield from self._ccm_exchange(lambda: self._get(url, name, STAGE_INSTALL, STEP_CONTENT_DOWNLOAD),
-                                          STAGE_INSTALL)
+        yield from self._download(url, mutual=mutual)
         self._write(CCMSETUP, f"Installing version {CLIENT_VERSION} of the client with product code "
                               f"{CLIENT_PRODUCT_CODE}")
         self._write(CCMSETUP, "Running installation package")

@@ -10,7 +10,7 @@ from types import MappingProxyType
 from typing import Any
 
 #: The site roles a fault can target.
-ROLES = ("cmg", "cp", "mp", "sts", "entra", "crl")
+ROLES = ("cmg", "cp", "mp", "sts", "entra", "crl", "storage")
 #: The roles that forward or answer client traffic; generic network chaos applies at these (docs/faults.md).
 PROXY_ROLES = ("cmg", "cp", "mp")
 #: How long a fault stays on when the caller gives no duration (real seconds): a fault never lingers.
@@ -357,6 +357,28 @@ _SPECS = (
          ParamSpec("max_delay_ms", "float", 30_000.0, "cap on the added delay in ms", minimum=0, maximum=600_000),
          ParamSpec("window_s", "float", 60.0, "a client counts as active for this many real seconds after a request",
                    minimum=1, maximum=3600)),
+    ),
+    # --- content from the content-enabled CMG's storage (signed URLs) -------------------------------------------------
+    FaultSpec(
+        "storage_slow", ("storage",), "storage",
+        "The CMG's cloud storage answers content downloads after a delay.",
+        "Content downloads from storage take longer and still complete; past the client's timeout the download fails "
+        "with timeout after its retries.",
+        (_latency("latency_ms", 2000.0, "added delay in ms"),),
+    ),
+    FaultSpec(
+        "signed_url_expired", ("cmg", "storage"), "storage",
+        "Signed content URLs are expired when used: storage counts every URL as expired, or the CMG hands out URLs "
+        "that expired before they were issued.",
+        "Storage answers 403 AuthenticationFailed; the client asks the CMG for a new URL once and, refused again, "
+        "fails the content download with storage.403.",
+        expected_status=403, expected_reason="AuthenticationFailed",
+    ),
+    FaultSpec(
+        "storage_unreachable", ("storage",), "storage",
+        "The CMG's cloud storage cannot be reached: connections are reset.",
+        "Content downloads fail with a connection reset; the client retries with back-off and then fails the "
+        "content download with reset. The CMG's own endpoints keep answering.",
     ),
 )
 
