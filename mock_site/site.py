@@ -361,7 +361,9 @@ class Site:
         app = StorageApp(signer=signer, content=self.content, faults=self.faults, metrics=self._metrics(STORAGE_ROLE),
                          egress=self.storage_egress, clock=self.clock)
         bundle = self.pki.storage_server_cert(hosts, crl_url=self.crl_url)
-        listener = self._listener(STORAGE_ROLE, app, self._server_context(bundle), ports)
+        # The generic faults that apply to storage (bandwidth) come from the same middleware as at the other roles.
+        listener = self._listener(STORAGE_ROLE, FaultMiddleware(app, faults=self.faults, role=STORAGE_ROLE),
+                                  self._server_context(bundle), ports)
         return ContentStorage(base_url=listener.url, signer=signer, tenant_id=self.config.default_tenant.tenant_id)
 
     def _jwks_fetcher(self, entra_url: str) -> Any:

@@ -119,6 +119,7 @@ class StorageApp:
             await respond_error(send, 403, AUTHENTICATION_FAILED, refused.reason)
             return
         blob = self.content.content(unquote(parts[2]), unquote(parts[3]))
-        await respond(send, 200, b"" if request.method == "HEAD" else blob, content_type="application/octet-stream")
         if request.method == "GET":
+            # Counted as it is handed over (the client may read the answer before this coroutine runs again).
             self.egress.served(grant.object_id, len(blob))
+        await respond(send, 200, b"" if request.method == "HEAD" else blob, content_type="application/octet-stream")

@@ -51,6 +51,11 @@ _FAULT_REASONS: Mapping[str, frozenset[str]] = {
     "cp_disconnected": frozenset({oc.CMG_503}),
     # CCM_STS lives on the MP: the connection point turns its 503 into 500 CMGConnector_InternalServerError.
     "mp_down": frozenset({oc.CMG_503, oc.STS_500}),
+    # Content from the CMG's storage: a slow storage times out, a refused URL is storage.403 after one new URL, an
+    # unreachable storage resets the download.
+    "storage_slow": frozenset({oc.TIMEOUT}),
+    "signed_url_expired": frozenset({oc.STORAGE_403}),
+    "storage_unreachable": frozenset({oc.RESET, oc.CONNECT}),
     "http_error": frozenset({oc.CMG_401, oc.CMG_403, oc.CMG_503, oc.STS_401, oc.STS_500, oc.REGISTRATION_REJECTED,
                              oc.AAD_NO_TOKEN}),
 }

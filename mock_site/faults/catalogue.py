@@ -339,7 +339,7 @@ _SPECS = (
         expected_status=503, expected_reason="MP unavailable",
     ),
     FaultSpec(
-        "bandwidth", PROXY_ROLES, "cmg",
+        "bandwidth", PROXY_ROLES + ("storage",), "cmg",
         "Response bodies are sent no faster than a set rate.",
         "Content downloads slow down in proportion to their size; they still complete.",
         (ParamSpec("kib_per_s", "float", 64.0, "response rate in KiB/s", minimum=1, maximum=1024 * 1024),),
@@ -367,7 +367,7 @@ _SPECS = (
         (_latency("latency_ms", 2000.0, "added delay in ms"),),
     ),
     FaultSpec(
-        "signed_url_expired", ("cmg", "storage"), "storage",
+        "signed_url_expired", ("storage", "cmg"), "storage",
         "Signed content URLs are expired when used: storage counts every URL as expired, or the CMG hands out URLs "
         "that expired before they were issued.",
         "Storage answers 403 AuthenticationFailed; the client asks the CMG for a new URL once and, refused again, "

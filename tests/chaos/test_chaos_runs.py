@@ -48,7 +48,8 @@ faults:
   - {fault: cp_cert_revocation_offline, start: 15, duration: 3}
   - {fault: cmg_cert_revoked, start: 19, duration: 3}
 """, 24),
-    # Entra, CCM_STS and tenant faults, hitting installs and the renewals every 7.2 s.
+    # Entra, CCM_STS and tenant faults, hitting installs and the renewals every 7.2 s; then the content storage faults,
+    # hitting the installs' downloads.
     "tokens": ("""
 faults:
   - {fault: tenant_not_onboarded, role: cmg, start: 1, duration: 2}
@@ -59,7 +60,10 @@ faults:
   - {fault: sts_unavailable, start: 16, duration: 2}
   - {fault: sts_error, start: 19, duration: 2}
   - {fault: tenant_not_onboarded, role: sts, start: 22, duration: 2}
-""", 26),
+  - {fault: storage_slow, start: 25, duration: 2, params: {latency_ms: 200}}
+  - {fault: signed_url_expired, start: 28, duration: 2}
+  - {fault: storage_unreachable, start: 31, duration: 2}
+""", 34),
     # CCM token faults at the CMG and CCM_STS, and the proxy and network chaos.
     "network": ("""
 faults:
