@@ -107,8 +107,8 @@ class ScriptedSite:
             # A content-enabled CMG: the content is on its storage, behind a signed URL (the signature is not checked).
             url = ("https://storage.test:8444/content/CS100001/CS100001?tid=t&oid=o&iss=cmg&alg=HMACSHA256"
                    "&st=2020-06-24T15:00:00Z&se=2020-06-24T16:00:00Z&sig=c2ln")
-            info = ContentXml(package_id="CS100001", url=url, size=64, sha256="00" * 32)
-            return Response(200, info.to_xml().encode(), content_type="text/xml; charset=utf-8", ms=ms)
+            content_info = ContentXml(package_id="CS100001", url=url, size=64, sha256="00" * 32)
+            return Response(200, content_info.to_xml().encode(), content_type="text/xml; charset=utf-8", ms=ms)
         if step == ev.STEP_POLICY_BODY:
             query = urlsplit(request.url).query
             policy_id, _, version = query.partition("/")
