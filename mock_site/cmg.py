@@ -36,6 +36,7 @@ from cmg_protocol.storage_urls import ContentXml, UrlSigner
 from cmg_protocol.urlmap import AuthKind, Route, UrlMapError
 from mock_site.asgi import BodyTooLarge, HttpRequest, Meter, read_body, respond, respond_error
 from mock_site.server import Receive, Scope, Send, absolute_form_target, client_cert_der
+from mock_site.site_tokens import SiteTokenVerifier
 from mock_site.token_checks import CcmTokenVerifier, EntraTokenVerifier
 from mock_site.upstream import RoundRobin, UpstreamError, forwardable
 
@@ -118,7 +119,7 @@ class CmgApp:
         instance: int,
         public_host: str,
         connection_points: RoundRobin,
-        ccm_verifier: CcmTokenVerifier,
+        ccm_verifier: CcmTokenVerifier | SiteTokenVerifier,
         entra_verifier: EntraTokenVerifier,
         tenants: Callable[[], Mapping[str, AadTenant]],
         faults: Any,

@@ -50,6 +50,7 @@ from mock_site.metrics.storage_egress import StorageEgress
 from mock_site.mp import MpApp
 from mock_site.pki import SitePki
 from mock_site.server import Listener, ServerGroup
+from mock_site.site_tokens import BULK_TOKEN_NAME, SiteTokenIssuer, SiteTokenVerifier, TokenManager, site_key_of
 from mock_site.state_dir import (
     LOCK_NAME,
     SiteStateError,
@@ -255,6 +256,7 @@ class Site:
                                             leeway=leeway)
         ccm_verifier = CcmTokenVerifier(self.pki.ccm_public_keys(), hierarchy_id=config.hierarchy_id,
                                         tenants=onboarded, clock=self.clock, leeway=leeway)
+        self._set_up_site_tokens(leeway)
 
         mp_bundle = self.pki.mp_server_cert(hosts)
         cmg_count = config.cmg_instances if config.cmg_enabled and self._local("cmg") else 0
@@ -279,7 +281,8 @@ class Site:
             mp_app = MpApp(config=config, sts=sts, ccm_verifier=ccm_verifier, entra_verifier=entra_verifier,
                            db=self.db, faults=self.faults, metrics=self._metrics("mp"), logs=self.logs,
                            clock=self.clock, public_host=mp_host, cmg_host=cmg_host, rng=self.rng,
-                           content=self.content)
+                           content=self.content, token_manager=TokenManager(self.site_tokens))
+            mp_app.ccm_verifier = self._site_token_verifier(ccm_verifier, role="mp")
             mp_wrapped = FaultMiddleware(mp_app, faults=self.faults, role="mp")
             mp_listener.app = mp_wrapped
         elif self._local("cp"):  # the connection point forwards to the MP; no other role here talks to it
@@ -336,7 +339,8 @@ class Site:
                 stats = CMGServiceStats(self.clock)
                 self.cmg_stats.append(stats)
                 app = self.cmg_app_type(instance=index, public_host=f"{listener.host}:{listener.port}",
-                                        connection_points=round_robin, ccm_verifier=ccm_verifier,
+                                        connection_points=round_robin,
+                                        ccm_verifier=self._site_token_verifier(ccm_verifier, role="cmg"),
                                         entra_verifier=entra_verifier, tenants=lambda: aad_tenants, faults=self.faults,
                                         metrics=cmg_metrics, stats=stats, logs=self.logs, content=self.content,
                                         clock=self.clock, storage=self.storage)
@@ -350,6 +354,22 @@ class Site:
         self._save_ports()
         self.group = ServerGroup(list(self.listeners.values()))
         return self.group
+
+    def _set_up_site_tokens(self, leeway: float) -> None:
+        """Token-authenticated devices: the site's bulk registration token (written to the state directory, where
+        ccmsetup's ``/regtoken`` takes it from) and the issuer of client-unique tokens."""
+        config = self.config
+        self.site_tokens = SiteTokenIssuer(site_key=site_key_of(self.pki), hierarchy_id=config.hierarchy_id,
+                                           tenant_id=config.default_tenant.tenant_id, clock=self.clock,
+                                           scaled=config.scaled, db=self.db)
+        self._site_token_leeway = leeway
+        self.bulk_token_file = config.state_dir / BULK_TOKEN_NAME
+        self.site_tokens.write_bulk_token(self.bulk_token_file)
+
+    def _site_token_verifier(self, ccm_verifier: Any, *, role: str) -> SiteTokenVerifier:
+        """The CCM token verifier of ``role``, widened to site tokens (the bulk token faults apply at the CMG)."""
+        return SiteTokenVerifier(ccm_verifier, self.site_tokens, leeway=self._site_token_leeway,
+                                 faults=self.faults if role == "cmg" else None, role=role)
 
     def _build_storage(self, hosts: tuple[str, str], ports: dict[str, int]) -> ContentStorage:
         """The content-enabled CMG's storage: its own listener and certificate, served by the process that runs the
@@ -482,6 +502,7 @@ class Site:
             state_dir=config.state_dir,
             pid=os.getpid(),
             storage_url=self.storage.base_url if self.storage is not None else None,
+            bulk_token_file=self.bulk_token_file,
         )
 
     def _metrics_urls(self, control: str) -> tuple[RoleUrl, ...]:

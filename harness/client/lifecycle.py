@@ -135,6 +135,8 @@ class Lifecycle(ContentSteps):
     def _life(self) -> Step:
         if self.profile.pki_client_cert:
             yield from self._install_pki()
+        elif self.profile.takes_token_path:
+            yield from self._install_token()
         else:
             yield from self._install_entra()
         yield from self._register()
@@ -168,6 +170,14 @@ class Lifecycle(ContentSteps):
         except (ValueError, KeyError, TypeError) as exc:
             self._fail_reply(STEP_AAD_INFO, STAGE_INSTALL, f"AADAuthInfo reply is not the expected JSON: {exc}")
         yield from self._entra_token(STAGE_INSTALL)
+        yield from self._ccm_token(STAGE_INSTALL, CCMSETUP)
+        yield from self._locate_and_download(mutual=False)
+
+    def _install_token(self) -> Step:
+        # Neither Entra nor PKI: ccmsetup was given a bulk registration token; no AADAuthInfo, no Entra, no CCM_STS.
+        if not self.site.bulk_token:
+            self._fail_local(oc.CMG_401, STEP_SITE_INFO, STAGE_INSTALL,
+                             "the device installs with a bulk registration token, but ccmsetup was given none")
         yield from self._ccm_token(STAGE_INSTALL, CCMSETUP)
         yield from self._locate_and_download(mutual=False)
 
@@ -234,6 +244,8 @@ class Lifecycle(ContentSteps):
                                            f"{p.client_guid} ...")
             if pki:
                 self._write(CLIENT_ID_MANAGER, "Registering client using PKI certificate.")  # synthetic wording
+            elif p.takes_token_path:
+                self._write(CLIENT_ID_MANAGER, "Registering client using the bulk registration token.")  # synthetic
             else:
                 self._write(CLIENT_ID_MANAGER, "Registering client using AAD auth.")
                 # Registration asks for a new Entra token (the walk-through); a retry reuses it while it is valid.

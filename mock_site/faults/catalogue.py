@@ -380,6 +380,21 @@ _SPECS = (
         "Content downloads fail with a connection reset; the client retries with back-off and then fails the "
         "content download with reset. The CMG's own endpoints keep answering.",
     ),
+    # --- token-authenticated devices (bulk registration token) -------------------------------------------------------
+    FaultSpec(
+        "bulk_token_expired", ("cmg",), "cmg",
+        "The bulk registration token devices install with is past its lifetime (3 days by default, at most 7).",
+        "The CMG answers 401 CMGService_Invalid_Token to devices still installing or registering with it (cmg.401: "
+        "a bulk token cannot be renewed by the device); registered devices with their client-unique token continue.",
+        expected_status=401, expected_reason="CMGService_Invalid_Token",
+    ),
+    FaultSpec(
+        "bulk_token_revoked", ("cmg",), "cmg",
+        "The administrator blocked the bulk registration token.",
+        "As for an expired bulk token: 401 CMGService_Invalid_Token for devices still using it (cmg.401); devices "
+        "that already hold their client-unique token continue.",
+        expected_status=401, expected_reason="CMGService_Invalid_Token",
+    ),
 )
 
 #: Every server-side fault by name; the registry only accepts these.
