@@ -15,7 +15,7 @@ SERVER_FAULTS = {
     "tenant_not_onboarded", "entra_token_expired", "entra_bad_signature", "entra_wrong_audience", "entra_wrong_issuer",
     "sts_unavailable", "sts_error", "ccm_token_expired", "ccm_token_lifetime", "latency", "http_error", "reset",
     "cp_disconnected", "mp_slow", "mp_down", "bandwidth", "over_capacity",
-    "storage_slow", "signed_url_expired", "storage_unreachable",
+    "storage_slow", "signed_url_expired", "storage_unreachable", "bulk_token_expired", "bulk_token_revoked",
 }  # fmt: skip
 CLIENT_FAULTS = {"wpj_missing", "wam_device_token_error", "no_user_token", "root_ca_missing", "clock_skew"}
 
