@@ -330,7 +330,7 @@ class TokenValidator:
     rule). No other query is taken: a proxy asks for exactly one kind of token per endpoint.
     """
 
-    def __init__(self, ccm_verifier: CcmTokenVerifier, entra_verifier: EntraTokenVerifier) -> None:
+    def __init__(self, ccm_verifier: CcmTokenVerifier | SiteTokenVerifier, entra_verifier: EntraTokenVerifier) -> None:
         self.ccm_verifier = ccm_verifier
         self.entra_verifier = entra_verifier
 

@@ -349,7 +349,9 @@ class Site:
                                                cmg_instances=config.cmg_instances)
 
         self._listener("control", control_listener_app(self.faults, token=self.faults_token, registry=self.registry,
-                                                       validator=TokenValidator(ccm_verifier, entra_verifier)),
+                                                       validator=TokenValidator(
+                                                           self._site_token_verifier(ccm_verifier, role="cmg"),
+                                                           entra_verifier)),
                        None, ports)
         self._save_ports()
         self.group = ServerGroup(list(self.listeners.values()))
