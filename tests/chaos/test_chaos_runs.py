@@ -49,8 +49,8 @@ faults:
   - {fault: cp_cert_revocation_offline, start: 15, duration: 3}
   - {fault: cmg_cert_revoked, start: 19, duration: 3}
 """, 24),
-    # Entra, CCM_STS and tenant faults, hitting installs and the renewals every 7.2 s; then the content storage faults,
-    # hitting the installs' downloads.
+    # Entra, CCM_STS and tenant faults, hitting installs and the renewals every 7.2 s; the content storage and bulk token
+    # faults hit the installs among them (a share of the devices installs with a bulk token).
     "tokens": ("""
 faults:
   - {fault: bulk_token, share: 0.3}
@@ -62,12 +62,12 @@ faults:
   - {fault: sts_unavailable, start: 16, duration: 2}
   - {fault: sts_error, start: 19, duration: 2}
   - {fault: tenant_not_onboarded, role: sts, start: 22, duration: 2}
-  - {fault: storage_slow, start: 25, duration: 2, params: {latency_ms: 200}}
-  - {fault: signed_url_expired, start: 28, duration: 2}
-  - {fault: storage_unreachable, start: 31, duration: 2}
+  - {fault: storage_slow, start: 2, duration: 2, params: {latency_ms: 200}}
+  - {fault: signed_url_expired, start: 11, duration: 2}
+  - {fault: storage_unreachable, start: 17, duration: 2}
   - {fault: bulk_token_expired, start: 1, duration: 3}
   - {fault: bulk_token_revoked, start: 8, duration: 3}
-""", 34),
+""", 26),
     # CCM token faults at the CMG and CCM_STS, and the proxy and network chaos.
     "network": ("""
 faults:
