@@ -217,10 +217,11 @@ def test_injections_are_counted(clean_site: RunningSite, site_client: SiteClient
 
 def test_every_server_side_fault_has_an_effect_test() -> None:
     """This module names a test for every fault of the catalogue (the Entra token faults live in the edge tests, the
-    storage faults in test_storage)."""
+    storage faults in test_storage, the bulk token faults in test_bulk_token)."""
     here = open(__file__).read()
     edge = open(__file__.replace("test_site_faults.py", "test_cmg_edge.py")).read()
     edge += open(__file__.replace("test_site_faults.py", "test_storage.py")).read()  # the storage faults
+    edge += open(__file__.replace("test_site_faults.py", "test_bulk_token.py")).read()  # the bulk token faults
     missing = [name for name in CATALOGUE if f'"{name}"' not in here + edge]
     assert missing == []
 
