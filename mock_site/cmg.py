@@ -4,7 +4,8 @@ What the real CMG does and this one reproduces: it forwards only paths in its UR
 endpoint, does not forward a request that carries an invalid token (``401 CMGService_Invalid_Token``) — an Entra token
 counts as invalid everywhere but on the token service (CCM_STS), where nothing else is taken — answers
 ``AADAuthInfo`` for onboarded tenants, spreads requests round-robin over its connection points, serves content from its
-storage when it is content-enabled, and keeps the CMGService.log traffic statistics per request URI.
+storage when it is content-enabled (``getcontentxmlsecure`` answers with a short-lived signed URL on the storage
+endpoint, :mod:`mock_site.storage`), and keeps the CMGService.log traffic statistics per request URI.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from cmg_protocol import tokens, urlmap
+from cmg_protocol import storage_urls, tokens, urlmap
 from cmg_protocol.clock import Clock
 from cmg_protocol.statuses import (
     BAD_REQUEST,
@@ -31,9 +32,11 @@ from cmg_protocol.statuses import (
     TENANT_NOT_ONBOARDED,
     TOO_LARGE,
 )
+from cmg_protocol.storage_urls import ContentXml, UrlSigner
 from cmg_protocol.urlmap import AuthKind, Route, UrlMapError
 from mock_site.asgi import BodyTooLarge, HttpRequest, Meter, read_body, respond, respond_error
 from mock_site.server import Receive, Scope, Send, absolute_form_target, client_cert_der
+from mock_site.site_tokens import SiteTokenVerifier
 from mock_site.token_checks import CcmTokenVerifier, EntraTokenVerifier
 from mock_site.upstream import RoundRobin, UpstreamError, forwardable
 
@@ -48,6 +51,23 @@ MAX_BODY_BYTES = 4 * 1024 * 1024
 #: incoming header of that name, so a client cannot claim a certificate it did not present.
 CLIENT_CERT_HEADER = "x-cmg-client-cert"  # synthetic: not the public ConfigMgr format
 REQUEST_URI_HEADER = "x-cmg-request-uri"  # synthetic: not the public ConfigMgr format
+#: The content type of getcontentxmlsecure's XML answer.
+CONTENT_XML_TYPE = "text/xml; charset=utf-8"
+#: How long a signed storage URL is valid, in real seconds: the client downloads at once, so this is a download window,
+#: not a site duration, and is not time-scaled (a scaled hour at --time-scale 1200 would be 3 s, less than a slow GET).
+URL_LIFETIME_SECONDS = 600.0
+#: How far before its issue a signed URL starts to be valid (storage and CMG clocks differ a little).
+URL_START_BACKDATE_SECONDS = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class ContentStorage:
+    """The content-enabled CMG's storage as its CMG instances see it: where it is and how to sign URLs for it."""
+
+    base_url: str
+    signer: UrlSigner
+    tenant_id: str
+    lifetime: float = URL_LIFETIME_SECONDS
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +85,17 @@ class ContentStore:
     def __init__(self, size_bytes: int) -> None:
         self.size_bytes = size_bytes
         self._cache: dict[str, bytes] = {}
+        self._digests: dict[str, str] = {}
+
+    def sha256(self, package_id: str, content_id: str) -> str:
+        """The upper-case hex SHA-256 of the content (what the content XML announces), computed once per item."""
+        key = f"{package_id}/{content_id}"
+        digest = self._digests.get(key)
+        if digest is None:
+            digest = hashlib.sha256(self.content(package_id, content_id)).hexdigest().upper()
+            if len(self._digests) < 4096:
+                self._digests[key] = digest
+        return digest
 
     def content(self, package_id: str, content_id: str) -> bytes:
         key = f"{package_id}/{content_id}"
@@ -88,7 +119,7 @@ class CmgApp:
         instance: int,
         public_host: str,
         connection_points: RoundRobin,
-        ccm_verifier: CcmTokenVerifier,
+        ccm_verifier: CcmTokenVerifier | SiteTokenVerifier,
         entra_verifier: EntraTokenVerifier,
         tenants: Callable[[], Mapping[str, AadTenant]],
         faults: Any,
@@ -98,6 +129,7 @@ class CmgApp:
         content: ContentStore,
         clock: Clock,
         perf_counter: Callable[[], float] = time.perf_counter,
+        storage: ContentStorage | None = None,
     ) -> None:
         self.instance = instance
         self.public_host = public_host
@@ -112,6 +144,8 @@ class CmgApp:
         self.content = content
         self.clock = clock
         self.perf_counter = perf_counter
+        #: Where content is downloaded from; None: the CMG serves the bytes itself (no storage endpoint).
+        self.storage = storage
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -238,8 +272,26 @@ class CmgApp:
 
     async def _serve_content(self, route: Route, request: HttpRequest, send: Send) -> None:
         params = request.query_params()
-        blob = self.content.content(params.get("pid", ""), params.get("cid", ""))
-        await respond(send, 200, blob, content_type="application/octet-stream")
+        package_id, content_id = params.get("pid", ""), params.get("cid", "")
+        if self.storage is None:
+            await respond(send, 200, self.content.content(package_id, content_id),
+                          content_type="application/octet-stream")
+            return
+        # A content-enabled CMG answers with the small XML that points at its storage; the bytes come from there.
+        now = self.clock()
+        start, expiry = now - URL_START_BACKDATE_SECONDS, now + self.storage.lifetime
+        if self.faults.trigger("signed_url_expired", self.role) is not None:
+            start, expiry = now - 2 * self.storage.lifetime, now - self.storage.lifetime
+        # The client the URL is for (storage counts egress per client): its token's id, else its certificate's.
+        cert = client_cert_der(request.scope)
+        client = (request.scope.get("state") or {}).get("client_id") or (
+            hashlib.sha1(cert).hexdigest().upper() if cert else request.client_host)
+        url = self.storage.signer.sign(self.storage.base_url, storage_urls.content_path(package_id, content_id),
+                                       tenant_id=self.storage.tenant_id, object_id=str(client), start=start,
+                                       expiry=expiry)
+        reply = ContentXml(package_id=package_id, url=url, size=self.content.size_bytes,
+                           sha256=self.content.sha256(package_id, content_id))
+        await respond(send, 200, reply.to_xml().encode("utf-8"), content_type=CONTENT_XML_TYPE)
 
     async def _forward(self, route: Route, request: HttpRequest, body: bytes, identity: dict[str, str],
                        send: Send) -> None:
@@ -278,7 +330,7 @@ class TokenValidator:
     rule). No other query is taken: a proxy asks for exactly one kind of token per endpoint.
     """
 
-    def __init__(self, ccm_verifier: CcmTokenVerifier, entra_verifier: EntraTokenVerifier) -> None:
+    def __init__(self, ccm_verifier: CcmTokenVerifier | SiteTokenVerifier, entra_verifier: EntraTokenVerifier) -> None:
         self.ccm_verifier = ccm_verifier
         self.entra_verifier = entra_verifier
 

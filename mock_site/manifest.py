@@ -94,6 +94,12 @@ class SiteManifest:
     #: proxy standing in for the CMG presents it. None in manifests written before connection points required it.
     cmg_identity_cert_file: Path | None = None
     cmg_identity_key_file: Path | None = None
+    #: The content-enabled CMG's storage endpoint, where clients download content with signed URLs; None without a
+    #: mock CMG here, and in manifests written before the storage had its own endpoint.
+    storage_url: str | None = None
+    #: The bulk registration token the site issued (3 days), as ccmsetup's ``/regtoken`` takes it; None in manifests
+    #: written before token-authenticated devices.
+    bulk_token_file: Path | None = None
 
     # ------------------------------------------------------------------ lookups
     def link(self, role: str) -> str | None:
@@ -340,4 +346,6 @@ _OPTIONAL_FIELDS: dict[str, Callable[[Any], Any]] = {
     "ccm_signing_cert_file": _path,
     "cmg_identity_cert_file": _path,
     "cmg_identity_key_file": _path,
+    "storage_url": _url,
+    "bulk_token_file": _path,
 }

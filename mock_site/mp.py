@@ -34,6 +34,7 @@ from cmg_protocol.ids import braced_guid
 from cmg_protocol.messages import MessageError
 from cmg_protocol.policy import PolicyFlags, policy_query_parts
 from cmg_protocol.registration import AAD_TOKEN_HEADER
+from cmg_protocol.site_tokens import TYPE_BULK as BULK_REGISTRATION
 from cmg_protocol.statuses import (
     MP_BAD_MESSAGE,
     MP_IDENTITY_HEADER_REFUSED,
@@ -48,6 +49,7 @@ from mock_site.config import SiteConfig
 from mock_site.db import SiteDataError
 from mock_site.peers import PEER_CP, PEER_DEVICE, peer_role
 from mock_site.server import Receive, Scope, Send, client_cert_der
+from mock_site.site_tokens import SiteTokenVerifier
 from mock_site.sts import CcmSts
 from mock_site.token_checks import CcmTokenVerifier, EntraTokenVerifier
 
@@ -202,11 +204,14 @@ class MpApp:
 
     role = "mp"
 
-    def __init__(self, *, config: SiteConfig, sts: CcmSts, ccm_verifier: CcmTokenVerifier,
+    def __init__(self, *, config: SiteConfig, sts: CcmSts, ccm_verifier: CcmTokenVerifier | SiteTokenVerifier,
                  entra_verifier: EntraTokenVerifier, db: Any, faults: Any, metrics: Any, logs: Any, clock: Clock,
                  public_host: str, cmg_host: str, require_cp_certificate: bool = True,
-                 rng: random.Random | None = None, content: ContentStore | None = None) -> None:
+                 rng: random.Random | None = None, content: ContentStore | None = None,
+                 token_manager: Any = None) -> None:
         self.config = config
+        #: MP_TokenManager (client-unique tokens for token-authenticated devices); None: the endpoint is not served.
+        self.token_manager = token_manager
         self.sts = sts
         self.ccm_verifier = ccm_verifier
         self.entra_verifier = entra_verifier
@@ -328,8 +333,8 @@ class MpApp:
 
     async def _registering(self, request: HttpRequest, caller: Caller, send: Send) -> Caller | None:
         """A token caller registering: add the Entra identity from ``X-CCM-AAD-Token``, checked against the CCM token."""
-        if caller.client_cert is not None:
-            return caller
+        if caller.client_cert is not None or (caller.ccm_claims or {}).get("token_type") == BULK_REGISTRATION:
+            return caller  # a certificate, or a bulk registration token: no Entra identity to add
         aad_token = request.header(AAD_TOKEN_HEADER.lower())
         if not aad_token:
             await respond_error(send, 401, MP_INVALID_TOKEN,
@@ -384,6 +389,8 @@ class MpApp:
                 reply = self._register(message.body_xml, caller)
             elif target == "MP_LocationManager":
                 reply = self._location(message.body_xml, cmg_host)
+            elif target == "MP_TokenManager" and self.token_manager is not None:
+                reply = self.token_manager.reply(message.body_xml, caller.ccm_claims)
             elif target == "MP_PolicyManager":
                 policy_reply = self._policy(message, caller)
                 if policy_reply is None:
@@ -443,6 +450,17 @@ class MpApp:
                 log.info(f"Registering device using AAD auth: DeviceId='{device_id} ', TenantId='{tenant_id}'")
             registration = self.db.register_client(device_id=device_id or claims.get("oid", ""), tenant_id=tenant_id,
                                                    netbios_name=request.netbios_name, fq_name=request.fq_name)
+        elif (caller.ccm_claims or {}).get("token_type") == BULK_REGISTRATION:
+            # A token-authenticated device is known by the signing certificate it registers (the database keeps it
+            # with the certificate-identified clients: its schema knows Entra and certificates only).
+            try:
+                thumbprint = hashlib.sha1(bytes.fromhex(request.signing_cert_hex)).hexdigest().upper()
+            except ValueError:
+                raise MessageError("the signing certificate is not hex") from None
+            if log is not None:
+                log.info(f"Registering device using bulk registration token: Thumbprint='{thumbprint}'")  # synthetic
+            registration = self.db.register_client(device_id=None, tenant_id=None, netbios_name=request.netbios_name,
+                                                   fq_name=request.fq_name, auth="pki", cert_thumbprint=thumbprint)
         elif caller.client_cert is not None:
             thumbprint = hashlib.sha1(caller.client_cert).hexdigest().upper()
             if log is not None:

@@ -25,7 +25,8 @@ from prometheus_client import CollectorRegistry
 
 from cmg_protocol import tokens, urlmap
 from cmg_protocol.clock import Clock, system_clock
-from mock_site.cmg import AadTenant, CmgApp, ContentStore, TokenValidator
+from cmg_protocol.storage_urls import UrlSigner
+from mock_site.cmg import AadTenant, CmgApp, ContentStorage, ContentStore, TokenValidator
 from mock_site.config import SiteConfig
 from mock_site.connection_point import ConnectionPointApp
 from mock_site.control import control_listener_app
@@ -45,9 +46,11 @@ from mock_site.metrics import (
     StatsLogger,
 )
 from mock_site.metrics.active_faults import ActiveFaultsCollector
+from mock_site.metrics.storage_egress import StorageEgress
 from mock_site.mp import MpApp
 from mock_site.pki import SitePki
 from mock_site.server import Listener, ServerGroup
+from mock_site.site_tokens import BULK_TOKEN_NAME, SiteTokenIssuer, SiteTokenVerifier, TokenManager, site_key_of
 from mock_site.state_dir import (
     LOCK_NAME,
     SiteStateError,
@@ -55,6 +58,8 @@ from mock_site.state_dir import (
     load_or_create_token,
     prepare_state_dir,
 )
+from mock_site.storage import ROLE as STORAGE_ROLE
+from mock_site.storage import StorageApp, load_or_create_url_key
 from mock_site.sts import CcmSts
 from mock_site.token_checks import CcmTokenVerifier, EntraTokenVerifier, JwksCache
 from mock_site.upstream import HttpUpstream, InProcessUpstream, RoundRobin, Upstream
@@ -126,6 +131,8 @@ class Site:
         self._cmg_loggers: list[StatsLogger] = []
         self._jwks_session: aiohttp.ClientSession | None = None
         self._cmg_serial: int | None = None
+        self.storage: ContentStorage | None = None
+        self.storage_egress: StorageEgress | None = None
 
     # ------------------------------------------------------------------ set-up
     @property
@@ -249,6 +256,7 @@ class Site:
                                             leeway=leeway)
         ccm_verifier = CcmTokenVerifier(self.pki.ccm_public_keys(), hierarchy_id=config.hierarchy_id,
                                         tenants=onboarded, clock=self.clock, leeway=leeway)
+        self._set_up_site_tokens(leeway)
 
         mp_bundle = self.pki.mp_server_cert(hosts)
         cmg_count = config.cmg_instances if config.cmg_enabled and self._local("cmg") else 0
@@ -273,7 +281,8 @@ class Site:
             mp_app = MpApp(config=config, sts=sts, ccm_verifier=ccm_verifier, entra_verifier=entra_verifier,
                            db=self.db, faults=self.faults, metrics=self._metrics("mp"), logs=self.logs,
                            clock=self.clock, public_host=mp_host, cmg_host=cmg_host, rng=self.rng,
-                           content=self.content)
+                           content=self.content, token_manager=TokenManager(self.site_tokens))
+            mp_app.ccm_verifier = self._site_token_verifier(ccm_verifier, role="mp")
             mp_wrapped = FaultMiddleware(mp_app, faults=self.faults, role="mp")
             mp_listener.app = mp_wrapped
         elif self._local("cp"):  # the connection point forwards to the MP; no other role here talks to it
@@ -321,6 +330,7 @@ class Site:
         self._upstreams.extend(cp_upstreams)
 
         if cmg_listeners:
+            self.storage = self._build_storage(hosts, ports)
             round_robin = RoundRobin(cp_upstreams)
             aad_tenants = {t.tenant_id.lower(): AadTenant(t.tenant_id, t.client_app_id, t.resource_uri)
                            for t in config.tenants if t.onboarded}
@@ -329,20 +339,54 @@ class Site:
                 stats = CMGServiceStats(self.clock)
                 self.cmg_stats.append(stats)
                 app = self.cmg_app_type(instance=index, public_host=f"{listener.host}:{listener.port}",
-                                        connection_points=round_robin, ccm_verifier=ccm_verifier,
+                                        connection_points=round_robin,
+                                        ccm_verifier=self._site_token_verifier(ccm_verifier, role="cmg"),
                                         entra_verifier=entra_verifier, tenants=lambda: aad_tenants, faults=self.faults,
                                         metrics=cmg_metrics, stats=stats, logs=self.logs, content=self.content,
-                                        clock=self.clock)
+                                        clock=self.clock, storage=self.storage)
                 self.cmg_apps.append(app)
                 listener.app = FaultMiddleware(app, faults=self.faults, role="cmg",
                                                cmg_instances=config.cmg_instances)
 
         self._listener("control", control_listener_app(self.faults, token=self.faults_token, registry=self.registry,
-                                                       validator=TokenValidator(ccm_verifier, entra_verifier)),
+                                                       validator=TokenValidator(
+                                                           self._site_token_verifier(ccm_verifier, role="cmg"),
+                                                           entra_verifier)),
                        None, ports)
         self._save_ports()
         self.group = ServerGroup(list(self.listeners.values()))
         return self.group
+
+    def _set_up_site_tokens(self, leeway: float) -> None:
+        """Token-authenticated devices: the site's bulk registration token (written to the state directory, where
+        ccmsetup's ``/regtoken`` takes it from) and the issuer of client-unique tokens."""
+        config = self.config
+        self.site_tokens = SiteTokenIssuer(site_key=site_key_of(self.pki), hierarchy_id=config.hierarchy_id,
+                                           tenant_id=config.default_tenant.tenant_id, clock=self.clock,
+                                           scaled=config.scaled, db=self.db)
+        self._site_token_leeway = leeway
+        self.bulk_token_file = config.state_dir / BULK_TOKEN_NAME
+        self.site_tokens.write_bulk_token(self.bulk_token_file)
+
+    def _site_token_verifier(self, ccm_verifier: Any, *, role: str) -> SiteTokenVerifier:
+        """The CCM token verifier of ``role``, widened to site tokens (the bulk token faults apply at the CMG)."""
+        return SiteTokenVerifier(ccm_verifier, self.site_tokens, leeway=self._site_token_leeway,
+                                 faults=self.faults if role == "cmg" else None, role=role)
+
+    def _build_storage(self, hosts: tuple[str, str], ports: dict[str, int]) -> ContentStorage:
+        """The content-enabled CMG's storage: its own listener and certificate, served by the process that runs the
+        CMG (it belongs to the CMG's deployment), with the URL signing key every process of the site shares."""
+        signer = UrlSigner(load_or_create_url_key(self.config.pki_dir), issuer=f"urn:sccm:cmg:{self.config.role_id}")
+        self.storage_egress = StorageEgress(clock=self.clock, time_scale=self.config.time_scale)
+        if self.config.metrics_enabled:
+            self.registry.register(self.storage_egress)
+        app = StorageApp(signer=signer, content=self.content, faults=self.faults, metrics=self._metrics(STORAGE_ROLE),
+                         egress=self.storage_egress, clock=self.clock)
+        bundle = self.pki.storage_server_cert(hosts, crl_url=self.crl_url)
+        # The generic faults that apply to storage (bandwidth) come from the same middleware as at the other roles.
+        listener = self._listener(STORAGE_ROLE, FaultMiddleware(app, faults=self.faults, role=STORAGE_ROLE),
+                                  self._server_context(bundle), ports)
+        return ContentStorage(base_url=listener.url, signer=signer, tenant_id=self.config.default_tenant.tenant_id)
 
     def _jwks_fetcher(self, entra_url: str) -> Any:
         if self.config.inprocess_hops:
@@ -454,13 +498,22 @@ class Site:
             policy_interval_s=config.scaled(config.policy_interval_site_seconds),
             faults_url=f"{control}/faults",
             faults_token=self.faults_token,
-            metrics_urls=tuple(RoleUrl(role, f"{control}/metrics") for role in ("cmg", "cp", "mp", "sts", "entra", "crl")
-                               if role in self.roles or (role == "sts" and "mp" in self.roles)),
+            metrics_urls=self._metrics_urls(control),
             log_dir=config.log_dir,
             db_path=config.db_path,
             state_dir=config.state_dir,
             pid=os.getpid(),
+            storage_url=self.storage.base_url if self.storage is not None else None,
+            bulk_token_file=self.bulk_token_file,
         )
+
+    def _metrics_urls(self, control: str) -> tuple[RoleUrl, ...]:
+        """Where each role served here is scraped (the storage with the CMG that runs it)."""
+        served: list[str] = [role for role in ("cmg", "cp", "mp", "sts", "entra", "crl")
+                  if role in self.roles or (role == "sts" and "mp" in self.roles)]
+        if self.storage is not None:
+            served.append(STORAGE_ROLE)
+        return tuple(RoleUrl(role, f"{control}/metrics") for role in served)
 
     def write_manifest(self) -> Path:
         return self.manifest().write(self.manifest_path)

@@ -55,9 +55,19 @@ _FAULT_REASONS: Mapping[str, frozenset[str]] = {
     "mp_down": frozenset({oc.CMG_503, oc.STS_500}),
     "policy_signature_mismatch": frozenset({oc.MP_SIGNATURE_INVALID}),
     "client_unknown": frozenset({oc.MP_NOT_REGISTERED}),
+    # Content from the CMG's storage: a slow storage times out, a refused URL is storage.403 after one new URL, an
+    # unreachable storage resets the download.
+    "storage_slow": frozenset({oc.TIMEOUT}),
+    "signed_url_expired": frozenset({oc.STORAGE_403}),
+    "storage_unreachable": frozenset({oc.RESET, oc.CONNECT}),
+    # Only devices that install with a bulk registration token hold one (see _BULK_TOKEN_FAULTS).
+    "bulk_token_expired": frozenset({oc.CMG_401}),
+    "bulk_token_revoked": frozenset({oc.CMG_401}),
     "http_error": frozenset({oc.CMG_401, oc.CMG_403, oc.CMG_503, oc.STS_401, oc.STS_500, oc.REGISTRATION_REJECTED,
                              oc.AAD_NO_TOKEN}),
 }
+#: Faults that touch only devices installed with a bulk registration token.
+_BULK_TOKEN_FAULTS = frozenset({"bulk_token_expired", "bulk_token_revoked"})
 #: Faults whose effect a device that skips revocation checks (/NoCRLCheck) never sees.
 _CRL_FAULTS = frozenset({"crl_unreachable", "crl_expired", "crl_slow", "cmg_cert_revoked"})
 
@@ -127,8 +137,8 @@ def device_requirement(profile: DeviceProfile, settings: VerdictSettings) -> tup
     """The outcome a device's own traits force, with the trait that forces it (``("ok", "")`` when none does)."""
     if not profile.root_ca_present:
         return oc.TLS_INVALID_CA, "root_ca_missing"
-    if profile.takes_pki_path:
-        return OK, ""
+    if profile.takes_pki_path or profile.takes_token_path:
+        return OK, ""  # neither needs Entra ID: its tenant, WPJ, WAM and clock do not decide
     if profile.tenant_id.lower() not in settings.onboarded_tenants:
         return oc.AAD_TENANT_NOT_ONBOARDED, "tenant_not_onboarded"
     if not profile.wpj_cert:
@@ -160,6 +170,8 @@ def expect(profile: DeviceProfile, *, life_start: float, life_end: float, window
         if window.name in _CRL_FAULTS and profile.nocrlcheck:
             continue
         if window.name == "tenant_not_onboarded" and _other_tenant(window, profile):
+            continue
+        if window.name in _BULK_TOKEN_FAULTS and not profile.bulk_token:
             continue
         reasons = set(_FAULT_REASONS.get(window.name, ()))
         if window.name == "ccm_token_expired" and window.role == "sts":

@@ -13,6 +13,7 @@ from functools import lru_cache
 from typing import Any
 from urllib.parse import quote
 
+from cmg_protocol.site_tokens import ClientTokenReply, ClientTokenRequest
 from cmg_protocol.statuses import INVALID_TOKEN
 from harness.client import outcome as oc
 from harness.client._exchange import ExchangeBase, Step
@@ -23,7 +24,9 @@ from harness.client.events import (
     STAGE_RENEWAL,
     STEP_CCM_TOKEN,
     STEP_ENTRA_TOKEN,
+    STEP_SITE_TOKEN,
     Request,
+    Response,
     error_code_of,
 )
 
@@ -112,6 +115,8 @@ class TokenSteps(ExchangeBase):
             self._write(file, text, ERROR)
 
     def _ccm_token(self, stage: str, file: str) -> Step:
+        if self.profile.takes_token_path:
+            return (yield from self._site_token(stage, file))
         site = self.site
         if not self._entra or self._clock() >= self._entra_expires:
             yield from self._entra_token(stage)
@@ -137,6 +142,28 @@ class TokenSteps(ExchangeBase):
         if self._log is not None:
             self._write(file, f"Cached encrypted token for '{SYSTEM_SID}'. Will expire at "
                               f"'{log_time(self._ccm_expires + self._skew)}'")
+
+    def _site_token(self, stage: str, file: str) -> Step:
+        """A token-authenticated device's token: the bulk registration token until it is registered, then its
+        client-unique token from MP_TokenManager (asked for with the token it holds), renewed when the site says."""
+        site = self.site
+        if not self._smsid:
+            # A bulk token cannot be renewed by the device: after a refusal it is sent again once and refused again.
+            self._write(file, "Using the bulk registration token given to ccmsetup (/regtoken)")  # synthetic wording
+            self._ccm, self._ccm_renew_at = site.bulk_token, float("inf")
+            return
+        body_xml = ClientTokenRequest(smsid=self._smsid).to_xml()
+        held = self._ccm
+        request, reply, reason = yield from self._send(
+            lambda: self._ccm_post(STEP_SITE_TOKEN, stage, "MP_TokenManager", body_xml, mutual=False, bearer=held))
+        if reason is not None:
+            self._fail(reason, request, reply)
+        assert isinstance(reply, Response)
+        answer = self._decode(reply, ClientTokenReply, STEP_SITE_TOKEN, stage)
+        self._ccm, self._ccm_renew_at = answer.token, float(answer.renew_at)
+        self._ccm_expires = float(answer.renew_at)
+        self._write(file, f"Received the client-unique token; renewal due at "  # synthetic wording
+                          f"'{log_time(self._ccm_renew_at + self._skew)}'")
 
     def _fresh_ccm_token(self) -> Step:
         """Renew the CCM token before a request when it is expired or in its last 10 % of life."""

@@ -65,6 +65,8 @@ class DeviceProfile:
     nocrlcheck: bool = False
     clock_skew: float = 0.0
     wam: str = WAM_OK
+    #: Installed with a bulk registration token (ccmsetup /regtoken): the token path, unless a PKI certificate wins.
+    bulk_token: bool = False
 
     def __post_init__(self) -> None:
         if self.wam not in WAM_BEHAVIOURS:
@@ -91,6 +93,11 @@ class DeviceProfile:
         return self.pki_client_cert
 
     @property
+    def takes_token_path(self) -> bool:
+        """Neither PKI nor Entra: the bulk registration token, then the client-unique token (a PKI certificate wins)."""
+        return self.bulk_token and not self.pki_client_cert
+
+    @property
     def client_guid(self) -> str:
         """The ``GUID:…`` id the client proposes before the site assigns one (stable per device)."""
         return "GUID:" + str(uuid.uuid5(uuid.NAMESPACE_OID, self.device_id)).upper()
@@ -114,7 +121,7 @@ class DeviceProfile:
 #: Mix keys that are shares of the fleet (0..1), by docs/faults.md device-fault name.
 SHARE_TRAITS = (
     "wpj_missing", "root_ca_missing", "pki_client_cert", "nocrlcheck", "wam_device_token_error", "no_user_token",
-    "clock_skew",
+    "clock_skew", "bulk_token",
 )
 #: Mix keys that are not shares.
 VALUE_TRAITS = ("skew_seconds",)
@@ -131,6 +138,7 @@ class FleetMix:
     wam_device_token_error: float = 0.0
     no_user_token: float = 0.0
     clock_skew: float = 0.0
+    bulk_token: float = 0.0
     skew_seconds: float = DEFAULT_SKEW_SECONDS
 
     def __post_init__(self) -> None:
@@ -212,7 +220,7 @@ class Fleet:
         skew = 0.0
         if draws[5] < mix.clock_skew:
             skew = mix.skew_seconds if rng.random() < 0.5 else -mix.skew_seconds
-        return DeviceProfile(
+        profile = DeviceProfile(
             index=index,
             netbios_name=f"CMGDEV{index:07d}",
             device_id=device_id,
@@ -229,6 +237,10 @@ class Fleet:
             clock_skew=skew,
             wam=wam,
         )
+        # Drawn last, so adding the trait left every other device of a seed as it was.
+        if rng.random() < mix.bulk_token:
+            profile = dataclasses.replace(profile, bulk_token=True)
+        return profile
 
 
 # --- traits for one device (the CLI's --profile) ----------------------------------------------------------------------
@@ -240,6 +252,7 @@ _FLAG_TRAITS: Mapping[str, dict[str, object]] = {
     "nocrlcheck": {"nocrlcheck": True},
     "wam_device_token_error": {"wam": WAM_DEVICE_FAILS_D0090016},
     "no_user_token": {"wam": WAM_USER_FAILS_TOO},
+    "bulk_token": {"bulk_token": True},
 }
 _VALUE_TRAITS = ("clock_skew", "wam", "tenant_id")
 

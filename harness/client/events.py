@@ -29,8 +29,10 @@ STEP_CCM_TOKEN = "ccm_token"
 STEP_SITE_INFO = "site_info"
 STEP_CCMSETUP_CAB = "ccmsetup_cab"
 STEP_CONTENT_LOCATION = "content_location"
+STEP_CONTENT_XML = "content_xml"  # getcontentxmlsecure: where the content is (a signed storage URL)
 STEP_CONTENT_DOWNLOAD = "content_download"
 STEP_REGISTRATION = "registration"
+STEP_SITE_TOKEN = "site_token"  # MP_TokenManager: a token-authenticated client's client-unique token
 STEP_POLICY_ASSIGNMENTS = "policy_assignments"
 STEP_POLICY_BODY = "policy_body"
 
@@ -50,6 +52,8 @@ class SiteEndpoints:
     site_code: str
     policy_interval_s: float
     time_scale: float = 1.0
+    #: The bulk registration token ccmsetup is given (``/regtoken``) for token-authenticated devices; '' if none.
+    bulk_token: str = field(default="", repr=False)
     host: str = field(init=False)
     port: int = field(init=False)
     server_base: str = field(init=False)  # "https://<cmg>/CCM_Proxy_ServerAuth/<id>"
@@ -91,9 +95,15 @@ class SiteEndpoints:
     @classmethod
     def from_manifest(cls, manifest: SiteManifest) -> SiteEndpoints:
         """The endpoints named in a site manifest (``site.json``)."""
+        bulk_token = ""
+        if manifest.bulk_token_file is not None:
+            try:
+                bulk_token = manifest.bulk_token_file.read_text().strip()
+            except OSError:
+                bulk_token = ""  # another host's site: token devices then fail at the CMG, which the verdict names
         return cls(cmg_url=manifest.cmg_url or "", role_id=manifest.role_id, entra_url=manifest.entra_url,
                    site_code=manifest.site_code, policy_interval_s=manifest.policy_interval_s,
-                   time_scale=manifest.time_scale)
+                   time_scale=manifest.time_scale, bulk_token=bulk_token)
 
     @property
     def netloc(self) -> str:
@@ -183,7 +193,10 @@ def classify(step: str, reply: Reply) -> str | None:
     if status == 403:
         if reply.reason == MP_SIGNATURE_INVALID:
             return oc.MP_SIGNATURE_INVALID
-        return oc.MP_NOT_REGISTERED if reply.reason == MP_NOT_REGISTERED else oc.CMG_403
+        if reply.reason == MP_NOT_REGISTERED:
+            return oc.MP_NOT_REGISTERED
+        # Only the CMG's storage answers the content download itself; it refuses a URL it cannot accept with 403.
+        return oc.STORAGE_403 if step == STEP_CONTENT_DOWNLOAD else oc.CMG_403
     if status == 503:
         return oc.CMG_503
     return oc.http_reason(status)

@@ -24,8 +24,9 @@ from cmg_protocol.cms import CmsError
 from cmg_protocol.messages import MessageError
 from cmg_protocol.policy import PolicyFlags
 from harness.client import outcome as oc
+from harness.client._content import ContentSteps
 from harness.client._exchange import RETRY_BASE_SITE_SECONDS, Failed, Step, shared
-from harness.client._tokens import RENEW_SHARE, TokenSteps
+from harness.client._tokens import RENEW_SHARE
 from harness.client.clientlogs import CCMSETUP, CLIENT_ID_MANAGER, LOCATION_SERVICES, ClientLog
 from harness.client.device import DeviceProfile, SmsSigningIdentity
 from harness.client.events import (
@@ -34,7 +35,6 @@ from harness.client.events import (
     STAGE_REGISTRATION,
     STEP_AAD_INFO,
     STEP_CCMSETUP_CAB,
-    STEP_CONTENT_DOWNLOAD,
     STEP_CONTENT_LOCATION,
     STEP_POLICY_ASSIGNMENTS,
     STEP_POLICY_BODY,
@@ -62,7 +62,7 @@ AAD_AUTH_INFO_NAME = f"/{urlmap.SERVER_AUTH}/{urlmap.AAD_AUTH_INFO}"
 _SUCCESS = Outcome(success=True)
 
 
-class Lifecycle(TokenSteps):
+class Lifecycle(ContentSteps):
     """A device's life: call :meth:`next_request`, act on it, :meth:`feed` the reply to a Request, until Done."""
 
     __slots__ = ("_action", "_gen", "_polls", "_seen", "_seen_reply", "polls_done")
@@ -138,6 +138,8 @@ class Lifecycle(TokenSteps):
     def _life(self) -> Step:
         if self.profile.pki_client_cert:
             yield from self._install_pki()
+        elif self.profile.takes_token_path:
+            yield from self._install_token()
         else:
             yield from self._install_entra()
         yield from self._register()
@@ -171,6 +173,14 @@ class Lifecycle(TokenSteps):
         except (ValueError, KeyError, TypeError) as exc:
             self._fail_reply(STEP_AAD_INFO, STAGE_INSTALL, f"AADAuthInfo reply is not the expected JSON: {exc}")
         yield from self._entra_token(STAGE_INSTALL)
+        yield from self._ccm_token(STAGE_INSTALL, CCMSETUP)
+        yield from self._locate_and_download(mutual=False)
+
+    def _install_token(self) -> Step:
+        # Neither Entra nor PKI: ccmsetup was given a bulk registration token; no AADAuthInfo, no Entra, no CCM_STS.
+        if not self.site.bulk_token:
+            self._fail_local(oc.CMG_401, STEP_SITE_INFO, STAGE_INSTALL,
+                             "the device installs with a bulk registration token, but ccmsetup was given none")
         yield from self._ccm_token(STAGE_INSTALL, CCMSETUP)
         yield from self._locate_and_download(mutual=False)
 
@@ -212,13 +222,7 @@ class Lifecycle(TokenSteps):
             self._fail_reply(STEP_CONTENT_LOCATION, STAGE_INSTALL, f"no https content location in {locations.urls!r}")
         self._write(CCMSETUP, f"The location '{url}'")
         self._write(LOCATION_SERVICES, f"Content location for the client package: '{url}'")  # synthetic wording
-        name = urlsplit(url).path
-        if mutual:
-            yield from self._exchange(lambda: Request("GET", url, {}, b"", name, STAGE_INSTALL, STEP_CONTENT_DOWNLOAD,
-                                                      client_cert=True))
-        else:
-            yield from self._ccm_exchange(lambda: self._get(url, name, STAGE_INSTALL, STEP_CONTENT_DOWNLOAD),
-                                          STAGE_INSTALL)
+        yield from self._download(url, mutual=mutual)
         self._write(CCMSETUP, f"Installing version {CLIENT_VERSION} of the client with product code "
                               f"{CLIENT_PRODUCT_CODE}")
         self._write(CCMSETUP, "Running installation package")
@@ -243,6 +247,8 @@ class Lifecycle(TokenSteps):
                                            f"{p.client_guid} ...")
             if pki:
                 self._write(CLIENT_ID_MANAGER, "Registering client using PKI certificate.")  # synthetic wording
+            elif p.takes_token_path:
+                self._write(CLIENT_ID_MANAGER, "Registering client using the bulk registration token.")  # synthetic
             else:
                 self._write(CLIENT_ID_MANAGER, "Registering client using AAD auth.")
                 # Registration asks for a new Entra token (the walk-through); a retry reuses it while it is valid.

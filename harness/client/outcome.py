@@ -21,6 +21,8 @@ STS_500 = "sts.500"
 CMG_401 = "cmg.401"
 CMG_403 = "cmg.403"
 CMG_503 = "cmg.503"
+#: The CMG's storage refused a signed content URL (expired, not yet valid or a bad signature).
+STORAGE_403 = "storage.403"
 MP_401 = "mp.401"
 #: The MP refused a signature (clientauth hook, ClientTokenSignature) that does not verify with the registered key.
 MP_SIGNATURE_INVALID = "mp.signature_invalid"
@@ -36,7 +38,7 @@ BAD_REPLY = "reply.malformed"
 #: Every fixed reason code; ``http.<status>`` codes come on top (see :func:`http_reason`).
 REASONS: frozenset[str] = frozenset({
     TLS_INVALID_CA, TLS_REVOCATION_OFFLINE, TLS_REVOKED, AAD_NO_WPJ, AAD_NO_TOKEN, AAD_TENANT_NOT_ONBOARDED, STS_401,
-    STS_500, CMG_401, CMG_403, CMG_503, MP_401, REGISTRATION_REJECTED, TIMEOUT, CONNECT, RESET, BAD_REPLY,
+    STS_500, CMG_401, CMG_403, CMG_503, STORAGE_403, MP_401, REGISTRATION_REJECTED, TIMEOUT, CONNECT, RESET, BAD_REPLY,
     MP_SIGNATURE_INVALID, MP_NOT_REGISTERED,
 })
 

@@ -15,6 +15,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from cmg_protocol import envelope, messages
 from cmg_protocol.clock import FakeClock
+from cmg_protocol.storage_urls import ContentXml
 from harness.client import events as ev
 from harness.client import lifecycle as lc
 from harness.client.device import DeviceProfile
@@ -102,6 +103,12 @@ class ScriptedSite:
             return Response(200, json.dumps(ccm).encode(), content_type="application/json", ms=ms)
         if step in (ev.STEP_CCMSETUP_CAB, ev.STEP_CONTENT_DOWNLOAD):
             return Response(200, b"MSCF" + bytes(60), content_type="application/octet-stream", ms=ms)
+        if step == ev.STEP_CONTENT_XML:
+            # A content-enabled CMG: the content is on its storage, behind a signed URL (the signature is not checked).
+            url = ("https://storage.test:8444/content/CS100001/CS100001?tid=t&oid=o&iss=cmg&alg=HMACSHA256"
+                   "&st=2020-06-24T15:00:00Z&se=2020-06-24T16:00:00Z&sig=c2ln")
+            content_info = ContentXml(package_id="CS100001", url=url, size=64, sha256="00" * 32)
+            return Response(200, content_info.to_xml().encode(), content_type="text/xml; charset=utf-8", ms=ms)
         if step == ev.STEP_POLICY_BODY:
             query = urlsplit(request.url).query
             policy_id, _, version = query.partition("/")

@@ -12,7 +12,7 @@ from typing import Any
 from cmg_protocol.statuses import MP_NOT_REGISTERED, MP_SIGNATURE_INVALID
 
 #: The site roles a fault can target.
-ROLES = ("cmg", "cp", "mp", "sts", "entra", "crl")
+ROLES = ("cmg", "cp", "mp", "sts", "entra", "crl", "storage")
 #: The roles that forward or answer client traffic; generic network chaos applies at these (docs/faults.md).
 PROXY_ROLES = ("cmg", "cp", "mp")
 #: How long a fault stays on when the caller gives no duration (real seconds): a fault never lingers.
@@ -341,7 +341,7 @@ _SPECS = (
         expected_status=503, expected_reason="MP unavailable",
     ),
     FaultSpec(
-        "bandwidth", PROXY_ROLES, "cmg",
+        "bandwidth", PROXY_ROLES + ("storage",), "cmg",
         "Response bodies are sent no faster than a set rate.",
         "Content downloads slow down in proportion to their size; they still complete.",
         (ParamSpec("kib_per_s", "float", 64.0, "response rate in KiB/s", minimum=1, maximum=1024 * 1024),),
@@ -375,6 +375,43 @@ _SPECS = (
         "Policy assignment requests and authenticated policy downloads are refused with 403 MP_Client_Not_Registered; "
         "install and registration still succeed.",
         expected_status=403, expected_reason=MP_NOT_REGISTERED,
+    ),
+    # --- content from the content-enabled CMG's storage (signed URLs) -------------------------------------------------
+    FaultSpec(
+        "storage_slow", ("storage",), "storage",
+        "The CMG's cloud storage answers content downloads after a delay.",
+        "Content downloads from storage take longer and still complete; past the client's timeout the download fails "
+        "with timeout after its retries.",
+        (_latency("latency_ms", 2000.0, "added delay in ms"),),
+    ),
+    FaultSpec(
+        "signed_url_expired", ("storage", "cmg"), "storage",
+        "Signed content URLs are expired when used: storage counts every URL as expired, or the CMG hands out URLs "
+        "that expired before they were issued.",
+        "Storage answers 403 AuthenticationFailed; the client asks the CMG for a new URL once and, refused again, "
+        "fails the content download with storage.403.",
+        expected_status=403, expected_reason="AuthenticationFailed",
+    ),
+    FaultSpec(
+        "storage_unreachable", ("storage",), "storage",
+        "The CMG's cloud storage cannot be reached: connections are reset.",
+        "Content downloads fail with a connection reset; the client retries with back-off and then fails the "
+        "content download with reset. The CMG's own endpoints keep answering.",
+    ),
+    # --- token-authenticated devices (bulk registration token) -------------------------------------------------------
+    FaultSpec(
+        "bulk_token_expired", ("cmg",), "cmg",
+        "The bulk registration token devices install with is past its lifetime (3 days by default, at most 7).",
+        "The CMG answers 401 CMGService_Invalid_Token to devices still installing or registering with it (cmg.401: "
+        "a bulk token cannot be renewed by the device); registered devices with their client-unique token continue.",
+        expected_status=401, expected_reason="CMGService_Invalid_Token",
+    ),
+    FaultSpec(
+        "bulk_token_revoked", ("cmg",), "cmg",
+        "The administrator blocked the bulk registration token.",
+        "As for an expired bulk token: 401 CMGService_Invalid_Token for devices still using it (cmg.401); devices "
+        "that already hold their client-unique token continue.",
+        expected_status=401, expected_reason="CMGService_Invalid_Token",
     ),
 )
 

@@ -131,6 +131,13 @@ class SitePki:
         hosts = check_hosts(hosts)
         return self._leaf("entra", LeafSpec(hosts[0], hosts, ExtendedKeyUsageOID.SERVER_AUTH))
 
+    def storage_server_cert(self, hosts: Sequence[str] = DEFAULT_HOSTS, *, crl_url: str) -> CertBundle:
+        """The content-enabled CMG's storage endpoint's server-auth certificate, naming ``crl_url`` as its CRL
+        distribution point (clients check revocation there as they do at the CMG)."""
+        check_crl_url(crl_url)
+        hosts = check_hosts(hosts)
+        return self._leaf("storage", LeafSpec(hosts[0], hosts, ExtendedKeyUsageOID.SERVER_AUTH, crl_url))
+
     def cp_client_cert(self) -> CertBundle:
         """The CMG connection point's client-auth certificate, presented to the management point."""
         return self._leaf("cp", LeafSpec(CONNECTION_POINT_COMMON_NAME, (), ExtendedKeyUsageOID.CLIENT_AUTH))

@@ -28,7 +28,7 @@ SCENARIOS = Path(__file__).resolve().parents[2] / "scenarios"
 #: Clock skews are compressed like every duration: 7200 s is 2 real seconds, clear of the 0.08 s allowance either way.
 LOAD = ["--users", "12", "--devices-per-user", "2", "--spawn-rate", "0.5", "--time-scale", "3600"]
 #: Device flags, not faults: they change what a device may do, not whether it may fail.
-DEVICE_FLAGS = {"nocrlcheck", "pki_client_cert"}
+DEVICE_FLAGS = {"nocrlcheck", "pki_client_cert", "bulk_token"}
 
 GROUPS = {
     # CRL and certificate faults while devices install, plus every device fault by share (seed 1 gives each at least
@@ -38,6 +38,7 @@ faults:
   - {fault: wpj_missing, share: 0.15}
   - {fault: root_ca_missing, share: 0.1}
   - {fault: pki_client_cert, share: 0.15}
+  - {fault: bulk_token, share: 0.2}
   - {fault: nocrlcheck, share: 0.25}
   - {fault: wam_device_token_error, share: 0.15}
   - {fault: no_user_token, share: 0.1}
@@ -49,10 +50,12 @@ faults:
   - {fault: cp_cert_revocation_offline, start: 15, duration: 3}
   - {fault: cmg_cert_revoked, start: 19, duration: 3}
 """, 24),
-    # Entra, CCM_STS and tenant faults, hitting installs and the renewals every 7.2 s; then the MP's signature checks,
-    # hitting the policy polls every second.
+    # Entra, CCM_STS and tenant faults, hitting installs and the renewals every 7.2 s; the content storage and bulk token
+    # faults hit the installs among them (a share of the devices installs with a bulk token); then the MP's signature
+    # checks, hitting the policy polls every second.
     "tokens": ("""
 faults:
+  - {fault: bulk_token, share: 0.3}
   - {fault: tenant_not_onboarded, role: cmg, start: 1, duration: 2}
   - {fault: entra_token_expired, start: 4, duration: 2}
   - {fault: entra_bad_signature, start: 7, duration: 2}
@@ -61,6 +64,11 @@ faults:
   - {fault: sts_unavailable, start: 16, duration: 2}
   - {fault: sts_error, start: 19, duration: 2}
   - {fault: tenant_not_onboarded, role: sts, start: 22, duration: 2}
+  - {fault: storage_slow, start: 2, duration: 2, params: {latency_ms: 200}}
+  - {fault: signed_url_expired, start: 11, duration: 2}
+  - {fault: storage_unreachable, start: 17, duration: 2}
+  - {fault: bulk_token_expired, start: 1, duration: 3}
+  - {fault: bulk_token_revoked, start: 8, duration: 3}
   - {fault: policy_signature_mismatch, start: 25, duration: 2}
   - {fault: client_unknown, start: 28, duration: 2}
 """, 31),

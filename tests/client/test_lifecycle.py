@@ -21,7 +21,7 @@ from harness.client.testing import ScriptedSite, drive, scripted_endpoints
 TENANT = "9aaf466a-3f40-4468-b3cd-f0010f21f05a"
 HOUR = 3600.0
 INSTALL = [ev.STEP_AAD_INFO, ev.STEP_ENTRA_TOKEN, ev.STEP_CCM_TOKEN, ev.STEP_SITE_INFO, ev.STEP_CCMSETUP_CAB,
-           ev.STEP_CONTENT_LOCATION, ev.STEP_CONTENT_DOWNLOAD]
+           ev.STEP_CONTENT_LOCATION, ev.STEP_CONTENT_XML, ev.STEP_CONTENT_DOWNLOAD]
 REGISTRATION = [ev.STEP_ENTRA_TOKEN, ev.STEP_REGISTRATION, ev.STEP_CCM_TOKEN]
 FIRST_POLL = [ev.STEP_POLICY_ASSIGNMENTS] + [ev.STEP_POLICY_BODY] * 6
 
@@ -62,7 +62,7 @@ def test_stages_name_install_registration_and_policy() -> None:
     life, site, _ = make()
     drive(life, site)
     stages = [request.stage for request in site.requests]
-    assert stages == ["install"] * 7 + ["registration"] * 3 + ["policy"] * 7
+    assert stages == ["install"] * 8 + ["registration"] * 3 + ["policy"] * 7
 
 
 def test_requests_carry_the_documented_headers_and_names() -> None:
@@ -99,7 +99,7 @@ def test_registration_carries_a_fresh_entra_token() -> None:
     CCM token stays in Authorization, as on every CcmTokenAuth=1 request, so the CMG never takes an Entra token there."""
     life, site, _ = make()
     drive(life, site)
-    registration = site.requests[8]
+    registration = site.requests[9]
     assert registration.step == ev.STEP_REGISTRATION
     assert registration.headers["Authorization"] == "Bearer " + site.ccm_tokens[0]
     assert registration.headers[AAD_TOKEN_HEADER] == site.entra_tokens[1]
@@ -113,7 +113,7 @@ def test_policy_requests_name_the_assigned_client_id() -> None:
     """After registration the messages carry the site-assigned GUID as SourceID and ClientID."""
     life, site, _ = make()
     drive(life, site)
-    poll = site.requests[10]
+    poll = site.requests[11]
     message = envelope.decode_message(poll.headers["Content-Type"], poll.body)
     assert message.header.source_id == life.smsid
     assert messages.RequestAssignments.from_xml(message.body_xml).client_id == life.smsid
@@ -237,10 +237,13 @@ def test_a_pki_client_certificate_takes_the_mutual_auth_path_and_never_asks_entr
     """With a PKI client cert: no AADAuthInfo, Entra or CCM_STS; every CMG request is MutualAuth with the cert."""
     life, site, _ = make(device(pki_client_cert=True, wpj_cert=wpj_cert), polls=1)
     assert drive(life, site).success
-    assert steps(site) == [ev.STEP_SITE_INFO, ev.STEP_CONTENT_LOCATION, ev.STEP_CONTENT_DOWNLOAD,
-                           ev.STEP_REGISTRATION] + FIRST_POLL
-    assert all(request.client_cert and "Authorization" not in request.headers for request in site.requests)
-    cmg_requests = [r for r in site.requests if r.step != ev.STEP_CONTENT_DOWNLOAD]
+    assert steps(site) == [ev.STEP_SITE_INFO, ev.STEP_CONTENT_LOCATION, ev.STEP_CONTENT_XML,
+                           ev.STEP_CONTENT_DOWNLOAD, ev.STEP_REGISTRATION] + FIRST_POLL
+    # Every CMG request is MutualAuth; the storage download carries neither the certificate nor a token.
+    cmg_requests = [r for r in site.requests if r.step not in (ev.STEP_CONTENT_XML, ev.STEP_CONTENT_DOWNLOAD)]
+    assert all(request.client_cert and "Authorization" not in request.headers for request in cmg_requests)
+    storage = [r for r in site.requests if r.step == ev.STEP_CONTENT_DOWNLOAD]
+    assert [(r.client_cert, r.headers, r.name) for r in storage] == [(False, {}, "/content")]
     assert all(r.name.startswith("/CCM_Proxy_MutualAuth/72186325152220500/") for r in cmg_requests)
     assert life.ccm_token == ""
 

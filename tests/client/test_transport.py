@@ -58,9 +58,9 @@ def test_a_whole_life_succeeds_and_the_site_registers_the_device(site: RunningSi
     """Install, registration and a policy poll succeed, and the site database holds the registration."""
     result = run(site, seed=101)
     assert result.success, oc.format_step_table(result)
-    assert [entry.step for entry in result.trail][:7] == [
+    assert [entry.step for entry in result.trail][:8] == [
         ev.STEP_AAD_INFO, ev.STEP_ENTRA_TOKEN, ev.STEP_CCM_TOKEN, ev.STEP_SITE_INFO, ev.STEP_CCMSETUP_CAB,
-        ev.STEP_CONTENT_LOCATION, ev.STEP_CONTENT_DOWNLOAD]
+        ev.STEP_CONTENT_LOCATION, ev.STEP_CONTENT_XML, ev.STEP_CONTENT_DOWNLOAD]
     assert all(entry.status == 200 for entry in result.trail)
     device = device_from_traits(site.manifest, "", seed=101)
     record = site.site.db.client_by_device(device.tenant_id, device.device_id)
@@ -98,7 +98,8 @@ def test_wpj_missing_with_a_pki_certificate_installs_as_a_pki_client(site: Runni
     result = run(site, "wpj_missing,pki_client_cert", seed=106)
     assert result.success, oc.format_step_table(result)
     names = [entry.name for entry in result.trail]
-    assert all("/CCM_Proxy_MutualAuth/" in name or name.startswith("/downloadrestservice") for name in names)
+    assert all("/CCM_Proxy_MutualAuth/" in name or name.startswith(("/downloadrestservice", "/content"))
+               for name in names)
     assert ev.STEP_ENTRA_TOKEN not in [entry.step for entry in result.trail]
 
 

@@ -11,6 +11,7 @@ import jwt
 import pytest
 from cryptography import x509
 
+from cmg_protocol.storage_urls import ContentXml
 from mock_site.faults import CATALOGUE
 from mock_site.testing import RunningSite, SiteClient
 
@@ -178,11 +179,13 @@ def test_mp_down_fails_mp_requests(clean_site: RunningSite, site_client: SiteCli
 
 
 def test_bandwidth_slows_content_downloads(clean_site: RunningSite, site_client: SiteClient) -> None:
-    """bandwidth throttles responses: 64 KiB of content at 64 KiB/s takes about a second."""
+    """bandwidth throttles responses: 64 KiB of content from the CMG's storage at 64 KiB/s takes about a second."""
     token = site_client.ccm_token()
     url = site_client.cmg_url + "/downloadrestservice.svc/getcontentxmlsecure?pid=CS100001&cid=CS100001"
-    clean_site.set_fault("bandwidth", duration=30, params={"kib_per_s": 64})
-    response, elapsed = _timed(lambda: site_client.http.get(url, headers={"Authorization": f"Bearer {token}"}))
+    content = site_client.http.get(url, headers={"Authorization": f"Bearer {token}"})
+    storage_url = ContentXml.from_xml(content.text).url
+    clean_site.set_fault("bandwidth", role="storage", duration=30, params={"kib_per_s": 64})
+    response, elapsed = _timed(lambda: site_client.http.get(storage_url))
     assert response.status_code == 200
     assert len(response.content) == 64 * 1024
     assert elapsed >= 0.8
@@ -213,9 +216,12 @@ def test_injections_are_counted(clean_site: RunningSite, site_client: SiteClient
 
 
 def test_every_server_side_fault_has_an_effect_test() -> None:
-    """This module names a test for every fault of the catalogue (the Entra token faults live in the edge tests)."""
+    """This module names a test for every fault of the catalogue (the Entra token faults live in the edge tests, the
+    storage faults in test_storage, the bulk token faults in test_bulk_token)."""
     here = open(__file__).read()
     edge = open(__file__.replace("test_site_faults.py", "test_cmg_edge.py")).read()
+    edge += open(__file__.replace("test_site_faults.py", "test_storage.py")).read()  # the storage faults
+    edge += open(__file__.replace("test_site_faults.py", "test_bulk_token.py")).read()  # the bulk token faults
     missing = [name for name in CATALOGUE if f'"{name}"' not in here + edge]
     assert missing == []
 
