@@ -38,6 +38,10 @@ class RoleUrl:
     url: str
 
 
+#: The ways the mock CMG reaches its connection points (``SiteManifest.cp_hop``).
+CP_HOPS = ("channel", "https")
+
+
 @dataclass(frozen=True, slots=True)
 class ManifestTenant:
     """A Microsoft Entra tenant the site's mock Entra ID knows; ``onboarded``: the site knows it too."""
@@ -94,6 +98,12 @@ class SiteManifest:
     #: proxy standing in for the CMG presents it. None in manifests written before connection points required it.
     cmg_identity_cert_file: Path | None = None
     cmg_identity_key_file: Path | None = None
+    #: How the mock CMG reaches its connection points: ``channel`` (the CPs dial out to every CMG instance, the real
+    #: way) or ``https`` (the CMG forwards to the CP's HTTPS listener, as a proxy under test does). None in older ones.
+    cp_hop: str | None = None
+    #: The port each CMG instance takes its connection points' channels on (one per instance; a real CMG uses
+    #: 10140 + instance). Empty unless ``cp_hop`` is ``channel``.
+    channel_ports: tuple[int, ...] | None = None
 
     # ------------------------------------------------------------------ lookups
     def link(self, role: str) -> str | None:
@@ -186,7 +196,7 @@ class SiteManifest:
         for name in _OPTIONAL_FIELDS:
             value = getattr(self, name)
             if value is not None:
-                out[name] = str(value) if isinstance(value, Path) else value
+                out[name] = str(value) if isinstance(value, Path) else list(value) if isinstance(value, tuple) else value
         return out
 
     def to_json(self) -> str:
@@ -254,6 +264,22 @@ def _whole(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"must be a whole number, got {value!r}")
     return value
+
+
+def _one_of(value: Any, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise ValueError(f"must be one of {', '.join(choices)}, got {value!r}")
+    return str(value)
+
+
+def _ports(value: Any) -> tuple[int, ...]:
+    if not isinstance(value, list):
+        raise TypeError(f"must be a list of ports, got {value!r}")
+    ports = tuple(_whole(item) for item in value)
+    bad = [port for port in ports if not 0 < port < 65536]
+    if bad:
+        raise ValueError(f"must hold ports 1..65535, got {bad[0]!r}")
+    return ports
 
 
 def _path(value: Any) -> Path:
@@ -340,4 +366,6 @@ _OPTIONAL_FIELDS: dict[str, Callable[[Any], Any]] = {
     "ccm_signing_cert_file": _path,
     "cmg_identity_cert_file": _path,
     "cmg_identity_key_file": _path,
+    "cp_hop": lambda value: _one_of(value, CP_HOPS),
+    "channel_ports": lambda value: _ports(value),
 }
