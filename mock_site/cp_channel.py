@@ -511,6 +511,10 @@ class ChannelClient:
         except UpstreamError as failed:
             writer.write(encode_frame(KIND_FAILURE, frame.request_id, f"{failed.kind}:{failed.detail}".encode()))
             return
+        except Exception as crashed:  # the CP failed on it: the CMG must hear at once, not wait for its timeout
+            self._error(f"Web exception for message {frame.request_id}: {type(crashed).__name__}: {crashed}")
+            writer.write(encode_frame(KIND_FAILURE, frame.request_id, f"reset:{type(crashed).__name__}".encode()))
+            return
         writer.write(encode_response(frame.request_id, answer))
         with contextlib.suppress(ConnectionError):
             await writer.drain()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import ssl
 import time
@@ -14,7 +15,9 @@ import pytest
 
 from cmg_protocol.clock import system_clock
 from cmg_protocol.statuses import NO_CONNECTION_POINT
+from harness.cli import main
 from mock_site.asgi import respond
+from mock_site.config import ConfigError, SiteConfig
 from mock_site.cp_channel import (
     CHANNEL_SCOPE_KEY,
     KIND_PING,
@@ -32,8 +35,9 @@ from mock_site.cp_channel import (
     read_frame,
 )
 from mock_site.logs import SiteLogs
+from mock_site.manifest import ManifestError, SiteManifest
 from mock_site.pki import SitePki
-from mock_site.testing import RunningSite, SiteClient, running_site
+from mock_site.testing import RunningSite, SiteClient, example_manifest, running_site
 from mock_site.upstream import UpstreamError, UpstreamResponse
 
 
@@ -287,3 +291,22 @@ def test_the_cp_refuses_a_cmg_it_cannot_verify(tmp_path: Path) -> None:
     peers.logs.close()
     cp_log = (tmp_path / "site" / "logs" / "SMS_CLOUD_PROXYCONNECTOR.log").read_text()
     assert "ERROR: Failed to build Tcp connection" in cp_log and "CERTIFICATE_VERIFY_FAILED" in cp_log
+
+
+# ------------------------------------------------------------------------------------------- manifest, config, CLI
+def test_the_manifest_carries_the_hop_and_the_channel_ports(tmp_path: Path) -> None:
+    manifest = example_manifest(tmp_path, cp_hop="channel", channel_ports=(10140, 10141))
+    data = json.loads(manifest.to_json())
+    assert data["cp_hop"] == "channel" and data["channel_ports"] == [10140, 10141]
+    assert SiteManifest.from_dict(data) == manifest
+    for field, bad, words in (("cp_hop", "pigeon", "must be one of channel, https"),
+                              ("channel_ports", [0], "must hold ports 1..65535"), ("channel_ports", "10140", "list of ports")):
+        with pytest.raises(ManifestError, match=f"field '{field}' {words}"):
+            SiteManifest.from_dict({**data, field: bad})
+
+
+def test_config_and_up_refuse_an_unknown_hop(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(ConfigError, match="connection point hop must be channel or https, got 'pigeon'"):
+        SiteConfig(state_dir=tmp_path, cp_hop="pigeon")
+    assert main(["up", "--state-dir", str(tmp_path), "--cp-hop", "pigeon"]) == 2
+    assert "--cp-hop: invalid choice: 'pigeon'" in capsys.readouterr().err
