@@ -300,7 +300,7 @@ def test_the_manifest_carries_the_hop_and_the_channel_ports(tmp_path: Path) -> N
     assert data["cp_hop"] == "channel" and data["channel_ports"] == [10140, 10141]
     assert SiteManifest.from_dict(data) == manifest
     for field, bad, words in (("cp_hop", "pigeon", "must be one of channel, https"),
-                              ("channel_ports", [0], "must hold ports 1..65535"), ("channel_ports", "10140", "list of ports")):
+                              ("channel_ports", [0], "must hold ports 1..65535"), ("channel_ports", "10140", "must be a list of ports")):
         with pytest.raises(ManifestError, match=f"field '{field}' {words}"):
             SiteManifest.from_dict({**data, field: bad})
 
