@@ -300,7 +300,8 @@ def test_the_manifest_carries_the_hop_and_the_channel_ports(tmp_path: Path) -> N
     assert data["cp_hop"] == "channel" and data["channel_ports"] == [10140, 10141]
     assert SiteManifest.from_dict(data) == manifest
     for field, bad, words in (("cp_hop", "pigeon", "must be one of channel, https"),
-                              ("channel_ports", [0], "must hold ports 1..65535"), ("channel_ports", "10140", "must be a list of ports")):
+                              ("channel_ports", [0], "must hold ports 1..65535"),
+                              ("channel_ports", "10140", "must be a list of ports")):
         with pytest.raises(ManifestError, match=f"field '{field}' {words}"):
             SiteManifest.from_dict({**data, field: bad})
 
@@ -310,3 +311,18 @@ def test_config_and_up_refuse_an_unknown_hop(tmp_path: Path, capsys: pytest.Capt
         SiteConfig(state_dir=tmp_path, cp_hop="pigeon")
     assert main(["up", "--state-dir", str(tmp_path), "--cp-hop", "pigeon"]) == 2
     assert "--cp-hop: invalid choice: 'pigeon'" in capsys.readouterr().err
+
+
+def test_every_connection_point_dials_every_cmg_instance(tmp_path: Path) -> None:
+    with running_site(tmp_path, time_scale=60, cmg_instances=2, connection_points=2) as running:
+        hubs = running.site.channel_hubs
+        assert sorted(hubs) == ["cmg-channel", "cmg1-channel"]
+        assert running.manifest.channel_ports == tuple(hub.port for hub in hubs.values())
+        for hub in hubs.values():
+            _until(lambda hub=hub: sorted(hub.connected()) == ["cp", "cp1"], 5)
+        second = running.manifest.cmg_urls[1]
+        with SiteClient(running.manifest, cmg_url=second) as client:
+            entra = client.entra_token()
+            assert all(client.ccm_sts(entra).status_code == 200 for _ in range(4))
+        assert hubs["cmg1-channel"].forwarded == 4 and hubs["cmg-channel"].forwarded == 0
+        assert "Connection point cp1 connected over TCP-TLS" in _log(running, "CMGService_IN_1.log")
