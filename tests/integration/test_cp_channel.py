@@ -147,12 +147,12 @@ def test_a_cp_restart_closes_and_rebuilds_the_channel(channel: RunningSite) -> N
     assert _token_request(channel).status_code == 503
     assert "is closed: the connection point stopped" in _log(channel, "SMS_CLOUD_PROXYCONNECTOR.log")
     channel.call(client.start())
-    _until(lambda: hub.connected() == ["cp"], 3)
-    assert client.connects[0] == connects + 1
+    # The CP counts a channel once the CMG has answered its first check; the hub, once the CP has said HELLO.
+    _until(lambda: hub.connected() == ["cp"] and client.connects[0] == connects + 1, 3)
     assert _token_request(channel).status_code == 200
     channel.call(channel.site.restart_connection_points(0.2))
-    _until(lambda: hub.connected() == ["cp"], 3)
-    assert client.connects[0] == connects + 2
+    _until(lambda: hub.connected() == ["cp"] and client.connects[0] == connects + 2, 3)
+    assert _token_request(channel).status_code == 200
 
 
 def test_the_cmg_refuses_a_channel_from_anyone_but_a_connection_point(channel: RunningSite) -> None:
