@@ -99,7 +99,8 @@ class SiteManifest:
     cmg_identity_cert_file: Path | None = None
     cmg_identity_key_file: Path | None = None
     #: How the mock CMG reaches its connection points: ``channel`` (the CPs dial out to every CMG instance, the real
-    #: way) or ``https`` (the CMG forwards to the CP's HTTPS listener, as a proxy under test does). None in older ones.
+    #: way) or ``https`` (the CMG forwards to the CP's HTTPS listener, as a proxy under test does). None without a
+    #: mock CMG here, with in-process hops, and in manifests written before it.
     cp_hop: str | None = None
     #: The port each CMG instance takes its connection points' channels on (one per instance; a real CMG uses
     #: 10140 + instance). Empty unless ``cp_hop`` is ``channel``.

@@ -506,7 +506,7 @@ class Site:
             ccm_signing_cert_file=self.pki.pki_dir / "ccm-signing.pem",
             cmg_identity_cert_file=self.pki.pki_dir / "cmg-identity.pem",
             cmg_identity_key_file=self.pki.pki_dir / "cmg-identity.key",
-            cp_hop="channel" if self.channel_hubs else "https",
+            cp_hop=None if config.inprocess_hops or not self._local("cmg") else "channel" if self.channel_hubs else "https",
             channel_ports=tuple(hub.port for hub in self.channel_hubs.values()),
             cp_server_name="localhost",
             crl_url=self.crl_url,

@@ -326,3 +326,10 @@ def test_every_connection_point_dials_every_cmg_instance(tmp_path: Path) -> None
             assert all(client.ccm_sts(entra).status_code == 200 for _ in range(4))
         assert hubs["cmg1-channel"].forwarded == 4 and hubs["cmg-channel"].forwarded == 0
         assert "Connection point cp1 connected over TCP-TLS" in _log(running, "CMGService_IN_1.log")
+
+
+def test_in_process_hops_open_no_channel(tmp_path: Path) -> None:
+    with running_site(tmp_path, time_scale=60, inprocess_hops=True) as running:
+        assert running.site.channel_hubs == {} and running.manifest.cp_hop is None
+        assert running.manifest.channel_ports == ()
+        assert _token_request(running).status_code == 200
