@@ -6,6 +6,7 @@ Each mode is measured in the same run:
 - ``trivial``      a raw ASGI endpoint answering 200 "ok" on the same TLS server stack (the ceiling of one core);
 - ``policy-inproc`` a RequestAssignments CCM_POST with a valid CCM token, CMG → CP → MP called in-process;
 - ``policy-https``  the same through real HTTPS hops (CMG → CP over TLS, CP → MP over mutual TLS), all on one core;
+- ``policy-channel`` the same with the CMG → CP hop down the channel the CP opened to the CMG (the site's default);
 - and the in-process chain once more with Prometheus instrumentation swapped for no-ops, for its overhead.
 
 Usage: python benchmarks/site_chain.py [--seconds 5] [--rounds 3] [--connections 50]
@@ -31,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 
-def serve(state_dir: str, inprocess: bool, metrics: bool, ready: multiprocessing.Queue[dict],
+def serve(state_dir: str, inprocess: bool, metrics: bool, cp_hop: str, ready: multiprocessing.Queue[dict],
           stop: multiprocessing.Event) -> None:
     os.sched_setaffinity(0, {0})
     from mock_site.asgi import respond
@@ -44,7 +45,8 @@ def serve(state_dir: str, inprocess: bool, metrics: bool, ready: multiprocessing
             await respond(send, 200, b"ok")
 
     async def main() -> None:
-        site = Site(SiteConfig(state_dir=Path(state_dir), inprocess_hops=inprocess, metrics_enabled=metrics),
+        site = Site(SiteConfig(state_dir=Path(state_dir), inprocess_hops=inprocess, metrics_enabled=metrics,
+                               cp_hop=cp_hop),
                     logs_enabled=False)
         await site.start()
         bundle = site.pki.cmg_server_cert(("127.0.0.1", "localhost"), crl_url=site.manifest().crl_url)
@@ -104,13 +106,13 @@ def policy_request(manifest: Any, workdir: Path) -> tuple[str, str, dict[str, st
 class SiteServer:
     """One benchmark site in its own process (pinned to core 0), with a registered device ready to poll."""
 
-    def __init__(self, inprocess: bool, metrics: bool, connections: int) -> None:
+    def __init__(self, inprocess: bool, metrics: bool, connections: int, cp_hop: str = "https") -> None:
         self.workdir = Path(tempfile.mkdtemp(prefix="bench-chain-"))
         self.connections = connections
         ready: multiprocessing.Queue[tuple[Any, str]] = multiprocessing.Queue()
         self.stop_event = multiprocessing.Event()
         self.process = multiprocessing.Process(
-            target=serve, args=(str(self.workdir / "state"), inprocess, metrics, ready, self.stop_event))
+            target=serve, args=(str(self.workdir / "state"), inprocess, metrics, cp_hop, ready, self.stop_event))
         self.process.start()
         self.manifest, self.trivial_url = ready.get(timeout=60)
         url, body_file, headers = policy_request(self.manifest, self.workdir)
@@ -137,11 +139,17 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=5, help="length of one measurement")
     parser.add_argument("--rounds", type=int, default=3, help="measurements per mode, alternated; medians reported")
     parser.add_argument("--connections", type=int, default=50)
+    parser.add_argument("--modes", nargs="*", default=None,
+                        help="only these modes (labels as printed, e.g. 'HTTPS hops' 'CP channel hop')")
     args = parser.parse_args()
     if shutil.which("hey") is None:
         sys.exit("benchmarks/site_chain.py needs hey (apt-get install hey)")
-    modes = {"in-process hops": (True, True), "in-process, no metrics": (True, False), "HTTPS hops": (False, True)}
-    servers = {label: SiteServer(inprocess, metrics, args.connections) for label, (inprocess, metrics) in modes.items()}
+    modes = {"in-process hops": (True, True, "https"), "in-process, no metrics": (True, False, "https"),
+             "HTTPS hops": (False, True, "https"), "CP channel hop": (False, True, "channel")}
+    if args.modes:
+        modes = {label: mode for label, mode in modes.items() if label in args.modes}
+    servers = {label: SiteServer(inprocess, metrics, args.connections, cp_hop)
+               for label, (inprocess, metrics, cp_hop) in modes.items()}
     samples: dict[str, dict[str, list[float]]] = {label: {"policy": [], "trivial": []} for label in modes}
     try:
         # Alternate the modes round by round, so drift on a shared machine hits all of them alike.
@@ -159,10 +167,11 @@ def main() -> None:
         print(f"{label:22s} trivial endpoint {figures['trivial']:9,.0f} req/s   policy CCM_POST through "
               f"CMG→CP→MP {figures['policy']:8,.0f} req/s   ratio {ratio:5.1%}   (median of {args.rounds})",
               flush=True)
-    with_metrics = results["in-process hops"]["policy"]
-    without = results["in-process, no metrics"]["policy"]
-    print(f"instrumentation overhead on the policy chain: {1 - with_metrics / without:+.1%} "
-          f"({with_metrics:,.0f} vs {without:,.0f} req/s)")
+    if "in-process hops" in results and "in-process, no metrics" in results:
+        with_metrics = results["in-process hops"]["policy"]
+        without = results["in-process, no metrics"]["policy"]
+        print(f"instrumentation overhead on the policy chain: {1 - with_metrics / without:+.1%} "
+              f"({with_metrics:,.0f} vs {without:,.0f} req/s)")
     print(json.dumps({"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "connections": args.connections,
                       "seconds": args.seconds, "rounds": args.rounds, "results": results, "samples": samples}))
 

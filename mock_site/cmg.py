@@ -38,7 +38,7 @@ from mock_site.asgi import BodyTooLarge, HttpRequest, Meter, read_body, respond,
 from mock_site.server import Receive, Scope, Send, absolute_form_target, client_cert_der
 from mock_site.site_tokens import SiteTokenVerifier
 from mock_site.token_checks import CcmTokenVerifier, EntraTokenVerifier
-from mock_site.upstream import RoundRobin, UpstreamError, forwardable
+from mock_site.upstream import ChannelUpstream, RoundRobin, UpstreamError, forwardable
 
 log = logging.getLogger("mock_site.cmg")
 
@@ -295,7 +295,10 @@ class CmgApp:
 
     async def _forward(self, route: Route, request: HttpRequest, body: bytes, identity: dict[str, str],
                        send: Send) -> None:
-        if self.faults.trigger("cp_disconnected", self.role) is not None:
+        upstream = self.connection_points.next()
+        # Over the channels the fault is a real drop (the hub closes them); over direct HTTPS it is answered here.
+        dials_out = isinstance(upstream, ChannelUpstream)
+        if not dials_out and self.faults.trigger("cp_disconnected", self.role) is not None:
             await respond_error(send, 503, NO_CONNECTION_POINT, "no CMG connection point is connected")
             return
         headers = forwardable(request.headers)
@@ -303,10 +306,11 @@ class CmgApp:
         headers.update(identity)
         headers[REQUEST_URI_HEADER] = f"https://{self.public_host}{request.path}"
         target = request.raw_path.decode("latin-1") + (f"?{request.query}" if request.query else "")
-        upstream = self.connection_points.next()
         try:
             answer = await upstream.request(request.method, target, headers, body)
         except UpstreamError as failed:
+            if dials_out and failed.kind == "connect":
+                self.faults.trigger("cp_disconnected", self.role)  # counted as the fault's injection while it is on
             self.metrics.forward_error(upstream.name, failed.kind)
             if self.log is not None:
                 self.log.error(f"Failed to forward {route.request_uri} to {upstream.name}: {failed.detail}")

@@ -74,6 +74,11 @@ class SiteConfig:
     package_content_bytes: int = 64 * 1024
     clients_per_cmg_instance: int = 6000
     inprocess_hops: bool = False
+    #: How the CMG reaches the connection points: "channel" (each CP dials every CMG instance and requests come down
+    #: that channel, as in ConfigMgr) or "https" (the CMG forwards to the CP's listener, as an nginx-style proxy does).
+    cp_hop: str = "channel"
+    #: How often a connection point checks each channel (ConfigMgr: every minute); a check unanswered drops it.
+    cp_channel_check_seconds: float = 60.0
     #: False runs the site without the mock CMG, for a CMG-style proxy under test in front of the connection point.
     cmg_enabled: bool = True
     #: False swaps the Prometheus instrumentation for no-ops (the benchmark measures its overhead this way).
@@ -89,6 +94,8 @@ class SiteConfig:
             raise ConfigError(f"cmg instances must be 1..16 (a CMG has at most 16 VM instances), got {self.cmg_instances}")
         if self.connection_points < 1:
             raise ConfigError(f"connection points must be >= 1, got {self.connection_points}")
+        if self.cp_hop not in ("channel", "https"):
+            raise ConfigError(f"connection point hop must be channel or https, got {self.cp_hop!r}")
         if self.cmgservice_log_period_seconds <= 0:
             raise ConfigError(f"CMGService.log period must be > 0 s, got {self.cmgservice_log_period_seconds}")
         try:

@@ -1,7 +1,9 @@
 """The CMG connection point: rewrites the CMG's external URL to the MP's internal URL and forwards over mutual TLS.
 
-It takes work only from the CMG it serves: its listener requires a client certificate from the site CA, and a request
-whose certificate is not the CMG's identity is refused (``403 CMGConnector_Forbidden``) before anything is read, so
+It takes work only from the CMG it serves: by default down the TLS channels it opens to every CMG instance
+(``mock_site.cp_channel``), where the CMG's server certificate is verified at the handshake; in the direct mode (and
+for a CMG-style proxy under test) on its HTTPS listener, which requires a client certificate from the site CA, and a
+request whose certificate is not the CMG's identity is refused (``403 CMGConnector_Forbidden``) before anything is read, so
 the identity headers the CMG adds cannot come from anyone else. It logs each rewrite and each message to
 SMS_CLOUD_PROXYCONNECTOR.log in the shapes of the walk-through, maps failures behind it to the ``CMGConnector_*``
 status texts the documentation names, and keeps the per-endpoint traffic report it writes every five minutes.
@@ -28,6 +30,7 @@ from cmg_protocol.statuses import (
 from cmg_protocol.urlmap import UrlMapError
 from mock_site.asgi import BodyTooLarge, HttpRequest, read_body, respond, respond_error
 from mock_site.cmg import MAX_BODY_BYTES, REQUEST_URI_HEADER
+from mock_site.cp_channel import CHANNEL_SCOPE_KEY
 from mock_site.peers import PEER_CMG, peer_role
 from mock_site.server import Receive, Scope, Send, client_cert_der
 from mock_site.upstream import Upstream, UpstreamError, forwardable
@@ -80,7 +83,7 @@ class ConnectionPointApp:
             self.metrics.request_finished()
 
     async def _handle(self, request: HttpRequest, receive: Receive, send: Send, started: float) -> None:
-        if peer_role(client_cert_der(request.scope)) != PEER_CMG:
+        if not self._from_cmg(request.scope):
             await respond_error(send, 403, CONNECTOR_NOT_FROM_CMG,
                                 "the connection point takes work only from its CMG (mutual TLS with its identity)")
             self.metrics.observe_request("unmatched", request.method, 403, 0, 0, self.perf_counter() - started)
@@ -108,6 +111,14 @@ class ConnectionPointApp:
             record.end(response_bytes, failed=status == 0 or status >= 400)
             self.metrics.observe_request(route.route_template, request.method, status or 499, len(body),
                                          response_bytes, self.perf_counter() - started)
+
+    @staticmethod
+    def _from_cmg(scope: Scope) -> bool:
+        """Whether the CMG sent this: down the channel the CP opened to it (the CMG's server certificate was verified
+        at the handshake), or over HTTPS with the CMG's identity as the client certificate."""
+        if CHANNEL_SCOPE_KEY in scope.get("extensions", {}):
+            return True
+        return peer_role(client_cert_der(scope)) == PEER_CMG
 
     async def _forward(self, route: urlmap.Route, request: HttpRequest, body: bytes, send: Send) -> tuple[int, int]:
         # The CP checks the revocation of its own client-auth certificate before it can talk to the MP.

@@ -38,6 +38,10 @@ class RoleUrl:
     url: str
 
 
+#: The ways the mock CMG reaches its connection points (``SiteManifest.cp_hop``).
+CP_HOPS = ("channel", "https")
+
+
 @dataclass(frozen=True, slots=True)
 class ManifestTenant:
     """A Microsoft Entra tenant the site's mock Entra ID knows; ``onboarded``: the site knows it too."""
@@ -100,6 +104,13 @@ class SiteManifest:
     #: The bulk registration token the site issued (3 days), as ccmsetup's ``/regtoken`` takes it; None in manifests
     #: written before token-authenticated devices.
     bulk_token_file: Path | None = None
+    #: How the mock CMG reaches its connection points: ``channel`` (the CPs dial out to every CMG instance, the real
+    #: way) or ``https`` (the CMG forwards to the CP's HTTPS listener, as a proxy under test does). None without a
+    #: mock CMG here, with in-process hops, and in manifests written before it.
+    cp_hop: str | None = None
+    #: The port each CMG instance takes its connection points' channels on (one per instance; a real CMG uses
+    #: 10140 + instance). Empty unless ``cp_hop`` is ``channel``.
+    channel_ports: tuple[int, ...] | None = None
 
     # ------------------------------------------------------------------ lookups
     def link(self, role: str) -> str | None:
@@ -192,7 +203,7 @@ class SiteManifest:
         for name in _OPTIONAL_FIELDS:
             value = getattr(self, name)
             if value is not None:
-                out[name] = str(value) if isinstance(value, Path) else value
+                out[name] = str(value) if isinstance(value, Path) else list(value) if isinstance(value, tuple) else value
         return out
 
     def to_json(self) -> str:
@@ -260,6 +271,22 @@ def _whole(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"must be a whole number, got {value!r}")
     return value
+
+
+def _one_of(value: Any, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise ValueError(f"must be one of {', '.join(choices)}, got {value!r}")
+    return str(value)
+
+
+def _ports(value: Any) -> tuple[int, ...]:
+    if not isinstance(value, list):
+        raise TypeError(f"must be a list of ports, got {value!r}")
+    ports = tuple(_whole(item) for item in value)
+    bad = [port for port in ports if not 0 < port < 65536]
+    if bad:
+        raise ValueError(f"must hold ports 1..65535, got {bad[0]!r}")
+    return ports
 
 
 def _path(value: Any) -> Path:
@@ -348,4 +375,6 @@ _OPTIONAL_FIELDS: dict[str, Callable[[Any], Any]] = {
     "cmg_identity_key_file": _path,
     "storage_url": _url,
     "bulk_token_file": _path,
+    "cp_hop": lambda value: _one_of(value, CP_HOPS),
+    "channel_ports": lambda value: _ports(value),
 }

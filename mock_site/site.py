@@ -30,6 +30,7 @@ from mock_site.cmg import AadTenant, CmgApp, ContentStorage, ContentStore, Token
 from mock_site.config import SiteConfig
 from mock_site.connection_point import ConnectionPointApp
 from mock_site.control import control_listener_app
+from mock_site.cp_channel import ChannelClient, ChannelHub, ChannelTarget
 from mock_site.crl import crl_app
 from mock_site.db import SiteDatabase
 from mock_site.entra import EntraIssuer, entra_app
@@ -62,7 +63,7 @@ from mock_site.storage import ROLE as STORAGE_ROLE
 from mock_site.storage import StorageApp, load_or_create_url_key
 from mock_site.sts import CcmSts
 from mock_site.token_checks import CcmTokenVerifier, EntraTokenVerifier, JwksCache
-from mock_site.upstream import HttpUpstream, InProcessUpstream, RoundRobin, Upstream
+from mock_site.upstream import ChannelUpstream, HttpUpstream, InProcessUpstream, RoundRobin, Upstream
 
 log = logging.getLogger("mock_site.site")
 
@@ -133,6 +134,11 @@ class Site:
         self._cmg_serial: int | None = None
         self.storage: ContentStorage | None = None
         self.storage_egress: StorageEgress | None = None
+        #: The connection points' outbound channels (``uses_channels``): each CMG instance's endpoint, by port name,
+        #: and each connection point's dialler.
+        self.channel_hubs: dict[str, ChannelHub] = {}
+        self.channel_clients: list[ChannelClient] = []
+        self._cp_apps: list[tuple[str, Any, Any]] = []
 
     # ------------------------------------------------------------------ set-up
     @property
@@ -317,6 +323,7 @@ class Site:
                     faults=self.faults, role="cp")
                 cp_listener = self._listener(name, cp_app, self._server_context(mp_bundle, client_certs="required"),
                                              ports)
+                self._cp_apps.append((name, cp_app, cp_bundle))
                 if config.inprocess_hops:
                     cp_upstreams.append(InProcessUpstream(name=cp_listener.name, app=cp_app,
                                                           client_cert_der=cmg_identity_der))
@@ -332,6 +339,7 @@ class Site:
         if cmg_listeners:
             self.storage = self._build_storage(hosts, ports)
             round_robin = RoundRobin(cp_upstreams)
+            instance_hops = self._build_channels(cmg_bundle, len(cmg_listeners), ports)
             aad_tenants = {t.tenant_id.lower(): AadTenant(t.tenant_id, t.client_app_id, t.resource_uri)
                            for t in config.tenants if t.onboarded}
             cmg_metrics = self._metrics("cmg")
@@ -339,7 +347,7 @@ class Site:
                 stats = CMGServiceStats(self.clock)
                 self.cmg_stats.append(stats)
                 app = self.cmg_app_type(instance=index, public_host=f"{listener.host}:{listener.port}",
-                                        connection_points=round_robin,
+                                        connection_points=instance_hops[index] if instance_hops else round_robin,
                                         ccm_verifier=self._site_token_verifier(ccm_verifier, role="cmg"),
                                         entra_verifier=entra_verifier, tenants=lambda: aad_tenants, faults=self.faults,
                                         metrics=cmg_metrics, stats=stats, logs=self.logs, content=self.content,
@@ -388,6 +396,62 @@ class Site:
                                   self._server_context(bundle), ports)
         return ContentStorage(base_url=listener.url, signer=signer, tenant_id=self.config.default_tenant.tenant_id)
 
+    # ------------------------------------------------------------ CP channels
+    @property
+    def uses_channels(self) -> bool:
+        """Whether the CMG reaches the connection points down the channels they open (both roles run here, over
+        sockets); otherwise it forwards to their HTTPS listeners."""
+        config = self.config
+        return config.cp_hop == "channel" and not config.inprocess_hops and self._local("cp") and self._local("cmg") \
+            and config.cmg_enabled
+
+    def _build_channels(self, cmg_bundle: Any, instances: int, ports: dict[str, int]) -> list[RoundRobin]:
+        """The channel endpoint of every CMG instance (bound now) and each connection point's dialler; the CMG
+        instances' ways to their connection points (empty: the direct HTTPS hop)."""
+        if not self.uses_channels:
+            return []
+        config = self.config
+        hops = []
+        for index in range(instances):
+            name = f"cmg{index}-channel" if index else "cmg-channel"
+            hub = ChannelHub(instance=index, ssl_context=self._server_context(cmg_bundle, client_certs="required"),
+                             faults=self.faults, logs=self.logs, host=config.host, port=ports.get(name, 0))
+            hub.bind()
+            self.faults.subscribe(hub.on_fault_change)
+            self.channel_hubs[name] = hub
+            hops.append(RoundRobin([ChannelUpstream(name="cp", hub=hub)]))
+        # The CMG's certificate names localhost whatever the listening address (mock_site.pki).
+        targets = [ChannelTarget(config.host, hub.port, "localhost") for hub in self.channel_hubs.values()]
+        for name, cp_app, cp_bundle in self._cp_apps:
+            self.channel_clients.append(ChannelClient(name=name, app=cp_app, targets=targets,
+                                                      ssl_context=self._client_context(cp_bundle), logs=self.logs,
+                                                      check_interval=config.cp_channel_check_seconds))
+        return hops
+
+    async def _start_channels(self, timeout: float = 10.0) -> None:
+        for hub in self.channel_hubs.values():
+            await hub.start()
+        for client in self.channel_clients:
+            await client.start()
+        for name, hub in self.channel_hubs.items():
+            if not await hub.wait_connected(len(self.channel_clients), timeout):
+                log.warning("%s: %d of %d connection points connected after %s s", name, len(hub.connected()),
+                            len(self.channel_clients), timeout)
+
+    async def _stop_channels(self) -> None:
+        for client in self.channel_clients:
+            await client.stop()
+        for hub in self.channel_hubs.values():
+            await hub.stop()
+
+    async def restart_connection_points(self, down_seconds: float = 0.0) -> None:
+        """Restart every connection point's channels: they close, stay closed ``down_seconds``, and are rebuilt."""
+        for client in self.channel_clients:
+            await client.stop()
+        await asyncio.sleep(down_seconds)
+        for client in self.channel_clients:
+            await client.start()
+
     def _jwks_fetcher(self, entra_url: str) -> Any:
         if self.config.inprocess_hops:
             async def fetch_inprocess() -> dict[str, Any]:
@@ -405,6 +469,7 @@ class Site:
 
     def _save_ports(self) -> None:
         ports = {name: listener.port for name, listener in self.listeners.items()}
+        ports.update((name, hub.port) for name, hub in self.channel_hubs.items())
         path = self.config.state_dir / PORTS_NAME.replace(".json", f"{self._suffix}.json")
         path.write_text(json.dumps(ports, indent=2, sort_keys=True))
 
@@ -415,6 +480,7 @@ class Site:
             self.build()
         assert self.group is not None
         await self.group.start()
+        await self._start_channels()
         period = self.config.cmgservice_log_period_seconds
         for index, stats in enumerate(self.cmg_stats):
             writer = self.logs.writer("CMGService.log" if index == 0 else f"CMGService_IN_{index}.log")
@@ -440,6 +506,7 @@ class Site:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._stop_channels()
         if self.group is not None:
             await self.group.stop()
         for cmg_logger in self._cmg_loggers:
@@ -482,6 +549,8 @@ class Site:
             ccm_signing_cert_file=self.pki.pki_dir / "ccm-signing.pem",
             cmg_identity_cert_file=self.pki.pki_dir / "cmg-identity.pem",
             cmg_identity_key_file=self.pki.pki_dir / "cmg-identity.key",
+            cp_hop=None if config.inprocess_hops or not self._local("cmg") else "channel" if self.channel_hubs else "https",
+            channel_ports=tuple(hub.port for hub in self.channel_hubs.values()),
             cp_server_name="localhost",
             crl_url=self.crl_url,
             entra_url=self.entra_url,

@@ -58,10 +58,26 @@ class RunningSite:
         return self._control("PUT", f"/{name}", settings)
 
     def clear_fault(self, name: str) -> dict[str, Any]:
-        return self._control("DELETE", f"/{name}", None)
+        answer = self._control("DELETE", f"/{name}", None)
+        self.wait_for_channels()
+        return answer
 
     def reset_faults(self) -> dict[str, Any]:
-        return self._control("POST", "/reset", None)
+        answer = self._control("POST", "/reset", None)
+        self.wait_for_channels()
+        return answer
+
+    def wait_for_channels(self, timeout: float = 5.0) -> bool:
+        """Wait until every running connection point has its channel to every CMG instance again (after a fault
+        dropped them they come back at their next retry, within half a second); whether they have."""
+        site = self.site
+        running = sum(1 for client in site.channel_clients if client.running)
+
+        async def back() -> bool:
+            return all(await asyncio.gather(*(hub.wait_connected(running, timeout)
+                                              for hub in site.channel_hubs.values())))
+
+        return not site.channel_hubs or self.call(back(), timeout + 1)
 
     def _control(self, method: str, path: str, body: dict[str, Any] | None) -> dict[str, Any]:
         data = json.dumps(body).encode() if body is not None else None

@@ -121,10 +121,12 @@ class InProcessUpstream:
     app: ASGIApp
     #: What the callee sees as the TLS client certificate of the hop (the CP's certificate towards the MP).
     client_cert_der: bytes | None = None
+    #: More scope extensions for the callee (the connection point marks requests that came down the CMG's channel).
+    scope_extensions: Mapping[str, Any] = field(default_factory=dict)
 
     async def request(self, method: str, path: str, headers: Mapping[str, str], body: bytes) -> UpstreamResponse:
         raw_path, _, query = path.partition("?")
-        extensions: dict[str, Any] = {}
+        extensions: dict[str, Any] = dict(self.scope_extensions)
         if self.client_cert_der is not None:
             extensions["tls"] = {"client_cert_der": self.client_cert_der, "client_cert_chain": []}
         scope = {
@@ -181,6 +183,31 @@ class InProcessUpstream:
 
     async def close(self) -> None:
         return None
+
+
+class ChannelHub(Protocol):
+    """The CMG's end of the connection points' outbound channels (``mock_site.cp_channel.ChannelHub``)."""
+
+    def connected(self) -> list[str]: ...
+
+    async def request(self, method: str, path: str, headers: Mapping[str, str], body: bytes) -> UpstreamResponse: ...
+
+
+@dataclass
+class ChannelUpstream:
+    """The connection points as a CMG instance reaches them: down the channels they opened to it, not by dialling.
+
+    With no channel open a request fails at once (``UpstreamError`` ``connect``): the CMG has no other route.
+    """
+
+    name: str
+    hub: ChannelHub
+
+    async def request(self, method: str, path: str, headers: Mapping[str, str], body: bytes) -> UpstreamResponse:
+        return await self.hub.request(method, path, headers, body)
+
+    async def close(self) -> None:
+        return None  # the hub's owner (the site) stops it
 
 
 class RoundRobin:

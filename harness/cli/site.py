@@ -30,6 +30,9 @@ def add_site_commands(commands: Any) -> None:
                     help="seconds between CMGService.log traffic lines (300 as the real CMG)")
     up.add_argument("--inprocess-hops", action="store_true",
                     help="call CMG → CP → MP in-process instead of over HTTPS (the site's ceiling)")
+    up.add_argument("--cp-hop", choices=("channel", "https"), default="channel",
+                    help="how the mock CMG reaches the connection points: down the channels they open to each CMG "
+                         "instance (channel, as ConfigMgr does) or by HTTPS to their listeners (https, as nginx does)")
     up.add_argument("--no-logs", action="store_true", help="do not write site log files")
     up.add_argument("--no-cmg", action="store_true",
                     help="run without the mock CMG: put your own CMG-style proxy in front of the connection point")
@@ -88,7 +91,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         config = SiteConfig(state_dir=args.state_dir, time_scale=args.time_scale, cmg_instances=args.cmg_instances,
                             connection_points=args.connection_points,
                             cmgservice_log_period_seconds=args.cmgservice_log_period, inprocess_hops=args.inprocess_hops,
-                            cmg_enabled=not args.no_cmg, host=args.host)
+                            cmg_enabled=not args.no_cmg, host=args.host, cp_hop=args.cp_hop)
         links = {}
         for item in args.link:
             role, sep, url = item.partition("=")
@@ -134,6 +137,8 @@ def _summary(manifest: SiteManifest, site: Any) -> str:
     for name, listener in site.listeners.items():
         where = listener.url + (manifest.server_auth_prefix if name == "cmg" else "")
         lines.append(f"  {name:<16} {where}")
+    if manifest.channel_ports:
+        lines.append(f"  cp channels      the connection points dial CMG port(s) {', '.join(map(str, manifest.channel_ports))}")
     if not manifest.cmg_enabled and manifest.cp_urls:
         lines.append(f"  no mock CMG: point your CMG-style proxy at the connection point {manifest.cp_urls[0]}")
     for role, url in ((link.role, link.url) for link in manifest.links):

@@ -324,7 +324,8 @@ _SPECS = (
     ),
     FaultSpec(
         "cp_disconnected", ("cmg",), "cmg",
-        "The CMG has no connection point to forward to.",
+        "The connection points' channels to the CMG drop and the CMG refuses them while the fault is on (over the "
+        "direct HTTPS hop: the CMG acts as if no connection point were there).",
         "Requests the CMG must forward get 503 with a status text naming the missing connection point.",
         expected_status=503,
     ),
