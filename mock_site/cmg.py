@@ -59,6 +59,12 @@ class AadTenant:
     resource_uri: str
 
 
+def service_metadata(public_host: str) -> bytes:
+    """What ``/CCM_Proxy_*/ServiceMetadata`` answers a client checking the CMG's certificate and its credential."""
+    # synthetic: not the public ConfigMgr format (the body; the endpoint and its 401 for a bad token are documented)
+    return f'<ServiceMetadata Service="CMG" Host="{public_host}"/>'.encode()
+
+
 class ContentStore:
     """Synthetic content in the content-enabled CMG's cloud storage: deterministic bytes per package and size."""
 
@@ -169,6 +175,10 @@ class CmgApp:
 
         identity = await self._authenticate(route, request, send)
         if identity is None:
+            return
+
+        if route.endpoint == urlmap.SERVICE_METADATA:
+            await respond(send, 200, service_metadata(self.public_host), content_type="text/xml; charset=utf-8")
             return
 
         if route.endpoint == urlmap.CONTENT:

@@ -238,7 +238,7 @@ def _frontend(out: _Writer, site: ProxySite, rendered: RenderedHaproxy, keys: To
         if endpoint.query == "none":
             _refuse(out, "bad-request", f"{ep} cmg_has_query")
         elif endpoint.query == "mplist":
-            _refuse(out, "not-in-url-map", f"{ep} !{{ query -m reg -i ^MPLIST$ }}")
+            _refuse(out, "not-in-url-map", f"{ep} !{{ query -m reg -i ^{urlmap.SMS_AUT_QUERY_PATTERN}$ }}")
         else:
             _refuse(out, "bad-request", f"{ep} !cmg_has_query")
         _methods(out, f"ep{index}", endpoint.methods)

@@ -335,7 +335,7 @@ def _role_location(out: _Writer, prefix: str, endpoint: Endpoint, validating: bo
         if endpoint.query == "none":
             out.line('if ($args != "") { return 400; }')
         elif endpoint.query == "mplist":
-            out.line('if ($args !~* "^MPLIST$") { return 404; }')
+            out.line(f'if ($args !~* "^{urlmap.SMS_AUT_QUERY_PATTERN}$") {{ return 404; }}')
         else:
             out.line('if ($args = "") { return 400; }')
         _methods(out, endpoint.methods)
