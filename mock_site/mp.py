@@ -242,7 +242,7 @@ class MpApp:
             self.metrics.token_rejected(rejected.kind)
             await respond_error(send, 401, MP_INVALID_TOKEN, f"{AAD_TOKEN_HEADER}: {rejected.code}")
             return None
-        ccm_tenant = str((caller.ccm_claims or {}).get("tid", "")).lower()
+        ccm_tenant = str((caller.ccm_claims or {}).get("TenantId", "")).lower()
         if str(entra_claims.get("tid", "")).lower() != ccm_tenant:
             self.metrics.token_rejected("tenant")
             await respond_error(send, 401, MP_INVALID_TOKEN,

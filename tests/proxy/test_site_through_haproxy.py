@@ -118,8 +118,9 @@ def test_paths_and_parameters_match_without_case(site: RunningSite, proxies: dic
 
 def _ccm_claims(manifest: dict[str, Any], now: float, **changes: Any) -> dict[str, Any]:
     claims = {"iss": tokens.ccm_issuer(manifest.hierarchy_id), "aud": tokens.CCM_AUDIENCE, "iat": int(now),
-              "nbf": int(now), "exp": int(now + 3600), "token_type": "Device", "deviceid": "GUID:X",
-              "userid": "", "jti": str(uuid.uuid4()), "tid": manifest.tenant_id, "smsid": ""}
+              "nbf": int(now), "exp": int(now + 3600), "SCCMTokenCategory": tokens.CCM_TOKEN_CATEGORY,
+              "Authority": "SCCM", "License": "SCCM", "Type": "Device", "deviceid": "GUID:X", "userid": "",
+              "UniqueId": str(uuid.uuid4()), "TenantId": manifest.tenant_id, "smsid": ""}
     claims.update(changes)
     return claims
 

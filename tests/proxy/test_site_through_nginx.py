@@ -145,8 +145,9 @@ def test_paths_and_parameters_match_without_case(site: RunningSite, proxies: dic
 def _forged_ccm_token(manifest: SiteManifest) -> str:
     now = time.time()
     claims = {"iss": tokens.ccm_issuer(manifest.hierarchy_id), "aud": tokens.CCM_AUDIENCE, "iat": int(now),
-              "nbf": int(now), "exp": int(now + 3600), "token_type": "Device", "deviceid": "GUID:X",
-              "jti": str(uuid.uuid4()), "tid": manifest.tenant_id, "smsid": ""}
+              "nbf": int(now), "exp": int(now + 3600), "SCCMTokenCategory": tokens.CCM_TOKEN_CATEGORY,
+              "Authority": "SCCM", "License": "SCCM", "Type": "Device", "deviceid": "GUID:X", "userid": "",
+              "UniqueId": str(uuid.uuid4()), "TenantId": manifest.tenant_id, "smsid": ""}
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                             serialization.NoEncryption())

@@ -30,6 +30,8 @@ TENANT = "2ca9a796-a1a6-43ec-88f1-5935b32155c5"
 HIERARCHY = "8ed3174b-e814-41b5-b51c-fb368f0d4003"
 NOW = 1_700_000_000.0
 KID = "k1"
+#: The site-token layout claims every hand-made CCM token here carries.
+CCM_LAYOUT = {"SCCMTokenCategory": "ClientAuthentication", "Authority": "SCCM", "License": "SCCM"}
 
 
 @pytest.fixture(scope="module")
@@ -69,9 +71,9 @@ def _forged_ccm(key: rsa.RSAPrivateKey, aud: Any) -> str:
     """A CCM token signed by the site's own key but carrying ``aud`` (what a bug in issuing could produce)."""
     import jwt
 
-    claims = {"iss": f"urn:sccm:oauth2:{HIERARCHY}", "aud": aud, "token_type": "Device", "deviceid": "GUID:1",
-              "userid": "u", "tid": TENANT, "smsid": "GUID:1", "iat": NOW, "nbf": int(NOW), "exp": int(NOW) + 3600,
-              "jti": "j"}
+    claims = {"iss": f"urn:sccm:oauth2:{HIERARCHY}", "aud": aud, **CCM_LAYOUT, "Type": "Device", "deviceid": "GUID:1",
+              "userid": "u", "TenantId": TENANT, "smsid": "GUID:1", "iat": NOW, "nbf": int(NOW), "exp": int(NOW) + 3600,
+              "UniqueId": "j"}
     return jwt.encode(claims, key, algorithm="RS256", headers={"kid": KID})
 
 
@@ -358,9 +360,9 @@ def test_a_jwks_entry_without_a_usable_kid_is_refused(key: rsa.RSAPrivateKey, ki
 def _signed(key: rsa.RSAPrivateKey, **changes: Any) -> str:
     import jwt
 
-    claims = {"iss": f"urn:sccm:oauth2:{HIERARCHY}", "aud": CCM_AUDIENCE, "token_type": "Device", "deviceid": "GUID:1",
-              "userid": "u", "tid": TENANT, "smsid": "GUID:1", "iat": NOW, "nbf": int(NOW), "exp": int(NOW) + 3600,
-              "jti": "j"}
+    claims = {"iss": f"urn:sccm:oauth2:{HIERARCHY}", "aud": CCM_AUDIENCE, **CCM_LAYOUT, "Type": "Device", "deviceid": "GUID:1",
+              "userid": "u", "TenantId": TENANT, "smsid": "GUID:1", "iat": NOW, "nbf": int(NOW), "exp": int(NOW) + 3600,
+              "UniqueId": "j"}
     claims.update(changes)
     return jwt.encode(claims, key, algorithm="RS256", headers={"kid": KID})
 
@@ -376,8 +378,8 @@ def _signed(key: rsa.RSAPrivateKey, **changes: Any) -> str:
     ({"exp": [int(NOW) + 60]}, "malformed"),
     ({"iat": -1}, "malformed"),
     ({"nbf": int(NOW) + 7200, "exp": int(NOW) + 3600}, "malformed"),  # starts after it ends
-    ({"tid": "c8c82542-203c-4df9-9d86-cdd4dae67e0a"}, "tenant"),     # a tenant the site did not onboard
-    ({"tid": 7}, "tenant"),
+    ({"TenantId": "c8c82542-203c-4df9-9d86-cdd4dae67e0a"}, "tenant"),  # a tenant the site did not onboard
+    ({"TenantId": 7}, "tenant"),
 ], ids=["iat-far-future", "iat-past-leeway", "exp-1.7e308", "exp-huge-int", "exp-100-days", "nbf-string",
         "iat-null", "exp-list", "iat-negative", "nbf-after-exp", "tenant-not-onboarded", "tenant-not-text"])
 def test_ccm_tokens_with_absurd_time_claims_or_foreign_tenants_are_refused(key: rsa.RSAPrivateKey,
@@ -406,9 +408,9 @@ def test_entra_tokens_with_absurd_time_claims_are_refused(key: rsa.RSAPrivateKey
 def _ccm_with(key: rsa.RSAPrivateKey, **claims: Any) -> str:
     import jwt
 
-    base = {"iss": f"urn:sccm:oauth2:{HIERARCHY}", "aud": CCM_AUDIENCE, "token_type": "Device", "deviceid": "GUID:1",
-            "userid": "u", "tid": TENANT, "smsid": "GUID:1", "iat": NOW, "nbf": int(NOW), "exp": int(NOW) + 3600,
-            "jti": "j"}
+    base = {"iss": f"urn:sccm:oauth2:{HIERARCHY}", "aud": CCM_AUDIENCE, **CCM_LAYOUT, "Type": "Device", "deviceid": "GUID:1",
+            "userid": "u", "TenantId": TENANT, "smsid": "GUID:1", "iat": NOW, "nbf": int(NOW), "exp": int(NOW) + 3600,
+            "UniqueId": "j"}
     return jwt.encode({**base, **claims}, key, algorithm="RS256", headers={"kid": KID})
 
 
