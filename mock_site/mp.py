@@ -169,7 +169,7 @@ class MpApp:
             return path
         send.request_bytes = len(body)
         if path == "/ccm_sts":
-            await self.sts.handle(request, send)
+            await self.sts.handle(request, send, body)
             return "/CCM_STS"
         if path in MESSAGING_ENDPOINTS:
             # ccm_system_altauth is the token endpoint of an HTTPS MP reached directly, as tokenauth is through a CMG.

@@ -13,6 +13,8 @@ from typing import Any
 from urllib.parse import quote
 
 from cmg_protocol.statuses import INVALID_TOKEN
+from cmg_protocol.sts_request import CONTENT_TYPE as STS_CONTENT_TYPE
+from cmg_protocol.sts_request import StsRequest
 from harness.client import outcome as oc
 from harness.client._exchange import ExchangeBase, Step
 from harness.client.clientlogs import ADAL, CCM_MESSAGING, CCMSETUP, ERROR, WARNING, log_time, wam_failure_lines
@@ -31,6 +33,8 @@ RENEW_SHARE = 0.1
 DEVICE_GRANT = "device_token"  # synthetic: not the public ConfigMgr format (WAM's device grant is not public)
 USER_GRANT = "user_token"  # synthetic: not the public ConfigMgr format
 FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
+#: The client version the token request names (lifecycle.CLIENT_VERSION; lifecycle imports this module).
+AGENT_VERSION = "5.00.8968.1000"
 
 
 class TokenSteps(ExchangeBase):
@@ -106,8 +110,11 @@ class TokenSteps(ExchangeBase):
         self._write(file, f"Getting CCM Token from STS server '{site.server_base.split('://', 1)[1]}'")
         sts_url = site.url(site.sts_path)
         self._write(file, f"Getting CCM Token from {sts_url}")
+        body = StsRequest(assertion=self._entra, client_id=self._smsid, agent_version=AGENT_VERSION,
+                          client_host=self.profile.fq_name).to_body()
         request, reply, reason = yield from self._send(
-            lambda: Request("POST", sts_url, {"Authorization": "Bearer " + self._entra}, b"", site.sts_path, stage,
+            lambda: Request("POST", sts_url, {"Authorization": "Bearer " + self._entra,
+                                              "Content-Type": STS_CONTENT_TYPE}, body, site.sts_path, stage,
                             STEP_CCM_TOKEN))
         if reason is not None:
             if error_code_of(reply) == oc.E_CMG_CONNECTOR:
