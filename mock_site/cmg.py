@@ -59,10 +59,10 @@ class AadTenant:
     resource_uri: str
 
 
-def service_metadata(public_host: str) -> bytes:
-    """What ``/CCM_Proxy_*/ServiceMetadata`` answers a client checking the CMG's certificate and its credential."""
-    # synthetic: not the public ConfigMgr format (the body; the endpoint and its 401 for a bad token are documented)
-    return f'<ServiceMetadata Service="CMG" Host="{public_host}"/>'.encode()
+#: What ``/CCM_Proxy_*/ServiceMetadata`` answers a client checking the CMG's certificate and its credential (the
+#: proxies under test answer the same).
+# synthetic: not the public ConfigMgr format (the body; the endpoint and its 401 for a bad token are documented)
+SERVICE_METADATA_XML = '<ServiceMetadata Service="CMG" Version="1.0"/>'
 
 
 class ContentStore:
@@ -178,7 +178,7 @@ class CmgApp:
             return
 
         if route.endpoint == urlmap.SERVICE_METADATA:
-            await respond(send, 200, service_metadata(self.public_host), content_type="text/xml; charset=utf-8")
+            await respond(send, 200, SERVICE_METADATA_XML.encode(), content_type="text/xml; charset=utf-8")
             return
 
         if route.endpoint == urlmap.CONTENT:
