@@ -281,5 +281,7 @@ def test_sms_aut_and_service_metadata_builders() -> None:
         with pytest.raises(UrlMapError) as refused:
             sms_aut_path("CCM_Proxy_MutualAuth", ID, verb, site)
         assert refused.value.status == 400
-    with pytest.raises(UrlMapError):
+    with pytest.raises(UrlMapError) as refused:
         service_metadata_path("CCM_Proxy_Other")
+    assert (refused.value.status, refused.value.reason) == (
+        400, "prefix must be CCM_Proxy_ServerAuth or CCM_Proxy_MutualAuth, got 'CCM_Proxy_Other'")
