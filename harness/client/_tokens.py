@@ -110,12 +110,10 @@ class TokenSteps(ExchangeBase):
         self._write(file, f"Getting CCM Token from STS server '{site.server_base.split('://', 1)[1]}'")
         sts_url = site.url(site.sts_path)
         self._write(file, f"Getting CCM Token from {sts_url}")
-        body = StsRequest(assertion=self._entra, client_id=self._smsid, agent_version=AGENT_VERSION,
-                          client_host=self.profile.fq_name).to_body()
         request, reply, reason = yield from self._send(
             lambda: Request("POST", sts_url, {"Authorization": "Bearer " + self._entra,
-                                              "Content-Type": STS_CONTENT_TYPE}, body, site.sts_path, stage,
-                            STEP_CCM_TOKEN))
+                                              "Content-Type": STS_CONTENT_TYPE}, self._sts_body(), site.sts_path,
+                            stage, STEP_CCM_TOKEN))
         if reason is not None:
             if error_code_of(reply) == oc.E_CMG_CONNECTOR:
                 self._write(file, f"RetrieveTokenFromStsServerImpl failed with error 0x{oc.E_CMG_CONNECTOR:08x}", ERROR)
@@ -132,6 +130,11 @@ class TokenSteps(ExchangeBase):
         if self._log is not None:
             self._write(file, f"Cached encrypted token for '{SYSTEM_SID}'. Will expire at "
                               f"'{log_time(self._ccm_expires + self._skew)}'")
+
+    def _sts_body(self) -> bytes:
+        """The token request body, asserting the Entra token the request carries (built with each attempt)."""
+        return StsRequest(assertion=self._entra, client_id=self._smsid, agent_version=AGENT_VERSION,
+                          client_host=self.profile.fq_name).to_body()
 
     def _fresh_ccm_token(self) -> Step:
         """Renew the CCM token before a request when it is expired or in its last 10 % of life."""

@@ -438,3 +438,19 @@ def test_a_token_may_live_ninety_days_plus_the_leeway_and_not_a_second_more(key:
 def test_the_epoch_itself_is_a_numeric_date(key: rsa.RSAPrivateKey) -> None:
     """0 is the first NumericDate: a token valid since the epoch (nbf 0) passes the claim check."""
     assert check_ccm(_ccm_with(key, nbf=0), key)["nbf"] == 0
+
+
+def test_the_last_numeric_date_is_a_number_the_lifetime_check_then_judges(key: rsa.RSAPrivateKey) -> None:
+    """iat at exactly 9999-12-31T23:59:59Z is a NumericDate (not malformed): it is refused as issued in the future."""
+    with pytest.raises(TokenRejected) as refused:
+        check_ccm(_ccm_with(key, iat=253_402_300_799), key)
+    assert (refused.value.code, refused.value.kind) == ("IDX10222", "not_yet_valid")
+
+
+def test_a_token_whose_nbf_equals_its_exp_is_not_malformed(key: rsa.RSAPrivateKey) -> None:
+    """nbf == exp (a token valid for an instant, within the leeway) passes; only nbf after exp is IDX10224."""
+    instant = int(NOW) + 60
+    assert check_ccm(_ccm_with(key, nbf=instant, exp=instant), key)["exp"] == instant
+    with pytest.raises(TokenRejected) as refused:
+        check_ccm(_ccm_with(key, nbf=instant + 1, exp=instant), key)
+    assert refused.value.code == "IDX10224"
