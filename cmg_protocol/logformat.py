@@ -171,14 +171,18 @@ def cmgservice_text(
     response_size: int,
     average_elapsed_ms: float,
 ) -> str:
-    """The CMGService.log traffic text for one request URI (the SMS-trace line's text part)."""
+    """The CMGService.log traffic text for one request URI (the SMS-trace line's text part).
+
+    The URI is written upper-cased, as the CMG's samples show it (``/CCM_PROXY_SERVERAUTH/<id>/CCM_STS`` for a client
+    that sent ``/CCM_Proxy_ServerAuth/<id>/CCM_STS``).
+    """
     if not request_uri or any(ch.isspace() for ch in request_uri):
         raise LogFormatError(f"request URI must be non-empty without spaces: {request_uri!r}")
     numbers = (request_count, request_size, response_count, response_size, average_elapsed_ms)
     if any(n < 0 for n in numbers):
         raise LogFormatError(f"traffic numbers must be >= 0, got {numbers}")
     return (
-        f"RequestUri: {request_uri}  RequestCount: {request_count:d}  RequestSize: {request_size:d} Bytes  "
+        f"RequestUri: {request_uri.upper()}  RequestCount: {request_count:d}  RequestSize: {request_size:d} Bytes  "
         f"ResponseCount: {response_count:d}  ResponseSize: {response_size:d} Bytes  "
         f"AverageElapsedTime: {round(average_elapsed_ms):d} ms"
     )

@@ -37,7 +37,15 @@ IDX_NBF_AFTER_EXP = "IDX10224"
 KINDS = ("expired", "not_yet_valid", "signature", "audience", "issuer", "algorithm", "tenant", "malformed", "unknown_key")
 
 _ENTRA_CLAIMS = ("aud", "iss", "tid", "iat", "nbf", "exp")
-_CCM_CLAIMS = ("aud", "iss", "token_type", "deviceid", "userid", "tid", "smsid", "iat", "nbf", "exp", "jti")
+#: The site-token layout (the public sample bulk registration token): the category, authority, license, type, tenant
+#: and unique id beside iss/aud/nbf/exp. The device, user and SMSID claims and iat are the mock's own additions.
+SCCM_TOKEN_CATEGORY = "SCCMTokenCategory"
+SCCM_AUTHORITY = "SCCM"
+SCCM_LICENSE = "SCCM"
+# synthetic: not the public ConfigMgr format (the CCM token's category value; the bulk token's is not this one)
+CCM_TOKEN_CATEGORY = "ClientAuthentication"
+_CCM_CLAIMS = ("aud", "iss", SCCM_TOKEN_CATEGORY, "Authority", "License", "Type", "TenantId", "UniqueId", "deviceid",
+               "userid", "smsid", "iat", "nbf", "exp")
 # The namespace for jti values derived from a token's contents when the caller gives none.
 _JTI_NAMESPACE = uuid.UUID("6f1c2a52-3d0e-4b8e-9c57-0d1e2f3a4b5c")
 
@@ -133,30 +141,39 @@ def issue_ccm_token(
     now: float,
     lifetime: float,
     jti: str | None = None,
+    x5t: str | None = None,
 ) -> str:
-    """An RS256 CCM token as CCM_STS issues it; without ``jti`` one is derived from the token's contents."""
+    """An RS256 CCM token as CCM_STS issues it, in the site-token layout; ``jti`` becomes its ``UniqueId`` (derived
+    from the token's contents when not given), ``x5t`` names the signing certificate (``kid`` when not given)."""
     _check_token_type(token_type)
     if jti is None:
         # Derived, not random: no hidden randomness, and two different tokens never share one.
         seed = "|".join((hierarchy_id, kid, token_type, device_id, user_id, tenant_id, smsid, repr(now), repr(lifetime)))
         jti = str(uuid.uuid5(_JTI_NAMESPACE, seed))
-    # synthetic: not the public ConfigMgr format (the CCM token's claim names)
+    # The layout of the public site token; the CCM token's exact claims are not public.
+    # synthetic: not the public ConfigMgr format (Type carrying Device/UDA, and deviceid, userid, smsid and iat)
     claims = {
-        "iss": ccm_issuer(hierarchy_id),
-        "aud": CCM_AUDIENCE,
-        "token_type": token_type,
+        SCCM_TOKEN_CATEGORY: CCM_TOKEN_CATEGORY,
+        "Authority": SCCM_AUTHORITY,
+        "License": SCCM_LICENSE,
+        # CCM_STS.log names the token it created by this type ("Created SCCM token, token type: UDA").
+        "Type": token_type,
+        "TenantId": tenant_id,
+        "UniqueId": jti,
         "deviceid": device_id,
         "userid": user_id,
-        "tid": tenant_id,
         "smsid": smsid,
+        "iss": ccm_issuer(hierarchy_id),
+        "aud": CCM_AUDIENCE,
         # Millisecond precision (a JWT NumericDate may be fractional): the site tells tokens issued just before a
         # revocation from those issued just after, within the same second.
         "iat": round(now, 3),
         "nbf": int(now),
         "exp": int(now + lifetime),
-        "jti": jti,
     }
-    return _sign(claims, key, {"kid": kid})
+    # The public sample's header is typ, alg and x5t; kid (the same key id) is kept for the verifiers' key lookup.
+    # synthetic: not the public ConfigMgr format (kid in a site token's header)
+    return _sign(claims, key, {"typ": "JWT", "x5t": x5t if x5t is not None else kid, "kid": kid})
 
 
 def peek_claims(token: str) -> dict[str, Any]:
@@ -303,12 +320,18 @@ def verify_ccm_token(
     token: str, *, keys: Mapping[str, Any], hierarchy_id: str, tenants: Container[str], now: float,
     leeway: float = DEFAULT_LEEWAY,
 ) -> dict[str, Any]:
-    """Validate a CCM token (alg, key, signature, lifetime, audience, issuer, onboarded tenant); return its claims."""
+    """Validate a CCM token (alg, key, signature, lifetime, audience, issuer, category and type, onboarded tenant);
+    return its claims."""
     claims = _verify_signature(token, keys, _CCM_CLAIMS)
     _check_lifetime(claims, now, leeway)
     _check_audience(claims, CCM_AUDIENCE)
     _check_issuer(claims, ccm_issuer(hierarchy_id))
-    tid = claims["tid"]
+    # Another site token of the same issuer and audience (a bulk registration token) is not a CCM token.
+    category, token_type = claims[SCCM_TOKEN_CATEGORY], claims["Type"]
+    if category != CCM_TOKEN_CATEGORY or token_type not in TOKEN_TYPES:
+        raise TokenRejected(IDX_MALFORMED, f"not a CCM token: {SCCM_TOKEN_CATEGORY} {str(category)[:40]!r}, "
+                                           f"Type {str(token_type)[:40]!r}", "malformed")
+    tid = claims["TenantId"]
     if not isinstance(tid, str) or tid.lower() not in tenants:
         raise TokenRejected(IDX_ISSUER, f"Issuer validation failed. Tenant {tid!r} is not onboarded.", "tenant")
     return claims

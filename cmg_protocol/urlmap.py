@@ -19,6 +19,20 @@ CCM_CLIENT = "CCM_Client/ccmsetup.cab"
 SMS_AUT = "SMS_MP/.sms_aut"
 SMS_POL = "SMS_MP/.sms_pol"
 CONTENT = "downloadrestservice.svc/getcontentxmlsecure"
+#: The client's check of the CMG's server certificate, answered by the CMG itself (no role id in the path).
+SERVICE_METADATA = "ServiceMetadata"
+
+#: The ``.sms_aut`` verbs the CMG publishes: the query names the verb; MPLIST1/MPLIST2 add ``&<site code>``.
+SMS_AUT_VERBS = ("MPLIST", "MPLIST1", "MPLIST2", "MPCERT", "SITESIGNCERT", "MPKEYINFORMATION", "MPKEYINFORMATIONMEDIA")
+#: The verbs that name a site after ``&``.
+SMS_AUT_SITE_VERBS = ("MPLIST1", "MPLIST2")
+#: A ConfigMgr site code: three letters or digits (spelt out: braces would end an HAProxy anonymous ACL).
+SITE_CODE_PATTERN = "[A-Za-z0-9][A-Za-z0-9][A-Za-z0-9]"
+#: The whole ``.sms_aut`` query, case-insensitive (proxies under test render their URL map from it).
+SMS_AUT_QUERY_PATTERN = (
+    f"(?:{'|'.join(v for v in SMS_AUT_VERBS if v not in SMS_AUT_SITE_VERBS)}"
+    f"|(?:{'|'.join(SMS_AUT_SITE_VERBS)})&{SITE_CODE_PATTERN})"
+)
 
 # synthetic: not the public ConfigMgr format (the per-endpoint size limits; the CMG's real ones are not published)
 STS_MAX_BODY_BYTES = 64 * 1024
@@ -30,6 +44,7 @@ _CONTENT_ID = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 _BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
 # Printable ASCII without space, '#' and backslash: what may pass on to the MP in a query.
 _QUERY = re.compile(r"[!-\"$-\[\]-~]*")
+_SMS_AUT_QUERY = re.compile(SMS_AUT_QUERY_PATTERN, re.IGNORECASE)
 
 
 class AuthKind(Enum):
@@ -76,7 +91,7 @@ class _Endpoint:
     auth: AuthKind
     max_body_bytes: int
     methods: tuple[str, ...]
-    query: str  # "none" | "mplist" | "policy"
+    query: str  # "none" | "sms_aut" | "policy"
 
 
 _GET = ("GET", "HEAD")
@@ -91,7 +106,7 @@ _ENDPOINTS: dict[tuple[str, ...], _Endpoint] = {
         CCM_SYSTEM, AuthKind.CLIENT_CERT_OR_TOKEN, MESSAGING_MAX_BODY_BYTES, ("CCM_POST",), "none"
     ),
     ("ccm_client", "ccmsetup.cab"): _Endpoint(CCM_CLIENT, AuthKind.CCM_TOKEN, 0, _GET, "none"),
-    ("sms_mp", ".sms_aut"): _Endpoint(SMS_AUT, AuthKind.CLIENT_CERT_OR_TOKEN, 0, _GET, "mplist"),
+    ("sms_mp", ".sms_aut"): _Endpoint(SMS_AUT, AuthKind.CLIENT_CERT_OR_TOKEN, 0, _GET, "sms_aut"),
     ("sms_mp", ".sms_pol"): _Endpoint(SMS_POL, AuthKind.CLIENT_CERT_OR_TOKEN, 0, _GET, "policy"),
 }
 _PREFIXES = {SERVER_AUTH.lower(): SERVER_AUTH, MUTUAL_AUTH.lower(): MUTUAL_AUTH}
@@ -196,15 +211,35 @@ def _content(request_uri: str, query: str) -> Route:
     )
 
 
+def _service_metadata(prefix: str, request_uri: str, query: str) -> Route:
+    if query:
+        raise _bad(f"{SERVICE_METADATA} takes no query, got {query!r}")
+    return Route(
+        endpoint=SERVICE_METADATA,
+        # The client's certificate check carries its credential: a bad token is answered 401 there.
+        auth=AuthKind.CCM_TOKEN if prefix == SERVER_AUTH else AuthKind.CLIENT_CERT_OR_TOKEN,
+        prefix=prefix,
+        role_id=None,
+        # synthetic: not the public ConfigMgr format (the CMG answers it itself; nothing is forwarded)
+        internal_path=f"/{SERVICE_METADATA}",
+        request_uri=request_uri,
+        route_template=f"/{prefix}/{SERVICE_METADATA}",
+        max_body_bytes=0,
+        methods=_GET,
+    )
+
+
 def _endpoint_query(endpoint: _Endpoint, path: str, query: str) -> str:
     if endpoint.query == "none":
         if query:
             raise _bad(f"{endpoint.name} takes no query, got {query!r}")
         return ""
-    if endpoint.query == "mplist":
-        if query.upper() != "MPLIST":
-            raise _not_in_map(f"{path}?{query}", ".sms_aut publishes only MPLIST")
-        return "?MPLIST"
+    if endpoint.query == "sms_aut":
+        if not _SMS_AUT_QUERY.fullmatch(query):
+            raise _not_in_map(f"{path}?{query}", f".sms_aut publishes only {', '.join(SMS_AUT_VERBS)}")
+        verb, separator, site = query.partition("&")
+        # The MP gets the verb in its canonical casing and the site code upper-cased, as ConfigMgr writes them.
+        return f"?{verb.upper()}{separator}{site.upper()}"
     if not query:
         raise _bad(f"{endpoint.name} needs a query naming the policy: {path!r}")
     return f"?{query}"
@@ -229,6 +264,8 @@ def match(path: str, query: str = "") -> Route:
         if prefix != SERVER_AUTH:
             raise _not_in_map(path, "AADAuthInfo is published on CCM_Proxy_ServerAuth only")
         return _aad_auth_info(path, query)
+    if folded[1] == SERVICE_METADATA.lower() and len(segments) == 2:
+        return _service_metadata(prefix, path, query)
     role_id = segments[1]
     if not _ROLE_ID.fullmatch(role_id):
         raise _not_in_map(path, f"role id {role_id!r} is not a number")
@@ -281,6 +318,22 @@ def aad_auth_info_path(tenant_id: str) -> str:
     if not _GUID.fullmatch(tenant_id):
         raise UrlMapError(400, f"tenant id must be a GUID, got {tenant_id!r}")
     return f"/{SERVER_AUTH}/{AAD_AUTH_INFO}?TenantID={tenant_id}"
+
+
+def sms_aut_path(prefix: str, role_id: str, verb: str, site_code: str = "") -> str:
+    """``/<prefix>/<role id>/SMS_MP/.sms_aut?<verb>`` (``&<site code>`` for MPLIST1 and MPLIST2)."""
+    query = f"{verb}&{site_code}" if site_code else verb
+    if not _SMS_AUT_QUERY.fullmatch(query):
+        raise UrlMapError(400, f".sms_aut takes {', '.join(SMS_AUT_VERBS)} (MPLIST1/MPLIST2 with a site code), "
+                               f"got {query!r}")
+    return _role_path(prefix, role_id, f"{SMS_AUT}?{query}")
+
+
+def service_metadata_path(prefix: str) -> str:
+    """The path a client checks the CMG's server certificate with."""
+    if prefix not in (SERVER_AUTH, MUTUAL_AUTH):
+        raise UrlMapError(400, f"prefix must be {SERVER_AUTH} or {MUTUAL_AUTH}, got {prefix!r}")
+    return f"/{prefix}/{SERVICE_METADATA}"
 
 
 def content_path(package_id: str, content_id: str) -> str:

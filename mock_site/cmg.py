@@ -79,6 +79,12 @@ class AadTenant:
     resource_uri: str
 
 
+#: What ``/CCM_Proxy_*/ServiceMetadata`` answers a client checking the CMG's certificate and its credential (the
+#: proxies under test answer the same).
+# synthetic: not the public ConfigMgr format (the body; the endpoint and its 401 for a bad token are documented)
+SERVICE_METADATA_XML = '<ServiceMetadata Service="CMG" Version="1.0"/>'
+
+
 class ContentStore:
     """Synthetic content in the content-enabled CMG's cloud storage: deterministic bytes per package and size."""
 
@@ -203,6 +209,10 @@ class CmgApp:
 
         identity = await self._authenticate(route, request, send)
         if identity is None:
+            return
+
+        if route.endpoint == urlmap.SERVICE_METADATA:
+            await respond(send, 200, SERVICE_METADATA_XML.encode(), content_type="text/xml; charset=utf-8")
             return
 
         if route.endpoint == urlmap.CONTENT:

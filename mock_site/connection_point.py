@@ -136,6 +136,10 @@ class ConnectionPointApp:
             # The walk-through's line, down to the third slash in the result it prints.
             self.log.info(f"Switched to internal URL. Replaced '{external}' in   '{external}' with '{internal}' and got "
                           f"'https:///{self.mp_public_host}{route.internal_path}")
+        message_id = self.new_message_id()
+        if self.verbose:
+            assert self.log is not None
+            self.log.info(f"Forwarding proxy message {message_id} to URL: {internal}")
         started = self.perf_counter()
         headers = forwardable(request.headers)
         try:
@@ -143,7 +147,8 @@ class ConnectionPointApp:
         except UpstreamError as failed:
             self.metrics.forward_error("mp", failed.kind)
             if self.log is not None:
-                self.log.error(f"Failed to forward {internal} to the management point: {failed.detail}")
+                self.log.error(f"Web exception for message {message_id}: failed to forward {internal} to the "
+                               f"management point: {failed.detail}")
             if failed.kind == "timeout":
                 await self._error(send, 504, CONNECTOR_GATEWAY_TIMEOUT)
                 return 504, 0
@@ -153,7 +158,8 @@ class ConnectionPointApp:
         if self.verbose:
             assert self.log is not None
             phrase = answer.reason or ""
-            self.log.info(f"MessageID: {self.new_message_id()} RequestURI: {internal} EndpointName: {route.endpoint} "
+            self.log.info(f"Received response {internal} for message {message_id}: HTTP/1.1 {answer.status} {phrase}")
+            self.log.info(f"MessageID: {message_id} RequestURI: {internal} EndpointName: {route.endpoint} "
                           f"ResponseHeader: HTTP/1.1 {answer.status} {phrase} ~~ ResponseBodySize: {len(answer.body)} "
                           f"ElapsedTime: {elapsed_ms} ms")
         if answer.status >= 500 and route.endpoint == "CCM_STS":

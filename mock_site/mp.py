@@ -47,6 +47,7 @@ from mock_site.asgi import BodyTooLarge, HttpRequest, Meter, read_body, respond,
 from mock_site.cmg import CLIENT_CERT_HEADER, REQUEST_URI_HEADER, ContentStore
 from mock_site.config import SiteConfig
 from mock_site.db import SiteDataError
+from mock_site.mp_aut import SmsAut, refuse_windows_auth
 from mock_site.peers import PEER_CP, PEER_DEVICE, peer_role
 from mock_site.server import Receive, Scope, Send, client_cert_der
 from mock_site.site_tokens import SiteTokenVerifier
@@ -57,6 +58,10 @@ MAX_MESSAGE_BYTES = 1024 * 1024
 _DER = serialization.Encoding.DER
 POLICY_CONTENT_TYPE = "text/xml; charset=utf-16"  # synthetic: not the public ConfigMgr format (the header's value)
 SECRET_POLICY_CONTENT_TYPE = "application/octet-stream"  # synthetic: not the public ConfigMgr format
+#: The messaging endpoints by lower-cased path, with the name their metrics carry.
+MESSAGING_ENDPOINTS = {"/ccm_system/request": "/ccm_system/request",
+                       "/ccm_system_tokenauth/request": "/ccm_system_tokenauth/request",
+                       "/ccm_system_altauth/request": "/ccm_system_altauth/request"}
 
 #: The client package version the site hands out (the walk-through installs 5.00.8968.1000).
 CLIENT_PACKAGE_ID = "CS100001"
@@ -243,6 +248,8 @@ class MpApp:
         self._registration_log = logs.writer("MP_RegistrationManager.log") if logs is not None else None
         self._location_log = logs.writer("MP_Location.log") if logs is not None else None
         self._policy_log = logs.writer("MP_Policy.log") if logs is not None else None
+        self.sms_aut = SmsAut(site_code=config.site_code, public_host=public_host,
+                              build_number=config.build_number, clock=clock)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -276,15 +283,19 @@ class MpApp:
             return path
         send.request_bytes = len(body)
         if path == "/ccm_sts":
-            await self.sts.handle(request, send)
+            await self.sts.handle(request, send, body)
             return "/CCM_STS"
-        if path in ("/ccm_system_tokenauth/request", "/ccm_system/request"):
-            await self._messaging(request, body, send, token_auth=path.startswith("/ccm_system_tokenauth"),
+        if path in MESSAGING_ENDPOINTS:
+            # ccm_system_altauth is the token endpoint of an HTTPS MP reached directly, as tokenauth is through a CMG.
+            await self._messaging(request, body, send, token_auth=path != "/ccm_system/request",
                                   cmg_host=self._public_cmg_host(request))
-            return "/ccm_system_tokenauth/request" if path.startswith("/ccm_system_tokenauth") else "/ccm_system/request"
+            return MESSAGING_ENDPOINTS[path]
+        if path == "/ccm_system_windowsauth/request":
+            await refuse_windows_auth(send)
+            return "/ccm_system_windowsauth/request"
         if path == "/sms_mp/.sms_aut":
             if await self._caller(request, send) is not None:
-                await self._mplist(send)
+                await self.sms_aut.respond(request.query, send)
             return "/SMS_MP/.sms_aut"
         if path == "/sms_mp/.sms_pol":
             policy_caller = await self._caller(request, send)
@@ -346,7 +357,7 @@ class MpApp:
             self.metrics.token_rejected(rejected.kind)
             await respond_error(send, 401, MP_INVALID_TOKEN, f"{AAD_TOKEN_HEADER}: {rejected.code}")
             return None
-        ccm_tenant = str((caller.ccm_claims or {}).get("tid", "")).lower()
+        ccm_tenant = str((caller.ccm_claims or {}).get("TenantId", "")).lower()
         if str(entra_claims.get("tid", "")).lower() != ccm_tenant:
             self.metrics.token_rejected("tenant")
             await respond_error(send, 401, MP_INVALID_TOKEN,
@@ -563,13 +574,6 @@ class MpApp:
             self._policy_log.info(f"Policy assignments request from client {client_id}: "
                                   f"{len(self.policies)} assignment(s)")
         return self._policy_reply_xml
-
-    async def _mplist(self, send: Send) -> None:
-        mplist = messages.MPList(entries=(messages.MPEntry(name=self.public_host.split(":")[0].upper(),
-                                                           fqdn=self.public_host.split(":")[0],
-                                                           version=str(self.config.build_number),
-                                                           ssl_state=63),))
-        await respond(send, 200, mplist.to_xml().encode("utf-8"), content_type="text/xml; charset=utf-8")
 
     async def _policy_body(self, request: HttpRequest, caller: Caller, send: Send) -> None:
         try:

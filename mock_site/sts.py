@@ -15,6 +15,7 @@ from typing import Any
 from cmg_protocol import tokens
 from cmg_protocol.clock import Clock
 from cmg_protocol.ids import guid
+from cmg_protocol.sts_request import StsRequest, StsRequestError
 from mock_site.asgi import HttpRequest, respond
 from mock_site.config import SiteConfig
 from mock_site.server import Send
@@ -59,7 +60,9 @@ class CcmSts:
             return float(fault.params["seconds"])
         return self.config.scaled(self.config.ccm_token_lifetime_site_seconds)
 
-    async def handle(self, request: HttpRequest, send: Send) -> None:
+    async def handle(self, request: HttpRequest, send: Send, body: bytes = b"") -> None:
+        """Answer one token request; ``body``, when there is one, must be the token request form (see
+        :mod:`cmg_protocol.sts_request`) asserting the same Entra token as the ``Authorization`` header."""
         self._info("ProcessRequest - Start")
         self._info(f"Incoming request URL: https://{self.mp_public_host}/CCM_STS")
         if self.faults.trigger("sts_error", self.role) is not None:
@@ -70,6 +73,15 @@ class CcmSts:
         if token is None:
             await self._refuse(send, "IDX12741", "no bearer token in the request")
             return
+        if body:
+            try:
+                asked = StsRequest.from_body(body)
+            except StsRequestError as bad:
+                await self._bad_request(send, str(bad))
+                return
+            if asked.assertion != token:
+                await self._bad_request(send, "the assertion is not the bearer token of the request")
+                return
         try:
             claims = await self.verifier.verify(token)
         except tokens.TokenRejected as rejected:
@@ -117,6 +129,13 @@ class CcmSts:
                            "expires_at": now + lifetime}).encode()
         self._info("Return token to client")
         await respond(send, 200, body, content_type="application/json")
+
+    async def _bad_request(self, send: Send, reason: str) -> None:
+        if self.log is not None:
+            self.log.error(f"ProcessRequest - invalid token request: {reason}")
+        # synthetic: not the public ConfigMgr format (the OAuth error body)
+        body = json.dumps({"error": "invalid_request", "error_description": reason}).encode()
+        await respond(send, 400, body, content_type="application/json", reason="Bad Request")
 
     async def _refuse(self, send: Send, code: str, reason: str) -> None:
         if self.log is not None:

@@ -15,6 +15,8 @@ from urllib.parse import quote
 
 from cmg_protocol.site_tokens import ClientTokenReply, ClientTokenRequest
 from cmg_protocol.statuses import INVALID_TOKEN
+from cmg_protocol.sts_request import CONTENT_TYPE as STS_CONTENT_TYPE
+from cmg_protocol.sts_request import StsRequest
 from harness.client import outcome as oc
 from harness.client._exchange import ExchangeBase, Step
 from harness.client.clientlogs import ADAL, CCM_MESSAGING, CCMSETUP, ERROR, WARNING, log_time, wam_failure_lines
@@ -46,6 +48,8 @@ def renew_after(lifetime: float) -> float:
 DEVICE_GRANT = "device_token"  # synthetic: not the public ConfigMgr format (WAM's device grant is not public)
 USER_GRANT = "user_token"  # synthetic: not the public ConfigMgr format
 FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
+#: The client version the token request names (lifecycle.CLIENT_VERSION; lifecycle imports this module).
+AGENT_VERSION = "5.00.8968.1000"
 
 
 class TokenSteps(ExchangeBase):
@@ -124,8 +128,9 @@ class TokenSteps(ExchangeBase):
         sts_url = site.url(site.sts_path)
         self._write(file, f"Getting CCM Token from {sts_url}")
         request, reply, reason = yield from self._send(
-            lambda: Request("POST", sts_url, {"Authorization": "Bearer " + self._entra}, b"", site.sts_path, stage,
-                            STEP_CCM_TOKEN))
+            lambda: Request("POST", sts_url, {"Authorization": "Bearer " + self._entra,
+                                              "Content-Type": STS_CONTENT_TYPE}, self._sts_body(), site.sts_path,
+                            stage, STEP_CCM_TOKEN))
         if reason is not None:
             if error_code_of(reply) == oc.E_CMG_CONNECTOR:
                 self._write(file, f"RetrieveTokenFromStsServerImpl failed with error 0x{oc.E_CMG_CONNECTOR:08x}", ERROR)
@@ -164,6 +169,11 @@ class TokenSteps(ExchangeBase):
         self._ccm_expires = float(answer.renew_at)
         self._write(file, f"Received the client-unique token; renewal due at "  # synthetic wording
                           f"'{log_time(self._ccm_renew_at + self._skew)}'")
+
+    def _sts_body(self) -> bytes:
+        """The token request body, asserting the Entra token the request carries (built with each attempt)."""
+        return StsRequest(assertion=self._entra, client_id=self._smsid, agent_version=AGENT_VERSION,
+                          client_host=self.profile.fq_name).to_body()
 
     def _fresh_ccm_token(self) -> Step:
         """Renew the CCM token before a request when it is expired or in its last 10 % of life."""

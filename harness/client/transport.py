@@ -45,6 +45,21 @@ _REVOKED = {23}  # certificate revoked
 _REVOCATION_OFFLINE = {3, 6, 8, 11, 12, 15, 16, 33, 44, 54}
 
 
+#: The User-Agent of ccmsetup's and CCMHTTP's GET requests (IIS logs show it as ``SMS+CCM+5.0``).
+CCM_HTTP_USER_AGENT = "SMS CCM 5.0"
+
+
+def wire_headers(request: Request) -> dict[str, str]:
+    """The headers a real client sends with ``request``: its own, and on a GET to the site (never to Entra ID) the
+    ``SMS CCM 5.0`` User-Agent of ccmsetup and CCMHTTP unless the request names its own."""
+    headers = request.headers
+    if request.method not in ("GET", "HEAD") or request.step == STEP_ENTRA_TOKEN:
+        return headers
+    if any(name.lower() == "user-agent" for name in headers):
+        return headers
+    return {**headers, "User-Agent": CCM_HTTP_USER_AGENT}
+
+
 class TransportSetupError(ValueError):
     """A trust store or driver was given unusable files or settings; the message names them."""
 
@@ -217,7 +232,7 @@ class HttpxDriver:
                     crl = self._crl_for(host, port, device)
                 ctx = self.trust.context(root_ca_present=profile.root_ca_present, crl=crl,
                                          client_cert=profile.netbios_name if request.client_cert else None)
-            response = self._client(ctx).request(request.method, request.url, headers=request.headers,
+            response = self._client(ctx).request(request.method, request.url, headers=wire_headers(request),
                                                  content=request.body or None)
         except CrlUnavailable as exc:
             return TransportError(oc.TLS_REVOCATION_OFFLINE, str(exc), ms=self._ms(started))

@@ -22,7 +22,7 @@ from harness.client import outcome as oc
 from harness.client.device import DeviceProfile
 from harness.client.events import STEP_ENTRA_TOKEN, Request, Response, TransportError
 from harness.client.lifecycle import Lifecycle
-from harness.client.transport import Crl, CrlUnavailable, classify_exception
+from harness.client.transport import Crl, CrlUnavailable, classify_exception, wire_headers
 from harness.fleet.driver import DeviceRun, FleetDriver
 from harness.fleet.scheduler import device_indexes
 from harness.fleet.seeded import SeededFleet
@@ -124,7 +124,7 @@ class LifecycleUser(FastHttpUser):
         payload: Any = request.body or None  # bytes go out as they are
         # Without catch_response Locust hands back the response itself: a FastResponse, or an ErrorResponse.
         response: Any = self._session(ctx).request(request.method, request.url, name=request.name, data=payload,
-                                                   headers=request.headers, allow_redirects=False)
+                                                   headers=wire_headers(request), allow_redirects=False)
         ms = _ms(started)
         if not response.status_code:  # Locust's ErrorResponse: no HTTP answer at all
             return _transport_error(response.error, ms)

@@ -47,6 +47,7 @@ from harness.proxy.nginx import (
     Endpoint,
 )
 from harness.proxy.site import ProxyConfigError, ProxySite, RenderedDirectory, free_port, parse_listen
+from mock_site.cmg import SERVICE_METADATA_XML
 from mock_site.manifest import SiteManifest
 
 CONFIG_NAME = "haproxy.cfg"
@@ -227,6 +228,11 @@ def _frontend(out: _Writer, site: ProxySite, rendered: RenderedHaproxy, keys: To
     content = f"^/{_regex_literal(urlmap.CONTENT)}$"
     out.line(f"http-request set-var(txn.cmg_ep) str(content) if !cmg_refused {{ path -m reg -i {content} }}")
     out.line(f"http-request set-var(txn.cmg_auth) str({_CCM_OR_CERT}) if !cmg_refused {{ path -m reg -i {content} }}")
+    for prefix in (urlmap.SERVER_AUTH, urlmap.MUTUAL_AUTH):
+        metadata = f"^/{prefix}/{urlmap.SERVICE_METADATA}$"
+        auth = _CCM_OR_CERT if prefix == urlmap.MUTUAL_AUTH else _CCM
+        out.line(f"http-request set-var(txn.cmg_ep) str(metadata) if !cmg_refused {{ path -m reg -i {metadata} }}")
+        out.line(f"http-request set-var(txn.cmg_auth) str({auth}) if !cmg_refused {{ path -m reg -i {metadata} }}")
     _refuse(out, "not-in-url-map", "!{ var(txn.cmg_ep) -m found }")
     out.blank()
     out.comment("Query, method and body size per endpoint.")
@@ -238,7 +244,7 @@ def _frontend(out: _Writer, site: ProxySite, rendered: RenderedHaproxy, keys: To
         if endpoint.query == "none":
             _refuse(out, "bad-request", f"{ep} cmg_has_query")
         elif endpoint.query == "mplist":
-            _refuse(out, "not-in-url-map", f"{ep} !{{ query -m reg -i ^MPLIST$ }}")
+            _refuse(out, "not-in-url-map", f"{ep} !{{ query -m reg -i ^{urlmap.SMS_AUT_QUERY_PATTERN}$ }}")
         else:
             _refuse(out, "bad-request", f"{ep} !cmg_has_query")
         _methods(out, f"ep{index}", endpoint.methods)
@@ -251,11 +257,17 @@ def _frontend(out: _Writer, site: ProxySite, rendered: RenderedHaproxy, keys: To
                 f"{{ var(txn.cmg_ep) -m str content }} !{{ query -m reg -i (^|&){name}={_CONTENT_ID}(&|$) }}")
     _methods(out, "content", ("GET", "HEAD"))
     _refuse(out, "too-large", "{ var(txn.cmg_ep) -m str content } cmg_has_body")
+    _refuse(out, "bad-request", "{ var(txn.cmg_ep) -m str metadata } cmg_has_query")
+    _methods(out, "metadata", ("GET", "HEAD"))
+    _refuse(out, "too-large", "{ var(txn.cmg_ep) -m str metadata } cmg_has_body")
     if keys is not None:
         out.blank()
         _token_checks(out, keys)
     out.blank()
     _aad(out, site)
+    out.comment("ServiceMetadata, the client's certificate check: answered here once the token checks passed.")
+    out.line(f"http-request return status 200 content-type text/xml string '{SERVICE_METADATA_XML}' "
+             "if !cmg_refused { var(txn.cmg_ep) -m str metadata }")
     out.blank()
     out.comment("Refusals in the CMG's words: the status text as the body, in X-CMG-Status-Text and as the reason phrase.")
     for slug, status, text in _REFUSALS:
@@ -289,7 +301,9 @@ def _token_checks(out: _Writer, keys: TokenKeys) -> None:
     out.line("http-request set-var(txn.cmg_token) http_auth_bearer")
     for name, query in (("alg", "jwt_header_query('$.alg')"), ("iss", "jwt_payload_query('$.iss')"),
                         ("aud", "jwt_payload_query('$.aud')"), ("tid", "jwt_payload_query('$.tid')"),
-                        ("exp", "jwt_payload_query('$.exp','int')"), ("nbf", "jwt_payload_query('$.nbf','int')")):
+                        ("exp", "jwt_payload_query('$.exp','int')"), ("nbf", "jwt_payload_query('$.nbf','int')"),
+                        ("category", f"jwt_payload_query('$.{tokens.SCCM_TOKEN_CATEGORY}')"),
+                        ("type", "jwt_payload_query('$.Type')")):
         out.line(f"http-request set-var(txn.cmg_{name}) var(txn.cmg_token),{query}")
     out.line("http-request set-var(txn.cmg_now) date")
     out.line("acl cmg_rs256 var(txn.cmg_alg) -m str RS256")
@@ -298,11 +312,14 @@ def _token_checks(out: _Writer, keys: TokenKeys) -> None:
     out.line(f"acl cmg_ccm_signed var(txn.cmg_token),jwt_verify(\"RS256\",\"{keys.ccm_key}\") -m int 1")
     out.line(f"acl cmg_ccm_issuer var(txn.cmg_iss) -m str {keys.ccm_issuer}")
     out.line(f"acl cmg_ccm_audience var(txn.cmg_aud) -m str {tokens.CCM_AUDIENCE}")
+    out.comment("A CCM token, not another site token of the same issuer (a bulk registration token).")
+    out.line(f"acl cmg_ccm_category var(txn.cmg_category) -m str {tokens.CCM_TOKEN_CATEGORY}")
+    out.line(f"acl cmg_ccm_type var(txn.cmg_type) -m str {' '.join(tokens.TOKEN_TYPES)}")
     for key in keys.entra_keys:  # the current and the previous key: either may have signed a valid token
         out.line(f"acl cmg_entra_signed var(txn.cmg_token),jwt_verify(\"RS256\",\"{key}\") -m int 1")
     out.line(f"acl cmg_entra_audience var(txn.cmg_aud) -m str {' '.join(keys.entra_audiences)}")
     out.line("http-request set-var(txn.cmg_ccm_ok) bool(1) if { var(txn.cmg_token) -m found } cmg_rs256 "
-             "cmg_ccm_issuer cmg_ccm_audience cmg_not_expired cmg_started cmg_ccm_signed")
+             "cmg_ccm_issuer cmg_ccm_audience cmg_ccm_category cmg_ccm_type cmg_not_expired cmg_started cmg_ccm_signed")
     for tenant in keys.tenants:
         out.line(f"http-request set-var(txn.cmg_entra_tenant) bool(1) if {{ var(txn.cmg_tid) -m str {tenant} }} "
                  f"{{ var(txn.cmg_iss) -m str {tokens.entra_issuer(tenant)} }}")

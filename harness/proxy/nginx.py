@@ -29,6 +29,7 @@ from cmg_protocol.statuses import (
     TOO_LARGE,
 )
 from harness.proxy.site import ProxyConfigError, ProxySite, RenderedDirectory, free_port, parse_listen
+from mock_site.cmg import SERVICE_METADATA_XML
 from mock_site.manifest import SiteManifest
 
 NAIVE = "naive"
@@ -299,6 +300,7 @@ def _server(out: _Writer, site: ProxySite, rendered: RenderedProxy, validating: 
         for endpoint in ROLE_ENDPOINTS:
             _role_location(out, prefix, endpoint, validating)
     _content_location(out, validating)
+    _service_metadata_locations(out, validating)
     if validating:
         _validation_locations(out, site)
 
@@ -335,7 +337,7 @@ def _role_location(out: _Writer, prefix: str, endpoint: Endpoint, validating: bo
         if endpoint.query == "none":
             out.line('if ($args != "") { return 400; }')
         elif endpoint.query == "mplist":
-            out.line('if ($args !~* "^MPLIST$") { return 404; }')
+            out.line(f'if ($args !~* "^{urlmap.SMS_AUT_QUERY_PATTERN}$") {{ return 404; }}')
         else:
             out.line('if ($args = "") { return 400; }')
         _methods(out, endpoint.methods)
@@ -360,6 +362,26 @@ def _content_location(out: _Writer, validating: bool) -> None:
             out.line("auth_request /_cmg/validate-token-or-cert;")
         _forward(out, client_cert=True)
     out.block(f'location ~* "^/{_regex_literal(urlmap.CONTENT)}$"', body)
+
+
+def _service_metadata_locations(out: _Writer, validating: bool) -> None:
+    out.comment("ServiceMetadata: the client's certificate check, answered here after the token check (try_files runs")
+    out.comment("after auth_request; a plain return would answer before it).")
+    for prefix in (urlmap.SERVER_AUTH, urlmap.MUTUAL_AUTH):
+        def body(prefix: str = prefix) -> None:
+            out.line('if ($args != "") { return 400; }')
+            _methods(out, ("GET", "HEAD"))
+            _body_limit(out, 0)
+            if validating:
+                by_cert = prefix == urlmap.MUTUAL_AUTH
+                out.line(f"auth_request /_cmg/validate{'-token-or-cert' if by_cert else '-token'};")
+            out.line("try_files /.cmg-no-such-file @cmg_service_metadata;")
+        out.block(f'location ~* "^/{prefix}/{urlmap.SERVICE_METADATA}$"', body)
+
+    def answer() -> None:
+        out.line("default_type text/xml;")
+        out.line(f"return 200 '{SERVICE_METADATA_XML}';")
+    out.block("location @cmg_service_metadata", answer)
 
 
 def _validation_locations(out: _Writer, site: ProxySite) -> None:

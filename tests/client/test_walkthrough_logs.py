@@ -44,8 +44,9 @@ SHAPES: list[tuple[str, str]] = [
     ("ccmsetup.log", rf"Getting CCM Token from STS server '{HOST}{SERVER}'"),
     ("ccmsetup.log", rf"Getting CCM Token from https://{HOST}{SERVER}/CCM_STS"),
     # 3.2 CMG (the CMGService.log traffic line)
-    ("CMGService.log", (rf"RequestUri: {SERVER}/CCM_STS  RequestCount: \d+  RequestSize: \d+ Bytes  ResponseCount: \d+  "
-                       r"ResponseSize: \d+ Bytes  AverageElapsedTime: \d+ ms")),
+    # The walk-through's sample, upper-cased as the CMG writes it: RequestUri: /CCM_PROXY_SERVERAUTH/<id>/CCM_STS
+    ("CMGService.log", (r"RequestUri: /CCM_PROXY_SERVERAUTH/\d+/CCM_STS  RequestCount: \d+  RequestSize: \d+ Bytes  "
+                       r"ResponseCount: \d+  ResponseSize: \d+ Bytes  AverageElapsedTime: \d+ ms")),
     # 3.3 connection point rewrite
     ("SMS_CLOUD_PROXYCONNECTOR.log", (rf"Switched to internal URL\. Replaced 'https://{HOST}{SERVER}/CCM_STS' in   "
                                      rf"'https://{HOST}{SERVER}/CCM_STS' with 'https://{HOST}/CCM_STS' and got "
@@ -102,6 +103,9 @@ SHAPES: list[tuple[str, str]] = [
     ("ClientIDManagerStartup.log", rf"Cached encrypted token for 'S-1-5-18'\. Will expire at '{WHEN}'"),
     ("SMS_CLOUD_PROXYCONNECTOR.log", (rf"MessageID: {GUID} RequestURI: https://{HOST}/CCM_STS EndpointName: CCM_STS "
                                      r"ResponseHeader: HTTP/1\.1 200 OK ~~ ResponseBodySize: \d+ ElapsedTime: \d+ ms")),
+    # The connection point's per-message lines of the public log samples (beside the walk-through's)
+    ("SMS_CLOUD_PROXYCONNECTOR.log", rf"Forwarding proxy message {GUID} to URL: https://{HOST}/CCM_STS"),
+    ("SMS_CLOUD_PROXYCONNECTOR.log", rf"Received response https://{HOST}/CCM_STS for message {GUID}: HTTP/1\.1 200 OK"),
     # CCM token renewal (CcmMessaging.log)
     ("CcmMessaging.log", (rf"Sending remote sync message '\{{{UGUID}\}}' to host '{HOST}{SERVER}' endpoint "
                          r"'MP_PolicyManager'\. Flags 0x280, sender account S-1-5-18")),

@@ -22,8 +22,9 @@ DEVICE = "8d2b4ff9-0172-4998-9851-b5324303385f"
 def _forged_ccm_claims(manifest: dict, now: float, **changes: object) -> dict:
     claims = {
         "iss": tokens.ccm_issuer(manifest.hierarchy_id), "aud": tokens.CCM_AUDIENCE, "iat": int(now),
-        "nbf": int(now), "exp": int(now + 3600), "token_type": "Device", "deviceid": "GUID:X", "jti": str(uuid.uuid4()),
-        "tid": manifest.tenant_id, "smsid": "",
+        "nbf": int(now), "exp": int(now + 3600), "SCCMTokenCategory": tokens.CCM_TOKEN_CATEGORY, "Authority": "SCCM",
+        "License": "SCCM", "Type": "Device", "deviceid": "GUID:X", "UniqueId": str(uuid.uuid4()), "userid": "u",
+        "TenantId": manifest.tenant_id, "smsid": "",
     }
     claims.update(changes)
     return claims
@@ -233,13 +234,13 @@ def test_a_ccm_post_verb_split_across_reads_is_still_understood(site_client: Sit
 
 
 def test_ccm_tokens_are_recorded_under_their_own_id(clean_site, site_client: SiteClient) -> None:
-    """CCM_STS records every token it issues in the site database under the token's jti."""
+    """CCM_STS records every token it issues in the site database under the token's UniqueId."""
     before = token_rows.tokens_issued(clean_site.site.db.path)
     token = site_client.ccm_token()
     claims = jwt.decode(token, options={"verify_signature": False})
     assert token_rows.tokens_issued(clean_site.site.db.path) == before + 1
-    uuid.UUID(claims["jti"])
-    assert token_rows.is_revoked(clean_site.site.db.path, claims["jti"]) is False
+    uuid.UUID(claims["UniqueId"])
+    assert token_rows.is_revoked(clean_site.site.db.path, claims["UniqueId"]) is False
 
 
 BILLION_LAUGHS = (

@@ -43,8 +43,9 @@ def test_cmgservice_log_matches_the_metrics(tmp_path: Path) -> None:
     lines = [line for line in (tmp_path / "logs" / "CMGService.log").read_text().splitlines() if "RequestUri:" in line]
     traffic = {t.request_uri: t for t in
                (logformat.parse_cmgservice_text(logformat.parse_smstrace_line(line).text) for line in lines)}
-    sts = traffic[f"/CCM_Proxy_ServerAuth/{role_id}/CCM_STS"]
-    messaging = traffic[f"/CCM_Proxy_ServerAuth/{role_id}/ccm_system_tokenauth/request"]
+    # Upper-cased, as the CMG's samples print RequestUri.
+    sts = traffic[f"/CCM_PROXY_SERVERAUTH/{role_id}/CCM_STS"]
+    messaging = traffic[f"/CCM_PROXY_SERVERAUTH/{role_id}/CCM_SYSTEM_TOKENAUTH/REQUEST"]
     assert sts.request_count == 6  # two CCM tokens per device: before registration and after
     assert messaging.request_count == 3 + 6  # registrations and policy polls
     for entry, template in ((sts, "/CCM_Proxy_ServerAuth/{id}/CCM_STS"),

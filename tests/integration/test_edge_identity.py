@@ -142,9 +142,10 @@ def test_registration_with_a_forged_entra_token_beside_the_ccm_token_is_refused(
 def _site_token(site: RunningSite, **changes: Any) -> str:
     now = time.time()
     claims: dict[str, Any] = {
-        "iss": tokens.ccm_issuer(site.manifest.hierarchy_id), "aud": tokens.CCM_AUDIENCE, "token_type": "Device",
-        "deviceid": "GUID:X", "userid": "u", "tid": site.manifest.tenant_id, "smsid": "", "iat": now,
-        "nbf": int(now), "exp": int(now) + 600, "jti": str(uuid.uuid4())}
+        "iss": tokens.ccm_issuer(site.manifest.hierarchy_id), "aud": tokens.CCM_AUDIENCE,
+        "SCCMTokenCategory": tokens.CCM_TOKEN_CATEGORY, "Authority": "SCCM", "License": "SCCM", "Type": "Device",
+        "deviceid": "GUID:X", "userid": "u", "TenantId": site.manifest.tenant_id, "smsid": "", "iat": now,
+        "nbf": int(now), "exp": int(now) + 600, "UniqueId": str(uuid.uuid4())}
     claims.update(changes)
     pki = site.site.pki
     return jwt.encode(claims, pki.ccm_signing_key, algorithm="RS256", headers={"kid": pki.ccm_signing_kid})
@@ -155,7 +156,7 @@ def _site_token(site: RunningSite, **changes: Any) -> str:
     {"exp": 1.7e308},
     {"exp": "tomorrow"},
     {"nbf": None},
-    {"tid": "c8c82542-203c-4df9-9d86-cdd4dae67e0a"},
+    {"TenantId": "c8c82542-203c-4df9-9d86-cdd4dae67e0a"},
 ], ids=["iat-far-future", "exp-1.7e308", "exp-text", "nbf-null", "tenant-not-onboarded"])
 def test_site_signed_ccm_tokens_with_absurd_claims_are_refused_at_the_cmg(clean_site: RunningSite,
                                                                           site_client: SiteClient,

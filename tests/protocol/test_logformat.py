@@ -56,6 +56,13 @@ def vars_of(traffic: CmgServiceTraffic) -> tuple[str, int, int, int, int, int]:
             traffic.response_size, traffic.average_elapsed_ms)
 
 
+def test_request_uri_is_written_upper_cased_as_the_samples_show() -> None:
+    """A client's mixed-case path is written as the CMG prints it: /CCM_PROXY_SERVERAUTH/<id>/CCM_STS."""
+    text = cmgservice_text("/CCM_Proxy_ServerAuth/72057594037937981/CCM_STS", 1, 1974, 1, 1566, 218)
+    assert text.startswith("RequestUri: /CCM_PROXY_SERVERAUTH/72057594037937981/CCM_STS  RequestCount: 1")
+    assert parse_cmgservice_text(cmgservice_text("/a/sms_mp/.sms_aut", 1, 1, 1, 1, 1)).request_uri == "/A/SMS_MP/.SMS_AUT"
+
+
 def test_average_elapsed_time_is_rounded_to_whole_milliseconds() -> None:
     """A computed average is written in whole milliseconds."""
     assert cmgservice_text("/x", 3, 10, 3, 20, 217.6).endswith("AverageElapsedTime: 218 ms")

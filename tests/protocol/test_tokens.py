@@ -111,7 +111,7 @@ def test_ccm_token_carries_the_documented_claims(key: rsa.RSAPrivateKey) -> None
                               now=NOW)
     assert claims["iss"] == f"urn:sccm:oauth2:{HIERARCHY}" and claims["aud"] == "urn:sccm:service"
     assert claims["exp"] - claims["iat"] == 8 * 3600
-    assert {"token_type", "deviceid", "userid", "tid", "smsid", "jti", "nbf"} <= claims.keys()
+    assert {"Type", "deviceid", "userid", "TenantId", "smsid", "UniqueId", "nbf"} <= claims.keys()
 
 
 def test_issuer_helpers_spell_the_documented_forms() -> None:
@@ -254,9 +254,9 @@ def test_ccm_rejections_carry_idx_code_and_kind(key, other_key, make, hierarchy,
 
 def test_ccm_jti_is_derived_unique_per_token_or_given(key: rsa.RSAPrivateKey) -> None:
     """Without a jti one is derived (same inputs, same jti; other time, other jti); a given jti is kept."""
-    assert peek_claims(ccm(key))["jti"] == peek_claims(ccm(key))["jti"]
-    assert peek_claims(ccm(key))["jti"] != peek_claims(ccm(key, now=NOW + 0.5))["jti"]
-    assert peek_claims(ccm(key, jti="my-jti"))["jti"] == "my-jti"
+    assert peek_claims(ccm(key))["UniqueId"] == peek_claims(ccm(key))["UniqueId"]
+    assert peek_claims(ccm(key))["UniqueId"] != peek_claims(ccm(key, now=NOW + 0.5))["UniqueId"]
+    assert peek_claims(ccm(key, jti="my-jti"))["UniqueId"] == "my-jti"
 
 
 def test_peek_claims_of_garbage_is_malformed() -> None:
@@ -313,3 +313,60 @@ def test_malformed_jwks_documents_are_refused(document: dict[str, Any]) -> None:
     """A JWKS without a keys list, or with an RSA key lacking a kid, raises JwkError."""
     with pytest.raises(JwkError):
         keys_from_jwks(document)
+
+
+# --- the CCM token in the public site-token layout ------------------------------------------------------------------
+
+
+def test_ccm_token_has_the_site_token_layout(key: rsa.RSAPrivateKey) -> None:
+    """Header typ/alg/x5t (kid beside it); claims SCCMTokenCategory, Authority, License, Type, TenantId, UniqueId, iss
+    urn:sccm:oauth2:<hierarchy>, aud urn:sccm:service, nbf, exp."""
+    token = ccm(key, jti="3B1E4A9C-0000-4000-8000-000000000001")
+    assert jwt.get_unverified_header(token) == {"typ": "JWT", "alg": "RS256", "x5t": "site-1", "kid": "site-1"}
+    assert jwt.get_unverified_header(ccm(key, x5t="thumb"))["x5t"] == "thumb"
+    claims = peek_claims(token)
+    assert {name: claims[name] for name in ("SCCMTokenCategory", "Authority", "License", "Type", "TenantId",
+                                            "UniqueId", "iss", "aud")} == {
+        "SCCMTokenCategory": "ClientAuthentication", "Authority": "SCCM", "License": "SCCM", "Type": "Device",
+        "TenantId": TENANT, "UniqueId": "3B1E4A9C-0000-4000-8000-000000000001",
+        "iss": f"urn:sccm:oauth2:{HIERARCHY}", "aud": "urn:sccm:service"}
+    assert (claims["nbf"], claims["exp"]) == (int(NOW), int(NOW + CCM_ARGS["lifetime"]))
+    assert not {"tid", "jti", "token_type"} & claims.keys()
+    assert peek_claims(ccm(key, token_type="UDA"))["Type"] == "UDA"
+
+
+def _site_token(key: rsa.RSAPrivateKey, **changes: Any) -> str:
+    claims = {**peek_claims(ccm(key)), **changes}
+    return jwt.encode(claims, key, algorithm="RS256", headers={"kid": "site-1"})
+
+
+@pytest.mark.parametrize("changes", [
+    {"Type": "BulkRegistration"},                   # the bulk registration token: same issuer, audience and key
+    {"SCCMTokenCategory": "BulkRegistration"},
+    {"SCCMTokenCategory": "x" * 100},
+    {"Type": 1},
+])
+def test_another_site_token_is_not_a_ccm_token(key: rsa.RSAPrivateKey, changes: dict[str, Any]) -> None:
+    """A site-signed token of another category or type is refused as malformed, naming both (cut at 40 characters)."""
+    with pytest.raises(TokenRejected) as refused:
+        verify_ccm_token(_site_token(key, **changes), keys={"site-1": key.public_key()}, hierarchy_id=HIERARCHY,
+                         tenants={TENANT}, now=NOW)
+    assert (refused.value.code, refused.value.kind) == ("IDX12741", "malformed")
+    assert "not a CCM token: SCCMTokenCategory" in refused.value.reason and len(refused.value.reason) < 150
+
+
+@pytest.mark.parametrize("claim", ["SCCMTokenCategory", "Authority", "License", "Type", "TenantId", "UniqueId"])
+def test_a_ccm_token_without_a_layout_claim_is_malformed(key: rsa.RSAPrivateKey, claim: str) -> None:
+    claims = peek_claims(ccm(key))
+    del claims[claim]
+    token = jwt.encode(claims, key, algorithm="RS256", headers={"kid": "site-1"})
+    with pytest.raises(TokenRejected) as refused:
+        verify_ccm_token(token, keys={"site-1": key.public_key()}, hierarchy_id=HIERARCHY, tenants={TENANT}, now=NOW)
+    assert refused.value.reason == f"token is missing the {claim} claim"
+
+
+def test_both_ccm_token_types_verify(key: rsa.RSAPrivateKey) -> None:
+    for token_type in ("Device", "UDA"):
+        claims = verify_ccm_token(ccm(key, token_type=token_type), keys={"site-1": key.public_key()},
+                                  hierarchy_id=HIERARCHY, tenants={TENANT}, now=NOW)
+        assert claims["Type"] == token_type

@@ -138,7 +138,12 @@ def test_paths_that_could_escape_the_map_are_refused_as_malformed(path: str) -> 
         f"/CCM_Proxy_ServerAuth/{ID}/admin",
         f"/CCM_Proxy_ServerAuth/{ID}/CCM_Client/other.exe",
         f"/CCM_Proxy_ServerAuth/{ID}/CCM_Client",
-        f"/CCM_Proxy_ServerAuth/{ID}/SMS_MP/.sms_aut?MPKEYINFORMATION",
+        f"/CCM_Proxy_ServerAuth/{ID}/SMS_MP/.sms_aut?MPKEYINFO",
+        f"/CCM_Proxy_ServerAuth/{ID}/SMS_MP/.sms_aut?MPLIST1",
+        f"/CCM_Proxy_ServerAuth/{ID}/SMS_MP/.sms_aut?MPLIST2&PS",
+        f"/CCM_Proxy_ServerAuth/{ID}/SMS_MP/.sms_aut?SITESIGNCERT&PS1",
+        f"/CCM_Proxy_ServerAuth/{ID}/ServiceMetadata",
+        "/CCM_Proxy_ServerAuth/ServiceMetadata/x",
         "/CCM_Proxy_ServerAuth/abc/CCM_STS",
         "/CCM_Proxy_ServerAuth/-1/CCM_STS",
         "/CCM_Proxy_ServerAuth/123456789012345678901/CCM_STS",
@@ -229,3 +234,54 @@ def test_builders_refuse_what_the_map_would_refuse(build) -> None:
     """A builder raises UrlMapError rather than hand out a path the CMG refuses."""
     with pytest.raises(UrlMapError):
         build()
+
+
+@pytest.mark.parametrize(
+    ("query", "internal"),
+    [
+        ("MPLIST", "?MPLIST"),
+        ("mplist1&ps1", "?MPLIST1&PS1"),
+        ("MPLIST2&PS1", "?MPLIST2&PS1"),
+        ("MPCERT", "?MPCERT"),
+        ("SiteSignCert", "?SITESIGNCERT"),
+        ("MPKEYINFORMATION", "?MPKEYINFORMATION"),
+        ("MPKEYINFORMATIONMEDIA", "?MPKEYINFORMATIONMEDIA"),
+    ],
+)
+@pytest.mark.parametrize(("prefix", "auth"), [("CCM_Proxy_MutualAuth", AuthKind.CLIENT_CERT_OR_TOKEN),
+                                              ("CCM_Proxy_ServerAuth", AuthKind.CCM_TOKEN)])
+def test_every_sms_aut_verb_is_published_with_its_auth(query: str, internal: str, prefix: str, auth: AuthKind) -> None:
+    """Each .sms_aut verb reaches the MP in canonical casing (site code upper-cased), behind a certificate or token."""
+    route = match(f"/{prefix}/{ID}/SMS_MP/.sms_aut", query)
+    assert (route.endpoint, route.auth, route.internal_path) == ("SMS_MP/.sms_aut", auth, "/SMS_MP/.sms_aut" + internal)
+    assert route.request_uri == f"/{prefix}/{ID}/SMS_MP/.sms_aut"
+
+
+@pytest.mark.parametrize(("path", "auth"), [("/CCM_Proxy_ServerAuth/ServiceMetadata", AuthKind.CCM_TOKEN),
+                                            ("/ccm_proxy_mutualauth/servicemetadata", AuthKind.CLIENT_CERT_OR_TOKEN)])
+def test_service_metadata_is_published_on_both_prefixes(path: str, auth: AuthKind) -> None:
+    """The certificate check: no role id, GET only, no body, the prefix's credential."""
+    route = match(path)
+    assert (route.endpoint, route.auth, route.role_id, route.methods, route.max_body_bytes) == (
+        "ServiceMetadata", auth, None, ("GET", "HEAD"), 0)
+    assert route.route_template.endswith("/ServiceMetadata") and route.request_uri == path
+    with pytest.raises(UrlMapError) as caught:
+        match(path, "x=1")
+    assert caught.value.status == 400
+
+
+def test_sms_aut_and_service_metadata_builders() -> None:
+    """The builders give matching paths and refuse a verb the map does not publish."""
+    from cmg_protocol.urlmap import service_metadata_path, sms_aut_path
+
+    assert sms_aut_path("CCM_Proxy_MutualAuth", ID, "SITESIGNCERT") == f"/CCM_Proxy_MutualAuth/{ID}/SMS_MP/.sms_aut?SITESIGNCERT"
+    assert sms_aut_path("CCM_Proxy_ServerAuth", ID, "MPLIST2", "PS1").endswith(".sms_aut?MPLIST2&PS1")
+    assert service_metadata_path("CCM_Proxy_ServerAuth") == "/CCM_Proxy_ServerAuth/ServiceMetadata"
+    for verb, site in (("MPLIST1", ""), ("MPCERT", "PS1"), ("OTHER", "")):
+        with pytest.raises(UrlMapError) as refused:
+            sms_aut_path("CCM_Proxy_MutualAuth", ID, verb, site)
+        assert refused.value.status == 400
+    with pytest.raises(UrlMapError) as refused:
+        service_metadata_path("CCM_Proxy_Other")
+    assert (refused.value.status, refused.value.reason) == (
+        400, "prefix must be CCM_Proxy_ServerAuth or CCM_Proxy_MutualAuth, got 'CCM_Proxy_Other'")

@@ -239,3 +239,13 @@ def test_a_token_the_site_accepts_goes_through(echo_site: EchoSite, proxies: dic
     answer = _send(echo_site, proxies[VALIDATING], "CCM_POST", f"{SERVER_AUTH}/ccm_system_tokenauth/request",
                    headers=dict(MESSAGE_HEADERS, Authorization=f"Bearer {ccm_token()}"), body=b"x")
     assert answer.status == 200 and answer.json()["body"] == "x"
+
+
+@pytest.mark.parametrize(("query", "status"), [("SITESIGNCERT", 200), ("mplist1&ps1", 200), ("MPKEYINFORMATIONMEDIA", 200),
+                                               ("MPLIST1", 404), ("MPKEYINFO", 404), ("MPCERT&PS1", 404)])
+def test_the_sms_aut_verbs_of_the_url_map_pass_and_no_others(echo_site: EchoSite, proxies: dict[str, RenderedProxy],
+                                                            query: str, status: int) -> None:
+    """nginx publishes the same .sms_aut verbs as the mock CMG's URL map."""
+    answer = _send(echo_site, proxies[NAIVE], "GET", f"{SERVER_AUTH}/SMS_MP/.sms_aut?{query}",
+                   headers={"Authorization": "Bearer x"})
+    assert answer.status == status

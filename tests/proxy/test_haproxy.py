@@ -203,3 +203,13 @@ def test_an_unreachable_connection_point_is_a_503(echo_site: EchoSite, start_hap
     answer = _send(echo_site, proxy, "GET", f"{SERVER_AUTH}/CCM_Client/ccmsetup.cab",
                    headers={"Authorization": "Bearer x"})
     assert (answer.status, answer.reason) == (503, "CMGService_No_Connection_Point_Available")
+
+
+@pytest.mark.haproxy
+@pytest.mark.parametrize(("query", "status"), [("SITESIGNCERT", 200), ("mplist2&PS1", 200), ("MPCERT", 200),
+                                               ("MPLIST2", 404), ("MPKEYINFO", 404)])
+def test_the_sms_aut_verbs_of_the_url_map_pass_and_no_others(echo_site: EchoSite, naive: RenderedHaproxy, query: str,
+                                                            status: int) -> None:
+    """HAProxy publishes the same .sms_aut verbs as the mock CMG's URL map."""
+    answer = _send(echo_site, naive, "GET", f"{SERVER_AUTH}/SMS_MP/.sms_aut?{query}", headers={"Authorization": "Bearer x"})
+    assert answer.status == status

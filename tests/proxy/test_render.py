@@ -48,13 +48,14 @@ def test_every_role_endpoint_of_the_url_map_has_a_location() -> None:
 
 
 def test_only_the_validating_variant_checks_tokens(echo_site: EchoSite, tmp_path: Path) -> None:
-    """``validating`` puts auth_request on every token endpoint (13 locations); ``naive`` has none and no validator."""
+    """``validating`` puts auth_request on every token endpoint (15 locations, ServiceMetadata's two included); ``naive``
+    has none and no validator."""
     naive = render(echo_site.manifest, variant=NAIVE, out_dir=tmp_path / "n").config_file.read_text()
     validating = render(echo_site.manifest, variant=VALIDATING, out_dir=tmp_path / "v").config_file.read_text()
     def checks(text: str) -> list[str]:
         return re.findall(r"^\s*auth_request ", text, re.MULTILINE)
     assert checks(naive) == [] and "cmg_token_validation" not in naive
-    assert len(checks(validating)) == 2 * len(ROLE_ENDPOINTS) + 1
+    assert len(checks(validating)) == 2 * len(ROLE_ENDPOINTS) + 1 + 2
 
 
 def test_only_onboarded_tenants_get_aad_auth_info(echo_site: EchoSite, tmp_path: Path) -> None:

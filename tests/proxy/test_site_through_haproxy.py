@@ -26,6 +26,7 @@ from harness.chaos.verdicts import FaultWindow, VerdictSettings, judge
 from harness.client.transport import device_from_traits, run_client
 from harness.proxy import RenderedHaproxy
 from harness.proxy.nginx import NAIVE, VALIDATING
+from mock_site.cmg import SERVICE_METADATA_XML
 from mock_site.testing import RunningSite, SiteClient, running_site
 from tests.proxy.conftest import HaproxyStarter, raw_request
 from tests.proxy.test_site_through_nginx import REFUSED
@@ -120,8 +121,9 @@ def test_paths_and_parameters_match_without_case(site: RunningSite, proxies: dic
 
 def _ccm_claims(manifest: dict[str, Any], now: float, **changes: Any) -> dict[str, Any]:
     claims = {"iss": tokens.ccm_issuer(manifest.hierarchy_id), "aud": tokens.CCM_AUDIENCE, "iat": int(now),
-              "nbf": int(now), "exp": int(now + 3600), "token_type": "Device", "deviceid": "GUID:X",
-              "userid": "", "jti": str(uuid.uuid4()), "tid": manifest.tenant_id, "smsid": ""}
+              "nbf": int(now), "exp": int(now + 3600), "SCCMTokenCategory": tokens.CCM_TOKEN_CATEGORY,
+              "Authority": "SCCM", "License": "SCCM", "Type": "Device", "deviceid": "GUID:X", "userid": "",
+              "UniqueId": str(uuid.uuid4()), "TenantId": manifest.tenant_id, "smsid": ""}
     claims.update(changes)
     return claims
 
@@ -153,6 +155,9 @@ def _bad_token(kind: str, manifest: dict[str, Any]) -> str:
         return _site_signed(manifest, _ccm_claims(manifest, now, aud="https://ConfigMgrService"))
     if kind == "wrong_issuer":
         return _site_signed(manifest, _ccm_claims(manifest, now, iss="urn:sccm:oauth2:someone-else"))
+    if kind == "bulk_registration":
+        # Site-signed, right issuer and audience, but another site token: the CMG takes CCM tokens only.
+        return _site_signed(manifest, _ccm_claims(manifest, now, Type="BulkRegistration"))
     if kind == "no_exp":
         claims = _ccm_claims(manifest, now)
         del claims["exp"]
@@ -168,7 +173,7 @@ def _bad_token(kind: str, manifest: dict[str, Any]) -> str:
 
 
 BAD_TOKENS = ["garbage", "forged_signature", "expired", "not_yet_valid", "wrong_audience", "wrong_issuer", "no_exp",
-              "hs256_alg"]
+              "hs256_alg", "bulk_registration"]
 
 
 def test_a_valid_site_signed_token_passes_the_edge(site: RunningSite, proxies: dict[str, RenderedHaproxy]) -> None:
@@ -251,3 +256,18 @@ def test_bad_entra_tokens_stop_at_the_validating_edge(site: RunningSite, proxies
     reason, verdict = _judged_life(site, proxies[VALIDATING], fault, "entra")
     assert reason == "sts.401"
     assert verdict.expected
+
+
+@pytest.mark.parametrize("prefix", [urlmap.SERVER_AUTH, urlmap.MUTUAL_AUTH])
+def test_service_metadata_is_answered_at_the_edge_after_the_token_check(
+        site: RunningSite, proxies: dict[str, RenderedHaproxy], prefix: str) -> None:
+    """The validating proxy answers ServiceMetadata itself for a valid CCM token and refuses a bad one with 401."""
+    path = urlmap.service_metadata_path(prefix)
+    good = _site_signed(site.manifest, _ccm_claims(site.manifest, time.time()))
+    url, ca = proxies[VALIDATING].url, str(site.manifest.ca_file)
+    answered = raw_request(url, ca, "GET", path, headers={"Authorization": f"Bearer {good}"})
+    refused = raw_request(url, ca, "GET", path, headers={"Authorization": f"Bearer {_forged(site.manifest)}"})
+    with_query = raw_request(url, ca, "GET", path + "?x=1", headers={"Authorization": f"Bearer {good}"})
+    assert (answered.status, answered.body) == (200, SERVICE_METADATA_XML.encode())
+    assert (refused.status, refused.headers.get("x-cmg-status-text")) == (401, INVALID_TOKEN)
+    assert with_query.status == 400

@@ -18,6 +18,7 @@ from harness.chaos.verdicts import FaultWindow, VerdictSettings, judge
 from harness.client.transport import device_from_traits, run_client
 from harness.proxy import RenderedProxy
 from harness.proxy.nginx import NAIVE, VALIDATING
+from mock_site.cmg import SERVICE_METADATA_XML
 from mock_site.manifest import SiteManifest
 from mock_site.testing import RunningSite, SiteClient, running_site
 from tests.proxy.conftest import ProxyStarter, raw_request
@@ -147,8 +148,9 @@ def test_paths_and_parameters_match_without_case(site: RunningSite, proxies: dic
 def _forged_ccm_token(manifest: SiteManifest) -> str:
     now = time.time()
     claims = {"iss": tokens.ccm_issuer(manifest.hierarchy_id), "aud": tokens.CCM_AUDIENCE, "iat": int(now),
-              "nbf": int(now), "exp": int(now + 3600), "token_type": "Device", "deviceid": "GUID:X",
-              "jti": str(uuid.uuid4()), "tid": manifest.tenant_id, "smsid": ""}
+              "nbf": int(now), "exp": int(now + 3600), "SCCMTokenCategory": tokens.CCM_TOKEN_CATEGORY,
+              "Authority": "SCCM", "License": "SCCM", "Type": "Device", "deviceid": "GUID:X", "userid": "",
+              "UniqueId": str(uuid.uuid4()), "TenantId": manifest.tenant_id, "smsid": ""}
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                             serialization.NoEncryption())
@@ -204,3 +206,21 @@ def test_bad_entra_tokens_stop_at_ccm_sts_either_way(site: RunningSite, proxies:
     reason, verdict = _judged_life(site, proxies[variant], fault, "entra")
     assert reason == "sts.401"
     assert verdict.expected
+
+
+@pytest.mark.parametrize("prefix", [urlmap.SERVER_AUTH, urlmap.MUTUAL_AUTH])
+def test_service_metadata_is_answered_at_the_edge_after_the_token_check(
+        site: RunningSite, proxies: dict[str, RenderedProxy], prefix: str) -> None:
+    """ServiceMetadata: the validating nginx answers it itself for a valid CCM token and refuses a forged one; the
+    naive one answers whatever came."""
+    path = urlmap.service_metadata_path(prefix)
+    forged = _forged_ccm_token(site.manifest)
+    with SiteClient(site.manifest, cmg_url=proxies[VALIDATING].url) as client:
+        good = client.ccm_token(client.entra_token(device_id=str(uuid.uuid4())))
+        answered = client.http.get(client.cmg_url + path, headers={"Authorization": f"Bearer {good}"})
+        refused = client.http.get(client.cmg_url + path, headers={"Authorization": f"Bearer {forged}"})
+    with SiteClient(site.manifest, cmg_url=proxies[NAIVE].url) as client:
+        naive = client.http.get(client.cmg_url + path, headers={"Authorization": f"Bearer {forged}"})
+    assert (answered.status_code, answered.text) == (200, SERVICE_METADATA_XML)
+    assert (refused.status_code, refused.headers.get("x-cmg-status-text")) == (401, "CMGService_Invalid_Token")
+    assert (naive.status_code, naive.text) == (200, SERVICE_METADATA_XML)

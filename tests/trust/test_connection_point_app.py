@@ -85,9 +85,11 @@ def test_the_cmg_url_is_rewritten_to_the_mp_and_logged_as_in_the_walk_through(cp
     assert (method, path, body) == ("CCM_POST", f"/{urlmap.CCM_SYSTEM_TOKENAUTH}", b"<msg/>")
     assert headers["authorization"] == "Bearer t" and "cookie" not in headers
     internal = f"https://{MP_HOST}/{urlmap.CCM_SYSTEM_TOKENAUTH}"
-    switched, message = cp.lines()
+    switched, forwarding, received, message = cp.lines()
     assert switched == (f"Switched to internal URL. Replaced '{external}' in   '{external}' with '{internal}' and got "
                         f"'https:///{MP_HOST}/{urlmap.CCM_SYSTEM_TOKENAUTH}")
+    assert forwarding == f"Forwarding proxy message id-0 to URL: {internal}"
+    assert received == f"Received response {internal} for message id-0: HTTP/1.1 200 OK"
     assert message == (f"MessageID: id-0 RequestURI: {internal} EndpointName: {urlmap.CCM_SYSTEM_TOKENAUTH} "
                        f"ResponseHeader: HTTP/1.1 200 OK ~~ ResponseBodySize: 8 ElapsedTime: 1000 ms")
 
@@ -104,7 +106,8 @@ def test_an_answer_without_a_reason_logs_an_empty_phrase_and_sets_none(cp: Cp) -
     cp.mp.answer = UpstreamResponse(202, "", {}, b"")
     answer = cp("CCM_POST", MESSAGING, body=b"<m/>")
     assert answer.reason is None and answer.headers["content-type"] == "application/octet-stream"
-    assert "ResponseHeader: HTTP/1.1 202  ~~ ResponseBodySize: 0 " in cp.lines()[1]
+    assert cp.lines()[2].endswith(": HTTP/1.1 202 ")  # the Received response line, with no phrase
+    assert "ResponseHeader: HTTP/1.1 202  ~~ ResponseBodySize: 0 " in cp.lines()[3]
 
 
 def test_quiet_or_logless_connection_points_write_no_info_lines() -> None:
@@ -180,6 +183,7 @@ def test_an_mp_that_fails_is_answered_with_a_connector_status(cp: Cp, kind: str,
     _connector_error(cp("CCM_POST", MESSAGING, body=b"<m/>"), status, text)
     assert cp.metrics.of("forward_error") == [("mp", kind)]
     assert len(cp.lines("error")) == 1 and f"https://{MP_HOST}/" in cp.lines("error")[0]
+    assert cp.lines("error")[0].startswith("Web exception for message id-0: failed to forward https://")
     assert cp.metrics.of("observe")[0][2:5] == (status, 4, 0)
 
 

@@ -30,6 +30,8 @@ TENANT = "2ca9a796-a1a6-43ec-88f1-5935b32155c5"
 HIERARCHY = "8ed3174b-e814-41b5-b51c-fb368f0d4003"
 NOW = 1_700_000_000.0
 KID = "k1"
+#: The site-token layout claims every hand-made CCM token here carries.
+CCM_LAYOUT = {"SCCMTokenCategory": "ClientAuthentication", "Authority": "SCCM", "License": "SCCM"}
 
 
 @pytest.fixture(scope="module")
@@ -69,9 +71,9 @@ def _forged_ccm(key: rsa.RSAPrivateKey, aud: Any) -> str:
     """A CCM token signed by the site's own key but carrying ``aud`` (what a bug in issuing could produce)."""
     import jwt
 
-    claims = {"iss": f"urn:sccm:oauth2:{HIERARCHY}", "aud": aud, "token_type": "Device", "deviceid": "GUID:1",
-              "userid": "u", "tid": TENANT, "smsid": "GUID:1", "iat": NOW, "nbf": int(NOW), "exp": int(NOW) + 3600,
-              "jti": "j"}
+    claims = {"iss": f"urn:sccm:oauth2:{HIERARCHY}", "aud": aud, **CCM_LAYOUT, "Type": "Device", "deviceid": "GUID:1",
+              "userid": "u", "TenantId": TENANT, "smsid": "GUID:1", "iat": NOW, "nbf": int(NOW), "exp": int(NOW) + 3600,
+              "UniqueId": "j"}
     return jwt.encode(claims, key, algorithm="RS256", headers={"kid": KID})
 
 
@@ -358,9 +360,9 @@ def test_a_jwks_entry_without_a_usable_kid_is_refused(key: rsa.RSAPrivateKey, ki
 def _signed(key: rsa.RSAPrivateKey, **changes: Any) -> str:
     import jwt
 
-    claims = {"iss": f"urn:sccm:oauth2:{HIERARCHY}", "aud": CCM_AUDIENCE, "token_type": "Device", "deviceid": "GUID:1",
-              "userid": "u", "tid": TENANT, "smsid": "GUID:1", "iat": NOW, "nbf": int(NOW), "exp": int(NOW) + 3600,
-              "jti": "j"}
+    claims = {"iss": f"urn:sccm:oauth2:{HIERARCHY}", "aud": CCM_AUDIENCE, **CCM_LAYOUT, "Type": "Device", "deviceid": "GUID:1",
+              "userid": "u", "TenantId": TENANT, "smsid": "GUID:1", "iat": NOW, "nbf": int(NOW), "exp": int(NOW) + 3600,
+              "UniqueId": "j"}
     claims.update(changes)
     return jwt.encode(claims, key, algorithm="RS256", headers={"kid": KID})
 
@@ -376,8 +378,8 @@ def _signed(key: rsa.RSAPrivateKey, **changes: Any) -> str:
     ({"exp": [int(NOW) + 60]}, "malformed"),
     ({"iat": -1}, "malformed"),
     ({"nbf": int(NOW) + 7200, "exp": int(NOW) + 3600}, "malformed"),  # starts after it ends
-    ({"tid": "c8c82542-203c-4df9-9d86-cdd4dae67e0a"}, "tenant"),     # a tenant the site did not onboard
-    ({"tid": 7}, "tenant"),
+    ({"TenantId": "c8c82542-203c-4df9-9d86-cdd4dae67e0a"}, "tenant"),  # a tenant the site did not onboard
+    ({"TenantId": 7}, "tenant"),
 ], ids=["iat-far-future", "iat-past-leeway", "exp-1.7e308", "exp-huge-int", "exp-100-days", "nbf-string",
         "iat-null", "exp-list", "iat-negative", "nbf-after-exp", "tenant-not-onboarded", "tenant-not-text"])
 def test_ccm_tokens_with_absurd_time_claims_or_foreign_tenants_are_refused(key: rsa.RSAPrivateKey,
@@ -406,9 +408,9 @@ def test_entra_tokens_with_absurd_time_claims_are_refused(key: rsa.RSAPrivateKey
 def _ccm_with(key: rsa.RSAPrivateKey, **claims: Any) -> str:
     import jwt
 
-    base = {"iss": f"urn:sccm:oauth2:{HIERARCHY}", "aud": CCM_AUDIENCE, "token_type": "Device", "deviceid": "GUID:1",
-            "userid": "u", "tid": TENANT, "smsid": "GUID:1", "iat": NOW, "nbf": int(NOW), "exp": int(NOW) + 3600,
-            "jti": "j"}
+    base = {"iss": f"urn:sccm:oauth2:{HIERARCHY}", "aud": CCM_AUDIENCE, **CCM_LAYOUT, "Type": "Device", "deviceid": "GUID:1",
+            "userid": "u", "TenantId": TENANT, "smsid": "GUID:1", "iat": NOW, "nbf": int(NOW), "exp": int(NOW) + 3600,
+            "UniqueId": "j"}
     return jwt.encode({**base, **claims}, key, algorithm="RS256", headers={"kid": KID})
 
 
@@ -436,3 +438,19 @@ def test_a_token_may_live_ninety_days_plus_the_leeway_and_not_a_second_more(key:
 def test_the_epoch_itself_is_a_numeric_date(key: rsa.RSAPrivateKey) -> None:
     """0 is the first NumericDate: a token valid since the epoch (nbf 0) passes the claim check."""
     assert check_ccm(_ccm_with(key, nbf=0), key)["nbf"] == 0
+
+
+def test_the_last_numeric_date_is_a_number_the_lifetime_check_then_judges(key: rsa.RSAPrivateKey) -> None:
+    """iat at exactly 9999-12-31T23:59:59Z is a NumericDate (not malformed): it is refused as issued in the future."""
+    with pytest.raises(TokenRejected) as refused:
+        check_ccm(_ccm_with(key, iat=253_402_300_799), key)
+    assert (refused.value.code, refused.value.kind) == ("IDX10222", "not_yet_valid")
+
+
+def test_a_token_whose_nbf_equals_its_exp_is_not_malformed(key: rsa.RSAPrivateKey) -> None:
+    """nbf == exp (a token valid for an instant, within the leeway) passes; only nbf after exp is IDX10224."""
+    instant = int(NOW) + 60
+    assert check_ccm(_ccm_with(key, nbf=instant, exp=instant), key)["exp"] == instant
+    with pytest.raises(TokenRejected) as refused:
+        check_ccm(_ccm_with(key, nbf=instant + 1, exp=instant), key)
+    assert refused.value.code == "IDX10224"
