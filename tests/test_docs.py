@@ -37,3 +37,17 @@ def test_the_fault_reference_lists_every_fault_of_the_catalogue_with_its_expecte
     missing = [name for name, spec in CATALOGUE.items()
                if f"| `{name}` |" not in text or spec.expected_outcome not in text]
     assert missing == []
+
+
+def test_every_fidelity_row_says_same_ours_or_differs_with_a_reason() -> None:
+    """docs/fidelity.md is one table; each row's verdict is same, ours (not public), or differs: with its reason."""
+    rows = [line for line in (ROOT / "docs" / "fidelity.md").read_text().splitlines()
+            if line.startswith("| ") and not line.startswith(("| wire element", "| **", "| device"))]
+    table = [row for row in rows if row.count(" | ") >= 3 and not row.startswith("| Entra") and not row.startswith(
+        ("| PKI", "| bulk token"))]
+    assert len(table) >= 40
+    for row in table:
+        verdict = row.rstrip(" |").rsplit(" | ", 1)[1].strip()
+        assert verdict.startswith(("same", "ours (not public)", "differs: ")), row[:120]
+        if verdict.startswith("differs"):
+            assert len(verdict.removeprefix("differs: ").strip()) > 10, row[:120]
