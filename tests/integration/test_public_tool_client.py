@@ -125,3 +125,20 @@ def test_the_secret_policy_needs_a_client_token_signed_with_the_registered_key(r
     other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     wrong = route.get(location, tool.client_token_headers(signing_key=other))
     assert (wrong.status_code, wrong.reason_phrase) == (403, MP_SIGNATURE_INVALID)
+
+
+def test_the_tools_read_the_site_signing_certificate_through_the_cmg_both_ways(clean_site: RunningSite) -> None:
+    """SITESIGNCERT as the tools fetch it (a GET with their headers), through the CMG with mutual auth (a device
+    certificate on CCM_Proxy_MutualAuth) and with a CCM token (CCM_Proxy_ServerAuth): the same certificate both ways."""
+    bundle = clean_site.site.pki.device_client_cert("TOOLCLIENT")
+    with SiteClient(clean_site.manifest, cert=(str(bundle.cert_path), str(bundle.key_path))) as client:
+        by_cert = client.http.get(client.mutual_auth("SMS_MP/.sms_aut?SITESIGNCERT"), headers=HEADERS)
+    with SiteClient(clean_site.manifest) as client:
+        bearer = "Bearer " + client.ccm_token(client.entra_token(device_id=str(uuid.uuid4())))
+        by_token = client.http.get(client.server_auth("SMS_MP/.sms_aut?SITESIGNCERT"),
+                                   headers={**HEADERS, "Authorization": bearer})
+        refused = client.http.get(client.server_auth("SMS_MP/.sms_aut?SITESIGNCERT"), headers=HEADERS)
+    assert (by_cert.status_code, by_token.status_code) == (200, 200), (by_cert.reason_phrase, by_token.reason_phrase)
+    assert by_cert.content == by_token.content
+    assert ET.fromstring(by_token.content).get("SiteCode") == clean_site.manifest.site_code
+    assert (refused.status_code, refused.reason_phrase) == (401, "CMGService_Invalid_Token")
