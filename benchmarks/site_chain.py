@@ -84,8 +84,8 @@ def load(url: str, seconds: int, connections: int, *, method: str = "GET", body_
 
 def policy_request(manifest: Any, workdir: Path) -> tuple[str, str, dict[str, str]]:
     """Register one device; return the URL, body file and headers of a policy poll with its CCM token."""
-    from cmg_protocol import envelope, messages, urlmap
-    from mock_site.testing import SiteClient
+    from cmg_protocol import clientauth, envelope, messages, urlmap
+    from mock_site.testing import SiteClient, signing_identity_for_tests
 
     with SiteClient(manifest) as client:
         entra = client.entra_token(device_id=str(uuid.uuid4()))
@@ -95,8 +95,12 @@ def policy_request(manifest: Any, workdir: Path) -> tuple[str, str, dict[str, st
         assert check.status_code == 200, check.text
     request = messages.RequestAssignments(client_id=smsid, fqdn="bench.contoso.com", netbios_name="BENCH", sid="",
                                           site_code=manifest.site_code)
+    # MP_PolicyManager takes signed requests only: the clientauth hook, with the key SiteClient registered.
+    key, _ = signing_identity_for_tests()
+    hook = clientauth.hook_properties(key, smsid, envelope.encoded_body(request.to_xml(), True)[1], "BENCH")
     header = envelope.MessageHeader(target_endpoint="MP_PolicyManager", source_id=smsid, source_host="BENCH",
-                                    message_id="{" + str(uuid.uuid4()).upper() + "}", sent_time="2026-01-01T00:00:00Z")
+                                    message_id="{" + str(uuid.uuid4()).upper() + "}", sent_time="2026-01-01T00:00:00Z",
+                                    client_auth=hook)
     body_file = workdir / "policy.body"
     body_file.write_bytes(envelope.encode_message(header, request.to_xml()))
     url = manifest.cmg_url + urlmap.server_auth_path(manifest.role_id, "ccm_system_tokenauth/request")
