@@ -47,6 +47,7 @@ from mock_site.asgi import BodyTooLarge, HttpRequest, Meter, read_body, respond,
 from mock_site.cmg import CLIENT_CERT_HEADER, REQUEST_URI_HEADER, ContentStore
 from mock_site.config import SiteConfig
 from mock_site.db import SiteDataError
+from mock_site.hook_checks import HookVerifier
 from mock_site.mp_aut import SmsAut, refuse_windows_auth
 from mock_site.peers import PEER_CP, PEER_DEVICE, peer_role
 from mock_site.server import Receive, Scope, Send, client_cert_der
@@ -239,6 +240,7 @@ class MpApp:
                                for p in self.policy_set}
         # Registered certificates by client, and key objects by certificate, so devices sharing one share the objects.
         self._client_keys: dict[str, RegisteredKeys] = {}
+        self._hooks = HookVerifier()
         self._other_key: rsa.RSAPublicKey | None = None
         self._keys_by_der: dict[tuple[bytes, bytes], RegisteredKeys] = {}
         # Every client gets the same machine policy here, so the reply XML is built once.
@@ -562,8 +564,7 @@ class MpApp:
             self._registered.add(client_id)
         # MP_PolicyManager takes signed requests only: the clientauth hook, with the key the client registered.
         try:
-            clientauth.verify_hook(message.header.client_auth, self._signing_key(client_id), client_id,
-                                   message.payload)
+            self._hooks.verify(message.header.client_auth, self._signing_key(client_id), client_id, message.payload)
         except ClientAuthError as refused:
             raise SignatureRefused(str(refused)) from None
         if request.site_code.upper() != self.config.site_code.upper() and self._policy_log is not None:
