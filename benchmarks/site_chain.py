@@ -166,18 +166,22 @@ def main() -> None:
             server.close()
     results = {label: {kind: statistics.median(values) for kind, values in figures.items()}
                for label, figures in samples.items()}
+    # The ratio is taken within each round (policy and trivial measured back to back) and then the median of those:
+    # on a shared machine the load drifts between rounds, and a ratio of two medians from different rounds mixes it in.
+    ratios = {label: statistics.median(policy / trivial for policy, trivial in
+                                       zip(figures["policy"], figures["trivial"], strict=True))
+              for label, figures in samples.items()}
     for label, figures in results.items():
-        ratio = figures["policy"] / figures["trivial"]
         print(f"{label:22s} trivial endpoint {figures['trivial']:9,.0f} req/s   policy CCM_POST through "
-              f"CMG→CP→MP {figures['policy']:8,.0f} req/s   ratio {ratio:5.1%}   (median of {args.rounds})",
-              flush=True)
+              f"CMG→CP→MP {figures['policy']:8,.0f} req/s   ratio {ratios[label]:5.1%}   (median of {args.rounds} "
+              f"per-round ratios)", flush=True)
     if "in-process hops" in results and "in-process, no metrics" in results:
         with_metrics = results["in-process hops"]["policy"]
         without = results["in-process, no metrics"]["policy"]
         print(f"instrumentation overhead on the policy chain: {1 - with_metrics / without:+.1%} "
               f"({with_metrics:,.0f} vs {without:,.0f} req/s)")
     print(json.dumps({"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "connections": args.connections,
-                      "seconds": args.seconds, "rounds": args.rounds, "results": results, "samples": samples}))
+                      "seconds": args.seconds, "rounds": args.rounds, "results": results, "ratios": ratios, "samples": samples}))
 
 
 if __name__ == "__main__":
