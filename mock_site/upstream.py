@@ -2,7 +2,8 @@
 
 Over the network the hop is a small keep-alive HTTP/1.1 client on asyncio's transports and httptools
 (:class:`HttpUpstream`); aiohttp cost about 0.2 ms CPU per request here and httpx ~2 ms under concurrency. When
-every role lives in one process the hop can instead call the next role's ASGI app directly (``InProcessUpstream``), which is what the single-process benchmark measures as the ceiling.
+every role lives in one process the hop can instead call the next role's ASGI app directly (``InProcessUpstream``),
+which is what the single-process benchmark measures as the ceiling.
 """
 
 from __future__ import annotations
