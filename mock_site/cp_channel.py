@@ -348,9 +348,11 @@ class ChannelHub:
         future: asyncio.Future[UpstreamResponse] = asyncio.get_running_loop().create_future()
         channel.pending[request_id] = future
         try:
-            channel.writer.write(encode_request(request_id, method, path, headers, body))
-            await channel.writer.drain()
-            return await asyncio.wait_for(future, self.timeout)
+            # One timer for the whole exchange (asyncio.timeout), not wait_for's extra waiter and callbacks.
+            async with asyncio.timeout(self.timeout):
+                channel.writer.write(encode_request(request_id, method, path, headers, body))
+                await channel.writer.drain()
+                return await future
         except TimeoutError:
             raise UpstreamError("timeout", f"{channel.cp_name} did not answer within {self.timeout} s") from None
         except ConnectionError as exc:
