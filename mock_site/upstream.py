@@ -158,9 +158,10 @@ class HttpUpstream:
     ssl_context: ssl.SSLContext | None = None
     timeout: float = 30.0
     limit: int = 1000
-    #: A pooled connection idle for longer is closed instead of reused: the server (uvicorn: 5 s keep-alive) may be
-    #: closing it, and a request written into a closing connection would fail as a reset.
-    max_idle_seconds: float = 2.0
+    #: A pooled connection idle for longer is closed instead of reused: the server may be closing it (the site's
+    #: servers keep idle connections 30 s), and a request written into a closing connection would fail as a reset.
+    #: 15 s is what aiohttp kept them.
+    max_idle_seconds: float = 15.0
     _idle: list[_HopConnection] = field(default_factory=list, init=False, repr=False)
     _open: set[_HopConnection] = field(default_factory=set, init=False, repr=False)
     _slots: asyncio.Semaphore | None = field(default=None, init=False, repr=False)
