@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import math
 import random
 import time
 import uuid
@@ -173,6 +174,25 @@ class RegisteredKeys:
     encryption: x509.Certificate
 
 
+class SentTime:
+    """A reply's SentTime (``%Y-%m-%dT%H:%M:%SZ``) from the clock, formatted once per second: strftime on every reply
+    was ~3 % of a policy request's time on the MP."""
+
+    __slots__ = ("_clock", "_second", "_text")
+
+    def __init__(self, clock: Clock) -> None:
+        self._clock = clock
+        self._second: int | None = None
+        self._text = ""
+
+    def __call__(self) -> str:
+        second = math.floor(self._clock())
+        if second != self._second:
+            self._text = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            self._second = second
+        return self._text
+
+
 class SignatureRefused(Exception):
     """A request's signature does not verify; the reply is 403 with the reason."""
 
@@ -231,6 +251,7 @@ class MpApp:
         self.require_cp_certificate = require_cp_certificate
         self.content = content or ContentStore(config.package_content_bytes)
         self._rng = random.Random(rng.getrandbits(64) if rng is not None else None)
+        self._sent_time = SentTime(self.clock)
         # Clients are never unregistered here, so a positive answer from the database can be remembered.
         self._registered: set[str] = set()
         self._pki_clients: dict[str, str] = {}  # SMSID -> thumbprint of the certificate it registered with
@@ -429,7 +450,7 @@ class MpApp:
             target_host=message.header.source_host,
             message_id=braced_guid(self._rng),
             correlation_id=message.header.message_id or envelope.NULL_CORRELATION_ID,
-            sent_time=datetime.fromtimestamp(self.clock(), UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            sent_time=self._sent_time(),
             compressed=message.header.reply_compression,
         )
         try:

@@ -97,3 +97,4 @@ def test_the_cache_is_bounded_and_drops_its_oldest_entry(key: rsa.RSAPrivateKey,
 def test_a_bound_below_one_is_refused() -> None:
     with pytest.raises(ValueError, match="0"):
         HookVerifier(max_entries=0)
+
