@@ -34,11 +34,12 @@ _FAULT_REASONS: Mapping[str, frozenset[str]] = {
     "crl_slow": frozenset({oc.TIMEOUT}),
     "cmg_cert_revoked": frozenset({oc.TLS_REVOKED}),
     "cp_cert_revocation_offline": frozenset({oc.CMG_403}),
-    "tenant_not_onboarded": frozenset({oc.AAD_TENANT_NOT_ONBOARDED, oc.STS_401}),
-    "entra_token_expired": frozenset({oc.STS_401}),
-    "entra_bad_signature": frozenset({oc.STS_401}),
-    "entra_wrong_audience": frozenset({oc.STS_401}),
-    "entra_wrong_issuer": frozenset({oc.STS_401}),
+    # An Entra token refused at CCM_STS (sts.401), or, fetched anew for registration, refused by the MP there.
+    "tenant_not_onboarded": frozenset({oc.AAD_TENANT_NOT_ONBOARDED, oc.STS_401, oc.REGISTRATION_REJECTED}),
+    "entra_token_expired": frozenset({oc.STS_401, oc.REGISTRATION_REJECTED}),
+    "entra_bad_signature": frozenset({oc.STS_401, oc.REGISTRATION_REJECTED}),
+    "entra_wrong_audience": frozenset({oc.STS_401, oc.REGISTRATION_REJECTED}),
+    "entra_wrong_issuer": frozenset({oc.STS_401, oc.REGISTRATION_REJECTED}),
     "sts_unavailable": frozenset({oc.STS_401}),
     "sts_error": frozenset({oc.STS_500}),
     # At the CMG the client renews and retries once, so it succeeds; tokens issued expired at CCM_STS fail the retry too.

@@ -109,3 +109,13 @@ def test_a_slow_mp_beyond_the_upstream_timeout_may_end_in_504() -> None:
     """mp_slow past the connection point's timeout is a 504 (http.504): predicted, not a finding."""
     assert _judge("http.504", windows=[FaultWindow("mp_slow", "mp", 0, 1000)]).expected
     assert not _judge("http.504").expected
+
+
+@pytest.mark.parametrize("fault", ["entra_token_expired", "entra_bad_signature", "entra_wrong_audience",
+                                   "entra_wrong_issuer", "tenant_not_onboarded"])
+def test_an_entra_fault_may_have_the_mp_reject_the_registration(fault: str) -> None:
+    """A device that fetched a new Entra token for registration during an Entra fault is rejected by the MP there
+    (registration.rejected, expected); without the fault the same rejection is unexpected."""
+    windows = [FaultWindow(fault, "entra", 150, 160)]
+    assert _judge("registration.rejected", windows=windows).expected
+    assert not _judge("registration.rejected").expected
