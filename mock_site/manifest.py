@@ -94,6 +94,10 @@ class SiteManifest:
     #: proxy standing in for the CMG presents it. None in manifests written before connection points required it.
     cmg_identity_cert_file: Path | None = None
     cmg_identity_key_file: Path | None = None
+    #: Worker processes serving the roles (``up --processes``); None: this process serves them itself.
+    processes: int | None = None
+    #: The worker processes' PIDs (``pid`` is the parent that serves the control listener); None with one process.
+    worker_pids: tuple[int, ...] | None = None
 
     # ------------------------------------------------------------------ lookups
     def link(self, role: str) -> str | None:
@@ -186,7 +190,7 @@ class SiteManifest:
         for name in _OPTIONAL_FIELDS:
             value = getattr(self, name)
             if value is not None:
-                out[name] = str(value) if isinstance(value, Path) else value
+                out[name] = str(value) if isinstance(value, Path) else list(value) if isinstance(value, tuple) else value
         return out
 
     def to_json(self) -> str:
@@ -254,6 +258,13 @@ def _whole(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"must be a whole number, got {value!r}")
     return value
+
+
+def _pids(value: Any) -> tuple[int, ...]:
+    if not isinstance(value, list) or not all(isinstance(item, int) and not isinstance(item, bool) and item > 0
+                                              for item in value):
+        raise TypeError(f"must be a list of process ids, got {value!r}")
+    return tuple(value)
 
 
 def _path(value: Any) -> Path:
@@ -340,4 +351,6 @@ _OPTIONAL_FIELDS: dict[str, Callable[[Any], Any]] = {
     "ccm_signing_cert_file": _path,
     "cmg_identity_cert_file": _path,
     "cmg_identity_key_file": _path,
+    "processes": _whole,
+    "worker_pids": _pids,
 }

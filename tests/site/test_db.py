@@ -352,3 +352,28 @@ def test_a_database_of_another_schema_version_is_refused(tmp_path: Path) -> None
         conn.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION + 1,))
     with pytest.raises(ValueError, match=f"schema version {SCHEMA_VERSION + 1}"):
         SiteDatabase(path, clock=FakeClock())
+
+
+def _register_in_a_forked_process(db: SiteDatabase, first: int, count: int) -> None:
+    db.reopen_after_fork()
+    for number in range(first, first + count):
+        register(db, device=f"00000000-0000-4000-8000-{number:012d}", name=f"FORKED-{number}")
+    db.close()
+
+
+def test_forked_worker_processes_write_through_their_own_connections(tmp_path: Path) -> None:
+    """Worker processes forked from the site's process each reopen the database and register at once; every
+    registration of every process is kept and the parent's own connection still works."""
+    import multiprocessing
+
+    database = SiteDatabase(tmp_path / "site.db", clock=FakeClock(), rng=random.Random(3))
+    context = multiprocessing.get_context("fork")
+    workers = [context.Process(target=_register_in_a_forked_process, args=(database, w * 50, 50)) for w in range(3)]
+    for worker in workers:
+        worker.start()
+    register(database, device="00000000-0000-4000-8000-999999999999", name="PARENT")
+    for worker in workers:
+        worker.join(timeout=60)
+        assert worker.exitcode == 0
+    assert database.count_clients() == 151
+    database.close()
