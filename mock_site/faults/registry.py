@@ -159,6 +159,25 @@ class FaultRegistry:
         self._notify(events)
         return removed
 
+    def adopt(self, faults: list[ActiveFault]) -> None:
+        """Make ``faults`` the active set, as another process's registry has it (a worker following the site's).
+
+        Listeners hear a ``set`` for each fault that is new or changed and a ``clear`` for each one gone; a fault
+        that is unchanged keeps its injection count.
+        """
+        wanted = {(fault.name, fault.role): fault for fault in faults}
+        with self._lock:
+            gone = [key for key in self._faults if key not in wanted]
+            changed = [fault for key, fault in sorted(wanted.items()) if self._faults.get(key) != fault]
+            events = [FaultEvent("clear", self._remove_locked(key)) for key in sorted(gone)]
+            for fault in changed:
+                self._faults[(fault.name, fault.role)] = fault
+                self._hits[(fault.name, fault.role)] = 0
+            if gone or changed:
+                self._reindex_locked()
+        events.extend(FaultEvent("set", fault) for fault in changed)
+        self._notify(events)
+
     def purge(self) -> list[ActiveFault]:
         """Drop faults whose end has passed and tell listeners; reads do this too, a site may also call it on a timer."""
         with self._lock:

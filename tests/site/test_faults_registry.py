@@ -345,3 +345,27 @@ def test_listener_may_read_the_registry(faults: FaultRegistry) -> None:
     faults.subscribe(lambda event: seen.append([f.name for f in faults.active()]))
     faults.set("reset")
     assert seen == [["reset"]]
+
+
+def test_a_worker_registry_follows_the_state_file_the_control_registry_publishes(tmp_path, clock: FakeClock) -> None:
+    """Set, change and clear on the control process's registry reach a worker's registry through faults.json; an
+    unchanged fault keeps the worker's injection count, and a certificate listener hears set and clear."""
+    from mock_site.faults.state_file import FaultFollower, FaultStateFile
+
+    control = FaultRegistry(clock, random.Random(1))
+    worker = FaultRegistry(clock, random.Random(2))
+    heard: list[tuple[str, str]] = []
+    worker.subscribe(lambda event: heard.append((event.action, event.fault.name)))
+    FaultStateFile(tmp_path / "faults.json").follow_from(control)
+    follower = FaultFollower(FaultStateFile(tmp_path / "faults.json"), worker)
+    assert follower.poll() and worker.active() == []
+    control.set("latency", params={"mean_ms": 50}, duration=60)
+    assert follower.poll() and not follower.poll()  # one change, one new version
+    assert worker.active() == control.active()
+    assert worker.trigger("latency", "cmg") is not None
+    control.set("http_error", duration=30)
+    assert follower.poll()
+    assert worker.describe(worker.get("latency", "cmg"))["injections"] == 1  # unchanged: its count kept
+    control.clear("latency")
+    assert follower.poll() and [fault.name for fault in worker.active()] == ["http_error"]
+    assert heard == [("set", "latency"), ("set", "http_error"), ("clear", "latency")]
