@@ -14,7 +14,8 @@ What is shared, and how (the files live in ``<state dir>/workers/``):
   0.1 s, so a switch through the API reaches every worker within
   :data:`~mock_site.faults.state_file.PROPAGATION_BOUND_S`;
 - metrics: every worker writes its registry to ``metrics-<pid>.json`` every 0.1 s and as it stops; the parent's
-  ``/metrics`` sums them with its own registry, series by series (exact totals, at most one period old);
+  ``/metrics`` sums them with its own registry, series by series (exact totals, at most one period old); the fault
+  injection counts the control API lists come from ``injections-<pid>.json`` the same way;
 - CMGService.log: workers drain their per-URI windows into ``cmgservice-<pid>.jsonl`` every 0.1 s; the parent merges
   the journals and writes the log lines, with exact sums;
 - the other logs: one file per log name, written by every worker under a lock (whole lines, shared roll-over).
@@ -45,7 +46,13 @@ from typing import Any
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from mock_site.asgi import respond
-from mock_site.faults.state_file import POLL_PERIOD_S, FaultFollower, FaultStateFile
+from mock_site.faults.state_file import (
+    POLL_PERIOD_S,
+    FaultFollower,
+    FaultStateFile,
+    injections_in,
+    write_injections,
+)
 from mock_site.manifest import SiteManifest
 from mock_site.metrics.log_writer import StatsLogger
 from mock_site.metrics.traffic import CMGServiceLine, CMGServiceStats
@@ -158,6 +165,8 @@ class WorkerPool:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
         FaultStateFile(self.directory / "faults.json").follow_from(site.faults)
+        directory = self.directory
+        site.faults.count_elsewhere(lambda: injections_in(directory))
         control = site.listeners["control"]
         control.app = _aggregating_metrics(control.app, AggregatedRegistry(site.registry, self.directory))
         group = ServerGroup([control])
@@ -248,11 +257,13 @@ class WorkerPool:
         await group.start()
         journal = TrafficJournal(self.directory / f"cmgservice-{pid}.jsonl")
         snapshot = self.directory / f"metrics-{pid}.json"
+        injections = self.directory / f"injections-{pid}.json"
 
         def publish() -> None:
             for instance, stats in enumerate(site.cmg_stats):
                 journal.append(instance, stats.drain())
             write_snapshot(site.registry, snapshot)
+            write_injections(site.faults, injections)
 
         cp_writer = site.logs.writer("SMS_CLOUD_PROXYCONNECTOR.log")
         cp_loggers = [StatsLogger(report, cp_writer, site.config.cp_report_period_seconds)

@@ -15,7 +15,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from mock_site.faults.registry import ActiveFault, FaultEvent, FaultRegistry
+from mock_site.faults.registry import ActiveFault, FaultEvent, FaultRegistry, InjectionCounts
 
 #: How often a worker process reads the fault state file.
 POLL_PERIOD_S = 0.1
@@ -77,6 +77,36 @@ class FaultFollower:
         self.version, faults = read
         self.registry.adopt(faults)
         return True
+
+
+def write_injections(registry: FaultRegistry, path: Path) -> None:
+    """A worker's injection counts (totals and per active fault), replaced atomically at ``path``."""
+    data = {"totals": registry.local_injections(), "hits": registry.hit_counts()}
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as out:
+            json.dump(data, out)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def injections_in(directory: Path) -> InjectionCounts:
+    """Every worker's injection counts in ``directory`` (``injections-*.json``), summed."""
+    totals: dict[str, int] = {}
+    hits: dict[tuple[str, str, float], int] = {}
+    for path in sorted(Path(directory).glob("injections-*.json")):
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue  # replaced between the listing and the read
+        for name, count in data["totals"].items():
+            totals[name] = totals.get(name, 0) + int(count)
+        for name, role, started_at, count in data["hits"]:
+            key = (name, role, float(started_at))
+            hits[key] = hits.get(key, 0) + int(count)
+    return InjectionCounts(totals=totals, hits=hits)
 
 
 def _fault_dict(fault: ActiveFault) -> dict[str, Any]:

@@ -127,14 +127,19 @@ def test_a_fault_switched_through_the_api_reaches_every_worker_within_the_bound(
         assert answer.status_code == 200, answer.text
         time.sleep(PROPAGATION_BOUND_S)
         failing: set[str] = set()
+        injected = 0
         for _ in range(400):
             with SiteClient(manifest) as client:
                 response = client.aad_auth_info()
             assert response.status_code == 503, f"worker {response.headers[HEADER]} did not inject in time"
             failing.add(response.headers[HEADER])
+            injected += 1
             if failing == before:
                 break
         assert failing == before
+        time.sleep(0.5)  # a few snapshot periods: the workers' injection counts reach the control process
+        listed = httpx.get(manifest.faults_url, headers=headers).json()
+        assert listed["active"][0]["injections"] == injected == listed["injections"]["http_error"]
         assert httpx.delete(f"{manifest.faults_url}/http_error", headers=headers).status_code == 200
         time.sleep(PROPAGATION_BOUND_S)
         _, healthy = _until_every_worker(manifest, lambda client: _ok(client.aad_auth_info()))

@@ -369,3 +369,25 @@ def test_a_worker_registry_follows_the_state_file_the_control_registry_publishes
     control.clear("latency")
     assert follower.poll() and [fault.name for fault in worker.active()] == ["http_error"]
     assert heard == [("set", "latency"), ("set", "http_error"), ("clear", "latency")]
+
+
+def test_injections_counted_by_workers_show_in_the_control_registry(tmp_path, clock: FakeClock) -> None:
+    """Workers' injection files add to the control registry's totals and to the active fault they were made under;
+    counts made under an earlier instance of the same fault do not follow it to the next one."""
+    from mock_site.faults.state_file import FaultFollower, FaultStateFile, injections_in, write_injections
+
+    control = FaultRegistry(clock, random.Random(1))
+    FaultStateFile(tmp_path / "faults.json").follow_from(control)
+    control.count_elsewhere(lambda: injections_in(tmp_path))
+    control.set("reset", duration=60)
+    for pid in (1, 2):
+        worker = FaultRegistry(clock, random.Random(pid))
+        FaultFollower(FaultStateFile(tmp_path / "faults.json"), worker).poll()
+        for _ in range(pid):
+            assert worker.trigger("reset", "cmg") is not None
+        write_injections(worker, tmp_path / f"injections-{pid}.json")
+    assert control.injections()["reset"] == 3
+    assert control.snapshot()[0]["injections"] == 3
+    clock.advance(1)
+    control.set("reset", duration=60)  # a new instance: the old counts stay in the totals only
+    assert control.snapshot()[0]["injections"] == 0 and control.injections()["reset"] == 3
