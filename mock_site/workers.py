@@ -1,8 +1,8 @@
 """A built site served by N worker processes (``cmg-harness up --processes N``), with what must be shared kept shared.
 
-The parent process builds the site as one process would (PKI, database, apps) and binds every listening socket; then
-it forks the workers, which inherit the sockets and serve every role's listener from their own event loop, so the
-kernel spreads the connections over them. The parent keeps the control listener (fault API, ``/metrics``,
+The parent process builds the site as one process would (PKI, database, apps) and binds every listening socket, with
+``SO_REUSEPORT``; then it forks the workers. The first worker serves on the sockets it inherited, every other worker
+binds its own socket to each port, and the kernel spreads new connections over the workers' sockets. The parent keeps the control listener (fault API, ``/metrics``,
 ``/validate``, ``/healthz``) and the site's single description, ``site.json`` (``processes`` and ``worker_pids``).
 
 What is shared, and how (the files live in ``<state dir>/workers/``):
@@ -145,6 +145,8 @@ class WorkerPool:
             shutil.rmtree(self.directory)  # the last run's snapshots and journals must not count again
         self.directory.mkdir(parents=True)
         self.site.logs.share_between_processes()
+        for listener in self._role_listeners():
+            listener.bind_shared()  # the same port again, now open to the workers' own sockets
         parent = os.getpid()
         sys.stdout.flush()
         sys.stderr.flush()
@@ -153,10 +155,13 @@ class WorkerPool:
             if pid == 0:
                 os._exit(self._worker_main(index, parent))
             self.pids.append(pid)
-        for name, listener in self.site.listeners.items():
-            if name != "control" and listener.socket is not None:
+        for listener in self._role_listeners():
+            if listener.socket is not None:
                 listener.socket.close()  # the workers hold them; the parent accepts nothing there
         return asyncio.run(self._parent(announce))
+
+    def _role_listeners(self) -> list[Listener]:
+        return [listener for name, listener in self.site.listeners.items() if name != "control"]
 
     async def _parent(self, announce: Callable[[SiteManifest], None]) -> int:
         site = self.site
@@ -232,6 +237,11 @@ class WorkerPool:
             _reseed_generators()
             self.site.db.reopen_after_fork()
             self.site.listeners["control"].socket.close()
+            if index:
+                # Worker 0 listens on the socket the parent bound; every other worker on one of its own, so the
+                # kernel spreads connections over all of them.
+                for listener in self._role_listeners():
+                    listener.bind_shared()
             asyncio.run(self._worker(index))
             return 0
         except BaseException:
@@ -250,7 +260,7 @@ class WorkerPool:
             loop.add_signal_handler(signum, stop.set)
         follower = FaultFollower(FaultStateFile(self.directory / "faults.json"), site.faults)
         follower.poll()
-        listeners: list[Listener] = [listener for name, listener in site.listeners.items() if name != "control"]
+        listeners = self._role_listeners()
         for listener in listeners:
             listener.app = worker_header(listener.app, pid)
         group = ServerGroup(listeners)
