@@ -2,8 +2,9 @@
 
 The parent process builds the site as one process would (PKI, database, apps) and binds every listening socket, with
 ``SO_REUSEPORT``; then it forks the workers. The first worker serves on the sockets it inherited, every other worker
-binds its own socket to each port, and the kernel spreads new connections over the workers' sockets. The parent keeps the control listener (fault API, ``/metrics``,
-``/validate``, ``/healthz``) and the site's single description, ``site.json`` (``processes`` and ``worker_pids``).
+binds its own socket to each port, and the kernel spreads new connections over the workers' sockets. The parent keeps
+the control listener (fault API, ``/metrics``, ``/validate``, ``/healthz``) and the site's single description,
+``site.json`` (``processes`` and ``worker_pids``).
 
 What is shared, and how (the files live in ``<state dir>/workers/``):
 
@@ -22,7 +23,7 @@ What is shared, and how (the files live in ``<state dir>/workers/``):
 
 Each response of a worker carries ``x-cmg-harness-worker: <pid>`` so tests can tell the processes apart. A worker dies
 with its parent (``PR_SET_PDEATHSIG``); SIGTERM or SIGINT to the parent stops every worker before it exits; a worker
-that dies on its own stops the site with exit code 1.
+that dies (killed, failing) stops the site with exit code 1, one stopped by a signal stops it with 0.
 """
 
 from __future__ import annotations
@@ -207,8 +208,13 @@ class WorkerPool:
         """Wait for the stop signal or a worker's death (its PID)."""
         while not stop.is_set():
             for pid in self.pids:
-                if os.waitpid(pid, os.WNOHANG) != (0, 0):
+                reaped, status = os.waitpid(pid, os.WNOHANG)
+                if reaped:
                     self.pids.remove(pid)
+                    if os.waitstatus_to_exitcode(status) == 0:
+                        # A worker exits 0 only when told to stop (a signal to the whole process group, which
+                        # reached it before the parent): the site is being stopped, not failing.
+                        return None
                     return pid
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), WATCH_PERIOD_S)

@@ -200,3 +200,36 @@ def test_sigkill_of_the_parent_loses_no_registration_and_leaves_no_worker(tmp_pa
     finally:
         assert _stop(restarted, signal.SIGINT) == 0
     assert _gone(again.worker_pids or ())
+
+
+def test_a_killed_worker_stops_the_site_with_exit_1_naming_it(tmp_path: Path) -> None:
+    """SIGKILL of one worker: `up` names it, stops the other worker and exits 1."""
+    process = _start(tmp_path, "--processes", "2", "--no-logs")
+    try:
+        manifest = _manifest(tmp_path, process)
+        victim, other = manifest.worker_pids or ()
+        os.kill(victim, signal.SIGKILL)
+        code = process.wait(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    output = process.stdout.read() if process.stdout else ""
+    assert code == 1 and f"worker process {victim} exited" in output
+    assert _gone((other,))
+
+
+def test_workers_stopped_by_sigterm_stop_the_site_cleanly(tmp_path: Path) -> None:
+    """SIGTERM reaching the workers before the parent (a stop of the whole process group): the parent stops too,
+    exit 0, even before its own signal arrives."""
+    process = subprocess.Popen([sys.executable, "-m", "harness.cli", "up", "--state-dir", str(tmp_path),
+                                "--processes", "2", "--no-logs"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True, start_new_session=True)
+    try:
+        manifest = _manifest(tmp_path, process)
+        for pid in manifest.worker_pids or ():
+            os.kill(pid, signal.SIGTERM)
+        assert process.wait(timeout=60) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert _gone(manifest.worker_pids or ())
