@@ -6,6 +6,9 @@ would on a small machine. Process counts are measured in turns (1, 2, 1, 2, ...)
 is the median of the rounds. Printed: requests/s per process count, the speed-up over one process, and the scaling
 efficiency (speed-up / process count).
 
+By default the site and the load share every core this process may run on, and the counts are 1, 2, 4, ... up to
+that many cores (on a 2-core machine: 1 and 2), so a bigger machine reports the scaling per core count.
+
 Usage: python benchmarks/site_processes.py [--counts 1,2] [--cores 0,1] [--seconds 5] [--rounds 3] [--connections 50]
 """
 
@@ -84,10 +87,22 @@ def measure(processes: int, args: argparse.Namespace, workdir: Path) -> float:
         stop_site(process)
 
 
+def default_counts(cores: int) -> list[int]:
+    """1, 2, 4, ... below ``cores``, then ``cores`` itself."""
+    counts, count = [], 1
+    while count < cores:
+        counts.append(count)
+        count *= 2
+    return [*counts, cores]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--counts", default="1,2", help="process counts to compare (the first is the baseline)")
-    parser.add_argument("--cores", default="0,1", help="the cores the site and the load generator share")
+    cores = sorted(os.sched_getaffinity(0))
+    parser.add_argument("--counts", default=",".join(str(n) for n in default_counts(len(cores))),
+                        help="process counts to compare (the first is the baseline)")
+    parser.add_argument("--cores", default=",".join(str(core) for core in cores),
+                        help="the cores the site and the load generator share")
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=50)
@@ -113,6 +128,10 @@ def main() -> None:
         speedup = median / base
         print(f"  --processes {count}: {median:8,.0f} req/s  {speedup:.2f}x of --processes {counts[0]}  "
               f"scaling efficiency {speedup / (count / counts[0]):.0%}")
+    if len(counts) > 1:
+        best = statistics.median(results[counts[-1]]) / base
+        print(f"target: --processes {counts[-1]} at >= 1.3x of --processes {counts[0]}: "
+              f"{'met' if best >= 1.3 else 'not met'} ({best:.2f}x)")
 
 
 if __name__ == "__main__":

@@ -35,6 +35,7 @@ import gc
 import logging
 import os
 import random
+import select
 import shutil
 import signal
 import sys
@@ -138,6 +139,7 @@ class WorkerPool:
         stem = site.manifest_path.stem  # site, site-cp, ...: split roles sharing a state dir keep separate workers
         self.directory = Path(site.config.state_dir) / ("workers" + stem[len("site"):])
         self.pids: list[int] = []
+        self._ready_read = self._ready_write = -1
 
     # ------------------------------------------------------------------ parent
     def run(self, announce: Callable[[SiteManifest], None]) -> int:
@@ -151,11 +153,14 @@ class WorkerPool:
         parent = os.getpid()
         sys.stdout.flush()
         sys.stderr.flush()
+        self._ready_read, self._ready_write = os.pipe()
         for index in range(self.processes):
             pid = os.fork()
             if pid == 0:
+                os.close(self._ready_read)
                 os._exit(self._worker_main(index, parent))
             self.pids.append(pid)
+        os.close(self._ready_write)
         for listener in self._role_listeners():
             if listener.socket is not None:
                 listener.socket.close()  # the workers hold them; the parent accepts nothing there
@@ -177,6 +182,16 @@ class WorkerPool:
         control.app = _aggregating_metrics(control.app, AggregatedRegistry(site.registry, self.directory))
         group = ServerGroup([control])
         await group.start()
+        failed = await loop.run_in_executor(None, self._wait_until_serving)
+        if failed is not None:
+            print(f"cmg-harness: worker process {failed} did not start serving; stopping the site", file=sys.stderr,
+                  flush=True)
+            await self._stop_workers()
+            await group.stop()
+            site.db.close()
+            site.logs.close()
+            site.state_lock.release()
+            return 1
         reader = JournalReader(self.directory)
         loggers = [StatsLogger(_MergedWindow(stats, reader, site.cmg_stats),
                                site.logs.writer("CMGService.log" if index == 0 else f"CMGService_IN_{index}.log"),
@@ -203,6 +218,26 @@ class WorkerPool:
         site.logs.close()
         site.state_lock.release()
         return 0 if died is None else 1
+
+    def _wait_until_serving(self) -> int | None:
+        """Block until every worker said it serves (one byte each on the ready pipe); the PID of one that died first."""
+        ready = 0
+        deadline = time.monotonic() + STOP_TIMEOUT_S * 2
+        try:
+            while ready < self.processes:
+                for pid in self.pids:
+                    reaped, _status = os.waitpid(pid, os.WNOHANG)
+                    if reaped:
+                        self.pids.remove(pid)
+                        return pid
+                if time.monotonic() > deadline:
+                    return self.pids[0]
+                readable, _, _ = select.select([self._ready_read], [], [], WATCH_PERIOD_S)
+                if readable:
+                    ready += len(os.read(self._ready_read, self.processes))
+            return None
+        finally:
+            os.close(self._ready_read)
 
     async def _watch(self, stop: asyncio.Event) -> int | None:
         """Wait for the stop signal or a worker's death (its PID)."""
@@ -271,14 +306,18 @@ class WorkerPool:
             listener.app = worker_header(listener.app, pid)
         group = ServerGroup(listeners)
         await group.start()
+        os.write(self._ready_write, b"!")  # serving, and SIGTERM now stops this worker cleanly
+        os.close(self._ready_write)
         journal = TrafficJournal(self.directory / f"cmgservice-{pid}.jsonl")
         snapshot = self.directory / f"metrics-{pid}.json"
         injections = self.directory / f"injections-{pid}.json"
 
+        written = [""]
+
         def publish() -> None:
             for instance, stats in enumerate(site.cmg_stats):
                 journal.append(instance, stats.drain())
-            write_snapshot(site.registry, snapshot)
+            written[0] = write_snapshot(site.registry, snapshot, written[0])
             write_injections(site.faults, injections)
 
         cp_writer = site.logs.writer("SMS_CLOUD_PROXYCONNECTOR.log")

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 from prometheus_client.metrics_core import Metric
 
+from mock_site.metrics.exposition import FastFamily, fast_family
 from mock_site.metrics.traffic import CMGServiceLine, CMGServiceStats
 
 #: How often a worker writes its metrics snapshot and its CMGService journal.
@@ -28,21 +28,54 @@ SNAPSHOT_PERIOD_S = 0.1
 CONTROL_ONLY_FAMILIES = frozenset({"cmg_faults_active"})
 
 
-def write_snapshot(registry: CollectorRegistry, path: Path) -> None:
-    """Write every sample of ``registry`` to ``path`` atomically (a temporary file, then a rename)."""
-    families = [
-        [family.name, family.type, family.documentation,
-         [[sample.name, sample.labels, sample.value] for sample in family.samples]]
-        for family in registry.collect() if family.name not in CONTROL_ONLY_FAMILIES
-    ]
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+def _collectors(registry: CollectorRegistry) -> list[Any]:
+    # prometheus_client lists a registry's collectors only privately; the site's hot-path families must be read raw,
+    # because rendering them through collect() costs ~10 ms per snapshot.
+    with registry._lock:
+        return list(registry._collector_to_names)
+
+
+def _parts(registry: CollectorRegistry) -> dict[str, Any]:
+    """The registry as plain data: hot-path families raw, every other collector's samples as collected."""
+    fast: list[Any] = []
+    other: list[Any] = []
+    for collector in _collectors(registry):
+        if isinstance(collector, FastFamily):
+            fast.append([collector.name, collector.kind, collector.documentation, collector.labelnames,
+                         list(collector.bounds), collector.raw()])
+            continue
+        for family in collector.collect():
+            if family.name not in CONTROL_ONLY_FAMILIES:
+                other.append([family.name, family.type, family.documentation,
+                              [[sample.name, sample.labels, sample.value] for sample in family.samples]])
+    return {"fast": fast, "other": other}
+
+
+def write_snapshot(registry: CollectorRegistry, path: Path, previous: str = "") -> str:
+    """Write what ``registry`` holds to ``path`` atomically (a temporary file, then a rename), unless it is
+    ``previous`` (what the last call returned) still; returns what the file holds."""
+    text = json.dumps(_parts(registry), separators=(",", ":"))
+    if text == previous:
+        return text  # an idle worker writes nothing
+    tmp = path.with_name(f".{path.name}.tmp")  # one writer per snapshot file: a fixed name is enough
     try:
-        with os.fdopen(fd, "w") as out:
-            json.dump(families, out)
+        tmp.write_text(text)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
+    return text
+
+
+class _Sum:
+    """One series being summed: a value, or histogram bucket counts and a sum."""
+
+    __slots__ = ("counts", "sum", "value")
+
+    def __init__(self, bucket_count: int) -> None:
+        self.value = 0.0
+        self.counts = [0] * bucket_count
+        self.sum = 0.0
 
 
 class AggregatedRegistry:
@@ -52,18 +85,37 @@ class AggregatedRegistry:
         self.own = own
         self.directory = Path(directory)
 
-    def snapshots(self) -> list[list[Any]]:
+    def snapshots(self) -> list[dict[str, Any]]:
         out = []
         for path in sorted(self.directory.glob("metrics-*.json")):
             try:
-                out.extend(json.loads(path.read_text()))
+                out.append(json.loads(path.read_text()))
             except (OSError, ValueError):
                 continue  # replaced between the listing and the read: the next scrape sees the new one
         return out
 
     def collect(self) -> Iterable[Metric]:
+        fast: dict[str, tuple[str, str, list[str], tuple[float, ...], dict[tuple[str, ...], _Sum]]] = {}
         merged: dict[str, tuple[str, str, dict[tuple[str, tuple[tuple[str, str], ...]], float]]] = {}
         order: list[str] = []
+
+        def add_fast(name: str, kind: str, documentation: str, labelnames: list[str], bounds: Sequence[float],
+                     series: Iterable[Sequence[Any]]) -> None:
+            entry = fast.get(name)
+            if entry is None:
+                entry = fast[name] = (kind, documentation, list(labelnames), tuple(bounds), {})
+                order.append(name)
+            sums = entry[4]
+            for item in series:
+                key = tuple(item[0])
+                total = sums.get(key)
+                if total is None:
+                    total = sums[key] = _Sum(len(entry[3]) + 1)
+                if kind == "histogram":
+                    total.counts = [a + b for a, b in zip(total.counts, item[1], strict=True)]
+                    total.sum += item[2]
+                else:
+                    total.value += item[1]
 
         def add(name: str, kind: str, documentation: str, samples: Iterable[Sequence[Any]]) -> None:
             entry = merged.get(name)
@@ -78,12 +130,22 @@ class AggregatedRegistry:
                 else:
                     values[key] = values.get(key, 0.0) + value
 
-        for family in self.own.collect():
-            add(family.name, family.type, family.documentation,
-                [(s.name, s.labels, s.value) for s in family.samples])
-        for name, kind, documentation, samples in self.snapshots():
-            add(name, kind, documentation, samples)
+        for part in [_parts(self.own), *self.snapshots()]:
+            for name, kind, documentation, labelnames, bounds, series in part["fast"]:
+                add_fast(name, kind, documentation, labelnames, bounds, series)
+            for name, kind, documentation, samples in part["other"]:
+                add(name, kind, documentation, samples)
+        for collector in _collectors(self.own):
+            # The control process's own families (active faults) are in its registry only; add them as they are.
+            for family in collector.collect() if not isinstance(collector, FastFamily) else ():
+                if family.name in CONTROL_ONLY_FAMILIES:
+                    add(family.name, family.type, family.documentation,
+                        [(s.name, s.labels, s.value) for s in family.samples])
         for name in order:
+            if name in fast:
+                kind, documentation, labelnames, bounds, sums = fast[name]
+                yield fast_family(kind, name, documentation, labelnames, bounds, sums.items())
+                continue
             kind, documentation, values = merged[name]
             metric = Metric(name, documentation, kind)
             for (sample_name, labels), value in values.items():
