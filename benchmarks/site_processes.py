@@ -4,7 +4,7 @@ Each site is a real `cmg-harness up` (real HTTPS hops CMG â†’ connection point â
 generator (``hey``, keep-alive TLS) to the same cores, so the site's workers and the load compete for them as they
 would on a small machine. Process counts are measured in turns (1, 2, 1, 2, ...) so drift hits both alike; each figure
 is the median of the rounds. Printed: requests/s per process count, the speed-up over one process, and the scaling
-efficiency (speed-up / process count).
+efficiency (speed-up / process count), and the median of the per-round ratios (each round's counts ran back to back).
 
 By default the site and the load share every core this process may run on, and the counts are 1, 2, 4, ... up to
 that many cores (on a 2-core machine: 1 and 2), so a bigger machine reports the scaling per core count.
@@ -126,8 +126,11 @@ def main() -> None:
     for count in counts:
         median = statistics.median(results[count])
         speedup = median / base
+        # Each round measures every count back to back: the median of the per-round ratios discounts drift in the
+        # machine's load between rounds, which the ratio of the medians does not.
+        paired = statistics.median(rate / first for rate, first in zip(results[count], results[counts[0]], strict=True))
         print(f"  --processes {count}: {median:8,.0f} req/s  {speedup:.2f}x of --processes {counts[0]}  "
-              f"scaling efficiency {speedup / (count / counts[0]):.0%}")
+              f"scaling efficiency {speedup / (count / counts[0]):.0%}  (per-round ratios' median {paired:.2f}x)")
     if len(counts) > 1:
         best = statistics.median(results[counts[-1]]) / base
         print(f"target: --processes {counts[-1]} at >= 1.3x of --processes {counts[0]}: "

@@ -31,17 +31,7 @@ def _start(state_dir: Path, *extra: str) -> subprocess.Popen[str]:
 
 
 def _manifest(state_dir: Path, process: subprocess.Popen[str]) -> SiteManifest:
-    path = state_dir / "site.json"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if path.exists():
-            manifest = SiteManifest.read(path)
-            if manifest.pid == process.pid:
-                return manifest
-        if process.poll() is not None:
-            raise AssertionError(f"cmg-harness up exited early: {process.stdout.read() if process.stdout else ''}")
-        time.sleep(0.1)
-    raise AssertionError("no site.json within 60 s")
+    return _named(state_dir / "site.json", process)
 
 
 def _stop(process: subprocess.Popen[str], sig: int = signal.SIGTERM) -> int:
@@ -233,3 +223,47 @@ def test_workers_stopped_by_sigterm_stop_the_site_cleanly(tmp_path: Path) -> Non
         if process.poll() is None:
             process.kill()
     assert _gone(manifest.worker_pids or ())
+
+
+def test_split_roles_each_with_their_own_workers(tmp_path: Path) -> None:
+    """`--role` processes with `--processes 2` each (the backend and the CMG) and one without serve a whole exchange;
+    each keeps its worker files apart and its manifest names its own workers."""
+    processes = []
+    try:
+        backend = _start(tmp_path, "--role", "crl", "--role", "entra", "--role", "mp", "--processes", "2", "--no-logs")
+        processes.append(backend)
+        back = _named(tmp_path / "site-crl-entra-mp.json", backend)
+        cp = _start(tmp_path, "--role", "cp", "--processes", "1", "--no-logs", "--join",
+                    str(tmp_path / "site-crl-entra-mp.json"))
+        processes.append(cp)
+        middle = _named(tmp_path / "site-cp.json", cp)
+        cmg = _start(tmp_path, "--role", "cmg", "--processes", "2", "--no-logs", "--join",
+                     str(tmp_path / "site-crl-entra-mp.json"), "--join", str(tmp_path / "site-cp.json"))
+        processes.append(cmg)
+        front = _named(tmp_path / "site-cmg.json", cmg)
+        assert len(back.worker_pids or ()) == 2 and middle.worker_pids is None and len(front.worker_pids or ()) == 2
+        assert (tmp_path / "workers-crl-entra-mp").is_dir() and (tmp_path / "workers-cmg").is_dir()
+        for _ in range(4):
+            with SiteClient(front) as client:
+                entra = client.entra_token(device_id=str(uuid.uuid4()))
+                reply = client.register(entra)
+                assert reply.status_code == 200
+                smsid = messages.RegistrationResponse.from_xml(reply.reply.body_xml).smsid
+                assert client.policy(client.ccm_token(entra), smsid).status_code == 200
+    finally:
+        for process in reversed(processes):
+            if process.poll() is None:
+                assert _stop(process) == 0
+
+
+def _named(path: Path, process: subprocess.Popen[str]) -> SiteManifest:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if path.exists():
+            manifest = SiteManifest.read(path)
+            if manifest.pid == process.pid:
+                return manifest
+        if process.poll() is not None:
+            raise AssertionError(f"cmg-harness up exited early: {process.stdout.read() if process.stdout else ''}")
+        time.sleep(0.1)
+    raise AssertionError(f"no {path.name} within 60 s")
