@@ -214,6 +214,8 @@ class WorkerPool:
         await group.stop()
         for cmg_logger in loggers:
             cmg_logger.flush()  # every worker wrote its last journal rows before it exited
+        if site._jwks_session is not None:  # /validate fetched the JWKS from a worker's Entra role
+            await site._jwks_session.close()
         site.db.close()
         site.logs.close()
         site.state_lock.release()
