@@ -187,6 +187,12 @@ def test_sigkill_of_the_parent_loses_no_registration_and_leaves_no_worker(tmp_pa
             db.close()
         _, seen = _until_every_worker(again, lambda client: client.aad_auth_info())
         assert len(seen) == 2
+        with SiteClient(again) as client:  # the parent's /validate: CCM tokens, and Entra ones by the workers' JWKS
+            entra = client.entra_token(device_id=str(uuid.uuid4()))
+            ccm = client.ccm_token(entra)
+        for token, query in ((ccm, ""), (entra, "?token=entra")):
+            answer = httpx.get(again.token_validation_url + query, headers={"Authorization": f"Bearer {token}"})
+            assert answer.status_code == 204, answer.text
     finally:
         assert _stop(restarted, signal.SIGINT) == 0
     assert _gone(again.worker_pids or ())
