@@ -119,3 +119,19 @@ def test_an_entra_fault_may_have_the_mp_reject_the_registration(fault: str) -> N
     windows = [FaultWindow(fault, "entra", 150, 160)]
     assert _judge("registration.rejected", windows=windows).expected
     assert not _judge("registration.rejected").expected
+
+
+@pytest.mark.parametrize("fault", ["mp_slow", "mp_down", "latency"])
+def test_under_compressed_time_a_delayed_token_request_may_outlive_its_entra_token(fault: str) -> None:
+    """At 3600x an Entra token lives 1.25 s: a token request that a slow or refusing hop delays or repeats may reach
+    CCM_STS with it expired (sts.401, expected); with the real 75 minutes, the same sts.401 stays unexpected."""
+    from harness.chaos.verdicts import COMPRESSED_ENTRA_TOKEN_S
+
+    windows = [FaultWindow(fault, "mp", 150, 160)]
+    compressed = VerdictSettings(onboarded_tenants=frozenset({TENANT}), entra_token_lifetime=1.25, time_scale=3600)
+    assert judge(HEALTHY, "sts.401", life_start=100, life_end=200, windows=windows, settings=compressed).expected
+    assert not _judge("sts.401", windows=windows).expected
+    at_the_bound = VerdictSettings(onboarded_tenants=frozenset({TENANT}), entra_token_lifetime=COMPRESSED_ENTRA_TOKEN_S)
+    assert not judge(HEALTHY, "sts.401", life_start=100, life_end=200, windows=windows,
+                     settings=at_the_bound).expected
+    assert not judge(HEALTHY, "sts.401", life_start=100, life_end=200, windows=[], settings=compressed).expected
