@@ -1,8 +1,16 @@
 """ConfigMgr log files as CMTrace reads them: one line per entry, flushed at once, rolled over to ``.lo_`` at 250,000 bytes
-(one history file), as the client and the site both do."""
+(one history file), as the client and the site both do.
+
+A file may be shared by several processes (a site served by worker processes): after
+:meth:`LogWriter.share_between_processes`, every line is written under an exclusive ``flock`` on a lock file next to the
+log, the size that decides the roll-over is the file's own (not this process's count), and a process whose descriptor
+still points at a file another process rolled over reopens the log before writing. Each line is one ``write`` on an
+``O_APPEND`` descriptor, so lines never interleave.
+"""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import threading
 from datetime import UTC, datetime
@@ -69,6 +77,15 @@ class LogWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._fd = self._open()
         self._size = os.fstat(self._fd).st_size
+        self.lock_path = self.path.with_name(f".{self.path.name}.lock")
+        self._shared = False
+        self._owner = os.getpid()
+        self._lock_fd = -1
+
+    def share_between_processes(self) -> None:
+        """From now on, other processes may append to the same file: coordinate writes and roll-overs with them."""
+        with self._lock:
+            self._shared = True
 
     def _open(self) -> int:
         # An unbuffered descriptor: each line reaches the kernel in one write, so a killed process loses nothing.
@@ -94,12 +111,44 @@ class LogWriter:
         with self._lock:
             if self._fd < 0:
                 raise ValueError(f"log {self.path} is closed")
+            if self._shared:
+                self._write_shared(data)
+                return
             if self._size and self._size + len(data) > self.max_bytes:
                 self._roll_over()
             view = memoryview(data)
             while view:
                 view = view[os.write(self._fd, view) :]
             self._size += len(data)
+
+    def _write_shared(self, data: bytes) -> None:
+        if self._owner != os.getpid():
+            # A forked process: descriptors inherited from the parent share its open file description, and with it the
+            # flock, so this process takes its own.
+            self._owner = os.getpid()
+            self._lock_fd = -1
+            self._fd = self._open()
+        if self._lock_fd < 0:
+            self._lock_fd = os.open(self.lock_path, os.O_WRONLY | os.O_CREAT, 0o644)
+        fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+        try:
+            try:
+                current = os.stat(self.path).st_ino
+            except FileNotFoundError:
+                current = -1
+            if current != os.fstat(self._fd).st_ino:
+                # Another process rolled the file over: this descriptor points at the history file now.
+                os.close(self._fd)
+                self._fd = self._open()
+            size = os.fstat(self._fd).st_size
+            if size and size + len(data) > self.max_bytes:
+                self._roll_over()
+            view = memoryview(data)
+            while view:
+                view = view[os.write(self._fd, view) :]
+            self._size = size + len(data)
+        finally:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
 
     def _line(self, text: str, type: int, file: str, when: datetime) -> str:
         thread = log_thread_id()
@@ -125,6 +174,9 @@ class LogWriter:
             if self._fd >= 0:
                 os.close(self._fd)
                 self._fd = -1
+            if self._lock_fd >= 0:
+                os.close(self._lock_fd)
+                self._lock_fd = -1
 
 
 class NullLogWriter:

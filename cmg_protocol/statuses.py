@@ -40,3 +40,6 @@ MP_IDENTITY_HEADER_REFUSED = "MP_Identity_Header_Refused"  # synthetic: not the 
 #: A registration or policy request whose signature does not verify (registration: against the signing certificate it
 #: carries; policy: against the certificate the client registered).
 MP_SIGNATURE_INVALID = "MP_Signature_Invalid"  # synthetic: not the public ConfigMgr format
+#: A registration whose Entra token (``X-CCM-AAD-Token``) is missing, refused, or for another tenant than its CCM token:
+#: the MP rejects the registration itself (no proxy let a bad CCM token through; the CMG does not check that header).
+MP_REGISTRATION_TOKEN_INVALID = "MP_Registration_AAD_Token_Invalid"  # synthetic: not the public ConfigMgr format

@@ -204,6 +204,15 @@ class ChannelHub:
             self.port = sock.getsockname()[1]
         return self.port
 
+    def rebind(self) -> int:
+        """Close the listening socket bound so far and bind a new one on a free port (a worker process of
+        ``up --processes`` takes its own connection points' channels apart from the other workers'); the port."""
+        if self._socket is not None:
+            self._socket.close()
+            self._socket = None
+        self.port = 0
+        return self.bind()
+
     async def start(self) -> None:
         self.bind()
         self._loop = asyncio.get_running_loop()

@@ -18,6 +18,8 @@ from urllib.parse import urlsplit
 from cmg_protocol.clock import Clock
 
 SCHEMA_VERSION = 1
+#: How long a write waits for another connection's (another worker process's) write transaction before failing.
+BUSY_TIMEOUT_S = 10.0
 
 #: Approval status the site gives a client registered with a Microsoft Entra identity ("Approval status 3").
 APPROVAL_ENTRA = 3
@@ -166,7 +168,9 @@ class SiteDatabase:
         self._lock = threading.RLock()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # isolation_level=None: we open transactions ourselves (BEGIN IMMEDIATE), so nothing is left half-open.
-        self._conn = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None, timeout=10.0)
+        self._conn = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None,
+                                     timeout=BUSY_TIMEOUT_S)
+        self._inherited: list[sqlite3.Connection] = []
         try:
             self._setup()
         except sqlite3.DatabaseError as exc:
@@ -175,6 +179,19 @@ class SiteDatabase:
         except BaseException:
             self._conn.close()
             raise
+
+    def reopen_after_fork(self) -> None:
+        """Give a forked worker process its own connection (SQLite connections must not cross a fork).
+
+        The inherited connection is kept referenced and never used or closed here: closing it could checkpoint or
+        unlock on the parent's behalf. Writers in several processes take turns through ``BEGIN IMMEDIATE`` and the
+        busy timeout; WAL lets readers run beside the one writer.
+        """
+        self._inherited.append(self._conn)
+        self._lock = threading.RLock()
+        self._conn = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None,
+                                     timeout=BUSY_TIMEOUT_S)
+        self._setup()
 
     def _setup(self) -> None:
         conn = self._conn

@@ -30,6 +30,16 @@ class SiteLogs:
         self._clock = clock
         self._lock = threading.Lock()
         self._writers: dict[str, LogWriter | NullLogWriter] = {}
+        self._shared = False
+
+    def share_between_processes(self) -> None:
+        """Worker processes write the same files: every writer, handed out already or later, coordinates with them."""
+        with self._lock:
+            self._shared = True
+            writers = list(self._writers.values())
+        for writer in writers:
+            if isinstance(writer, LogWriter):
+                writer.share_between_processes()
 
     def writer(self, name: str) -> LogWriter | NullLogWriter:
         """The writer of log file ``name`` (e.g. ``CCM_STS.log``); unknown ``.log`` names get CMTrace lines."""
@@ -57,6 +67,8 @@ class SiteLogs:
                         self.log_dir / name, style=style, component=component, clock=self._clock,
                         max_bytes=self.max_bytes,
                     )
+                    if self._shared:
+                        existing.share_between_processes()
                 else:
                     existing = NullLogWriter(component)
                 self._writers[name] = existing

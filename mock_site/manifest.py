@@ -111,6 +111,10 @@ class SiteManifest:
     #: The port each CMG instance takes its connection points' channels on (one per instance; a real CMG uses
     #: 10140 + instance). Empty unless ``cp_hop`` is ``channel``.
     channel_ports: tuple[int, ...] | None = None
+    #: Worker processes serving the roles (``up --processes``); None: this process serves them itself.
+    processes: int | None = None
+    #: The worker processes' PIDs (``pid`` is the parent that serves the control listener); None with one process.
+    worker_pids: tuple[int, ...] | None = None
 
     # ------------------------------------------------------------------ lookups
     def link(self, role: str) -> str | None:
@@ -289,6 +293,13 @@ def _ports(value: Any) -> tuple[int, ...]:
     return ports
 
 
+def _pids(value: Any) -> tuple[int, ...]:
+    if not isinstance(value, list) or not all(isinstance(item, int) and not isinstance(item, bool) and item > 0
+                                              for item in value):
+        raise TypeError(f"must be a list of process ids, got {value!r}")
+    return tuple(value)
+
+
 def _path(value: Any) -> Path:
     if not isinstance(value, str) or not value:
         raise TypeError(f"must be a file path, got {value!r}")
@@ -377,4 +388,6 @@ _OPTIONAL_FIELDS: dict[str, Callable[[Any], Any]] = {
     "bulk_token_file": _path,
     "cp_hop": lambda value: _one_of(value, CP_HOPS),
     "channel_ports": lambda value: _ports(value),
+    "processes": _whole,
+    "worker_pids": _pids,
 }

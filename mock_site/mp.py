@@ -42,6 +42,7 @@ from cmg_protocol.statuses import (
     MP_INVALID_TOKEN,
     MP_NO_CP_CERTIFICATE,
     MP_NOT_REGISTERED,
+    MP_REGISTRATION_TOKEN_INVALID,
     MP_SIGNATURE_INVALID,
 )
 from mock_site.asgi import BodyTooLarge, HttpRequest, Meter, read_body, respond, respond_error
@@ -371,19 +372,19 @@ class MpApp:
             return caller  # a certificate, or a bulk registration token: no Entra identity to add
         aad_token = request.header(AAD_TOKEN_HEADER.lower())
         if not aad_token:
-            await respond_error(send, 401, MP_INVALID_TOKEN,
+            await respond_error(send, 403, MP_REGISTRATION_TOKEN_INVALID,
                                 f"registration needs the device's Entra token in {AAD_TOKEN_HEADER}")
             return None
         try:
             entra_claims = await self.entra_verifier.verify(aad_token)
         except tokens.TokenRejected as rejected:
             self.metrics.token_rejected(rejected.kind)
-            await respond_error(send, 401, MP_INVALID_TOKEN, f"{AAD_TOKEN_HEADER}: {rejected.code}")
+            await respond_error(send, 403, MP_REGISTRATION_TOKEN_INVALID, f"{AAD_TOKEN_HEADER}: {rejected.code}")
             return None
         ccm_tenant = str((caller.ccm_claims or {}).get("TenantId", "")).lower()
         if str(entra_claims.get("tid", "")).lower() != ccm_tenant:
             self.metrics.token_rejected("tenant")
-            await respond_error(send, 401, MP_INVALID_TOKEN,
+            await respond_error(send, 403, MP_REGISTRATION_TOKEN_INVALID,
                                 f"{AAD_TOKEN_HEADER} is for another tenant than the CCM token")
             return None
         return Caller(ccm_claims=caller.ccm_claims, entra_claims=entra_claims)

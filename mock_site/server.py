@@ -312,9 +312,34 @@ class Listener:
     def bind(self) -> int:
         """Bind the listening socket now (port 0 lets the OS choose) and return the port."""
         if self.socket is None:
-            family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-            sock = socket.socket(family, socket.SOCK_STREAM)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self._bind(reuse_port=False)
+        return self.port
+
+    def bind_shared(self) -> None:
+        """Bind a socket of this process's own to the listener's port with ``SO_REUSEPORT`` (replacing any socket held).
+
+        Worker processes each listen on a socket of their own on one port, and the kernel spreads new connections over
+        them by a hash of the address pair. One shared socket would not spread them: asyncio accepts every queued
+        connection at once, so whichever worker wakes first takes a whole burst. :class:`OSError` when the port cannot
+        be shared (taken by a socket without ``SO_REUSEPORT``).
+        """
+        if self.socket is not None:
+            self.socket.close()
+            self.socket = None
+        self._bind(reuse_port=True)
+
+    def _bind(self, *, reuse_port: bool) -> None:
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            try:
+                sock.bind((self.host, self.port))
+            except OSError:
+                sock.close()
+                raise
+        else:
             try:
                 sock.bind((self.host, self.port))
             except OSError:
@@ -323,11 +348,10 @@ class Listener:
                 # A remembered port is taken: fall back to one the OS picks rather than failing the start.
                 log.warning("port %s for %s is busy; letting the OS choose", self.port, self.name)
                 sock.bind((self.host, 0))
-            sock.listen(2048)
-            sock.setblocking(False)
-            self.socket = sock
-            self.port = sock.getsockname()[1]
-        return self.port
+        sock.listen(2048)
+        sock.setblocking(False)
+        self.socket = sock
+        self.port = sock.getsockname()[1]
 
     @property
     def scheme(self) -> str:

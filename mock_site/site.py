@@ -438,6 +438,23 @@ class Site:
                 log.warning("%s: %d of %d connection points connected after %s s", name, len(hub.connected()),
                             len(self.channel_clients), timeout)
 
+    async def start_worker_channels(self) -> None:
+        """In a worker process of ``up --processes``: this worker's connection points dial this worker's CMG
+        instances, on ports of the worker's own. The channel sockets bound before the fork are shared by every worker,
+        and a channel accepted by another worker's CMG would leave this one's CMG with no connection point."""
+        if not self.channel_hubs:
+            return
+        for hub in self.channel_hubs.values():
+            hub.rebind()
+        targets = [ChannelTarget(self.config.host, hub.port, "localhost") for hub in self.channel_hubs.values()]
+        for client in self.channel_clients:
+            client.targets = list(targets)
+        await self._start_channels()
+
+    async def stop_channels(self) -> None:
+        """Close the connection points' channels and the CMG instances' channel endpoints."""
+        await self._stop_channels()
+
     async def _stop_channels(self) -> None:
         for client in self.channel_clients:
             await client.stop()

@@ -44,6 +44,9 @@ def add_site_commands(commands: Any) -> None:
                     help="take the other roles' URLs from the manifest another `up --role` wrote (repeatable)")
     up.add_argument("--host", default="127.0.0.1", help="the address the roles listen on (default 127.0.0.1)")
     up.add_argument("--unsafe-skip-token-checks", action="store_true", help=argparse.SUPPRESS)
+    up.add_argument("--processes", default="auto", metavar="N",
+                    help="worker processes serving the roles, sharing their listeners (default auto: one per core; "
+                         "1: everything in this process)")
     up.add_argument("--seed-clients", type=int_range("seed clients", 0, 10_000_000), default=0,
                     help="register this many clients in the site database before serving (steady-state runs)")
 
@@ -86,7 +89,12 @@ def cmd_up(args: argparse.Namespace) -> int:
     from mock_site.site import ROLES, Site
     from mock_site.state_dir import SiteStateError
     from mock_site.testing import cmg_app_type
+    from mock_site.workers import ProcessCountError, process_count
 
+    try:
+        processes = process_count(args.processes)
+    except ProcessCountError as error:
+        raise CliError(str(error)) from None
     try:
         config = SiteConfig(state_dir=args.state_dir, time_scale=args.time_scale, cmg_instances=args.cmg_instances,
                             connection_points=args.connection_points,
@@ -112,6 +120,11 @@ def cmd_up(args: argparse.Namespace) -> int:
         import random
 
         site.db.seed_clients(args.seed_clients, config.default_tenant.tenant_id, random.Random(0))
+    if processes > 1:
+        from mock_site.workers import WorkerPool
+
+        pool = WorkerPool(site, processes)
+        return pool.run(lambda manifest: print(_summary(manifest, site), flush=True))
 
     async def serve() -> None:
         stop = asyncio.Event()
@@ -134,6 +147,9 @@ def _summary(manifest: SiteManifest, site: Any) -> str:
         f"mock site up (time scale {manifest.time_scale}: CCM token {manifest.ccm_token_lifetime_s:.0f} s, "
         f"policy every {manifest.policy_interval_s:.0f} s), roles here: {', '.join(manifest.roles)}",
     ]
+    if manifest.worker_pids:
+        lines.append(f"  served by {manifest.processes} worker processes: "
+                     f"{', '.join(str(pid) for pid in manifest.worker_pids)}")
     for name, listener in site.listeners.items():
         where = listener.url + (manifest.server_auth_prefix if name == "cmg" else "")
         lines.append(f"  {name:<16} {where}")

@@ -14,6 +14,7 @@ from cmg_protocol.statuses import (
     CONNECTOR_PREFIX,
     MP_INVALID_TOKEN,
     MP_NOT_REGISTERED,
+    MP_REGISTRATION_TOKEN_INVALID,
     MP_SIGNATURE_INVALID,
     TENANT_NOT_ONBOARDED,
 )
@@ -195,6 +196,8 @@ def classify(step: str, reply: Reply) -> str | None:
             return oc.MP_SIGNATURE_INVALID
         if reply.reason == MP_NOT_REGISTERED:
             return oc.MP_NOT_REGISTERED
+        if reply.reason == MP_REGISTRATION_TOKEN_INVALID:
+            return oc.REGISTRATION_REJECTED  # the MP refused the registration's Entra token
         # Only the CMG's storage answers the content download itself; it refuses a URL it cannot accept with 403.
         return oc.STORAGE_403 if step == STEP_CONTENT_DOWNLOAD else oc.CMG_403
     if status == 503:

@@ -255,25 +255,29 @@ _SPECS = (
     FaultSpec(
         "entra_token_expired", ("entra",), "entra",
         "Microsoft Entra ID hands out tokens that are already expired.",
-        "CCM_STS refuses with 401 (PreAuth token validation failed, IDX10223); the CMG forwards no request with that token.",
+        "CCM_STS refuses with 401 (PreAuth token validation failed, IDX10223); the CMG forwards no request with that token"
+        "; a registration that carries such a token is rejected by the MP (403 MP_Registration_AAD_Token_Invalid).",
         expected_status=401,
     ),
     FaultSpec(
         "entra_bad_signature", ("entra",), "entra",
         "Microsoft Entra ID hands out tokens whose signature does not verify.",
-        "CCM_STS refuses with 401 (PreAuth token validation failed, IDX105xx signature error).",
+        "CCM_STS refuses with 401 (PreAuth token validation failed, IDX105xx signature error)"
+        "; a registration that carries such a token is rejected by the MP (403 MP_Registration_AAD_Token_Invalid).",
         expected_status=401,
     ),
     FaultSpec(
         "entra_wrong_audience", ("entra",), "entra",
         "Microsoft Entra ID hands out tokens for another resource.",
-        "CCM_STS refuses with 401 (PreAuth token validation failed, IDX10214).",
+        "CCM_STS refuses with 401 (PreAuth token validation failed, IDX10214)"
+        "; a registration that carries such a token is rejected by the MP (403 MP_Registration_AAD_Token_Invalid).",
         expected_status=401,
     ),
     FaultSpec(
         "entra_wrong_issuer", ("entra",), "entra",
         "Microsoft Entra ID hands out tokens from an issuer the site does not trust.",
-        "CCM_STS refuses with 401 (PreAuth token validation failed, IDX10205).",
+        "CCM_STS refuses with 401 (PreAuth token validation failed, IDX10205)"
+        "; a registration that carries such a token is rejected by the MP (403 MP_Registration_AAD_Token_Invalid).",
         expected_status=401,
     ),
     FaultSpec(

@@ -75,6 +75,18 @@ class FaultEvent:
 
 Listener = Callable[[FaultEvent], None]
 
+
+@dataclass(frozen=True, slots=True)
+class InjectionCounts:
+    """Injections counted by other processes following this registry (a site's worker processes).
+
+    ``totals``: per fault name since they started; ``hits``: per (name, role, started_at) of a fault instance, so a
+    count belongs to the fault that was on when it was made and not to a later one of the same name.
+    """
+
+    totals: Mapping[str, int]
+    hits: Mapping[tuple[str, str, float], int]
+
 _NO_FAULTS: Mapping[str, ActiveFault] = MappingProxyType({})
 
 
@@ -96,6 +108,7 @@ class FaultRegistry:
         self._listeners: list[Listener] = []
         self._counter: Counter | None = counter
         self._children: dict[tuple[str, str], Any] = {}
+        self._elsewhere: Callable[[], InjectionCounts] | None = None
         if counter is None and registry is not None:
             self._counter = Counter(
                 "cmg_fault_injections", "Faults injected, by role and fault", ["role", "fault"], registry=registry
@@ -158,6 +171,25 @@ class FaultRegistry:
         events.extend(FaultEvent("reset", fault) for fault in removed)
         self._notify(events)
         return removed
+
+    def adopt(self, faults: list[ActiveFault]) -> None:
+        """Make ``faults`` the active set, as another process's registry has it (a worker following the site's).
+
+        Listeners hear a ``set`` for each fault that is new or changed and a ``clear`` for each one gone; a fault
+        that is unchanged keeps its injection count.
+        """
+        wanted = {(fault.name, fault.role): fault for fault in faults}
+        with self._lock:
+            gone = [key for key in self._faults if key not in wanted]
+            changed = [fault for key, fault in sorted(wanted.items()) if self._faults.get(key) != fault]
+            events = [FaultEvent("clear", self._remove_locked(key)) for key in sorted(gone)]
+            for fault in changed:
+                self._faults[(fault.name, fault.role)] = fault
+                self._hits[(fault.name, fault.role)] = 0
+            if gone or changed:
+                self._reindex_locked()
+        events.extend(FaultEvent("set", fault) for fault in changed)
+        self._notify(events)
 
     def purge(self) -> list[ActiveFault]:
         """Drop faults whose end has passed and tell listeners; reads do this too, a site may also call it on a timer."""
@@ -228,23 +260,50 @@ class FaultRegistry:
         return fault
 
     def injections(self) -> dict[str, int]:
-        """Injections per fault name since the registry was created (every catalogue name, zero included)."""
+        """Injections per fault name since the registry was created (every catalogue name, zero included), with those
+        counted elsewhere (:meth:`count_elsewhere`)."""
         with self._lock:
-            return dict(self._totals)
+            totals = dict(self._totals)
+        if self._elsewhere is not None:
+            for name, count in self._elsewhere().totals.items():
+                totals[name] = totals.get(name, 0) + count
+        return totals
+
+    def local_injections(self) -> dict[str, int]:
+        """Injections this process made, per fault name (those counted elsewhere left out; zeros too)."""
+        with self._lock:
+            return {name: count for name, count in self._totals.items() if count}
+
+    def hit_counts(self) -> list[tuple[str, str, float, int]]:
+        """(name, role, started_at, injections) of each active fault: what a worker reports to the control process."""
+        with self._lock:
+            return [(fault.name, fault.role, fault.started_at, self._hits[key]) for key, fault in self._faults.items()]
+
+    def count_elsewhere(self, source: Callable[[], InjectionCounts]) -> None:
+        """Add the injections ``source`` reports (other processes') to what this registry shows."""
+        self._elsewhere = source
+
+    def _hits_of(self, key: tuple[str, str], fault: ActiveFault, elsewhere: InjectionCounts | None) -> int:
+        hits = self._hits.get(key, 0) if self._faults.get(key) is fault else 0
+        if elsewhere is not None:
+            hits += elsewhere.hits.get((fault.name, fault.role, fault.started_at), 0)
+        return hits
 
     def describe(self, fault: ActiveFault) -> dict[str, Any]:
         """``fault`` as JSON-ready data with its injections since it was set."""
+        elsewhere = self._elsewhere() if self._elsewhere is not None else None
         with self._lock:
-            hits = self._hits.get((fault.name, fault.role), 0) if self._faults.get((fault.name, fault.role)) is fault else 0
+            hits = self._hits_of((fault.name, fault.role), fault, elsewhere)
         return fault.to_dict(self.clock(), hits)
 
     def snapshot(self) -> list[dict[str, Any]]:
         """The active faults as JSON-ready data (name, role, probability, params, times, injections)."""
         self.purge()
         now = self.clock()
+        elsewhere = self._elsewhere() if self._elsewhere is not None else None
         with self._lock:
             faults = sorted(self._faults.items())
-            return [fault.to_dict(now, self._hits[key]) for key, fault in faults]
+            return [fault.to_dict(now, self._hits_of(key, fault, elsewhere)) for key, fault in faults]
 
     def random(self) -> float:
         """A draw in [0, 1) from the injected rng, for callers (like the middleware's jitter) that share it."""

@@ -74,23 +74,36 @@ class FastFamily:
         return list(self._families(list(self.children.items())))
 
     def _families(self, items: Any) -> Any:
-        if self.kind == "counter":
-            family: Any = CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
-            for key, child in items:
-                family.add_metric(list(key), child.value)
-        elif self.kind == "gauge":
-            family = GaugeMetricFamily(self.name, self.documentation, labels=self.labelnames)
-            for key, child in items:
-                family.add_metric(list(key), child.value)
-        else:
-            family = HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
-            for key, child in items:
-                running, buckets = 0, []
-                for bound, count in zip(self.bounds + (math.inf,), child.counts, strict=True):
-                    running += count
-                    buckets.append((floatToGoString(bound), running))
-                family.add_metric(list(key), buckets, child.sum)
-        yield family
+        yield fast_family(self.kind, self.name, self.documentation, self.labelnames, self.bounds, items)
+
+    def raw(self) -> list[Any]:
+        """The series as plain data, cheap to write: ``[labels, value]``, or ``[labels, bucket counts, sum]`` for a
+        histogram (counts per bucket, not cumulative), for another process to add up (see ``worker_snapshots``)."""
+        if self.kind == "histogram":
+            return [[list(key), list(child.counts), child.sum] for key, child in list(self.children.items())]
+        return [[list(key), child.value] for key, child in list(self.children.items())]
+
+
+def fast_family(kind: str, name: str, documentation: str, labelnames: list[str], bounds: tuple[float, ...],
+                items: Any) -> Any:
+    """The Prometheus family of ``(labels, child)`` items: children with ``value``, or ``counts`` and ``sum``."""
+    if kind == "counter":
+        family: Any = CounterMetricFamily(name, documentation, labels=labelnames)
+        for key, child in items:
+            family.add_metric(list(key), child.value)
+    elif kind == "gauge":
+        family = GaugeMetricFamily(name, documentation, labels=labelnames)
+        for key, child in items:
+            family.add_metric(list(key), child.value)
+    else:
+        family = HistogramMetricFamily(name, documentation, labels=labelnames)
+        for key, child in items:
+            running, buckets = 0, []
+            for bound, count in zip(bounds + (math.inf,), child.counts, strict=True):
+                running += count
+                buckets.append((floatToGoString(bound), running))
+            family.add_metric(list(key), buckets, child.sum)
+    return family
 
 
 def exposition(registry: CollectorRegistry) -> tuple[bytes, str]:

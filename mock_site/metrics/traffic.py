@@ -102,6 +102,19 @@ class CMGServiceStats:
                 row.response_count += 1
                 row.response_size += response_bytes
 
+    def add(self, request_uri: str, request_count: int, request_size: int, response_count: int, response_size: int,
+            elapsed_seconds: float) -> None:
+        """Add another window's totals of one RequestUri (a worker process's), as they stand, to this window."""
+        with self._lock:
+            row = self._rows.get(request_uri)
+            if row is None:
+                row = self._rows[request_uri] = _UriTotals()
+            row.request_count += request_count
+            row.request_size += request_size
+            row.response_count += response_count
+            row.response_size += response_size
+            row.elapsed += elapsed_seconds
+
     def drain(self) -> list[CMGServiceLine]:
         """The lines of the window that ends now (one per RequestUri, in first-seen order); starts a new window."""
         now = self._clock()

@@ -109,3 +109,29 @@ def test_a_slow_mp_beyond_the_upstream_timeout_may_end_in_504() -> None:
     """mp_slow past the connection point's timeout is a 504 (http.504): predicted, not a finding."""
     assert _judge("http.504", windows=[FaultWindow("mp_slow", "mp", 0, 1000)]).expected
     assert not _judge("http.504").expected
+
+
+@pytest.mark.parametrize("fault", ["entra_token_expired", "entra_bad_signature", "entra_wrong_audience",
+                                   "entra_wrong_issuer", "tenant_not_onboarded"])
+def test_an_entra_fault_may_have_the_mp_reject_the_registration(fault: str) -> None:
+    """A device that fetched a new Entra token for registration during an Entra fault is rejected by the MP there
+    (registration.rejected, expected); without the fault the same rejection is unexpected."""
+    windows = [FaultWindow(fault, "entra", 150, 160)]
+    assert _judge("registration.rejected", windows=windows).expected
+    assert not _judge("registration.rejected").expected
+
+
+@pytest.mark.parametrize("fault", ["mp_slow", "mp_down", "latency"])
+def test_under_compressed_time_a_delayed_token_request_may_outlive_its_entra_token(fault: str) -> None:
+    """At 3600x an Entra token lives 1.25 s: a token request that a slow or refusing hop delays or repeats may reach
+    CCM_STS with it expired (sts.401, expected); with the real 75 minutes, the same sts.401 stays unexpected."""
+    from harness.chaos.verdicts import COMPRESSED_ENTRA_TOKEN_S
+
+    windows = [FaultWindow(fault, "mp", 150, 160)]
+    compressed = VerdictSettings(onboarded_tenants=frozenset({TENANT}), entra_token_lifetime=1.25, time_scale=3600)
+    assert judge(HEALTHY, "sts.401", life_start=100, life_end=200, windows=windows, settings=compressed).expected
+    assert not _judge("sts.401", windows=windows).expected
+    at_the_bound = VerdictSettings(onboarded_tenants=frozenset({TENANT}), entra_token_lifetime=COMPRESSED_ENTRA_TOKEN_S)
+    assert not judge(HEALTHY, "sts.401", life_start=100, life_end=200, windows=windows,
+                     settings=at_the_bound).expected
+    assert not judge(HEALTHY, "sts.401", life_start=100, life_end=200, windows=[], settings=compressed).expected

@@ -87,3 +87,13 @@ def test_the_mps_signature_and_registration_refusals_have_their_own_reasons() ->
     assert classify(STEP_POLICY_ASSIGNMENTS, Response(403, b"", reason="MP_Signature_Invalid")) == "mp.signature_invalid"
     assert classify(STEP_POLICY_ASSIGNMENTS, Response(403, b"", reason="MP_Client_Not_Registered")) == "mp.not_registered"
     assert classify(STEP_POLICY_ASSIGNMENTS, Response(403, b"", reason="CMGConnector_Forbidden")) == "cmg.403"
+
+
+def test_the_mps_refusal_of_a_registrations_entra_token_is_a_rejected_registration() -> None:
+    """403 MP_Registration_AAD_Token_Invalid at registration: registration.rejected, not the proxy-leak mp.401; the
+    same status with another reason stays cmg.403."""
+    from cmg_protocol.statuses import MP_REGISTRATION_TOKEN_INVALID
+    from harness.client.events import STEP_REGISTRATION, Response, classify
+
+    assert classify(STEP_REGISTRATION, Response(403, b"", MP_REGISTRATION_TOKEN_INVALID)) == "registration.rejected"
+    assert classify(STEP_REGISTRATION, Response(403, b"", "Forbidden")) == "cmg.403"

@@ -28,6 +28,7 @@ from cmg_protocol.statuses import (
     MP_IDENTITY_HEADER_REFUSED,
     MP_INVALID_TOKEN,
     MP_NOT_REGISTERED,
+    MP_REGISTRATION_TOKEN_INVALID,
 )
 from mock_site.cmg import CLIENT_CERT_HEADER, REQUEST_URI_HEADER
 from mock_site.testing import RunningSite, SiteClient, signing_identity_for_tests
@@ -120,12 +121,12 @@ def test_registration_carries_the_ccm_token_and_the_entra_token_beside_it(site_c
 
 
 def test_registration_with_only_a_ccm_token_is_refused_by_the_mp(site_client: SiteClient, entra: str) -> None:
-    """A CCM token alone names no Entra device to register: 401 from the MP, with the reason."""
+    """A CCM token alone names no Entra device to register: the MP rejects the registration (403, with the reason)."""
     ccm = site_client.ccm_token(entra)
     response = site_client.message("MP_ClientRegistration", messages.RegistrationRequest(
         netbios_name="X", fq_name="x", locale_id=1033, internet_flag=1, agent_version="5", signing_cert_hex="00",
         encryption_cert_hex="00", timestamp="2026-01-01T00:00:00Z").to_xml(), token=ccm)
-    assert (response.status_code, response.reason_phrase) == (401, MP_INVALID_TOKEN)
+    assert (response.status_code, response.reason_phrase) == (403, MP_REGISTRATION_TOKEN_INVALID)
     assert AAD_TOKEN_HEADER in response.text
 
 
@@ -133,7 +134,7 @@ def test_registration_with_a_forged_entra_token_beside_the_ccm_token_is_refused(
                                                                                entra: str) -> None:
     ccm = site_client.ccm_token(entra)
     response = site_client.register(entra[:-4] + "AAAA", ccm_token=ccm)
-    assert (response.status_code, response.reason_phrase) == (401, MP_INVALID_TOKEN)
+    assert (response.status_code, response.reason_phrase) == (403, MP_REGISTRATION_TOKEN_INVALID)
 
 
 # --- CCM tokens: sane time claims and an onboarded tenant, checked at the CMG ------------------------------------

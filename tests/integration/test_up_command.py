@@ -148,6 +148,8 @@ def test_a_second_up_on_a_state_dir_in_use_is_refused_naming_the_pid(tmp_path: P
     (["up", "--time-scale", "0"], "time scale must be > 0"),
     (["up", "--time-scale", "fast"], "time scale must be a number"),
     (["up", "--cmg-instances", "17"], "cmg instances must be 1..16"),
+    (["up", "--processes", "0"], "processes must be 'auto' or a whole number 1..64, got '0'"),
+    (["up", "--processes", "many"], "processes must be 'auto' or a whole number 1..64, got 'many'"),
     (["bogus"], "invalid choice"),
 ])
 def test_bad_flags_get_a_one_line_error(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:

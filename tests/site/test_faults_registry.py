@@ -345,3 +345,49 @@ def test_listener_may_read_the_registry(faults: FaultRegistry) -> None:
     faults.subscribe(lambda event: seen.append([f.name for f in faults.active()]))
     faults.set("reset")
     assert seen == [["reset"]]
+
+
+def test_a_worker_registry_follows_the_state_file_the_control_registry_publishes(tmp_path, clock: FakeClock) -> None:
+    """Set, change and clear on the control process's registry reach a worker's registry through faults.json; an
+    unchanged fault keeps the worker's injection count, and a certificate listener hears set and clear."""
+    from mock_site.faults.state_file import FaultFollower, FaultStateFile
+
+    control = FaultRegistry(clock, random.Random(1))
+    worker = FaultRegistry(clock, random.Random(2))
+    heard: list[tuple[str, str]] = []
+    worker.subscribe(lambda event: heard.append((event.action, event.fault.name)))
+    FaultStateFile(tmp_path / "faults.json").follow_from(control)
+    follower = FaultFollower(FaultStateFile(tmp_path / "faults.json"), worker)
+    assert follower.poll() and worker.active() == []
+    control.set("latency", params={"mean_ms": 50}, duration=60)
+    assert follower.poll() and not follower.poll()  # one change, one new version
+    assert worker.active() == control.active()
+    assert worker.trigger("latency", "cmg") is not None
+    control.set("http_error", duration=30)
+    assert follower.poll()
+    assert worker.describe(worker.get("latency", "cmg"))["injections"] == 1  # unchanged: its count kept
+    control.clear("latency")
+    assert follower.poll() and [fault.name for fault in worker.active()] == ["http_error"]
+    assert heard == [("set", "latency"), ("set", "http_error"), ("clear", "latency")]
+
+
+def test_injections_counted_by_workers_show_in_the_control_registry(tmp_path, clock: FakeClock) -> None:
+    """Workers' injection files add to the control registry's totals and to the active fault they were made under;
+    counts made under an earlier instance of the same fault do not follow it to the next one."""
+    from mock_site.faults.state_file import FaultFollower, FaultStateFile, injections_in, write_injections
+
+    control = FaultRegistry(clock, random.Random(1))
+    FaultStateFile(tmp_path / "faults.json").follow_from(control)
+    control.count_elsewhere(lambda: injections_in(tmp_path))
+    control.set("reset", duration=60)
+    for pid in (1, 2):
+        worker = FaultRegistry(clock, random.Random(pid))
+        FaultFollower(FaultStateFile(tmp_path / "faults.json"), worker).poll()
+        for _ in range(pid):
+            assert worker.trigger("reset", "cmg") is not None
+        write_injections(worker, tmp_path / f"injections-{pid}.json")
+    assert control.injections()["reset"] == 3
+    assert control.snapshot()[0]["injections"] == 3
+    clock.advance(1)
+    control.set("reset", duration=60)  # a new instance: the old counts stay in the totals only
+    assert control.snapshot()[0]["injections"] == 0 and control.injections()["reset"] == 3

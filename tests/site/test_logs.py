@@ -251,3 +251,36 @@ def test_site_logs_refuse_names_that_are_not_plain_log_files(tmp_path: Path, clo
     with pytest.raises(ValueError) as excinfo:
         logs.writer(name)
     assert repr(name) in str(excinfo.value)
+
+
+def _write_lines_from_a_process(path: str, worker: int, lines: int, max_bytes: int) -> None:
+    writer = LogWriter(Path(path), style="cmtrace", component="MP_Policy", clock=lambda: 1.0, max_bytes=max_bytes)
+    writer.share_between_processes()
+    for number in range(lines):
+        writer.info(f"worker {worker} line {number:05d} " + "x" * 60)
+    writer.close()
+
+
+def test_processes_sharing_a_log_roll_it_over_together_without_losing_or_tearing_lines(tmp_path: Path) -> None:
+    """Four processes append to one file across a roll-over: every line is whole and is in the log or its history, and
+    neither file grows past the roll-over size (each process rolls over by the file's size, not by what it wrote)."""
+    import multiprocessing
+
+    path = tmp_path / "MP_Policy.log"
+    max_bytes, workers, lines = 100_000, 4, 200  # ~200 bytes a line: 800 lines need one roll-over, never two
+    context = multiprocessing.get_context("fork")
+    processes = [context.Process(target=_write_lines_from_a_process, args=(str(path), w, lines, max_bytes))
+                 for w in range(workers)]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(timeout=60)
+        assert process.exitcode == 0
+    history = path.with_suffix(".lo_")
+    text = history.read_text() + path.read_text()
+    written = text.splitlines()
+    assert all(line.startswith("<![LOG[worker ") and line.endswith(">") for line in written)
+    seen = sorted(line.split("]LOG]!>")[0][len("<![LOG["):] for line in written)
+    expected = sorted(f"worker {w} line {n:05d} " + "x" * 60 for w in range(workers) for n in range(lines))
+    assert seen == expected
+    assert path.stat().st_size <= max_bytes and history.stat().st_size <= max_bytes

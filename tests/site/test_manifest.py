@@ -29,6 +29,15 @@ def test_the_cmg_identity_files_survive_write_and_read(tmp_path: Path) -> None:
     assert SiteManifest.read(manifest.write(tmp_path / MANIFEST_NAME)) == manifest
 
 
+def test_the_worker_processes_survive_write_and_read(tmp_path: Path) -> None:
+    """``up --processes`` records the worker count and PIDs; the file holds them as a number and a list."""
+    manifest = example_manifest(tmp_path, processes=2, worker_pids=(4100, 4101))
+    path = manifest.write(tmp_path / MANIFEST_NAME)
+    assert SiteManifest.read(path) == manifest
+    data = json.loads(path.read_text())
+    assert data["processes"] == 2 and data["worker_pids"] == [4100, 4101]
+
+
 def test_a_manifest_survives_write_and_read(tmp_path: Path) -> None:
     """write then read gives the same manifest; the file is owner-only (it holds the fault API token)."""
     manifest = example_manifest(tmp_path, links=(RoleUrl("crl", "http://10.0.0.1:80/pki/site.crl"),))
@@ -90,6 +99,7 @@ _DROP = object()
     ({"metrics_urls": ["http://127.0.0.1:1/metrics"]}, "field 'metrics_urls' must be an object of role: URL"),
     ({"tenants": [{"tenant_id": "x"}]}, "field 'tenants' [0] lacks 'onboarded'"),
     ({"pid": 1.5}, "field 'pid' must be a whole number"),
+    ({"worker_pids": [1, "2"]}, "field 'worker_pids' must be a list of process ids"),
     ({"schema_version": SCHEMA_VERSION + 1}, f"field 'schema_version' is {SCHEMA_VERSION + 1}, newer than"),
     ({"schema_version": "1"}, "field 'schema_version' must be a whole number"),
 ])

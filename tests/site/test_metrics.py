@@ -374,3 +374,57 @@ def test_histogram_buckets_are_cumulative_and_inclusive(metrics: SiteMetrics, re
     assert registry.get_sample_value(bucket, {**labels, "le": "+Inf"}) == 3
     assert registry.get_sample_value("cmg_request_duration_seconds_count", labels) == 3
     assert registry.get_sample_value("cmg_request_duration_seconds_sum", labels) == pytest.approx(100.011)
+
+
+def test_worker_snapshots_sum_exactly_with_the_control_registry(tmp_path) -> None:
+    """Counters and histograms of two workers' snapshots and the control process's own registry add up series by
+    series; a family only the control process may report (active faults) is left out of the workers' snapshots."""
+    from prometheus_client import generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from mock_site.metrics.worker_snapshots import AggregatedRegistry, write_snapshot
+
+    control = CollectorRegistry()
+    SiteMetrics("cmg", registry=control).observe_request("/x", "GET", 200, 10, 20, 0.01)
+    for pid, requests in ((1, 3), (2, 4)):
+        registry = CollectorRegistry()
+        metrics = SiteMetrics("cmg", registry=registry)
+        for _ in range(requests):
+            metrics.observe_request("/x", "GET", 200, 10, 20, 0.01)
+        metrics.token_issued("ccm")
+        registry.register(_ActiveFaultsStandIn())
+        write_snapshot(registry, tmp_path / f"metrics-{pid}.json")
+    text = generate_latest(AggregatedRegistry(control, tmp_path)).decode()  # type: ignore[arg-type]
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for family in text_string_to_metric_families(text) for s in family.samples}
+    assert samples[("cmg_requests_total", (("endpoint", "/x"), ("method", "GET"), ("role", "cmg"),
+                                           ("status", "200")))] == 8
+    assert samples[("cmg_request_duration_seconds_count", (("endpoint", "/x"), ("role", "cmg")))] == 8
+    assert samples[("cmg_tokens_issued_total", (("kind", "ccm"), ("role", "cmg")))] == 2
+    assert not any(name == "cmg_faults_active" for name, _ in samples)
+
+
+class _ActiveFaultsStandIn:
+    def collect(self):  # type: ignore[no-untyped-def]
+        from prometheus_client.core import GaugeMetricFamily
+
+        family = GaugeMetricFamily("cmg_faults_active", "stand-in", labels=["role", "fault"])
+        family.add_metric(["cmg", "reset"], 1.0)
+        yield family
+
+
+def test_worker_journals_merge_into_the_cmgservice_window_exactly(tmp_path) -> None:
+    """Rows two workers drained into their journals add up per RequestUri in the writer's window; a row is merged once."""
+    from mock_site.metrics.worker_snapshots import JournalReader, TrafficJournal
+
+    clock = FakeClock(100.0)
+    for pid in (1, 2):
+        worker = CMGServiceStats(clock)
+        for _ in range(pid):
+            worker.record("/CCM_STS", 100, 200, 0.002)
+        TrafficJournal(tmp_path / f"cmgservice-{pid}.jsonl").append(0, worker.drain())
+    writer = CMGServiceStats(clock)
+    reader = JournalReader(tmp_path)
+    assert reader.merge_into([writer]) == 2 and reader.merge_into([writer]) == 0
+    (line,) = writer.drain()
+    assert (line.request_uri, line.request_count, line.request_size, line.response_size) == ("/CCM_STS", 3, 300, 600)
