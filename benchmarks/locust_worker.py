@@ -10,7 +10,10 @@ the site is as fast as it gets); Locust runs pinned to core 1:
 The figure is the median Requests/s of the last half of each run (Locust's per-second stats history), next to the
 worker's CPU use. Whichever side (site or worker) is at 100 % CPU is the limit; the script says which.
 
-Usage: python benchmarks/locust_worker.py [--seconds 30] [--users 50] [--devices-per-user 20]
+With ``--profile FILE`` the protocol run is also sampled by py-spy (``pip install py-spy``) and FILE gets the
+functions that cost the most worker CPU, by own time and by time including what they call.
+
+Usage: python benchmarks/locust_worker.py [--seconds 30] [--users 50] [--devices-per-user 20] [--profile FILE]
 """
 
 from __future__ import annotations
@@ -50,10 +53,14 @@ def start_site(state: Path, time_scale: float) -> tuple[subprocess.Popen[bytes],
 
 
 def run_locust(locustfile: Path, manifest_path: Path, out: Path, seconds: int, users: int,
-               extra: list[str]) -> tuple[float, float]:
-    """(median req/s over the run's second half, the worker's CPU seconds per wall second)."""
+               extra: list[str], profile: Path | None = None) -> tuple[float, float]:
+    """(median req/s over the run's second half, the worker's CPU seconds per wall second).
+
+    With ``profile``, py-spy runs Locust as its child and writes its samples (collapsed stacks) there; the CPU figure
+    is then py-spy's and Locust's together, so a profiled run's rate is not a benchmark figure."""
     env = {**os.environ, "CMG_HARNESS_SITE": str(manifest_path)}
-    command = ["taskset", "-c", "1", sys.executable, "-m", "locust", "-f", str(locustfile), "--headless",
+    spy = ["py-spy", "record", "--format", "raw", "--rate", "200", "--nolineno", "--output", str(profile), "--"] if profile else []
+    command = ["taskset", "-c", "1", *spy, sys.executable, "-m", "locust", "-f", str(locustfile), "--headless",
                "-u", str(users), "-r", str(users), "-t", f"{seconds}s", "--csv", str(out), "--csv-full-history",
                "--only-summary", "--stop-timeout", "5", *extra]
     started = time.monotonic()
@@ -74,6 +81,30 @@ def run_locust(locustfile: Path, manifest_path: Path, out: Path, seconds: int, u
     return statistics.median(second_half), (cpu_mid or 0.0) / wall
 
 
+def profile_summary(raw: Path, top: int = 40) -> str:
+    """The functions of py-spy's collapsed stacks that cost the most samples: own time, and time with their callees."""
+    own: dict[str, int] = {}
+    inclusive: dict[str, int] = {}
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        total += count
+        frames = [frame.split(" (", 1)[0] + " (" + frame.rsplit("/", 1)[-1] if " (" in frame else frame
+                  for frame in stack.split(";")]
+        own[frames[-1]] = own.get(frames[-1], 0) + count
+        for frame in set(frames):
+            inclusive[frame] = inclusive.get(frame, 0) + count
+    lines = [f"{total:,} samples"]
+    for title, table in (("own time", own), ("with callees", inclusive)):
+        lines.append(f"\n{title}:")
+        for frame, count in sorted(table.items(), key=lambda item: -item[1])[:top]:
+            lines.append(f"  {count / max(total, 1):6.1%}  {frame}")
+    return "\n".join(lines) + "\n"
+
+
 def _cpu_seconds(pid: int) -> float | None:
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -89,7 +120,11 @@ def main() -> None:
     parser.add_argument("--devices-per-user", type=int, default=20)
     parser.add_argument("--time-scale", type=float, default=3600.0,
                         help="site time scale for the protocol run (3600: policy every 1 s, CCM token 8 s)")
+    parser.add_argument("--profile", type=Path, default=None,
+                        help="also run the protocol side once more under py-spy and write its costliest functions here")
     args = parser.parse_args()
+    if args.profile is not None and shutil.which("py-spy") is None:
+        parser.error("--profile needs py-spy on PATH (pip install py-spy)")
     work = Path(tempfile.mkdtemp(prefix="bench-locust-"))
     site, manifest = start_site(work / "site", args.time_scale)
     try:
@@ -100,6 +135,12 @@ def main() -> None:
                                             args.seconds, args.users,
                                             ["--site", str(manifest_path), "--devices-per-user",
                                              str(args.devices_per_user)])
+        if args.profile is not None:
+            raw = work / "profile.raw"
+            run_locust(ROOT / "locustfiles" / "lifecycle.py", manifest_path, work / "profiled", args.seconds,
+                       args.users, ["--site", str(manifest_path), "--devices-per-user", str(args.devices_per_user)],
+                       profile=raw)
+            args.profile.write_text(profile_summary(raw))
     finally:
         site.send_signal(signal.SIGTERM)
         site.wait(30)
