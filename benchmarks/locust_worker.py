@@ -13,7 +13,11 @@ worker's CPU use. Whichever side (site or worker) is at 100 % CPU is the limit; 
 With ``--profile FILE`` the protocol run is also sampled by py-spy (``pip install py-spy``) and FILE gets the
 functions that cost the most worker CPU, by own time and by time including what they call.
 
+With ``--before DIR`` (a checkout of an earlier commit) the protocol side also runs from DIR's code against the same
+site, alternating with this tree's for ``--rounds`` rounds: a before/after pair measured side by side, medians printed.
+
 Usage: python benchmarks/locust_worker.py [--seconds 30] [--users 50] [--devices-per-user 20] [--profile FILE]
+                                          [--before DIR] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -53,18 +57,18 @@ def start_site(state: Path, time_scale: float) -> tuple[subprocess.Popen[bytes],
 
 
 def run_locust(locustfile: Path, manifest_path: Path, out: Path, seconds: int, users: int,
-               extra: list[str], profile: Path | None = None) -> tuple[float, float]:
+               extra: list[str], profile: Path | None = None, tree: Path = ROOT) -> tuple[float, float]:
     """(median req/s over the run's second half, the worker's CPU seconds per wall second).
 
     With ``profile``, py-spy runs Locust as its child and writes its samples (collapsed stacks) there; the CPU figure
     is then py-spy's and Locust's together, so a profiled run's rate is not a benchmark figure."""
-    env = {**os.environ, "CMG_HARNESS_SITE": str(manifest_path)}
+    env = {**os.environ, "CMG_HARNESS_SITE": str(manifest_path), "PYTHONPATH": str(tree)}
     spy = ["py-spy", "record", "--format", "raw", "--rate", "200", "--nolineno", "--output", str(profile), "--"] if profile else []
     command = ["taskset", "-c", "1", *spy, sys.executable, "-m", "locust", "-f", str(locustfile), "--headless",
                "-u", str(users), "-r", str(users), "-t", f"{seconds}s", "--csv", str(out), "--csv-full-history",
                "--only-summary", "--stop-timeout", "5", *extra]
     started = time.monotonic()
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(command, env=env, cwd=tree, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     cpu_before = _cpu_seconds(process.pid)
     cpu_mid = cpu_before
     while process.poll() is None:
@@ -122,41 +126,62 @@ def main() -> None:
                         help="site time scale for the protocol run (3600: policy every 1 s, CCM token 8 s)")
     parser.add_argument("--profile", type=Path, default=None,
                         help="also run the protocol side once more under py-spy and write its costliest functions here")
+    parser.add_argument("--before", type=Path, default=None,
+                        help="a checkout of an earlier commit: its protocol side runs too, alternating with this one")
+    parser.add_argument("--rounds", type=int, default=1, help="rounds of every side (medians are printed)")
     args = parser.parse_args()
     if args.profile is not None and shutil.which("py-spy") is None:
         parser.error("--profile needs py-spy on PATH (pip install py-spy)")
+    if args.before is not None and not (args.before / "locustfiles" / "lifecycle.py").is_file():
+        parser.error(f"--before {args.before} is not a checkout of this project (no locustfiles/lifecycle.py)")
+    if not 1 <= args.rounds <= 20:
+        parser.error(f"--rounds must be 1..20, got {args.rounds}")
     work = Path(tempfile.mkdtemp(prefix="bench-locust-"))
     site, manifest = start_site(work / "site", args.time_scale)
+    sides = {"trivial": (ROOT, ROOT / "benchmarks" / "locustfiles" / "trivial.py", False),
+             "protocol": (ROOT, ROOT / "locustfiles" / "lifecycle.py", True)}
+    if args.before is not None:
+        sides["before"] = (args.before.resolve(), args.before.resolve() / "locustfiles" / "lifecycle.py", True)
+    results: dict[str, list[tuple[float, float]]] = {name: [] for name in sides}
     try:
         manifest_path = work / "site" / "site.json"
-        trivial, trivial_cpu = run_locust(ROOT / "benchmarks" / "locustfiles" / "trivial.py", manifest_path,
-                                          work / "trivial", args.seconds, args.users, [])
-        protocol, protocol_cpu = run_locust(ROOT / "locustfiles" / "lifecycle.py", manifest_path, work / "protocol",
-                                            args.seconds, args.users,
-                                            ["--site", str(manifest_path), "--devices-per-user",
-                                             str(args.devices_per_user)])
+        protocol_extra = ["--site", str(manifest_path), "--devices-per-user", str(args.devices_per_user)]
+        for round_number in range(args.rounds):
+            for name, (tree, locustfile, protocol) in sides.items():
+                results[name].append(run_locust(locustfile, manifest_path, work / f"{name}{round_number}",
+                                                args.seconds, args.users, protocol_extra if protocol else [],
+                                                tree=tree))
         if args.profile is not None:
             raw = work / "profile.raw"
             run_locust(ROOT / "locustfiles" / "lifecycle.py", manifest_path, work / "profiled", args.seconds,
-                       args.users, ["--site", str(manifest_path), "--devices-per-user", str(args.devices_per_user)],
-                       profile=raw)
+                       args.users, protocol_extra, profile=raw)
             args.profile.write_text(profile_summary(raw))
     finally:
         site.send_signal(signal.SIGTERM)
         site.wait(30)
         shutil.rmtree(work, ignore_errors=True)
     devices = args.users * args.devices_per_user
-    print(f"trivial  FastHttpUser, AADAuthInfo, {args.users} users           {trivial:8,.0f} req/s   "
-          f"worker CPU {trivial_cpu:4.0%}")
-    print(f"protocol lifecycle, {devices:,} devices (time scale {args.time_scale:g})   {protocol:8,.0f} req/s   "
-          f"worker CPU {protocol_cpu:4.0%}")
-    print(f"protocol-faithful rate is {protocol / trivial:.0%} of the trivial rate "
+    labels = {"trivial": f"trivial  FastHttpUser, AADAuthInfo, {args.users} users",
+              "protocol": f"protocol lifecycle, {devices:,} devices (time scale {args.time_scale:g})",
+              "before": f"before   lifecycle from {args.before}"}
+    rates: dict[str, float] = {}
+    per_core: dict[str, float] = {}
+    for name, runs in results.items():
+        rates[name] = statistics.median(rate for rate, _ in runs)
+        cpu = statistics.median(used for _, used in runs)
+        # Per worker CPU second: what one fully busy worker core would send, when the site rather than the worker
+        # limits (the median of the rounds' own ratios).
+        per_core[name] = statistics.median(rate / max(used, 1e-9) for rate, used in runs)
+        rounds = ", ".join(f"{rate:,.0f}/{used:.0%}" for rate, used in runs)
+        print(f"{labels[name]:<62} {rates[name]:8,.0f} req/s   worker CPU {cpu:4.0%}   (rounds: {rounds})")
+    protocol_cpu = statistics.median(used for _, used in results["protocol"])
+    print(f"protocol-faithful rate is {rates['protocol'] / rates['trivial']:.0%} of the trivial rate "
           f"({'worker-bound' if protocol_cpu > 0.9 else 'site- or schedule-bound: the worker had CPU to spare'})")
-    # Per worker CPU second: what one fully busy worker core would send, when the site rather than the worker limits.
-    per_core_trivial = trivial / max(trivial_cpu, 1e-9)
-    per_core_protocol = protocol / max(protocol_cpu, 1e-9)
-    print(f"per worker core (req/s per CPU second): trivial {per_core_trivial:,.0f}, protocol {per_core_protocol:,.0f} "
-          f"= {per_core_protocol / per_core_trivial:.0%}")
+    line = (f"per worker core (req/s per CPU second): trivial {per_core['trivial']:,.0f}, "
+            f"protocol {per_core['protocol']:,.0f} = {per_core['protocol'] / per_core['trivial']:.0%}")
+    if "before" in per_core:
+        line += f"; before {per_core['before']:,.0f} = {per_core['before'] / per_core['trivial']:.0%}"
+    print(line)
 
 
 if __name__ == "__main__":
