@@ -63,7 +63,9 @@ def run_locust(locustfile: Path, manifest_path: Path, out: Path, seconds: int, u
     With ``profile``, py-spy runs Locust as its child and writes its samples (collapsed stacks) there; the CPU figure
     is then py-spy's and Locust's together, so a profiled run's rate is not a benchmark figure."""
     env = {**os.environ, "CMG_HARNESS_SITE": str(manifest_path), "PYTHONPATH": str(tree)}
-    spy = ["py-spy", "record", "--format", "raw", "--rate", "200", "--nolineno", "--output", str(profile), "--"] if profile else []
+    spy = ["py-spy", "record", "--format", "raw", "--rate", "200", "--nolineno", "--output", str(profile), "--"]
+    if profile is None:
+        spy = []
     command = ["taskset", "-c", "1", *spy, sys.executable, "-m", "locust", "-f", str(locustfile), "--headless",
                "-u", str(users), "-r", str(users), "-t", f"{seconds}s", "--csv", str(out), "--csv-full-history",
                "--only-summary", "--stop-timeout", "5", *extra]

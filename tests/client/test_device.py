@@ -166,7 +166,8 @@ def test_a_byte_identical_body_reuses_its_clientauth_hook() -> None:
     """A device's policy request body is the same every poll: its hook is remembered, not signed again."""
     identity = SmsSigningIdentity.shared()
     first = identity.clientauth("GUID:11111111-2222-3333-4444-555555555555", b"body part as sent", "PC-1")
-    again = identity.clientauth("GUID:11111111-2222-3333-4444-555555555555", bytes(b"body part as sent"), "PC-1")
+    same_bytes = b"".join([b"body part ", b"as sent"])  # equal to the first body, not the same object
+    again = identity.clientauth("GUID:11111111-2222-3333-4444-555555555555", same_bytes, "PC-1")
     assert again is first
 
 
