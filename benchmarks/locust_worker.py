@@ -8,7 +8,9 @@ the site is as fast as it gets); Locust runs pinned to core 1:
   scale that makes every device due almost all the time, so the worker, not the schedule, sets the pace.
 
 The figure is the median Requests/s of the last half of each run (Locust's per-second stats history), next to the
-worker's CPU use. Whichever side (site or worker) is at 100 % CPU is the limit; the script says which.
+worker's CPU use over that same half. Whichever side (site or worker) is at 100 % CPU is the limit; the script says
+which. On a shared or site-bound machine the comparable figure is requests per worker CPU second ("at equal CPU"),
+printed over that window and over the worker's whole life (start-up, imports and every device's install included).
 
 With ``--profile FILE`` the protocol run is also sampled by py-spy (``pip install py-spy``) and FILE gets the
 functions that cost the most worker CPU, by own time and by time including what they call.
