@@ -372,7 +372,31 @@ def decode_message(
     header, offset, length = _parse_header_fast(header_text) or _parse_header_xml(header_text)
 
     payload = _split_part(data[body_start:body_end], BODY_PART_TYPE, "body")
-    if header.compressed:
+    if len(payload) > MAX_CACHED_BODY_PART:
+        body_xml = _decode_body(payload, header.compressed, offset, length, max_body_bytes)
+        return Message(header=header, body_xml=body_xml, payload=payload)
+    key = (payload, header.compressed, offset, length, max_body_bytes)
+    body_xml = _DECODED_BODIES.get(key)
+    if body_xml is None:
+        body_xml = _decode_body(payload, header.compressed, offset, length, max_body_bytes)
+        if len(_DECODED_BODIES) >= DECODED_BODY_CACHE_SIZE:
+            _DECODED_BODIES.clear()
+        _DECODED_BODIES[key] = body_xml
+    return Message(header=header, body_xml=body_xml, payload=payload)
+
+
+#: Body text by the body part it was read from (and how the header framed it): every device polling a site gets the
+#: same policy assignments reply body, so it is inflated and decoded once rather than once per poll. Only bodies that
+#: decoded are kept (a bad one is refused every time); bounded (emptied when full).
+_DECODED_BODIES: dict[tuple[bytes, bool, int, int, int], str] = {}
+DECODED_BODY_CACHE_SIZE = 1024
+#: Larger body parts are decoded every time (the cache's memory stays a few MB at most).
+MAX_CACHED_BODY_PART = 16 * 1024
+
+
+def _decode_body(payload: bytes, compressed: bool, offset: int, length: int, max_body_bytes: int) -> str:
+    """The body text of a message's body part, framed by the header's Offset and Length; EnvelopeError when not."""
+    if compressed:
         raw = _inflate(payload, max_body_bytes)
     elif len(payload) > max_body_bytes:
         raise EnvelopeError(f"body of {len(payload)} bytes exceeds the limit of {max_body_bytes} bytes")
@@ -389,10 +413,9 @@ def decode_message(
     if raw.endswith(b"\x00\x00"):
         raw = raw[:-2]
     try:
-        body_xml = raw.decode("utf-16-le")
+        return raw.decode("utf-16-le")
     except UnicodeDecodeError as exc:
         raise EnvelopeError(f"body is not valid UTF-16LE: {exc.reason} at byte {exc.start}") from None
-    return Message(header=header, body_xml=body_xml, payload=payload)
 
 
 # --- the clientauth hook's signatures ------------------------------------------------------------------------------

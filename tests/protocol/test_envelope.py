@@ -402,3 +402,23 @@ def test_a_repeated_clientauth_hook_is_written_once_and_a_changed_one_afresh() -
     lists = [["AuthSenderMachine", "PC-<1>"]]  # unhashable: written without the cache, escaped all the same
     assert env._clientauth_xml(lists) == '<Hook2 Name="clientauth"><Property Name="AuthSenderMachine">PC-&lt;1&gt;' \
                                          '</Property></Hook2>'  # type: ignore[arg-type]
+
+
+def test_a_repeated_body_part_is_decoded_once_and_a_changed_one_afresh() -> None:
+    """Byte-identical body parts give the very same body text (decoded once); another body, or the same body part
+    framed otherwise by its header, is decoded (and checked) again."""
+    from dataclasses import replace
+
+    from cmg_protocol import envelope as env
+
+    env._DECODED_BODIES.clear()
+    header = MessageHeader(target_endpoint="MP_PolicyManager", source_host="PC-1")
+    first = decode_message(CONTENT_TYPE, encode_message(header, BODY))
+    again = decode_message(CONTENT_TYPE, encode_message(replace(header, message_id="{other}"), BODY))
+    assert again.body_xml is first.body_xml and again.body_xml == BODY
+    other = decode_message(CONTENT_TYPE, encode_message(header, BODY.replace("1.00", "2.00")))
+    assert other.body_xml == BODY.replace("1.00", "2.00")
+    data = encode_message(header, BODY)
+    odd = data.replace(b"L\x00e\x00n\x00g\x00t\x00h\x00=\x00\"\x00", b"L\x00e\x00n\x00g\x00t\x00h\x00=\x00\"\x001\x00", 1)
+    with pytest.raises(EnvelopeError):
+        decode_message(CONTENT_TYPE, odd)  # the same body part, now announced far longer: refused, not remembered
