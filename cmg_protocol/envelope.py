@@ -93,29 +93,10 @@ _CLOSE = b"\r\n--" + _B + b"--\r\n"
 _ZLIB_HOOK_XML = f'<Hook3 Name="{ZLIB_HOOK}"/>'
 
 
-#: The clientauth hook's XML by its properties: a client sends the same hook with every poll (the same signatures over
-#: the same body), and escaping two 512-character signatures again costs more than the rest of the header. Bounded.
-_CLIENTAUTH_XML: dict[tuple[tuple[str, str], ...], str] = {}
-CLIENTAUTH_XML_CACHE_SIZE = 4096
-
-
-def _build_clientauth_xml(properties: Sequence[tuple[str, str]]) -> str:
+def _clientauth_xml(properties: Sequence[tuple[str, str]]) -> str:
     props = "".join(f'<Property Name="{escape_attr(name)}">{escape_text(value)}</Property>'
                     for name, value in properties)
     return f'<Hook2 Name="{CLIENTAUTH_HOOK}">{props}</Hook2>'
-
-
-def _clientauth_xml(properties: tuple[tuple[str, str], ...]) -> str:
-    try:
-        xml = _CLIENTAUTH_XML.get(properties)
-    except TypeError:  # a caller's lists rather than tuples: nothing to key a cache by
-        return _build_clientauth_xml(properties)
-    if xml is None:
-        xml = _build_clientauth_xml(properties)
-        if len(_CLIENTAUTH_XML) >= CLIENTAUTH_XML_CACHE_SIZE:
-            _CLIENTAUTH_XML.clear()
-        _CLIENTAUTH_XML[properties] = xml
-    return xml
 
 
 def _hooks_xml(header: MessageHeader) -> str:

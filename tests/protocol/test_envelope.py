@@ -386,24 +386,6 @@ def test_hostile_header_values_fail_in_linear_time(value: str) -> None:
     assert time.perf_counter() - started < 0.5
 
 
-def test_a_repeated_clientauth_hook_is_written_once_and_a_changed_one_afresh() -> None:
-    """The hook XML of the same properties is remembered (the same string object); other properties get their own,
-    and what is sent always decodes to the properties of that message."""
-    from cmg_protocol import envelope as env
-
-    env._CLIENTAUTH_XML.clear()
-    first = (("AuthSenderMachine", "PC-1"), ("PayloadSignature", "AB" * 256))
-    changed = (("AuthSenderMachine", "PC-1"), ("PayloadSignature", "CD" * 256))
-    assert env._clientauth_xml(first) is env._clientauth_xml(tuple(first))
-    for props in (first, changed, first):
-        header = MessageHeader(target_endpoint="MP_PolicyManager", source_host="PC-1", client_auth=props)
-        message = decode_message(CONTENT_TYPE, encode_message(header, BODY))
-        assert message.header.client_auth == props
-    lists = [["AuthSenderMachine", "PC-<1>"]]  # unhashable: written without the cache, escaped all the same
-    assert env._clientauth_xml(lists) == '<Hook2 Name="clientauth"><Property Name="AuthSenderMachine">PC-&lt;1&gt;' \
-                                         '</Property></Hook2>'  # type: ignore[arg-type]
-
-
 def test_a_repeated_body_part_is_decoded_once_and_a_changed_one_afresh() -> None:
     """Byte-identical body parts give the very same body text (decoded once); another body, or the same body part
     framed otherwise by its header, is decoded (and checked) again."""
