@@ -34,8 +34,11 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from harness.client.stages import LIFECYCLE_REQUEST_TYPE
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -58,10 +61,28 @@ def start_site(state: Path, time_scale: float) -> tuple[subprocess.Popen[bytes],
     raise SystemExit("the site did not start within 60 s")
 
 
+@dataclass(frozen=True)
+class Run:
+    """One Locust run's figures over the second half of its stats history."""
+
+    #: Locust's median Requests/s (every entry, the protocol side's lifecycle stage rows among them).
+    rate: float
+    #: Worker CPU seconds per wall second over the whole process life, start-up and installs included.
+    cpu_life: float
+    #: Worker CPU seconds per wall second over the second half.
+    cpu_window: float
+    #: HTTP requests per second over the second half, counted from Locust's totals (stage rows left out).
+    http_rate: float
+
+    @property
+    def http_per_cpu_second(self) -> float:
+        """HTTP requests per worker CPU second over the second half: the figure "at equal CPU"."""
+        return self.http_rate / max(self.cpu_window, 1e-9)
+
+
 def run_locust(locustfile: Path, manifest_path: Path, out: Path, seconds: int, users: int,
-               extra: list[str], profile: Path | None = None, tree: Path = ROOT) -> tuple[float, float, float]:
-    """(median req/s over the run's second half, the worker's CPU seconds per wall second over the whole process
-    life, and over that second half alone).
+               extra: list[str], profile: Path | None = None, tree: Path = ROOT) -> Run:
+    """The run's figures (:class:`Run`) over the second half of its Locust stats history.
 
     The second-half CPU is what the rate costs: the whole-life figure also holds Locust's start-up (imports) and, on
     the protocol side, every device's install and registration (RSA signatures) in the first seconds, which a short
@@ -91,13 +112,20 @@ def run_locust(locustfile: Path, manifest_path: Path, out: Path, seconds: int, u
         raise SystemExit(f"locust ({locustfile.name}) did not end within {seconds + 120} s")
     wall = time.monotonic() - started
     history = []
+    http_counts: dict[float, int] = {}  # HTTP requests so far (lifecycle stage rows left out) by history timestamp
     with open(f"{out}_stats_history.csv") as rows:
         for row in csv.DictReader(rows):
-            if row["Name"] == "Aggregated" and float(row["Timestamp"]) > 0:
-                history.append((float(row["Timestamp"]), float(row["Requests/s"])))
+            stamp = float(row["Timestamp"])
+            if row["Name"] == "Aggregated":
+                if stamp > 0:
+                    history.append((stamp, float(row["Requests/s"])))
+            elif row["Type"] != LIFECYCLE_REQUEST_TYPE:
+                http_counts[stamp] = http_counts.get(stamp, 0) + int(row["Total Request Count"])
     second_half = history[len(history) // 2:] or history
-    return (statistics.median(rate for _, rate in second_half), (cpu_mid or 0.0) / wall,
-            _cpu_share(samples, second_half[0][0], second_half[-1][0]))
+    start, end = second_half[0][0], second_half[-1][0]
+    cpu_window = _cpu_share(samples, start, end)
+    http = (http_counts.get(end, 0) - http_counts.get(start, 0)) / max(end - start, 1e-9)
+    return Run(statistics.median(rate for _, rate in second_half), (cpu_mid or 0.0) / wall, cpu_window, http)
 
 
 def _cpu_share(samples: list[tuple[float, float]], start: float, end: float) -> float:
@@ -166,7 +194,7 @@ def main() -> None:
              "protocol": (ROOT, ROOT / "locustfiles" / "lifecycle.py", True)}
     if args.before is not None:
         sides["before"] = (args.before.resolve(), args.before.resolve() / "locustfiles" / "lifecycle.py", True)
-    results: dict[str, list[tuple[float, float, float]]] = {name: [] for name in sides}
+    results: dict[str, list[Run]] = {name: [] for name in sides}
     try:
         manifest_path = work / "site" / "site.json"
         protocol_extra = ["--site", str(manifest_path), "--devices-per-user", str(args.devices_per_user)]
@@ -192,21 +220,25 @@ def main() -> None:
     per_core: dict[str, float] = {}
     per_core_life: dict[str, float] = {}
     for name, runs in results.items():
-        rates[name] = statistics.median(rate for rate, _, _ in runs)
-        cpu = statistics.median(used for _, _, used in runs)
+        rates[name] = statistics.median(run.rate for run in runs)
+        cpu = statistics.median(run.cpu_window for run in runs)
+        http = statistics.median(run.http_rate for run in runs)
         # Per worker CPU second: what one fully busy worker core would send, when the site rather than the worker
-        # limits (the median of the rounds' own ratios). "window": the CPU of the same second half the rate is
-        # taken over; "life": the CPU of the whole process life (start-up and installs included), as first measured.
-        per_core[name] = statistics.median(rate / max(used, 1e-9) for rate, _, used in runs)
-        per_core_life[name] = statistics.median(rate / max(used, 1e-9) for rate, used, _ in runs)
-        rounds = ", ".join(f"{rate:,.0f}/{used:.0%}" for rate, _, used in runs)
-        print(f"{labels[name]:<62} {rates[name]:8,.0f} req/s   worker CPU {cpu:4.0%}   (rounds: {rounds})")
-    protocol_cpu = statistics.median(used for _, _, used in results["protocol"])
+        # limits (the median of the rounds' own ratios). The main figure counts HTTP requests and the CPU of the same
+        # second half; "life" is the first form of this benchmark: Locust's Requests/s (stage rows included) over the
+        # CPU of the whole process life.
+        per_core[name] = statistics.median(run.http_per_cpu_second for run in runs)
+        per_core_life[name] = statistics.median(run.rate / max(run.cpu_life, 1e-9) for run in runs)
+        rounds = ", ".join(f"{run.http_per_cpu_second:,.0f}" for run in runs)
+        print(f"{labels[name]:<62} {rates[name]:8,.0f} req/s ({http:,.0f} HTTP)   worker CPU {cpu:4.0%}   "
+              f"HTTP req per CPU s, rounds: {rounds}")
+    protocol_cpu = statistics.median(run.cpu_window for run in results["protocol"])
     print(f"protocol-faithful rate is {rates['protocol'] / rates['trivial']:.0%} of the trivial rate "
           f"({'worker-bound' if protocol_cpu > 0.9 else 'site- or schedule-bound: the worker had CPU to spare'})")
-    for title, table in (("window", per_core), ("life", per_core_life)):
-        line = (f"per worker core, CPU over the {title:<6} (req/s per CPU second): trivial {table['trivial']:,.0f}, "
-                f"protocol {table['protocol']:,.0f} = {table['protocol'] / table['trivial']:.0%}")
+    for title, table in (("HTTP requests per worker CPU second, second half", per_core),
+                         ("life: Locust req/s per CPU second of the whole life", per_core_life)):
+        line = (f"{title}: trivial {table['trivial']:,.0f}, protocol {table['protocol']:,.0f} "
+                f"= {table['protocol'] / table['trivial']:.0%}")
         if "before" in table:
             line += f"; before {table['before']:,.0f} = {table['before'] / table['trivial']:.0%}"
         print(line)
