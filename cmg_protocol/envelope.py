@@ -143,7 +143,7 @@ def body_bytes(body_xml: str) -> bytes:
         raise EnvelopeError(f"body text cannot be encoded as UTF-16: {exc.reason} at {exc.start}") from None
 
 
-@functools.lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=2048)
 def _encoded_body(body_xml: str, compressed: bool) -> tuple[int, bytes]:
     # A site sends the same reply body to many clients (every poll gets the same assignments), and a client sends the
     # same request body every cycle: remembering the last few encodings saves the UTF-16 encode and the deflate. Sized

@@ -102,7 +102,7 @@ def bucket_us(value_us: int) -> int:
 #: Bucket of each value recently recorded: pure-Python hdrh takes several calls to find one, and a run's latencies
 #: repeat the same few thousand microsecond values. Bounded (emptied when full); a bucket never depends on the book.
 _BUCKET_MEMO: dict[int, int] = {}
-BUCKET_MEMO_SIZE = 65536
+BUCKET_MEMO_SIZE = 16384  # about 1.6 MB when full
 
 
 def _memo_bucket_us(value_us: int) -> int:
