@@ -143,13 +143,24 @@ def body_bytes(body_xml: str) -> bytes:
         raise EnvelopeError(f"body text cannot be encoded as UTF-16: {exc.reason} at {exc.start}") from None
 
 
-@functools.lru_cache(maxsize=2048)
-def _encoded_body(body_xml: str, compressed: bool) -> tuple[int, bytes]:
-    # A site sends the same reply body to many clients (every poll gets the same assignments), and a client sends the
-    # same request body every cycle: remembering the last few encodings saves the UTF-16 encode and the deflate. Sized
-    # for a Locust process's devices each sending its own policy request body (a few hundred bytes an entry).
+def _encode_body(body_xml: str, compressed: bool) -> tuple[int, bytes]:
     raw = body_bytes(body_xml)
     return len(raw), _compress(raw) if compressed else raw
+
+
+# A site sends the same reply body to many clients (every poll gets the same assignments), and a client sends the same
+# request body every cycle: remembering encodings saves the UTF-16 encode and the deflate. Small bodies (a device's
+# policy request, a few hundred characters) get room for every device of a busy Locust process; larger ones (replies,
+# registrations that never repeat) the last few, so the caches hold a few MB at most.
+_encode_small = functools.lru_cache(maxsize=2048)(_encode_body)
+_encode_large = functools.lru_cache(maxsize=256)(_encode_body)
+SMALL_BODY_CHARS = 1024
+
+
+def _encoded_body(body_xml: str, compressed: bool) -> tuple[int, bytes]:
+    if len(body_xml) <= SMALL_BODY_CHARS:
+        return _encode_small(body_xml, compressed)
+    return _encode_large(body_xml, compressed)
 
 
 def encoded_body(body_xml: str, compressed: bool) -> tuple[int, bytes]:
@@ -354,23 +365,23 @@ def decode_message(
 
     payload = _split_part(data[body_start:body_end], BODY_PART_TYPE, "body")
     if len(payload) > MAX_CACHED_BODY_PART:
-        body_xml = _decode_body(payload, header.compressed, offset, length, max_body_bytes)
-        return Message(header=header, body_xml=body_xml, payload=payload)
+        return Message(header=header, payload=payload,
+                       body_xml=_decode_body(payload, header.compressed, offset, length, max_body_bytes))
     key = (payload, header.compressed, offset, length, max_body_bytes)
-    body_xml = _DECODED_BODIES.get(key)
-    if body_xml is None:
-        body_xml = _decode_body(payload, header.compressed, offset, length, max_body_bytes)
+    cached = _DECODED_BODIES.get(key)
+    if cached is None:
+        cached = _decode_body(payload, header.compressed, offset, length, max_body_bytes)
         if len(_DECODED_BODIES) >= DECODED_BODY_CACHE_SIZE:
             _DECODED_BODIES.clear()
-        _DECODED_BODIES[key] = body_xml
-    return Message(header=header, body_xml=body_xml, payload=payload)
+        _DECODED_BODIES[key] = cached
+    return Message(header=header, body_xml=cached, payload=payload)
 
 
 #: Body text by the body part it was read from (and how the header framed it): every device polling a site gets the
 #: same policy assignments reply body, so it is inflated and decoded once rather than once per poll. Only bodies that
 #: decoded are kept (a bad one is refused every time); bounded (emptied when full).
 _DECODED_BODIES: dict[tuple[bytes, bool, int, int, int], str] = {}
-DECODED_BODY_CACHE_SIZE = 1024
+DECODED_BODY_CACHE_SIZE = 256
 #: Larger body parts are decoded every time (the cache's memory stays a few MB at most).
 MAX_CACHED_BODY_PART = 16 * 1024
 
