@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import re
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidSignature
@@ -92,13 +93,16 @@ _CLOSE = b"\r\n--" + _B + b"--\r\n"
 _ZLIB_HOOK_XML = f'<Hook3 Name="{ZLIB_HOOK}"/>'
 
 
+def _clientauth_xml(properties: Sequence[tuple[str, str]]) -> str:
+    props = "".join(f'<Property Name="{escape_attr(name)}">{escape_text(value)}</Property>'
+                    for name, value in properties)
+    return f'<Hook2 Name="{CLIENTAUTH_HOOK}">{props}</Hook2>'
+
+
 def _hooks_xml(header: MessageHeader) -> str:
     hooks = ""
     if header.client_auth:
-        props = "".join(
-            f'<Property Name="{escape_attr(name)}">{escape_text(value)}</Property>' for name, value in header.client_auth
-        )
-        hooks += f'<Hook2 Name="{CLIENTAUTH_HOOK}">{props}</Hook2>'
+        hooks += _clientauth_xml(header.client_auth)
     if header.compressed:
         hooks += _ZLIB_HOOK_XML
     return hooks
@@ -139,12 +143,24 @@ def body_bytes(body_xml: str) -> bytes:
         raise EnvelopeError(f"body text cannot be encoded as UTF-16: {exc.reason} at {exc.start}") from None
 
 
-@functools.lru_cache(maxsize=256)
-def _encoded_body(body_xml: str, compressed: bool) -> tuple[int, bytes]:
-    # A site sends the same reply body to many clients (every poll gets the same assignments), and a client sends the
-    # same request body every cycle: remembering the last few encodings saves the UTF-16 encode and the deflate.
+def _encode_body(body_xml: str, compressed: bool) -> tuple[int, bytes]:
     raw = body_bytes(body_xml)
     return len(raw), _compress(raw) if compressed else raw
+
+
+# A site sends the same reply body to many clients (every poll gets the same assignments), and a client sends the same
+# request body every cycle: remembering encodings saves the UTF-16 encode and the deflate. Small bodies (a device's
+# policy request, a few hundred characters) get room for every device of a busy Locust process; larger ones (replies,
+# registrations that never repeat) the last few, so the caches hold a few MB at most.
+_encode_small = functools.lru_cache(maxsize=2048)(_encode_body)
+_encode_large = functools.lru_cache(maxsize=256)(_encode_body)
+SMALL_BODY_CHARS = 1024
+
+
+def _encoded_body(body_xml: str, compressed: bool) -> tuple[int, bytes]:
+    if len(body_xml) <= SMALL_BODY_CHARS:
+        return _encode_small(body_xml, compressed)
+    return _encode_large(body_xml, compressed)
 
 
 def encoded_body(body_xml: str, compressed: bool) -> tuple[int, bytes]:
@@ -348,7 +364,31 @@ def decode_message(
     header, offset, length = _parse_header_fast(header_text) or _parse_header_xml(header_text)
 
     payload = _split_part(data[body_start:body_end], BODY_PART_TYPE, "body")
-    if header.compressed:
+    if len(payload) > MAX_CACHED_BODY_PART:
+        return Message(header=header, payload=payload,
+                       body_xml=_decode_body(payload, header.compressed, offset, length, max_body_bytes))
+    key = (payload, header.compressed, offset, length, max_body_bytes)
+    cached = _DECODED_BODIES.get(key)
+    if cached is None:
+        cached = _decode_body(payload, header.compressed, offset, length, max_body_bytes)
+        if len(_DECODED_BODIES) >= DECODED_BODY_CACHE_SIZE:
+            _DECODED_BODIES.clear()
+        _DECODED_BODIES[key] = cached
+    return Message(header=header, body_xml=cached, payload=payload)
+
+
+#: Body text by the body part it was read from (and how the header framed it): every device polling a site gets the
+#: same policy assignments reply body, so it is inflated and decoded once rather than once per poll. Only bodies that
+#: decoded are kept (a bad one is refused every time); bounded (emptied when full).
+_DECODED_BODIES: dict[tuple[bytes, bool, int, int, int], str] = {}
+DECODED_BODY_CACHE_SIZE = 256
+#: Larger body parts are decoded every time (the cache's memory stays a few MB at most).
+MAX_CACHED_BODY_PART = 16 * 1024
+
+
+def _decode_body(payload: bytes, compressed: bool, offset: int, length: int, max_body_bytes: int) -> str:
+    """The body text of a message's body part, framed by the header's Offset and Length; EnvelopeError when not."""
+    if compressed:
         raw = _inflate(payload, max_body_bytes)
     elif len(payload) > max_body_bytes:
         raise EnvelopeError(f"body of {len(payload)} bytes exceeds the limit of {max_body_bytes} bytes")
@@ -365,10 +405,9 @@ def decode_message(
     if raw.endswith(b"\x00\x00"):
         raw = raw[:-2]
     try:
-        body_xml = raw.decode("utf-16-le")
+        return raw.decode("utf-16-le")
     except UnicodeDecodeError as exc:
         raise EnvelopeError(f"body is not valid UTF-16LE: {exc.reason} at byte {exc.start}") from None
-    return Message(header=header, body_xml=body_xml, payload=payload)
 
 
 # --- the clientauth hook's signatures ------------------------------------------------------------------------------

@@ -369,3 +369,23 @@ def run_client(manifest: SiteManifest | Mapping[str, Any], profile: str | Mappin
         trust.close()
         if logs is not None:
             logs.close()
+
+
+#: (host, port) by the scheme and authority they were read from: a fleet talks to a handful of servers, and splitting
+#: every request's URL again cost more than the rest of choosing its TLS context. Bounded (emptied when full).
+_HOST_PORTS: dict[str, tuple[str, int]] = {}
+_HOST_PORTS_SIZE = 256
+
+
+def host_port(url: str) -> tuple[str, int]:
+    """The host and port (443 when none is named) of an absolute URL."""
+    scheme, _, rest = url.partition("://")
+    origin = scheme + "://" + rest.split("/", 1)[0].split("?", 1)[0].split("#", 1)[0]
+    found = _HOST_PORTS.get(origin)
+    if found is None:
+        parts = urlsplit(origin)
+        found = (parts.hostname or "", parts.port or 443)
+        if len(_HOST_PORTS) >= _HOST_PORTS_SIZE:
+            _HOST_PORTS.clear()
+        _HOST_PORTS[origin] = found
+    return found

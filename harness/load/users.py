@@ -22,7 +22,7 @@ from harness.client import outcome as oc
 from harness.client.device import DeviceProfile
 from harness.client.events import STEP_ENTRA_TOKEN, Request, Response, TransportError
 from harness.client.lifecycle import Lifecycle
-from harness.client.transport import Crl, CrlUnavailable, classify_exception, wire_headers
+from harness.client.transport import Crl, CrlUnavailable, classify_exception, host_port, wire_headers
 from harness.fleet.driver import DeviceRun, FleetDriver
 from harness.fleet.scheduler import device_indexes
 from harness.fleet.seeded import SeededFleet
@@ -142,8 +142,8 @@ class LifecycleUser(FastHttpUser):
             return self.run_context.site_trust.entra_context()
         crl = None
         if profile.root_ca_present and not profile.nocrlcheck:
-            parts = urlsplit(request.url)
-            crl = self._crl_for(device, parts.hostname or "", parts.port or 443)
+            host, port = host_port(request.url)
+            crl = self._crl_for(device, host, port)
         return trust.context(root_ca_present=profile.root_ca_present, crl=crl,
                              client_cert=profile.netbios_name if request.client_cert else None)
 

@@ -160,3 +160,44 @@ def test_the_sms_signing_identity_is_made_once_per_process() -> None:
     identity = SmsSigningIdentity.shared()
     assert identity is SmsSigningIdentity.shared()
     assert identity.cert_hex.startswith("30") and len(identity.sign(b"data")) == 512
+
+
+def test_a_byte_identical_body_reuses_its_clientauth_hook() -> None:
+    """A device's policy request body is the same every poll: its hook is remembered, not signed again."""
+    identity = SmsSigningIdentity.shared()
+    first = identity.clientauth("GUID:11111111-2222-3333-4444-555555555555", b"body part as sent", "PC-1")
+    same_bytes = b"".join([b"body part ", b"as sent"])  # equal to the first body, not the same object
+    again = identity.clientauth("GUID:11111111-2222-3333-4444-555555555555", same_bytes, "PC-1")
+    assert again is first
+
+
+def test_a_changed_body_or_client_gets_a_new_hook_that_verifies() -> None:
+    """The cache never hands back a stale signature: each hook verifies over its own body and client id only."""
+    from cmg_protocol.clientauth import ClientAuthError, verify_hook
+
+    identity = SmsSigningIdentity.shared()
+    public = identity.key.public_key()
+    client, other = "GUID:11111111-2222-3333-4444-555555555555", "GUID:66666666-2222-3333-4444-555555555555"
+    old = identity.clientauth(client, b"body one", "PC-1")
+    new = identity.clientauth(client, b"body two", "PC-1")
+    moved = identity.clientauth(other, b"body two", "PC-1")
+    assert dict(new)["PayloadSignature"] != dict(old)["PayloadSignature"]
+    assert dict(moved)["ClientIDSignature"] != dict(new)["ClientIDSignature"]
+    verify_hook(old, public, client, b"body one")
+    verify_hook(new, public, client, b"body two")
+    verify_hook(moved, public, other, b"body two")
+    with pytest.raises(ClientAuthError):
+        verify_hook(old, public, client, b"body two")
+    assert identity.clientauth(client, b"body two", "PC-2") != new  # the machine name is part of the hook
+
+
+def test_the_clientauth_hook_cache_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fleet larger than the cache does not make it grow: it is emptied when full."""
+    import harness.client.device as device_module
+
+    monkeypatch.setattr(device_module, "HOOK_CACHE_SIZE", 3)
+    identity = SmsSigningIdentity.shared()
+    identity._hooks.clear()
+    for number in range(7):
+        identity.clientauth("GUID:11111111-2222-3333-4444-555555555555", b"body %d" % number, "PC-1")
+        assert len(identity._hooks) <= 3

@@ -282,3 +282,22 @@ def test_requests_never_leave_the_lifecycle_unanswered(site: RunningSite) -> Non
     trust.close()
     assert getattr(reply, "reason", None) == oc.CONNECT
     assert not isinstance(reply, Done)
+
+
+@pytest.mark.parametrize("url", [
+    "https://cmg.example.test:8443/CCM_Proxy_ServerAuth/72057594037927941/ccm_system_tokenauth/request",
+    "https://cmg.example.test/CCM_Proxy_MutualAuth/x?y=1",
+    "https://127.0.0.1:4443?query/with/slash",
+    "https://[::1]:9443/path#frag",
+    "https://[::1]/",
+])
+def test_the_remembered_host_and_port_are_what_the_url_names(url: str) -> None:
+    """The per-origin memo gives what splitting the whole URL gives, and never another origin's answer."""
+    from urllib.parse import urlsplit
+
+    from harness.client.transport import host_port
+
+    parts = urlsplit(url)
+    assert host_port(url) == (parts.hostname, parts.port or 443)
+    assert host_port(url) == (parts.hostname, parts.port or 443)  # the second answer comes from the memo
+    assert host_port("https://elsewhere.test:1/" + url.rsplit("/", 1)[-1]) == ("elsewhere.test", 1)

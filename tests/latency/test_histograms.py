@@ -177,3 +177,17 @@ def test_a_sparse_delta_gives_exactly_the_percentiles_of_a_full_histogram() -> N
         assert sparse_statistic_ms(counts, percentile) == round(full.get_value_at_percentile(percentile) / 1000.0, 3)
     assert sparse_statistic_ms(counts, 100.0) == round(full.get_max_value() / 1000.0, 3)
     assert sparse_statistic_ms({}, 99.0) is None
+
+
+def test_the_bucket_memo_gives_what_hdrh_gives_and_stays_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A remembered bucket is the one HdrHistogram computes, for every value; a full memo is emptied, not grown."""
+    from harness.latency import histograms
+
+    monkeypatch.setattr(histograms, "BUCKET_MEMO_SIZE", 50)
+    histograms._BUCKET_MEMO.clear()
+    for value in [*range(1, 3000, 7), *range(1, 3000, 7), 3_600_000_000, 123_456_789]:
+        assert histograms._memo_bucket_us(value) == histograms.bucket_us(value)
+        assert len(histograms._BUCKET_MEMO) <= 50
+    histograms._BUCKET_MEMO.clear()
+    histograms._memo_bucket_us(2049)
+    assert histograms._BUCKET_MEMO == {2049: histograms.bucket_us(2049)}

@@ -384,3 +384,39 @@ def test_hostile_header_values_fail_in_linear_time(value: str) -> None:
     with pytest.raises(EnvelopeError):
         decode_message(CONTENT_TYPE, multipart(text, b"x" * 10))
     assert time.perf_counter() - started < 0.5
+
+
+def test_a_repeated_body_part_is_decoded_once_and_a_changed_one_afresh() -> None:
+    """Byte-identical body parts give the very same body text (decoded once); another body, or the same body part
+    framed otherwise by its header, is decoded (and checked) again."""
+    from dataclasses import replace
+
+    from cmg_protocol import envelope as env
+
+    env._DECODED_BODIES.clear()
+    header = MessageHeader(target_endpoint="MP_PolicyManager", source_host="PC-1")
+    first = decode_message(CONTENT_TYPE, encode_message(header, BODY))
+    again = decode_message(CONTENT_TYPE, encode_message(replace(header, message_id="{other}"), BODY))
+    assert again.body_xml is first.body_xml and again.body_xml == BODY
+    other = decode_message(CONTENT_TYPE, encode_message(header, BODY.replace("1.00", "2.00")))
+    assert other.body_xml == BODY.replace("1.00", "2.00")
+    data = encode_message(header, BODY)
+    odd = data.replace(b"L\x00e\x00n\x00g\x00t\x00h\x00=\x00\"\x00", b"L\x00e\x00n\x00g\x00t\x00h\x00=\x00\"\x001\x00", 1)
+    with pytest.raises(EnvelopeError):
+        decode_message(CONTENT_TYPE, odd)  # the same body part, now announced far longer: refused, not remembered
+
+
+def test_a_devices_repeated_request_body_keeps_its_encoding_and_a_large_body_uses_the_small_cache_never() -> None:
+    """A small body (a device's policy request) is encoded once and remembered among thousands; a large one goes to
+    the short cache, so registrations that never repeat cannot push the devices' bodies out."""
+    from cmg_protocol import envelope as env
+
+    env._encode_small.cache_clear()
+    env._encode_large.cache_clear()
+    bodies = [f'<RequestAssignments SchemaVersion="1.00" ClientID="GUID:{n}"/>' for n in range(1500)]
+    first = [env.encoded_body(body, True) for body in bodies]
+    for _ in range(5):
+        env.encoded_body("<Registration>" + "x" * 3000 + "</Registration>" + str(_), True)
+    assert all(env.encoded_body(body, True) is pair for body, pair in zip(bodies, first, strict=True))
+    assert env._encode_large.cache_info().currsize == 5
+    assert env.encoded_body(bodies[0].replace("GUID:0", "GUID:x"), True) != first[0]

@@ -258,6 +258,23 @@ def test_escaping_survives_a_parser(value: str) -> None:
     assert (element.get("a"), element.text or "") == (value, value)
 
 
+@pytest.mark.parametrize("special", ["&", "<", ">", "\r", "\x01", "\x1f", "\t", "\n", "\x7f", "\u00e9"])
+def test_long_text_is_escaped_like_short_text(special: str) -> None:
+    """Text past 64 characters (signatures, key blobs) takes the fast check: every special still escaped, every
+    character XML cannot carry still refused, and plain hex passed through untouched."""
+    hex_text = "0123456789ABCDEF" * 8
+    assert escape_text(hex_text) is hex_text
+    for value in (hex_text + special, special + hex_text, hex_text[:40] + special + hex_text[40:]):
+        if special in ("\x01", "\x1f"):
+            with pytest.raises(MessageError):
+                escape_text(value)
+            continue
+        element = ET.fromstring(f"<e>{escape_text(value)}</e>")
+        assert element.text == value
+        assert escape_text(value) == escape_text(special).join(
+            escape_text(part) for part in value.split(special))
+
+
 BILLION_LAUGHS = (
     '<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;&lol;&lol;">]>'
     "<lolz>&lol2;</lolz>"
