@@ -91,12 +91,20 @@ def test_a_fault_switched_from_the_tab_is_on_shows_its_time_left_and_moves_the_v
                 before = await asyncio.to_thread(_verdicts_under, base, "cp_disconnected")
                 assert before == 0
 
+                # Long enough to outlast the wait for verdicts below (the tab's default is 60 s).
+                await tab.evaluate(f"""(() => {{
+                    const input = {row}.querySelector('input[data-field=duration]');
+                    const setValue = Object.getOwnPropertyDescriptor(HTMLInputElement.prototype, 'value').set;
+                    setValue.call(input, '300');
+                    input.dispatchEvent(new Event('input', {{bubbles: true}}));
+                }})()""")
+                await tab.wait_for(f"{row}.querySelector('input[data-field=duration]').value === '300'")
                 await tab.evaluate(f"{row}.querySelector('button.switch-on').click()")
                 await asyncio.to_thread(_until, lambda: _active(clean_site) == ["cp_disconnected"])
                 active = "document.querySelector('#cmg-active-faults tr[data-fault=\"cp_disconnected\"]')"
                 await tab.wait_for(f"!!{active}")
                 left = float(await tab.evaluate(f"{active}.querySelector('.time-left').textContent"))
-                assert 0 < left <= 60
+                assert 60 < left <= 300
                 await tab.wait_for(f"Number({active}.querySelector('.time-left').textContent) < {left}")
                 status = await tab.evaluate("document.getElementById('cmg-fault-status').textContent")
                 assert "cp_disconnected switched on" in status
