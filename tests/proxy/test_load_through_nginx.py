@@ -18,7 +18,7 @@ from tests.proxy.conftest import ProxyStarter
 
 pytestmark = [pytest.mark.nginx, pytest.mark.slow]
 
-RUN = ["--users", "4", "--devices-per-user", "2", "--spawn-rate", "4", "--duration", "5s"]
+RUN = ["--users", "4", "--devices-per-user", "2", "--spawn-rate", "4", "--duration", "10s"]  # installs are heavier now (signatures, storage): 5 s was tight on a busy machine
 # CCM_STS issues already-expired CCM tokens for the first 4 s: every device installing then meets an invalid token.
 EXPIRED_TOKENS = """\
 faults:
