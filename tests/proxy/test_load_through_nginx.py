@@ -18,7 +18,8 @@ from tests.proxy.conftest import ProxyStarter
 
 pytestmark = [pytest.mark.nginx, pytest.mark.slow]
 
-RUN = ["--users", "4", "--devices-per-user", "2", "--spawn-rate", "4", "--duration", "10s"]  # installs are heavier now (signatures, storage): 5 s was tight on a busy machine
+# Installs sign and fetch content from storage: 5 s was tight for them on a busy machine.
+RUN = ["--users", "4", "--devices-per-user", "2", "--spawn-rate", "4", "--duration", "10s"]
 # CCM_STS issues already-expired CCM tokens for the first 4 s: every device installing then meets an invalid token.
 EXPIRED_TOKENS = """\
 faults:
