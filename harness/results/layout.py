@@ -217,27 +217,31 @@ class ResultsDir:
                                f"{self.locust_prefix})")
         return tuple(StatsEntry.from_dict(entry) for entry in data)
 
-    def read_stats_history(self) -> tuple[HistoryPoint, ...] | None:
-        """The per-second history points (``stats_history.jsonl``); a torn last line is left out."""
-        path = self.path / STATS_HISTORY
+    @staticmethod
+    def _lines(path: Path) -> list[str] | None:
+        """The lines of a per-second history file; None when it is absent, ResultsError when it cannot be read."""
         if not path.is_file():
             return None
         try:
-            lines = path.read_text().splitlines()
+            return path.read_text().splitlines()
         except OSError as error:
             raise ResultsError(f"{str(path)!r} is not readable: {error.strerror or error}") from None
+
+    def read_stats_history(self) -> tuple[HistoryPoint, ...] | None:
+        """The per-second history points (``stats_history.jsonl``); a torn last line is left out."""
+        path = self.path / STATS_HISTORY
+        lines = self._lines(path)
+        if lines is None:
+            return None
         return parse_history_lines(lines, source=str(path))
 
     def read_verdict_history(self) -> list[dict[str, float]] | None:
         """The per-second cumulative verdict counts (``verdict_history.jsonl``) as ``{"t", "expected",
         "unexpected"}``; a torn last line is left out, any other bad line raises ResultsError naming it."""
         path = self.path / VERDICT_HISTORY
-        if not path.is_file():
+        lines = self._lines(path)
+        if lines is None:
             return None
-        try:
-            lines = path.read_text().splitlines()
-        except OSError as error:
-            raise ResultsError(f"{str(path)!r} is not readable: {error.strerror or error}") from None
         points = []
         for number, line in enumerate(lines, start=1):
             if not line.strip():
