@@ -9,6 +9,12 @@ Each mode is measured in the same run:
 - ``policy-channel`` the same with the CMG → CP hop down the channel the CP opened to the CMG (the site's default);
 - and the in-process chain once more with Prometheus instrumentation swapped for no-ops, for its overhead.
 
+Two figures per mode: requests/s, and requests per CPU second of the site process (read from /proc over each
+measurement). The second is the one to compare on a shared machine: when hey on its one core cannot saturate the trivial
+endpoint, or another job takes part of core 0, the site is not at 100 % CPU and requests/s understates what it can do,
+while its cost per request is unchanged. The site's CPU share during each measurement is printed so you can see which
+side was the limit.
+
 Usage: python benchmarks/site_chain.py [--seconds 5] [--rounds 3] [--connections 50]
 """
 
@@ -28,6 +34,8 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +69,25 @@ def serve(state_dir: str, inprocess: bool, metrics: bool, cp_hop: str, ready: mu
         await site.stop()
 
     asyncio.run(main())
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One load: requests/s as hey saw it, and the site process's CPU seconds per wall second over it."""
+
+    rate: float
+    cpu: float
+
+    @property
+    def per_cpu_second(self) -> float:
+        """Requests per CPU second of the site: its cost per request, whatever share of the core it got."""
+        return self.rate / max(self.cpu, 1e-9)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU seconds of process ``pid`` (all its threads) from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def load(url: str, seconds: int, connections: int, *, method: str = "GET", body_file: str | None = None,
@@ -124,11 +151,18 @@ class SiteServer:
         self.poll = {"method": "CCM_POST", "body_file": body_file, "headers": headers}
         load(url, 2, connections, **self.poll)  # warm-up: token cache, connection pools
 
-    def policy(self, seconds: int) -> float:
-        return load(self.url, seconds, self.connections, **self.poll)
+    def policy(self, seconds: int) -> Measurement:
+        return self._measured(lambda: load(self.url, seconds, self.connections, **self.poll))
 
-    def trivial(self, seconds: int) -> float:
-        return load(self.trivial_url + "/", seconds, self.connections)
+    def trivial(self, seconds: int) -> Measurement:
+        return self._measured(lambda: load(self.trivial_url + "/", seconds, self.connections))
+
+    def _measured(self, run: Callable[[], float]) -> Measurement:
+        assert self.process.pid is not None
+        cpu_before, wall_before = cpu_seconds(self.process.pid), time.monotonic()
+        rate = run()
+        cpu = (cpu_seconds(self.process.pid) - cpu_before) / (time.monotonic() - wall_before)
+        return Measurement(rate, cpu)
 
     def close(self) -> None:
         self.stop_event.set()
@@ -154,7 +188,7 @@ def main() -> None:
         modes = {label: mode for label, mode in modes.items() if label in args.modes}
     servers = {label: SiteServer(inprocess, metrics, args.connections, cp_hop)
                for label, (inprocess, metrics, cp_hop) in modes.items()}
-    samples: dict[str, dict[str, list[float]]] = {label: {"policy": [], "trivial": []} for label in modes}
+    samples: dict[str, dict[str, list[Measurement]]] = {label: {"policy": [], "trivial": []} for label in modes}
     try:
         # Alternate the modes round by round, so drift on a shared machine hits all of them alike.
         for _ in range(args.rounds):
@@ -164,24 +198,37 @@ def main() -> None:
     finally:
         for server in servers.values():
             server.close()
-    results = {label: {kind: statistics.median(values) for kind, values in figures.items()}
+    results = {label: {kind: statistics.median(m.rate for m in values) for kind, values in figures.items()}
                for label, figures in samples.items()}
+    per_cpu = {label: {kind: statistics.median(m.per_cpu_second for m in values) for kind, values in figures.items()}
+               for label, figures in samples.items()}
+    cpu_share = {label: {kind: statistics.median(m.cpu for m in values) for kind, values in figures.items()}
+                 for label, figures in samples.items()}
     # The ratio is taken within each round (policy and trivial measured back to back) and then the median of those:
     # on a shared machine the load drifts between rounds, and a ratio of two medians from different rounds mixes it in.
-    ratios = {label: statistics.median(policy / trivial for policy, trivial in
+    ratios = {label: statistics.median(policy.rate / trivial.rate for policy, trivial in
                                        zip(figures["policy"], figures["trivial"], strict=True))
               for label, figures in samples.items()}
+    cpu_ratios = {label: statistics.median(policy.per_cpu_second / trivial.per_cpu_second for policy, trivial in
+                                           zip(figures["policy"], figures["trivial"], strict=True))
+                  for label, figures in samples.items()}
     for label, figures in results.items():
         print(f"{label:22s} trivial endpoint {figures['trivial']:9,.0f} req/s   policy CCM_POST through "
               f"CMG→CP→MP {figures['policy']:8,.0f} req/s   ratio {ratios[label]:5.1%}   (median of {args.rounds} "
               f"per-round ratios)", flush=True)
+        print(f"{'':22s} per site CPU second: trivial {per_cpu[label]['trivial']:9,.0f}   policy "
+              f"{per_cpu[label]['policy']:8,.0f}   ratio {cpu_ratios[label]:5.1%}   (site CPU share: trivial "
+              f"{cpu_share[label]['trivial']:.0%}, policy {cpu_share[label]['policy']:.0%})", flush=True)
     if "in-process hops" in results and "in-process, no metrics" in results:
         with_metrics = results["in-process hops"]["policy"]
         without = results["in-process, no metrics"]["policy"]
         print(f"instrumentation overhead on the policy chain: {1 - with_metrics / without:+.1%} "
               f"({with_metrics:,.0f} vs {without:,.0f} req/s)")
     print(json.dumps({"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "connections": args.connections,
-                      "seconds": args.seconds, "rounds": args.rounds, "results": results, "ratios": ratios, "samples": samples}))
+                      "seconds": args.seconds, "rounds": args.rounds, "results": results, "ratios": ratios,
+                      "per_cpu_second": per_cpu, "cpu_ratios": cpu_ratios, "cpu_share": cpu_share,
+                      "samples": {label: {kind: [[m.rate, m.cpu] for m in values] for kind, values in figures.items()}
+                                  for label, figures in samples.items()}}))
 
 
 if __name__ == "__main__":
