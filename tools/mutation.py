@@ -61,9 +61,12 @@ TARGETS: dict[str, tuple[str, ...]] = {
                                      "tests/trust/test_cmg_app.py"),
     "harness/report/knee.py": ("tests/report/test_knee.py", "tests/trust/test_knee_series.py"),
     "harness/report/fit.py": ("tests/report/test_fit.py", "tests/trust/test_usl_fit.py"),
+    "cmg_protocol/clientauth.py": ("tests/protocol/test_clientauth.py", "tests/trust/test_clientauth_bounds.py"),
+    "mock_site/hook_checks.py": ("tests/site/test_hook_checks.py",),
+    "harness/plans/arrivals.py": ("tests/plans/test_arrivals.py", "tests/trust/test_arrival_schedule.py"),
 }
 #: The fixed CI sample: these modules, at most this many mutants each, chosen by a fixed seed.
-CI_MODULES = ("cmg_protocol/tokens.py", "cmg_protocol/urlmap.py")
+CI_MODULES = ("cmg_protocol/tokens.py", "cmg_protocol/urlmap.py", "cmg_protocol/clientauth.py", "harness/plans/arrivals.py")
 CI_SAMPLE = 45
 CI_SEED = 18
 #: Imported once in the parent so that every forked child starts warm (third-party only: never a project module).

@@ -95,6 +95,21 @@ def test_the_cache_is_bounded_and_drops_its_oldest_entry(key: rsa.RSAPrivateKey,
 
 
 def test_a_bound_below_one_is_refused() -> None:
-    with pytest.raises(ValueError, match="0"):
+    with pytest.raises(ValueError, match=r"^hook cache bound must be >= 1, got 0$"):
         HookVerifier(max_entries=0)
 
+
+
+def test_a_cache_of_one_keeps_the_latest_hook(key: rsa.RSAPrivateKey, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The smallest bound works: each new hook replaces the one before it."""
+    verifier = HookVerifier(max_entries=1)
+    registered = key.public_key()
+    first, second = PAYLOAD + b"1\x00", PAYLOAD + b"2\x00"
+    hooks = {payload: clientauth.hook_properties(key, CLIENT, payload, "DEVICE") for payload in (first, second)}
+    verifier.verify(hooks[first], registered, CLIENT, first)
+    verifier.verify(hooks[second], registered, CLIENT, second)
+    calls = _counting(monkeypatch)
+    verifier.verify(hooks[second], registered, CLIENT, second)
+    assert (calls, len(verifier)) == ([], 1)
+    verifier.verify(hooks[first], registered, CLIENT, first)
+    assert calls == [1]
