@@ -180,10 +180,16 @@ def encode_message(header: MessageHeader, body_xml: str) -> bytes:
 
 # --- decoding ------------------------------------------------------------------------------------------------------
 
-# One flat character class per value, possessive: no group is repeated, so a header that fails to match fails in
-# linear time. Values with '&' (references), control characters, CR (which a parser would normalise) or what XML
-# cannot carry (U+FFFE, U+FFFF, lone surrogates) fall through to the ElementTree path, which decodes or refuses them.
-_TEXT = r"([^<&\x00-\x08\x0b-\x1f\ud800-\udfff\ufffe\uffff]*+)"
+# One flat character class per value, possessive: no group is repeated but the clientauth hook's properties, and
+# each of those starts with a literal that no value can hold, so a header that fails to match fails in linear time.
+# Values with '&' (references), '>' (which XML refuses in the sequence "]]>"), control characters, CR (which a parser
+# would normalise) or what XML cannot carry (U+FFFE, U+FFFF, lone surrogates) fall through to the ElementTree path,
+# which decodes or refuses them.
+_TEXT = r"([^<>&\x00-\x08\x0b-\x1f\ud800-\udfff\ufffe\uffff]*+)"
+# An attribute value as escape_attr() writes it: no quote, and no TAB or LF either (attribute-value normalisation
+# would turn them into spaces).
+_ATTR = r'([^"<>&\x00-\x1f\ud800-\udfff\ufffe\uffff]*+)'
+_PROPERTY = rf'<Property Name="{_ATTR}">{_TEXT}</Property>'
 # The exact shape header_xml() writes; a header in any other shape takes the ElementTree path.
 _FAST_HEADER = re.compile(
     r'<Msg SchemaVersion="1\.1"( ReplyCompression="zlib")?>'
@@ -193,8 +199,10 @@ _FAST_HEADER = re.compile(
     r"<Priority>(\d{1,9})</Priority><Timeout>(\d{1,12})</Timeout>"
     rf"<SentTime>{_TEXT}</SentTime><CorrelationID>{_TEXT}</CorrelationID>"
     r'<Body Type="ByteRange" Offset="0" Length="(\d{1,12})"/><Payload Type="inline"/>'
-    rf"<Hooks>((?:{re.escape(_ZLIB_HOOK_XML)})?)</Hooks></Msg>"
+    rf'<Hooks>(<Hook2 Name="{CLIENTAUTH_HOOK}">((?:{_PROPERTY.replace("(", "(?:")})*+)</Hook2>)?'
+    rf"((?:{re.escape(_ZLIB_HOOK_XML)})?)</Hooks></Msg>"
 )
+_FAST_PROPERTY = re.compile(_PROPERTY)
 
 
 def _parse_header_fast(text: str) -> tuple[MessageHeader, int, int] | None:
@@ -202,6 +210,8 @@ def _parse_header_fast(text: str) -> tuple[MessageHeader, int, int] | None:
     if m is None:
         return None
     g = m.groups()
+    # The whole run of properties matched above, so finditer reads every one of them, in order.
+    client_auth = tuple(p.groups() for p in _FAST_PROPERTY.finditer(g[16])) if g[15] is not None else ()
     header = MessageHeader(
         message_id=g[1],
         source_id=g[2],
@@ -216,8 +226,9 @@ def _parse_header_fast(text: str) -> tuple[MessageHeader, int, int] | None:
         timeout_ms=int(g[11]),
         sent_time=g[12],
         correlation_id=g[13],
-        compressed=bool(g[15]),
+        compressed=bool(g[17]),
         reply_compression=g[0] is not None,
+        client_auth=client_auth,
     )
     return header, 0, int(g[14])
 
