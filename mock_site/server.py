@@ -264,20 +264,19 @@ def protocol_for(limits: ConnectionLimits, memory: MemoryReturner | None = None)
 def abort_on_request(app: ASGIApp) -> ASGIApp:
     """Wrap ``app`` so that :class:`AbortConnection` (or a fault's reset) resets the client's connection."""
 
-    async def send_with_reason(send: Send, message: MutableMapping[str, Any]) -> None:
-        reason = message.get("reason")
-        if reason is not None and message["type"] == "http.response.start":
-            message = dict(message)
-            message["status"] = ReasonStatus(message["status"], reason)
-            del message["reason"]
-        await send(message)
-
     async def wrapped(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             inner_send = send
 
+            # One wrapper per response message (this runs on every answer the site sends): the reason phrase moves
+            # from the message's "reason" key into the status, which the server writes on the status line.
             async def send(message: MutableMapping[str, Any]) -> None:
-                await send_with_reason(inner_send, message)
+                reason = message.get("reason")
+                if reason is not None and message["type"] == "http.response.start":
+                    message = dict(message)
+                    message["status"] = ReasonStatus(message["status"], reason)
+                    del message["reason"]
+                await inner_send(message)
 
         try:
             await app(scope, receive, send)
