@@ -96,8 +96,14 @@ IDENTITY_HEADERS = (CLIENT_CERT_HEADER, REQUEST_URI_HEADER)
 def _is_smsid(value: str) -> bool:
     if value[:5].upper() != "GUID:" or len(value) > 41:
         return False
+    return _is_guid(value[5:])
+
+
+# A device names itself on every poll: its id is checked once (a pure function of at most 36 characters).
+@functools.lru_cache(maxsize=8192)
+def _is_guid(value: str) -> bool:
     try:
-        uuid.UUID(value[5:])
+        uuid.UUID(value)
     except ValueError:
         return False
     return True

@@ -29,3 +29,17 @@ def test_a_body_that_does_not_parse_is_refused_every_time() -> None:
     for _ in range(3):
         with pytest.raises(MessageError, match="PolicySource"):
             mp._request_assignments(bad)
+
+
+@pytest.mark.parametrize(("value", "valid"), [
+    ("GUID:00000000-0000-0000-0000-0000000000AA", True),
+    ("guid:00000000-0000-0000-0000-0000000000aa", True),
+    ("GUID:00000000-0000-0000-0000-0000000000AG", False),  # one character from a valid id
+    ("GUID:00000000-0000-0000-0000-0000000000A", False),
+    ("GUID:{00000000-0000-0000-0000-0000000000AA}", False),  # 43 characters
+    ("UUID:00000000-0000-0000-0000-0000000000AA", False),
+    ("", False),
+])
+def test_a_client_id_is_judged_the_same_every_time(value: str, valid: bool) -> None:
+    """The MP's check of a ClientID (remembered per id) gives the same answer on every poll."""
+    assert [mp._is_smsid(value) for _ in range(3)] == [valid] * 3
