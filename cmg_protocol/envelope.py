@@ -110,18 +110,25 @@ def _hooks_xml(header: MessageHeader) -> str:
 
 def header_xml(header: MessageHeader, body_length: int) -> str:
     """The ``<Msg>`` XML for ``header`` announcing an uncompressed body of ``body_length`` bytes."""
-    t = escape_text
+    values = (header.message_id, header.source_id, header.source_host, header.target_address, header.target_endpoint,
+              header.target_host, header.reply_to, header.reply_mode, header.protocol, header.sent_time,
+              header.correlation_id)
+    # One check of all the values (they almost never need escaping) instead of one per value.
+    if not _plain("".join(values), _PLAIN_TEXT_ASCII, _NOT_PLAIN_TEXT):
+        values = tuple(escape_text(value) for value in values)
+    message_id, source_id, source_host, target_address, target_endpoint, target_host, reply_to, reply_mode, \
+        protocol, sent_time, correlation_id = values
     reply_compression = ' ReplyCompression="zlib"' if header.reply_compression else ""
     # A string template, not ElementTree: this runs once per message on the client's hot path.
     return (
-        f'<Msg SchemaVersion="1.1"{reply_compression}><ID>{t(header.message_id)}</ID>'
-        f"<SourceID>{t(header.source_id)}</SourceID><SourceHost>{t(header.source_host)}</SourceHost>"
-        f"<TargetAddress>{t(header.target_address)}</TargetAddress>"
-        f"<TargetEndpoint>{t(header.target_endpoint)}</TargetEndpoint><TargetHost>{t(header.target_host)}</TargetHost>"
-        f"<ReplyTo>{t(header.reply_to)}</ReplyTo><ReplyMode>{t(header.reply_mode)}</ReplyMode>"
-        f"<Protocol>{t(header.protocol)}</Protocol><Priority>{header.priority:d}</Priority>"
-        f"<Timeout>{header.timeout_ms:d}</Timeout><SentTime>{t(header.sent_time)}</SentTime>"
-        f"<CorrelationID>{t(header.correlation_id)}</CorrelationID>"
+        f'<Msg SchemaVersion="1.1"{reply_compression}><ID>{message_id}</ID>'
+        f"<SourceID>{source_id}</SourceID><SourceHost>{source_host}</SourceHost>"
+        f"<TargetAddress>{target_address}</TargetAddress>"
+        f"<TargetEndpoint>{target_endpoint}</TargetEndpoint><TargetHost>{target_host}</TargetHost>"
+        f"<ReplyTo>{reply_to}</ReplyTo><ReplyMode>{reply_mode}</ReplyMode>"
+        f"<Protocol>{protocol}</Protocol><Priority>{header.priority:d}</Priority>"
+        f"<Timeout>{header.timeout_ms:d}</Timeout><SentTime>{sent_time}</SentTime>"
+        f"<CorrelationID>{correlation_id}</CorrelationID>"
         f'<Body Type="ByteRange" Offset="0" Length="{body_length:d}"/><Payload Type="inline"/>'
         f"<Hooks>{_hooks_xml(header)}</Hooks></Msg>"
     )

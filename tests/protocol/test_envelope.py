@@ -499,3 +499,12 @@ def test_fast_and_full_header_parsers_agree_on_odd_properties(odd: str) -> None:
     """Properties in shapes the project does not write are read as ElementTree reads them, or refused as it does."""
     text = header_xml(_signed_header(), 84).replace('<Hook2 Name="clientauth">', f'<Hook2 Name="clientauth">{odd}')
     _both_parsers_agree(text)
+
+
+@pytest.mark.parametrize("field", ["message_id", "source_id", "source_host", "target_address", "target_endpoint",
+                                   "target_host", "reply_to", "reply_mode", "protocol", "sent_time", "correlation_id"])
+@pytest.mark.parametrize("value", ["a&b", "<x>", "]]>", "line\r\nnext", "caf\u00e9 & co"])
+def test_a_value_needing_escapes_in_any_one_field_round_trips(field: str, value: str) -> None:
+    """The header's values are checked together for characters to escape: one such value among plain ones is escaped."""
+    header = dataclasses.replace(_signed_header(), **{field: value})
+    assert decode_message(CONTENT_TYPE, encode_message(header, BODY)).header == header
