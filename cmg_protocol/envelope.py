@@ -110,14 +110,15 @@ def _hooks_xml(header: MessageHeader) -> str:
 
 def header_xml(header: MessageHeader, body_length: int) -> str:
     """The ``<Msg>`` XML for ``header`` announcing an uncompressed body of ``body_length`` bytes."""
-    values = (header.message_id, header.source_id, header.source_host, header.target_address, header.target_endpoint,
-              header.target_host, header.reply_to, header.reply_mode, header.protocol, header.sent_time,
-              header.correlation_id)
+    values: tuple[str, ...] = (
+        header.message_id, header.source_id, header.source_host, header.target_address, header.target_endpoint,
+        header.target_host, header.reply_to, header.reply_mode, header.protocol, header.sent_time, header.correlation_id,
+    )
     # One check of all the values (they almost never need escaping) instead of one per value.
     if not _plain("".join(values), _PLAIN_TEXT_ASCII, _NOT_PLAIN_TEXT):
         values = tuple(escape_text(value) for value in values)
-    message_id, source_id, source_host, target_address, target_endpoint, target_host, reply_to, reply_mode, \
-        protocol, sent_time, correlation_id = values
+    (message_id, source_id, source_host, target_address, target_endpoint, target_host, reply_to, reply_mode,
+     protocol, sent_time, correlation_id) = values
     reply_compression = ' ReplyCompression="zlib"' if header.reply_compression else ""
     # A string template, not ElementTree: this runs once per message on the client's hot path.
     return (
