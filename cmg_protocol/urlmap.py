@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from enum import Enum
@@ -247,6 +248,12 @@ def _endpoint_query(endpoint: _Endpoint, path: str, query: str) -> str:
 
 def match(path: str, query: str = "") -> Route:
     """Match a raw (not percent-decoded) request path and query against the URL map, or raise UrlMapError."""
+    if len(path) + len(query) > MAX_CACHED_TARGET_CHARS:
+        return _match(path, query)
+    return _cached_match(path, query)
+
+
+def _match(path: str, query: str) -> Route:
     if "?" in path:
         if query:
             raise _bad(f"query given twice: in the path {path!r} and as {query!r}")
@@ -287,6 +294,13 @@ def match(path: str, query: str = "") -> Route:
         max_body_bytes=endpoint.max_body_bytes,
         methods=endpoint.methods,
     )
+
+
+#: Every device polls the same few paths, and a Route is immutable and a function of the path and query alone: matches
+#: are remembered (by the exact text; refusals are not, so a bad target is checked and refused every time). Bounded in
+#: entries, and long targets (the map takes up to 16 KiB) are matched afresh, so the cache stays well under a MB.
+MAX_CACHED_TARGET_CHARS = 512
+_cached_match = functools.lru_cache(maxsize=1024)(_match)
 
 
 # --- builders for the client ---------------------------------------------------------------------------------------

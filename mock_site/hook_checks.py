@@ -44,13 +44,11 @@ class HookVerifier:
 
 
 def _digest(properties: Sequence[tuple[str, str]], client_id: str, payload: bytes) -> bytes:
-    # SHA-256 over everything verify_hook reads (each part length-prefixed, so no two inputs run together): 32 bytes
-    # an entry instead of the ~2 KB of hex signatures and the body.
-    digest = hashlib.sha256()
-    for part in (client_id, *(text for pair in properties for text in pair)):
-        encoded = part.encode("utf-8", "surrogatepass")
-        digest.update(len(encoded).to_bytes(8, "little"))
-        digest.update(encoded)
+    # SHA-256 over everything verify_hook reads (each text length-prefixed, so no two inputs run together): 32 bytes
+    # an entry instead of the ~2 KB of hex signatures and the body. The texts are joined first: one encode and one
+    # update instead of two per text.
+    texts = "".join(f"{len(text)}:{text}" for text in (client_id, *(text for pair in properties for text in pair)))
+    digest = hashlib.sha256(texts.encode("utf-8", "surrogatepass"))
     digest.update(len(payload).to_bytes(8, "little"))
     digest.update(payload)
     return digest.digest()

@@ -12,6 +12,7 @@ Entra token is taken only by CCM_STS and, at registration, in the ``X-CCM-AAD-To
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import math
 import random
@@ -67,6 +68,11 @@ MESSAGING_ENDPOINTS = {"/ccm_system/request": "/ccm_system/request",
                        "/ccm_system_altauth/request": "/ccm_system_altauth/request"}
 
 #: The client package version the site hands out (the walk-through installs 5.00.8968.1000).
+#: A device sends the very same RequestAssignments body on every poll, so its parse is remembered (by the whole text,
+#: so another body is parsed afresh; a body that does not parse raises every time, since only returns are cached).
+#: Bounded, least recently used first out: ~1 KB a device, so a few MB for a fleet's worth.
+_request_assignments = functools.lru_cache(maxsize=8192)(messages.RequestAssignments.from_xml)
+
 CLIENT_PACKAGE_ID = "CS100001"
 
 
@@ -90,8 +96,14 @@ IDENTITY_HEADERS = (CLIENT_CERT_HEADER, REQUEST_URI_HEADER)
 def _is_smsid(value: str) -> bool:
     if value[:5].upper() != "GUID:" or len(value) > 41:
         return False
+    return _is_guid(value[5:])
+
+
+# A device names itself on every poll: its id is checked once (a pure function of at most 36 characters).
+@functools.lru_cache(maxsize=8192)
+def _is_guid(value: str) -> bool:
     try:
-        uuid.UUID(value[5:])
+        uuid.UUID(value)
     except ValueError:
         return False
     return True
@@ -563,7 +575,7 @@ class MpApp:
         return self._other_key
 
     def _policy(self, message: envelope.Message, caller: Caller) -> str | None:
-        request = messages.RequestAssignments.from_xml(message.body_xml)
+        request = _request_assignments(message.body_xml)
         client_id = request.client_id
         if not _is_smsid(client_id):
             raise MessageError(f"ClientID is not GUID:<guid>: {client_id[:80]!r}")

@@ -91,6 +91,26 @@ CCM_POST_LINE = b"CCM_POST "
 POST_LINE = b"POST "
 
 
+#: The most plaintext one read from a TLS connection asks for. asyncio asks for 256 KiB, and ``SSLObject.read``
+#: allocates that much for every call (one that finds no data included) before it learns how much there is; with the
+#: mmap threshold pinned at 128 KiB (:class:`MemoryReturner`) each such buffer is a fresh mapping: an mmap, a page
+#: fault and an munmap, twice per request. One call returns at most one TLS record, whose plaintext is at most 16 KiB,
+#: so a 16 KiB read gets the same bytes in the same number of calls from the heap.
+TLS_READ_BYTES = 16 * 1024
+
+
+def bound_tls_reads(transport: asyncio.BaseTransport) -> None:
+    """Make the TLS reads of ``transport`` (asyncio's SSL transport) ask for :data:`TLS_READ_BYTES` at most.
+
+    asyncio has no public setting for it; the read size is the ``max_size`` of the transport's SSL protocol. Any
+    other transport (plain TCP, another event loop's) is left alone.
+    """
+    protocol: Any = getattr(transport, "_ssl_protocol", None)
+    size = getattr(protocol, "max_size", None)
+    if isinstance(size, int) and size > TLS_READ_BYTES:
+        protocol.max_size = TLS_READ_BYTES
+
+
 class TlsScopeProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol plus the ASGI TLS extension, a handle for aborting the connection, CCM_POST, and
     the listener's :class:`ConnectionLimits`.
@@ -138,7 +158,7 @@ class TlsScopeProtocol(HttpToolsProtocol):
             self._header_bytes += len(data)
         super().data_received(data)
         # Headers still incomplete after this read: what the parser holds is bounded by the total before it grows more
-        # (one read is at most 256 KiB, so the parser never holds much more than the limit).
+        # (one read is at most 256 KiB of ciphertext, so the parser never holds much more than the limit).
         if self._reading_headers and not self._refused and self._header_bytes > self.limits.max_request_headers_bytes:
             self._refuse(self._request_too_long())
 
@@ -185,6 +205,7 @@ class TlsScopeProtocol(HttpToolsProtocol):
                                            "connections on this listener)"))
             return
         self._arm_header_timer()
+        bound_tls_reads(transport)
         sock = transport.get_extra_info("socket")
         if sock is not None:
             with contextlib.suppress(OSError):
@@ -264,20 +285,19 @@ def protocol_for(limits: ConnectionLimits, memory: MemoryReturner | None = None)
 def abort_on_request(app: ASGIApp) -> ASGIApp:
     """Wrap ``app`` so that :class:`AbortConnection` (or a fault's reset) resets the client's connection."""
 
-    async def send_with_reason(send: Send, message: MutableMapping[str, Any]) -> None:
-        reason = message.get("reason")
-        if reason is not None and message["type"] == "http.response.start":
-            message = dict(message)
-            message["status"] = ReasonStatus(message["status"], reason)
-            del message["reason"]
-        await send(message)
-
     async def wrapped(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             inner_send = send
 
+            # One wrapper per response message (this runs on every answer the site sends): the reason phrase moves
+            # from the message's "reason" key into the status, which the server writes on the status line.
             async def send(message: MutableMapping[str, Any]) -> None:
-                await send_with_reason(inner_send, message)
+                reason = message.get("reason")
+                if reason is not None and message["type"] == "http.response.start":
+                    message = dict(message)
+                    message["status"] = ReasonStatus(message["status"], reason)
+                    del message["reason"]
+                await inner_send(message)
 
         try:
             await app(scope, receive, send)

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 import httptools
 
-from mock_site.server import AbortConnection, ASGIApp
+from mock_site.server import AbortConnection, ASGIApp, bound_tls_reads
 
 #: Request headers that cross a hop; everything else stays at the edge (hop-by-hop headers, Host, cookies).
 FORWARDED_HEADERS = (
@@ -83,6 +83,7 @@ class _HopConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
+        bound_tls_reads(transport)
 
     def data_received(self, data: bytes) -> None:
         try:

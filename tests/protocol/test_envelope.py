@@ -11,6 +11,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from hypothesis import given
 from hypothesis import strategies as st
 
+from cmg_protocol import envelope
 from cmg_protocol.envelope import (
     BOUNDARY,
     CONTENT_TYPE,
@@ -420,3 +421,90 @@ def test_a_devices_repeated_request_body_keeps_its_encoding_and_a_large_body_use
     assert all(env.encoded_body(body, True) is pair for body, pair in zip(bodies, first, strict=True))
     assert env._encode_large.cache_info().currsize == 5
     assert env.encoded_body(bodies[0].replace("GUID:0", "GUID:x"), True) != first[0]
+
+
+def _signed_header(**changes: object) -> MessageHeader:
+    """A header as a device's signed policy request carries it: the clientauth hook, then the zlib hook."""
+    auth = (("PublicKey", "0602000000A40000525341310008" * 4), ("ClientIDSignature", "9F" * 256),
+            ("PayloadSignature", "A1" * 256), ("ClientIDSignatureAlgorithm", "SHA256"))
+    return dataclasses.replace(HEADER, client_auth=auth, **changes)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("compressed", [True, False])
+def test_a_signed_header_takes_the_fast_path(compressed: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The header of every signed request (clientauth hook) is read without ElementTree, properties in order."""
+    header = _signed_header(compressed=compressed)
+    text = header_xml(header, 84)
+    assert envelope._parse_header_fast(text) == (header, 0, 84)
+
+    def no_xml(text: str, **kwargs: object) -> None:
+        raise AssertionError("the signed header went through ElementTree")
+
+    monkeypatch.setattr(envelope, "parse_xml", no_xml)
+    assert decode_message(CONTENT_TYPE, encode_message(header, BODY)).header == header
+
+
+def _both_parsers_agree(text: str) -> None:
+    fast = envelope._parse_header_fast(text)
+    try:
+        full: object = envelope._parse_header_xml(text)
+    except EnvelopeError as refused:
+        full = refused
+    if fast is not None:
+        assert fast == full
+
+
+@given(header=headers, length=st.integers(0, 2**40))
+def test_fast_and_full_header_parsers_agree_on_every_built_header(header: MessageHeader, length: int) -> None:
+    """Whatever header_xml() writes, the fast path reads as ElementTree does (or leaves it to ElementTree)."""
+    text = header_xml(header, length)
+    _both_parsers_agree(text)
+    if all("&" not in value and "<" not in value and ">" not in value and "\r" not in value
+           for value in (header.message_id, header.source_id, header.source_host, header.target_address,
+                         header.target_endpoint, header.target_host, header.reply_to, header.reply_mode,
+                         header.protocol, header.sent_time, header.correlation_id)) \
+            and all(not any(c in name for c in '&<>"\r\n\t') and not any(c in value for c in "&<>\r")
+                    for name, value in header.client_auth) and length < 10**12 and header.priority < 10**9 \
+            and header.timeout_ms < 10**12:
+        # Nothing in it needs escaping: the fast path must take it (the signed policy request is such a header).
+        assert envelope._parse_header_fast(text) is not None
+
+
+_ODD = st.sampled_from(['"', "'", "<", ">", "]]>", "&", "&amp;", "&#13;", "\r", "\n", "\t", " ", "\x00", "\ufffe",
+                        "\U0001f600", "<Property Name=\"X\">", "</Property>", "<Hook2 Name=\"clientauth\">",
+                        "</Hook2>", "<Hook3 Name=\"zlib-compress\"/>", "/>", "<!-- c -->", "<![CDATA[x]]>", "=",
+                        "Name", "Property", "-1", "9" * 13])
+
+
+@given(header=headers, position=st.integers(0, 10_000), cut=st.integers(0, 3), odd=st.lists(_ODD, min_size=1,
+                                                                                          max_size=3))
+def test_fast_and_full_header_parsers_agree_on_odd_headers(header: MessageHeader, position: int, cut: int,
+                                                          odd: list[str]) -> None:
+    """A built header with odd text spliced in anywhere (replacing a few characters): the fast path either reads it
+    as ElementTree does or leaves it to ElementTree."""
+    text = header_xml(_signed_header() if position % 2 else header, 84)
+    position %= len(text) + 1
+    _both_parsers_agree(text[:position] + "".join(odd) + text[position + cut:])
+
+
+@pytest.mark.parametrize("odd", [
+    '<Property Name="A">x</Property><Property Name="B">y</Property>',  # more properties than were signed
+    '<Property Name="A\tB">x</Property>',  # a TAB an attribute value normalises into a space
+    '<Property Name="A">]]></Property>',  # not well-formed
+    '<Property Name="A">&amp;</Property>',  # a reference
+    '<Property Name="A"/>',  # an empty element in the short form
+    "<Property>x</Property>",  # no Name
+])
+def test_fast_and_full_header_parsers_agree_on_odd_properties(odd: str) -> None:
+    """Properties in shapes the project does not write are read as ElementTree reads them, or refused as it does."""
+    text = header_xml(_signed_header(), 84).replace('<Hook2 Name="clientauth">', f'<Hook2 Name="clientauth">{odd}')
+    _both_parsers_agree(text)
+
+
+@pytest.mark.parametrize("field", ["message_id", "source_id", "source_host", "target_address", "target_endpoint",
+                                   "target_host", "reply_to", "reply_mode", "protocol", "sent_time", "correlation_id"])
+@pytest.mark.parametrize("value", ["a&b", "<x>", "]]>", "line\r\nnext", "caf\u00e9 & co"])
+def test_a_value_needing_escapes_in_any_one_field_round_trips(field: str, value: str) -> None:
+    """The header's values are checked together for characters to escape: one such value among plain ones is escaped."""
+    header = dataclasses.replace(_signed_header(), **{field: value})
+    assert decode_message(CONTENT_TYPE, encode_message(header, BODY)).header == header

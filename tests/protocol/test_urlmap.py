@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from cmg_protocol import urlmap
 from cmg_protocol.urlmap import (
     AuthKind,
     UrlMapError,
@@ -285,3 +286,28 @@ def test_sms_aut_and_service_metadata_builders() -> None:
         service_metadata_path("CCM_Proxy_Other")
     assert (refused.value.status, refused.value.reason) == (
         400, "prefix must be CCM_Proxy_ServerAuth or CCM_Proxy_MutualAuth, got 'CCM_Proxy_Other'")
+
+
+def test_a_repeated_target_gets_its_remembered_route_and_another_target_its_own() -> None:
+    """Matches are remembered by the exact path and query: case, role id and query each give their own route."""
+    path = "/CCM_Proxy_MutualAuth/72057594037927939/ccm_system/request"
+    first = urlmap.match(path)
+    assert urlmap.match("".join(list(path))) is first  # an equal text, not only the same object
+    assert urlmap.match(path.replace("72057594037927939", "72057594037927940")).role_id == "72057594037927940"
+    assert urlmap.match(path.replace("MutualAuth", "ServerAuth")).auth is AuthKind.CCM_TOKEN
+    assert first.auth is AuthKind.CLIENT_CERT_OR_TOKEN and first.prefix == "CCM_Proxy_MutualAuth"
+    pol = "/CCM_Proxy_MutualAuth/72057594037927939/SMS_MP/.sms_pol"
+    assert urlmap.match(pol, "a=1").internal_path == "/SMS_MP/.sms_pol?a=1"
+    assert urlmap.match(pol, "a=2").internal_path == "/SMS_MP/.sms_pol?a=2"
+    assert urlmap.match(pol + "?a=3").internal_path == "/SMS_MP/.sms_pol?a=3"
+
+
+def test_a_refused_target_is_refused_every_time_and_a_long_one_is_matched_afresh() -> None:
+    """Refusals are never remembered; targets past the cached length are matched like any other."""
+    for _ in range(3):
+        with pytest.raises(UrlMapError, match="takes no query"):
+            urlmap.match("/CCM_Proxy_MutualAuth/72057594037927939/ccm_system/request", "x=1")
+    long_query = "q=" + "a" * urlmap.MAX_CACHED_TARGET_CHARS
+    route = urlmap.match("/CCM_Proxy_MutualAuth/1/SMS_MP/.sms_pol", long_query)
+    assert route.internal_path == f"/SMS_MP/.sms_pol?{long_query}"
+    assert urlmap.match("/CCM_Proxy_MutualAuth/1/SMS_MP/.sms_pol", long_query) == route

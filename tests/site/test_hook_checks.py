@@ -113,3 +113,23 @@ def test_a_cache_of_one_keeps_the_latest_hook(key: rsa.RSAPrivateKey, monkeypatc
     assert (calls, len(verifier)) == ([], 1)
     verifier.verify(hooks[first], registered, CLIENT, first)
     assert calls == [1]
+
+
+def test_the_cache_key_keeps_every_text_apart() -> None:
+    """Texts that only run together differently, or a payload that differs in one byte, never share a cache key."""
+    from mock_site.hook_checks import _digest
+
+    variants = [
+        ((("ab", "c"),), CLIENT, PAYLOAD),
+        ((("a", "bc"),), CLIENT, PAYLOAD),
+        ((("", "abc"),), CLIENT, PAYLOAD),
+        ((("1:a", "c"),), CLIENT, PAYLOAD),
+        ((("a", "b"), ("c", "")), CLIENT, PAYLOAD),
+        ((("a", "b"),), CLIENT + "c", PAYLOAD),
+        ((("a", "b"),), CLIENT, PAYLOAD + b"\x00"),
+        ((("a", "b"),), CLIENT, PAYLOAD[:-1] + b"\x01"),
+        ((("a", "\ud800"),), CLIENT, PAYLOAD),  # a lone surrogate (an XML parser never yields one; still a key)
+    ]
+    keys = {_digest(*variant) for variant in variants}
+    assert len(keys) == len(variants)
+    assert _digest(*variants[0]) == _digest((("a" + "b", "c"),), CLIENT, bytes(PAYLOAD))
