@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -26,6 +27,7 @@ from cmg_protocol.storage_urls import SignedUrlRejected, UrlSigner
 from mock_site.asgi import HttpRequest, Meter, respond, respond_error
 from mock_site.faults.middleware import ConnectionResetFault
 from mock_site.server import Receive, Scope, Send
+from mock_site.state_dir import SiteStateError
 
 #: Azure storage's error code for a refused shared access signature (the status text of a 403 here).
 AUTHENTICATION_FAILED = "AuthenticationFailed"
@@ -33,6 +35,8 @@ AUTHENTICATION_FAILED = "AuthenticationFailed"
 ROLE = "storage"
 #: The name of the shared URL signing key in the site's PKI folder (every process of a split site reads the same one).
 URL_KEY_NAME = "storage-url.key"
+#: The URL signing key's size in bytes (HMAC-SHA256's block of randomness).
+URL_KEY_BYTES = 32
 #: The CMGService-style request name of a storage download (one name, not one per package, for statistics).
 DOWNLOAD_NAME = f"/{storage_urls.CONTAINER}"
 
@@ -40,21 +44,26 @@ Sleep = Callable[[float], Awaitable[None]]
 
 
 def load_or_create_url_key(pki_dir: Path) -> bytes:
-    """The site's URL signing key: read from ``pki_dir``, or made once (32 random bytes, owner-only)."""
+    """The site's URL signing key: read from ``pki_dir``, or made once (32 random bytes, owner-only).
+
+    A key file that holds fewer bytes is refused (:class:`SiteStateError` naming it) rather than replaced: another
+    process of the site may already sign with it, and a silent new key would make every URL it signed fail here."""
     path = pki_dir / URL_KEY_NAME
     try:
         key = path.read_bytes()
     except FileNotFoundError:
-        key = b""
-    if len(key) >= 32:
+        pass
+    else:
+        if len(key) < URL_KEY_BYTES:
+            raise SiteStateError(f"storage URL key {str(path)!r} holds {len(key)} bytes, not {URL_KEY_BYTES}: remove "
+                                 "it (with the site stopped) to have a new one made")
         return key
     pki_dir.mkdir(parents=True, exist_ok=True)
-    key = os.urandom(32)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(key)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=pki_dir)  # owner-only, unique
+    tmp = Path(tmp_name)
     try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(os.urandom(URL_KEY_BYTES))
         # Another process of a split site may have made one meanwhile: the first one on disk wins for everybody.
         os.link(tmp, path)
     except FileExistsError:
@@ -122,4 +131,11 @@ class StorageApp:
         if request.method == "GET":
             # Counted as it is handed over (the client may read the answer before this coroutine runs again).
             self.egress.served(grant.object_id, len(blob))
-        await respond(send, 200, b"" if request.method == "HEAD" else blob, content_type="application/octet-stream")
+        if request.method == "HEAD":
+            # The size of what a GET would bring, without the bytes (the server sends no body for HEAD).
+            await send({"type": "http.response.start", "status": 200,
+                        "headers": [(b"content-type", b"application/octet-stream"),
+                                    (b"content-length", str(len(blob)).encode())]})
+            await send({"type": "http.response.body", "body": b""})
+            return
+        await respond(send, 200, blob, content_type="application/octet-stream")

@@ -39,6 +39,8 @@ def test_the_cmg_answers_with_a_small_xml_that_points_at_its_storage(clean_site:
     blob = site_client.http.get(info.url)  # no token: the signed URL is the credential
     assert blob.status_code == 200 and len(blob.content) == info.size == 64 * 1024
     assert hashlib.sha256(blob.content).hexdigest().upper() == info.sha256
+    head = site_client.http.head(info.url)  # the size a GET would bring, without the bytes
+    assert (head.status_code, head.headers["content-length"], head.content) == (200, str(64 * 1024), b"")
 
 
 def test_the_cmg_refuses_the_content_xml_without_a_token(site_client: SiteClient) -> None:
