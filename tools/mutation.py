@@ -67,6 +67,7 @@ TARGETS: dict[str, tuple[str, ...]] = {
     "cmg_protocol/site_tokens.py": ("tests/protocol/test_site_tokens.py", "tests/trust/test_site_token_window.py"),
     "mock_site/sts.py": ("tests/trust/test_ccm_sts.py",),
     "mock_site/storage.py": ("tests/trust/test_storage_app.py",),
+    "mock_site/crl.py": ("tests/site/test_crl.py",),
     "mock_site/site_tokens.py": ("tests/trust/test_site_token_verifier.py", "tests/trust/test_site_token_window.py"),
     "harness/gates/_latency.py": ("tests/gates/test_latency_metrics.py", "tests/trust/test_latency_gate_edges.py"),
     "harness/plans/arrivals.py": ("tests/plans/test_arrivals.py", "tests/trust/test_arrival_schedule.py"),
