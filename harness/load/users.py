@@ -14,9 +14,9 @@ import time
 from typing import Any
 from urllib.parse import urlsplit
 
-from geventhttpclient.response import HTTPConnectionClosed  # type: ignore[import-untyped]
+from geventhttpclient.client import HTTPClient  # type: ignore[import-untyped]
 from locust import task
-from locust.contrib.fasthttp import FastHttpSession, FastHttpUser
+from locust.contrib.fasthttp import FastHttpUser, LocustBadStatusCode, LocustUserAgent
 
 from harness.client import outcome as oc
 from harness.client.device import DeviceProfile
@@ -29,6 +29,12 @@ from harness.fleet.seeded import SeededFleet
 from harness.fleet.tally import LIFECYCLE_REQUEST_TYPE
 from harness.load.context import RunContext
 from harness.load.listeners import plugin_of
+from harness.load.wire import ConnectionPool, Origin, request_head, split_url, transport_error
+
+#: The User-Agent geventhttpclient sends on a request that names none (Entra ID's token request): kept on the wire.
+GEVENTHTTPCLIENT_USER_AGENT = str(HTTPClient.DEFAULT_HEADERS["User-Agent"])
+#: The statuses FastHttpSession counts as a success (2xx and redirects); any other is a failure in Locust's stats.
+VALID_STATUSES = LocustUserAgent.valid_response_codes
 
 #: How long a user whose devices have all ended sleeps between looks (nothing is left for it to do).
 IDLE_WAIT = 60.0
@@ -36,14 +42,6 @@ IDLE_WAIT = 60.0
 
 class StageFailed(Exception):
     """A lifecycle stage whose last exchange failed (the reason code is the message)."""
-
-
-def _fixed_context(ctx: ssl.SSLContext) -> Any:
-    # geventhttpclient calls the factory with cafile=<certifi bundle> and, if the factory refuses keyword arguments,
-    # loads that bundle into the context it got back: accept and ignore it, so the shared context stays as built.
-    def factory(cafile: str | None = None, **_: Any) -> ssl.SSLContext:
-        return ctx
-    return factory
 
 
 class LifecycleUser(FastHttpUser):
@@ -69,7 +67,7 @@ class LifecycleUser(FastHttpUser):
                                              user_number=number, devices_per_user=ctx.options.devices_per_user)
         # One generator per user for message ids: a Random per device would cost ~5 KB each.
         self._rng = random.Random(f"{ctx.options.fleet_seed}/{self.device_indexes.start}")
-        self._sessions: dict[int, FastHttpSession] = {}
+        self._pools: dict[tuple[int, Origin], ConnectionPool] = {}
         self.plugin = plugin
         self.driver = FleetDriver(clock=time.time, send=self._send, report_stage=self._report_stage,
                                   tally=ctx.tally, cmg_url=ctx.endpoints.cmg_url, judge=plugin.judge,
@@ -121,20 +119,32 @@ class LifecycleUser(FastHttpUser):
         except OSError as exc:
             reason, detail = classify_exception(exc)
             return TransportError(reason, detail, ms=_ms(started))
-        payload: Any = request.body or None  # bytes go out as they are
-        # Without catch_response Locust hands back the response itself: a FastResponse, or an ErrorResponse.
-        response: Any = self._session(ctx).request(request.method, request.url, name=request.name, data=payload,
-                                                   headers=wire_headers(request), allow_redirects=False)
-        ms = _ms(started)
-        if not response.status_code:  # Locust's ErrorResponse: no HTTP answer at all
-            return _transport_error(response.error, ms)
-        headers: Any = response.headers or {}
-        status_text = str(headers.get("x-cmg-status-text") or getattr(response._response, "status_message", "") or "")
+        method, url, body = request.method, request.url, request.body
+        origin, target = split_url(url)
+        head = request_head(method, target, wire_headers(request), len(body), host_header=origin.host_header,
+                            default_user_agent=GEVENTHTTPCLIENT_USER_AGENT)
+        start_time = time.time()
         try:
-            body = response.content or b""
-        except Exception:  # noqa: BLE001 - a body cut short is as good as no answer for the lifecycle
-            body = b""
-        return Response(response.status_code, body, status_text, str(headers.get("content-type", "") or ""), ms)
+            answer = self._pool(ctx, origin).request(method, head, body)
+        except Exception as exc:  # noqa: BLE001 - every failure to get an answer is the device's transport error
+            ms = _ms(started)
+            self._fire(request, url, start_time, ms, 0, exc)
+            return transport_error(exc, ms)
+        ms = _ms(started)
+        status = answer.status
+        # What FastHttpSession reports without catch_response: a status outside its valid set is a failure.
+        self._fire(request, url, start_time, ms, len(answer.body),
+                   None if status in VALID_STATUSES else LocustBadStatusCode(url, code=status))
+        headers = answer.headers
+        return Response(status, answer.body, headers.get("x-cmg-status-text") or answer.reason,
+                        headers.get("content-type", ""), ms)
+
+    def _fire(self, request: Request, url: str, start_time: float, ms: float, length: int,
+              exception: BaseException | None) -> None:
+        # The event FastHttpSession fires, so Locust's statistics and failures read as before.
+        self.environment.events.request.fire(request_type=request.method, name=request.name, context=self.context(),
+                                             response=None, exception=exception, start_time=start_time, url=url,
+                                             response_length=length, response_time=ms)
 
     def _tls_context(self, device: DeviceRun, request: Request, profile: DeviceProfile) -> ssl.SSLContext:
         trust = self.run_context.trust
@@ -169,16 +179,15 @@ class LifecycleUser(FastHttpUser):
         device.tls = (url, crl) if now < crl.next_update else None
         return crl
 
-    def _session(self, ctx: ssl.SSLContext) -> FastHttpSession:
-        session = self._sessions.get(id(ctx))
-        if session is None:
-            session = FastHttpSession(
-                base_url=self.host, request_event=self.environment.events.request, user=self, insecure=False,
-                ssl_context_factory=_fixed_context(ctx), network_timeout=self.network_timeout,
-                connection_timeout=self.connection_timeout, max_redirects=0, max_retries=0,
-                concurrency=self.concurrency)
-            self._sessions[id(ctx)] = session
-        return session
+    def _pool(self, ctx: ssl.SSLContext, origin: Origin) -> ConnectionPool:
+        key = (id(ctx), origin)
+        pool = self._pools.get(key)
+        if pool is None:
+            # Contexts are shared and live as long as the process's trust store: the id stays theirs.
+            pool = ConnectionPool(origin, ctx, connect_timeout=self.connection_timeout,
+                                  network_timeout=self.network_timeout, size=self.concurrency)
+            self._pools[key] = pool
+        return pool
 
     def _report_stage(self, name: str, ms: float, fail: str) -> None:
         self.environment.events.request.fire(request_type=LIFECYCLE_REQUEST_TYPE, name=name, response_time=ms,
@@ -188,15 +197,6 @@ class LifecycleUser(FastHttpUser):
 
 def _ms(started: float) -> float:
     return (time.perf_counter() - started) * 1000.0
-
-
-def _transport_error(error: BaseException | None, ms: float) -> TransportError:
-    if isinstance(error, HTTPConnectionClosed):
-        return TransportError(oc.RESET, f"{type(error).__name__}: {error}", ms=ms)
-    if error is None:
-        return TransportError(oc.CONNECT, "no answer", ms=ms)
-    reason, detail = classify_exception(error)
-    return TransportError(reason, detail, ms=ms)
 
 
 class SteadyStateUser(LifecycleUser):
