@@ -103,6 +103,9 @@ def bucket_us(value_us: int) -> int:
 #: repeat the same few thousand microsecond values. Bounded (emptied when full); a bucket never depends on the book.
 _BUCKET_MEMO: dict[int, int] = {}
 BUCKET_MEMO_SIZE = 16384  # about 1.6 MB when full
+#: The same for the place of each value among a histogram's counters, with its bucket: every histogram of a run has
+#: the one layout (:func:`new_histogram`), so the place depends on the value alone. Bounded (emptied when full).
+_PLACE_MEMO: dict[int, tuple[int, int]] = {}
 
 
 def _memo_bucket_us(value_us: int) -> int:
@@ -112,6 +115,27 @@ def _memo_bucket_us(value_us: int) -> int:
             _BUCKET_MEMO.clear()
         bucket = _BUCKET_MEMO[value_us] = bucket_us(value_us)
     return bucket
+
+
+def _place(value_us: int) -> tuple[int, int]:
+    """``value_us``'s HdrHistogram bucket (lowest value) and the index of its counter."""
+    place = _PLACE_MEMO.get(value_us)
+    if place is None:
+        if len(_PLACE_MEMO) >= BUCKET_MEMO_SIZE:
+            _PLACE_MEMO.clear()
+        place = _PLACE_MEMO[value_us] = (_memo_bucket_us(value_us), _LAYOUT._counts_index_for(value_us))
+    return place
+
+
+def _record_at(histogram: HdrHistogram, value_us: int, index: int) -> None:
+    """``histogram.record_value(value_us)`` for a value in range whose counter index is known: what it does, less its
+    four calls to find the index again (the values a book records are clamped into the histograms' range)."""
+    histogram.counts[index] += 1
+    histogram.total_count += 1
+    if value_us < histogram.min_value:
+        histogram.min_value = value_us
+    if value_us > histogram.max_value:
+        histogram.max_value = value_us
 
 
 def bucket_top_us(value_us: int) -> int:
@@ -203,6 +227,10 @@ class ExportBuckets:
         return buckets, self.sum_us / 1_000_000
 
 
+#: One (kind, name)'s record targets: per measure (key, whole-run histogram, export buckets), then its two timeline keys.
+_Slots = tuple[tuple[tuple[_Key, HdrHistogram, ExportBuckets], ...], tuple[_Key, _Key]]
+
+
 class LatencyDelta:
     """What a book recorded over some span: the three measures by (kind, name, measure) as sparse histograms, late
     and unsent counts, and how many requests were sent and intended in each epoch second, by (kind, name).
@@ -226,13 +254,18 @@ class LatencyDelta:
 
     def record_bucket(self, kind: str, name: str, measure: str, bucket: int, count: int = 1) -> None:
         """Count ``count`` values in the bucket whose lowest value is ``bucket`` (as :func:`bucket_us` gives)."""
-        buckets = self.histograms.setdefault((kind, name, measure), {})
-        buckets[bucket] = buckets.get(bucket, 0) + count
+        self._add(self.histograms, (kind, name, measure), bucket, count)
 
     def count(self, kind: str, name: str, timeline: str, second: int, count: int = 1) -> None:
         """Count ``count`` requests of ``(kind, name)`` sent or intended (``timeline``) in the epoch ``second``."""
-        seconds = self.timelines.setdefault((kind, name, timeline), {})
-        seconds[second] = seconds.get(second, 0) + count
+        self._add(self.timelines, (kind, name, timeline), second, count)
+
+    @staticmethod
+    def _add(table: dict[_Key, dict[int, int]], key: _Key, value: int, count: int = 1) -> None:
+        counts = table.get(key)
+        if counts is None:
+            counts = table[key] = {}
+        counts[value] = counts.get(value, 0) + count
 
     def add(self, other: LatencyDelta) -> None:
         """Add everything ``other`` holds to this delta."""
@@ -294,6 +327,9 @@ class LatencyBook:
         #: The same values counted in Prometheus's fixed buckets as they arrive, so a scrape reads them for free.
         self._exported: dict[_Key, ExportBuckets] = {}
         self._channels: dict[str, LatencyDelta] = {REPORT: LatencyDelta()}
+        #: Per (kind, name): its three measures' keys, whole-run histograms and export buckets, then its timeline keys
+        #: (histograms are only ever added to ``_total``, never replaced, so these stay the ones it holds).
+        self._slots: dict[tuple[str, str], _Slots] = {}
         #: Requests and stages that started late (lateness above ``late_threshold_s``) and work never sent.
         self.late = 0
         self.unsent = 0
@@ -308,23 +344,37 @@ class LatencyBook:
         corrected = _micros(answered - intended, "corrected latency")
         late = kind == REQUEST and sent - intended > self.late_threshold_s
         sent_second, intended_second = math.floor(sent), math.floor(intended)
+        slots = self._slots.get((kind, name))
+        if slots is None:
+            slots = self._slots_of(kind, name)
+        measures, (sent_key, intended_key) = slots
         channels = self._channels.values()
-        for measure, value in ((SERVICE, service), (LATENESS, lateness), (CORRECTED, corrected)):
+        add = LatencyDelta._add
+        for (key, histogram, exported), value in zip(measures, (service, lateness, corrected), strict=True):
+            bucket, index = _place(value)
+            _record_at(histogram, value, index)
+            exported.observe(bucket)
+            for channel in channels:
+                add(channel.histograms, key, bucket)
+        for channel in channels:
+            add(channel.timelines, sent_key, sent_second)
+            add(channel.timelines, intended_key, intended_second)
+            channel.late += late
+        self.late += late
+
+    def _slots_of(self, kind: str, name: str) -> _Slots:
+        """The keys, whole-run histograms and export buckets one (kind, name) records into, made once."""
+        measures = []
+        for measure in MEASURES:
             key = (kind, name, measure)
             histogram = self._total.get(key)
             if histogram is None:
                 histogram = self._total[key] = new_histogram()
                 self._exported[key] = ExportBuckets()
-            histogram.record_value(value)
-            bucket = _memo_bucket_us(value)
-            self._exported[key].observe(bucket)
-            for channel in channels:
-                channel.record_bucket(kind, name, measure, bucket)
-        for channel in self._channels.values():
-            channel.count(kind, name, SENT, sent_second)
-            channel.count(kind, name, INTENDED, intended_second)
-            channel.late += late
-        self.late += late
+            measures.append((key, histogram, self._exported[key]))
+        slots: _Slots = (tuple(measures), ((kind, name, SENT), (kind, name, INTENDED)))
+        self._slots[(kind, name)] = slots
+        return slots
 
     def record_unsent(self, count: int = 1) -> None:
         """Count work the run's end left undone (a device was due, its request never went)."""

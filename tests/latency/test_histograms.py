@@ -18,6 +18,8 @@ from harness.latency.histograms import (
     LatencyBook,
     LatencyDelta,
     LatencyError,
+    _micros,
+    bucket_us,
     new_histogram,
     percentiles_ms,
     sparse_statistic_ms,
@@ -191,3 +193,47 @@ def test_the_bucket_memo_gives_what_hdrh_gives_and_stays_bounded(monkeypatch: py
     histograms._BUCKET_MEMO.clear()
     histograms._memo_bucket_us(2049)
     assert histograms._BUCKET_MEMO == {2049: histograms.bucket_us(2049)}
+
+
+def test_the_place_memo_gives_hdrh_s_own_counter_index_and_stays_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    from harness.latency import histograms
+
+    monkeypatch.setattr(histograms, "BUCKET_MEMO_SIZE", 50)
+    histograms._PLACE_MEMO.clear()
+    reference = new_histogram()
+    edges = [value + delta for value in (2 ** n for n in range(1, 32)) for delta in (-1, 0, 1)]
+    for value in [1, *range(1, 5000, 3), *range(1, 5000, 3), *edges, 3_600_000_000]:
+        assert histograms._place(value) == (histograms.bucket_us(value), reference._counts_index_for(value))
+        assert len(histograms._PLACE_MEMO) <= 50
+
+
+def test_the_book_s_histograms_are_those_hdrh_s_record_value_builds() -> None:
+    """The book counts into its whole-run histograms directly (a remembered counter index): the same counters, total,
+    minimum and maximum as record_value, byte for byte in HdrHistogram's encoding; its deltas are unchanged too."""
+    rng = random.Random(7)
+    book = LatencyBook()
+    book.open_channel("gate")
+    expected = {measure: new_histogram() for measure in (SERVICE, LATENESS, CORRECTED)}
+    buckets: dict[str, dict[int, int]] = {measure: {} for measure in expected}
+    for _ in range(3000):
+        intended = 1_000.0 + rng.random() * 100
+        sent = intended + rng.choice([0.0, -0.001, rng.random() * 0.2, rng.random() * 5000.0])
+        answered = sent + rng.expovariate(1 / 0.05)
+        book.record(REQUEST, URI, intended=intended, sent=sent, answered=answered)
+        for measure, seconds in ((SERVICE, answered - sent), (LATENESS, sent - intended),
+                                 (CORRECTED, answered - intended)):
+            value = _micros(seconds, measure)
+            expected[measure].record_value(value)
+            buckets[measure][bucket_us(value)] = buckets[measure].get(bucket_us(value), 0) + 1
+    for measure, histogram in expected.items():
+        got = book.histogram(REQUEST, URI, measure)
+        assert (got.get_total_count(), got.get_min_value(), got.get_max_value()) == (
+            histogram.get_total_count(), histogram.get_min_value(), histogram.get_max_value())
+        assert got.encode() == histogram.encode()
+    for channel in ("gate", "report"):
+        delta = book.take(channel)
+        assert {key[2]: counts for key, counts in delta.histograms.items()} == buckets
+        assert sum(delta.timelines[(REQUEST, URI, SENT)].values()) == 3000
+    book.reset()  # a reset forgets the histograms: records after it go into new ones, not the forgotten ones
+    book.record(REQUEST, URI, intended=1.0, sent=1.0, answered=1.5)
+    assert book.histogram(REQUEST, URI, SERVICE).get_total_count() == 1
