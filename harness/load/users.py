@@ -14,6 +14,7 @@ import time
 from typing import Any
 from urllib.parse import urlsplit
 
+from gevent.monkey import get_original
 from geventhttpclient.client import HTTPClient  # type: ignore[import-untyped]
 from locust import task
 from locust.contrib.fasthttp import FastHttpUser, LocustBadStatusCode, LocustUserAgent
@@ -185,7 +186,7 @@ class LifecycleUser(FastHttpUser):
         if pool is None:
             # Contexts are shared and live as long as the process's trust store: the id stays theirs.
             pool = ConnectionPool(origin, ctx, connect_timeout=self.connection_timeout,
-                                  network_timeout=self.network_timeout, size=self.concurrency)
+                                  network_timeout=self.network_timeout, size=self.concurrency, readable=_readable)
             self._pools[key] = pool
         return pool
 
@@ -193,6 +194,14 @@ class LifecycleUser(FastHttpUser):
         self.environment.events.request.fire(request_type=LIFECYCLE_REQUEST_TYPE, name=name, response_time=ms,
                                              response_length=0, exception=StageFailed(fail) if fail else None,
                                              context={})
+
+
+#: select() as the OS has it: a look with no timeout never blocks, so it needs none of gevent's hub machinery.
+_SELECT = get_original("select", "select")
+
+
+def _readable(sock: Any) -> bool:
+    return bool(_SELECT([sock], [], [], 0.0)[0])
 
 
 def _ms(started: float) -> float:

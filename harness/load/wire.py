@@ -20,6 +20,7 @@ import re
 import select
 import socket
 import ssl
+from collections.abc import Callable
 from typing import NamedTuple
 from urllib.parse import quote
 
@@ -41,6 +42,10 @@ _BLOCK = 64 * 1024
 #: only of these needs no quoting pass, the usual case.
 _PLAIN_TARGET = re.compile(r"[A-Za-z0-9\-._~!#$&'()*+,/:;=?@\[\]]*")
 _UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+
+
+#: Whether a socket has something to read right now (never waits): the pool's look at an idle connection.
+Readable = Callable[[socket.socket], bool]
 
 
 class ConnectionClosed(Exception):
@@ -72,6 +77,20 @@ def requote(target: str) -> str:
     """
     if "%" not in target and _PLAIN_TARGET.fullmatch(target):
         return target
+    quoted = _REQUOTED.get(target)
+    if quoted is None:
+        if len(_REQUOTED) >= _REQUOTED_SIZE:
+            _REQUOTED.clear()
+        quoted = _REQUOTED[target] = _requote(target)
+    return quoted
+
+
+#: Targets requoted lately (policy body URLs carry braces, and every device of a run fetches the same few). Bounded.
+_REQUOTED: dict[str, str] = {}
+_REQUOTED_SIZE = 4096
+
+
+def _requote(target: str) -> str:
     parts = target.split("%")
     for i in range(1, len(parts)):
         code = parts[i][:2]
@@ -199,13 +218,15 @@ class _Reading:
 class ConnectionPool:
     """Keep-alive connections to one server with one TLS context: an idle one is reused, else a new one opened.
 
-    ``size`` is how many idle connections are kept (a user sending one request at a time needs one); like
+    ``readable`` looks at an idle connection without waiting (``select`` with no timeout by default; under gevent the
+    unpatched one, as a look that never waits needs no hub). ``size`` is how many idle connections are kept (a user
+    sending one request at a time needs one); like
     geventhttpclient, a request the server closed the connection on before answering is sent again on a new
     connection up to ``size + 1`` times, idempotent methods only.
     """
 
     def __init__(self, origin: Origin, context: ssl.SSLContext | None, *, connect_timeout: float,
-                 network_timeout: float, size: int = 1) -> None:
+                 network_timeout: float, size: int = 1, readable: Readable | None = None) -> None:
         if not connect_timeout > 0 or not network_timeout > 0:
             raise ValueError(f"timeouts must be > 0 s, got connect {connect_timeout!r}, network {network_timeout!r}")
         if size < 1:
@@ -215,6 +236,7 @@ class ConnectionPool:
         self.connect_timeout = connect_timeout
         self.network_timeout = network_timeout
         self.size = size
+        self._readable = readable or _readable
         self._idle: list[socket.socket] = []
         #: Connections opened so far (a test counts reuse with it).
         self.opened = 0
@@ -249,7 +271,7 @@ class ConnectionPool:
     def _take(self) -> socket.socket:
         while self._idle:
             sock = self._idle.pop()
-            if _alive(sock):
+            if _alive(sock, self._readable):
                 return sock
             _close(sock)
         return self._connect()
@@ -310,15 +332,16 @@ def _close_delimited(headers: dict[str, str], parser: httptools.HttpResponsePars
             and parser.get_status_code() >= 200)
 
 
-def _alive(sock: socket.socket) -> bool:
+def _readable(sock: socket.socket) -> bool:
+    return bool(select.select([sock], [], [], 0.0)[0])
+
+
+def _alive(sock: socket.socket, readable: Readable) -> bool:
     """An idle keep-alive connection is never readable: if it is, the server closed it (or sent stray bytes)."""
     try:
-        if sock.fileno() < 0:
-            return False
-        readable, _, _ = select.select([sock], [], [], 0.0)
+        return sock.fileno() >= 0 and not readable(sock)
     except (OSError, ValueError):
         return False
-    return not readable
 
 
 def _close(sock: socket.socket) -> None:

@@ -214,6 +214,17 @@ def test_targets_are_requoted_as_geventhttpclient_requotes_them(target: str, sen
     assert requote(target) == sent
 
 
+def test_a_remembered_requoting_is_the_one_computed_and_the_memo_stays_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    from harness.load import wire
+
+    monkeypatch.setattr(wire, "_REQUOTED_SIZE", 3)
+    wire._REQUOTED.clear()
+    targets = [f"/p?{{{n}}}%41" for n in range(7)]
+    for target in targets + targets:
+        assert requote(target) == wire._requote(target) == target.replace("{", "%7B").replace("}", "%7D")[:-3] + "A"
+        assert len(wire._REQUOTED) <= 3
+
+
 @pytest.mark.parametrize("url", ["ftp://h/x", "h/x", "https://:443/x", "https://h:0/x", "https://h:port/x"])
 def test_a_url_that_is_no_absolute_http_url_is_refused_by_name(url: str) -> None:
     with pytest.raises(ValueError, match="URL"):
@@ -469,7 +480,7 @@ from locust.stats import StatsError
 from harness.client.events import STEP_AAD_INFO, Request
 from harness.fleet.driver import DeviceRun
 from harness.load.listeners import install, plugin_of
-from harness.load.users import LifecycleUser
+from harness.load.users import LifecycleUser, _readable
 
 site, cmg_url, tenant, work = sys.argv[1], sys.argv[2], sys.argv[3], Path(sys.argv[4])
 events = Events()
@@ -504,9 +515,13 @@ for url in (f"{cmg_url}/CCM_Proxy_ServerAuth/AADAuthInfo?TenantID={tenant}",
 errors = sorted((error.method, error.name, StatsError.parse_error(error.error), error.occurrences)
                 for error in env.stats.errors.values())
 entry = env.stats.get("AADAuthInfo", "GET")
+ours, theirs = socket.socketpair()
+idle = _readable(ours)
+theirs.close()
+readable = [idle, _readable(ours)]
 print(json.dumps({"replies": replies, "fired": fired, "errors": errors,
                   "connections": sum(pool.opened for pool in user._pools.values()),
-                  "stats": [entry.num_requests, entry.num_failures]}))
+                  "stats": [entry.num_requests, entry.num_failures], "readable": readable}))
 plugin_of(env).on_quit()
 '''
 
@@ -530,3 +545,4 @@ def test_the_user_reports_to_locust_what_fasthttpsession_reported(site: RunningS
     assert any(error[2].startswith("LocustBadStatusCode(") and f"code={refused_tenant[1]}" in error[2]
                for error in report["errors"]), report["errors"]
     assert report["connections"] == 1  # the two answers from the site came over one kept-alive connection
+    assert report["readable"] == [False, True]  # the idle look: quiet while open, readable once the peer closed
