@@ -30,7 +30,7 @@ from harness.fleet.seeded import SeededFleet
 from harness.fleet.tally import LIFECYCLE_REQUEST_TYPE
 from harness.load.context import RunContext
 from harness.load.listeners import plugin_of
-from harness.load.wire import ConnectionPool, Origin, request_head, split_url, transport_error
+from harness.load.wire import Answer, ConnectionPool, Origin, request_head, split_url, transport_error
 
 #: The User-Agent geventhttpclient sends on a request that names none (Entra ID's token request): kept on the wire.
 GEVENTHTTPCLIENT_USER_AGENT = str(HTTPClient.DEFAULT_HEADERS["User-Agent"])
@@ -68,7 +68,7 @@ class LifecycleUser(FastHttpUser):
                                              user_number=number, devices_per_user=ctx.options.devices_per_user)
         # One generator per user for message ids: a Random per device would cost ~5 KB each.
         self._rng = random.Random(f"{ctx.options.fleet_seed}/{self.device_indexes.start}")
-        self._pools: dict[tuple[int, Origin], ConnectionPool] = {}
+        self._pools: dict[tuple[int, Origin], ConnectionPool] = {}  # by (id of the TLS context, origin)
         self.plugin = plugin
         self.driver = FleetDriver(clock=time.time, send=self._send, report_stage=self._report_stage,
                                   tally=ctx.tally, cmg_url=ctx.endpoints.cmg_url, judge=plugin.judge,
@@ -106,7 +106,8 @@ class LifecycleUser(FastHttpUser):
         self.driver.run_next()
 
     def ssl_context_factory(self, cafile: str | None = None, **_: Any) -> ssl.SSLContext:  # type: ignore[override]
-        """The default client's context: the site root CA, verified (used for nothing but CRL downloads)."""
+        """The context of ``self.client`` (the site root CA, verified): the devices send over their own connections;
+        it is left for locustfiles that send requests of their own."""
         return self.run_context.site_trust.context(root_ca_present=True)
 
     # ------------------------------------------------------------------------------------------ transport
@@ -120,31 +121,36 @@ class LifecycleUser(FastHttpUser):
         except OSError as exc:
             reason, detail = classify_exception(exc)
             return TransportError(reason, detail, ms=_ms(started))
-        method, url, body = request.method, request.url, request.body
-        origin, target = split_url(url)
-        head = request_head(method, target, wire_headers(request), len(body), host_header=origin.host_header,
-                            default_user_agent=GEVENTHTTPCLIENT_USER_AGENT)
-        start_time = time.time()
         try:
-            answer = self._pool(ctx, origin).request(method, head, body)
+            answer = self._http(request.method, request.url, request.name, wire_headers(request), request.body, ctx)
         except Exception as exc:  # noqa: BLE001 - every failure to get an answer is the device's transport error
-            ms = _ms(started)
-            self._fire(request, url, start_time, ms, 0, exc)
-            return transport_error(exc, ms)
-        ms = _ms(started)
-        status = answer.status
-        # What FastHttpSession reports without catch_response: a status outside its valid set is a failure.
-        self._fire(request, url, start_time, ms, len(answer.body),
-                   None if status in VALID_STATUSES else LocustBadStatusCode(url, code=status))
-        headers = answer.headers
-        return Response(status, answer.body, headers.get("x-cmg-status-text") or answer.reason,
-                        headers.get("content-type", ""), ms)
+            return transport_error(exc, _ms(started))
+        return Response(answer.status, answer.body, answer.headers.get("x-cmg-status-text") or answer.reason,
+                        answer.headers.get("content-type", ""), _ms(started))
 
-    def _fire(self, request: Request, url: str, start_time: float, ms: float, length: int,
+    def _http(self, method: str, url: str, name: str, headers: dict[str, str], body: bytes,
+              ctx: ssl.SSLContext | None) -> Answer:
+        """One exchange over this user's kept-alive connections, reported to Locust as FastHttpSession reported it
+        (without catch_response: a status outside 2xx and redirects is a failure); raises what the transport raised."""
+        start_time = time.time()
+        started = time.perf_counter()
+        try:
+            origin, target = split_url(url)
+            head = request_head(method, target, headers, len(body), host_header=origin.host_header,
+                                default_user_agent=GEVENTHTTPCLIENT_USER_AGENT)
+            answer = self._pool(ctx, origin).request(method, head, body)
+        except Exception as exc:
+            self._fire(method, name, url, start_time, _ms(started), 0, exc)
+            raise
+        status = answer.status
+        self._fire(method, name, url, start_time, _ms(started), len(answer.body),
+                   None if status in VALID_STATUSES else LocustBadStatusCode(url, code=status))
+        return answer
+
+    def _fire(self, method: str, name: str, url: str, start_time: float, ms: float, length: int,
               exception: BaseException | None) -> None:
-        # The event FastHttpSession fires, so Locust's statistics and failures read as before.
-        self.environment.events.request.fire(request_type=request.method, name=request.name, context=self.context(),
-                                             response=None, exception=exception, start_time=start_time, url=url,
+        self.environment.events.request.fire(request_type=method, name=name, context=self.context(), response=None,
+                                             exception=exception, start_time=start_time, url=url,
                                              response_length=length, response_time=ms)
 
     def _tls_context(self, device: DeviceRun, request: Request, profile: DeviceProfile) -> ssl.SSLContext:
@@ -170,17 +176,20 @@ class LifecycleUser(FastHttpUser):
         now = time.time()
         if type(held) is tuple and held[0] == url and now < held[1].next_update:
             return held[1]
-        answer: Any = self.client.request("GET", url, name=urlsplit(url).path, allow_redirects=False)
-        if not answer.status_code:
-            raise CrlUnavailable(f"CRL distribution point {url} unreachable: {answer.error!r}")
-        if answer.status_code != 200:
-            raise CrlUnavailable(f"CRL distribution point {url} answered HTTP {answer.status_code}")
-        crl = self.run_context.crls.intern(Crl.from_der(answer.content or b""))
+        # Plain HTTP as a rule (a CRL is signed); an https point is verified against the site root CA.
+        ctx = self.run_context.site_trust.context(root_ca_present=True) if url.startswith("https:") else None
+        try:
+            answer = self._http("GET", url, urlsplit(url).path, {}, b"", ctx)
+        except Exception as exc:  # noqa: BLE001 - any failure to download it leaves the device without a CRL
+            raise CrlUnavailable(f"CRL distribution point {url} unreachable: {exc!r}") from None
+        if answer.status != 200:
+            raise CrlUnavailable(f"CRL distribution point {url} answered HTTP {answer.status}")
+        crl = self.run_context.crls.read(answer.body)
         # Kept until nextUpdate (as Windows does); a CRL already past it is used once, fails, and is not kept.
         device.tls = (url, crl) if now < crl.next_update else None
         return crl
 
-    def _pool(self, ctx: ssl.SSLContext, origin: Origin) -> ConnectionPool:
+    def _pool(self, ctx: ssl.SSLContext | None, origin: Origin) -> ConnectionPool:
         key = (id(ctx), origin)
         pool = self._pools.get(key)
         if pool is None:

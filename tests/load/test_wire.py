@@ -512,16 +512,27 @@ for url in (f"{cmg_url}/CCM_Proxy_ServerAuth/AADAuthInfo?TenantID={tenant}",
     reply = user._send(device, Request("GET", url, {}, b"", "AADAuthInfo", "install", STEP_AAD_INFO))
     replies.append([type(reply).__name__, getattr(reply, "status", None), getattr(reply, "reason", None),
                     getattr(reply, "content_type", None)])
+# A device that checks revocation downloads the CRL first, over the same kind of connection, reported as before.
+checking = DeviceRun(1, user.make_lifecycle(user.device_profile(1).with_traits(nocrlcheck=False, root_ca_present=True)))
+first_fired = list(fired)
+connections = sum(pool.opened for pool in user._pools.values())
+fired.clear()
+crl_reply = user._send(checking, Request("GET", f"{cmg_url}/CCM_Proxy_ServerAuth/AADAuthInfo?TenantID={tenant}", {},
+                                         b"", "AADAuthInfo", "install", STEP_AAD_INFO))
+crl_fired = list(fired)
+entry = env.stats.get("AADAuthInfo", "GET")
+stats = [entry.num_requests, entry.num_failures]
 errors = sorted((error.method, error.name, StatsError.parse_error(error.error), error.occurrences)
                 for error in env.stats.errors.values())
-entry = env.stats.get("AADAuthInfo", "GET")
 ours, theirs = socket.socketpair()
 idle = _readable(ours)
 theirs.close()
 readable = [idle, _readable(ours)]
-print(json.dumps({"replies": replies, "fired": fired, "errors": errors,
-                  "connections": sum(pool.opened for pool in user._pools.values()),
-                  "stats": [entry.num_requests, entry.num_failures], "readable": readable}))
+print(json.dumps({"replies": replies, "fired": first_fired, "errors": errors,
+                  "connections": connections,
+                  "stats": stats, "readable": readable,
+                  "crl": [type(crl_reply).__name__, getattr(crl_reply, "status", None), crl_fired,
+                          type(checking.tls).__name__]}))
 plugin_of(env).on_quit()
 '''
 
@@ -540,9 +551,14 @@ def test_the_user_reports_to_locust_what_fasthttpsession_reported(site: RunningS
             ("GET", "AADAuthInfo", "ConnectionRefusedError", {})]
     assert report["fired"][0]["response_length"] > 0 and report["fired"][2]["response_length"] == 0
     assert report["fired"][1]["url"].endswith("TenantID=00000000-0000-0000-0000-00000000dead")
-    assert report["stats"] == [3, 2]
+    assert report["stats"] == [4, 2]  # the three above and the revocation-checking device's
     assert [error[:2] for error in report["errors"]] == [["GET", "AADAuthInfo"], ["GET", "AADAuthInfo"]]
     assert any(error[2].startswith("LocustBadStatusCode(") and f"code={refused_tenant[1]}" in error[2]
                for error in report["errors"]), report["errors"]
     assert report["connections"] == 1  # the two answers from the site came over one kept-alive connection
     assert report["readable"] == [False, True]  # the idle look: quiet while open, readable once the peer closed
+    reply_type, status, crl_fired, held = report["crl"]
+    assert (reply_type, status, held) == ("Response", 200, "tuple")  # the device holds the CRL it downloaded
+    assert [(event["request_type"], event["exception"]) for event in crl_fired] == [("GET", "NoneType")] * 2
+    assert crl_fired[0]["name"].endswith(".crl") and crl_fired[0]["url"].startswith("http://127.0.0.1:")
+    assert crl_fired[0]["response_length"] > 0 and crl_fired[1]["name"] == "AADAuthInfo"
