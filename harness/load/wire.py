@@ -49,7 +49,14 @@ Readable = Callable[[socket.socket], bool]
 
 
 class ConnectionClosed(Exception):
-    """The server closed the connection (or reset it) before the whole answer arrived."""
+    """The server closed the connection (or reset it) before the whole answer arrived.
+
+    ``nothing`` is true when not a byte of the answer came (a request that may be sent again, as geventhttpclient
+    sends it again); a close mid-answer is never retried."""
+
+    def __init__(self, *, nothing: bool) -> None:
+        super().__init__("connection closed." if nothing else "connection closed mid-answer.")
+        self.nothing = nothing
 
 
 class Answer(NamedTuple):
@@ -191,6 +198,10 @@ class _Reading:
     def __init__(self) -> None:
         self.parser = httptools.HttpResponseParser(self)
         self.keep_alive = False
+        self.on_message_begin()
+
+    def on_message_begin(self) -> None:
+        # Also after an interim 1xx answer: the final one starts afresh.
         self.reason = b""
         self.headers: dict[str, str] = {}
         self.body: list[bytes] = []
@@ -220,9 +231,8 @@ class ConnectionPool:
 
     ``readable`` looks at an idle connection without waiting (``select`` with no timeout by default; under gevent the
     unpatched one, as a look that never waits needs no hub). ``size`` is how many idle connections are kept (a user
-    sending one request at a time needs one); like
-    geventhttpclient, a request the server closed the connection on before answering is sent again on a new
-    connection up to ``size + 1`` times, idempotent methods only.
+    sending one request at a time needs one); like geventhttpclient, a request the server closed the connection on
+    before a byte of answer is sent again on a new connection up to ``size + 1`` times, idempotent methods only.
     """
 
     def __init__(self, origin: Origin, context: ssl.SSLContext | None, *, connect_timeout: float,
@@ -248,9 +258,9 @@ class ConnectionPool:
             sock = self._take()
             try:
                 answer, keep = self._exchange(sock, method, head + body)
-            except ConnectionClosed:
+            except ConnectionClosed as closed:
                 _close(sock)
-                if retries > 0:
+                if closed.nothing and retries > 0:
                     retries -= 1
                     continue
                 raise
@@ -307,10 +317,14 @@ class ConnectionPool:
             if not data:
                 if reading.headers_done and _close_delimited(reading.headers, parser):
                     break  # a body without length ends with the connection
-                raise ConnectionClosed("connection closed." if not received else "connection closed mid-answer.")
+                raise ConnectionClosed(nothing=not received)
             received = True
             parser.feed_data(data)
-            if reading.done or (reading.headers_done and method == "HEAD"):
+            if reading.done:
+                if parser.get_status_code() >= 200:
+                    break
+                reading.done = False  # an interim answer (100 Continue): the final one follows
+            elif reading.headers_done and method == "HEAD":
                 break
         status = parser.get_status_code()
         keep = reading.done and reading.keep_alive

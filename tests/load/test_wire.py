@@ -304,6 +304,36 @@ def test_a_connection_cut_mid_answer_is_a_reset(serve: Callable[..., ScriptedSer
     assert error.reason == oc.RESET and error.detail.startswith(detail)
 
 
+def test_a_get_cut_mid_answer_is_not_sent_again(serve: Callable[..., ScriptedServer],
+                                               client_context: ssl.SSLContext) -> None:
+    """Only a close before any byte of answer is retried (as geventhttpclient retries): a partial answer is a reset."""
+    def cut(conn: ssl.SSLSocket, seen: Seen) -> None:
+        read_request(conn, seen)
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Len")
+
+    server = serve(cut, answer_all())
+    pool = pool_for(server, client_context)
+    with pytest.raises(ConnectionClosed, match="mid-answer"):
+        send(pool)
+    assert len(server.seen.requests) == 1
+
+
+def test_an_interim_answer_is_passed_over_for_the_final_one(serve: Callable[..., ScriptedServer],
+                                                            client_context: ssl.SSLContext) -> None:
+    def interim(conn: ssl.SSLSocket, seen: Seen) -> None:
+        for _ in range(2):
+            read_request(conn, seen)
+            conn.sendall(b"HTTP/1.1 100 Continue\r\nX-Interim: 1\r\n\r\n")
+            conn.sendall(b"HTTP/1.1 201 Created\r\nContent-Length: 4\r\n\r\ndone")
+
+    server = serve(interim)
+    pool = pool_for(server, client_context)
+    head = request_head("POST", "/i", {}, 1, host_header=pool.origin.host_header, default_user_agent=UA)
+    answer = pool.request("POST", head, b"x")
+    assert (answer.status, answer.reason, answer.body, "x-interim" in answer.headers) == (201, "Created", b"done", False)
+    assert send(pool, "POST", "/i", b"x") == (201, b"done") and pool.opened == 1
+
+
 def test_a_certificate_from_an_unknown_ca_is_the_invalid_ca_reason(serve: Callable[..., ScriptedServer]) -> None:
     server = serve(answer_all())
     pool = pool_for(server, ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT))  # no root CA: verification fails
