@@ -327,6 +327,9 @@ class LatencyBook:
         #: The same values counted in Prometheus's fixed buckets as they arrive, so a scrape reads them for free.
         self._exported: dict[_Key, ExportBuckets] = {}
         self._channels: dict[str, LatencyDelta] = {REPORT: LatencyDelta()}
+        #: Records not yet handed to the channels: each record goes here once, and every open channel gets it when one
+        #: of them is taken or a new one opens (a request costs one delta's counting, not one per reader).
+        self._pending = LatencyDelta()
         #: Per (kind, name): its three measures' keys, whole-run histograms and export buckets, then its timeline keys
         #: (histograms are only ever added to ``_total``, never replaced, so these stay the ones it holds).
         self._slots: dict[tuple[str, str], _Slots] = {}
@@ -348,18 +351,16 @@ class LatencyBook:
         if slots is None:
             slots = self._slots_of(kind, name)
         measures, (sent_key, intended_key) = slots
-        channels = self._channels.values()
+        pending = self._pending
         add = LatencyDelta._add
         for (key, histogram, exported), value in zip(measures, (service, lateness, corrected), strict=True):
             bucket, index = _place(value)
             _record_at(histogram, value, index)
             exported.observe(bucket)
-            for channel in channels:
-                add(channel.histograms, key, bucket)
-        for channel in channels:
-            add(channel.timelines, sent_key, sent_second)
-            add(channel.timelines, intended_key, intended_second)
-            channel.late += late
+            add(pending.histograms, key, bucket)
+        add(pending.timelines, sent_key, sent_second)
+        add(pending.timelines, intended_key, intended_second)
+        pending.late += late
         self.late += late
 
     def _slots_of(self, kind: str, name: str) -> _Slots:
@@ -387,7 +388,9 @@ class LatencyBook:
     # ------------------------------------------------------------------ channels: merging across Locust workers
     def open_channel(self, channel: str) -> None:
         """Start keeping a pending delta for ``channel`` from now on (no-op when it is open)."""
-        self._channels.setdefault(channel, LatencyDelta())
+        if channel not in self._channels:
+            self._hand_out()  # what came before belongs to the channels already open
+            self._channels[channel] = LatencyDelta()
 
     def close_channel(self, channel: str) -> None:
         """Stop keeping ``channel`` (the worker report's own stays)."""
@@ -398,8 +401,17 @@ class LatencyBook:
         """What was recorded since ``channel`` was last taken (or opened); LatencyError for a channel not open."""
         if channel not in self._channels:
             raise LatencyError(f"latency channel {channel!r} is not open")
+        self._hand_out()
         delta, self._channels[channel] = self._channels[channel], LatencyDelta()
         return delta
+
+    def _hand_out(self) -> None:
+        """Add the records not yet handed out to every open channel."""
+        pending = self._pending
+        if pending.histograms or pending.timelines or pending.late:
+            for delta in self._channels.values():
+                delta.add(pending)
+            self._pending = LatencyDelta()
 
     def drain(self, channel: str = REPORT) -> dict[str, Any]:
         """What was recorded since the last drain, JSON-safe (sparse histograms: bucket value in µs -> count)."""

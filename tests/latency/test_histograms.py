@@ -237,3 +237,36 @@ def test_the_book_s_histograms_are_those_hdrh_s_record_value_builds() -> None:
     book.reset()  # a reset forgets the histograms: records after it go into new ones, not the forgotten ones
     book.record(REQUEST, URI, intended=1.0, sent=1.0, answered=1.5)
     assert book.histogram(REQUEST, URI, SERVICE).get_total_count() == 1
+
+
+def test_every_channel_gets_exactly_the_records_made_while_it_was_open() -> None:
+    """Records wait in one pending delta until a channel is taken or opened: whatever the order of records, takes,
+    opens and closes, each take holds exactly what was recorded since that channel's last take or opening."""
+    rng = random.Random(11)
+    book = LatencyBook()
+    model: dict[str, list[tuple[str, float, float, float]]] = {"report": []}
+    for step in range(600):
+        action = rng.random()
+        if action < 0.7:
+            name = rng.choice(["/a", "/b"])
+            intended = 100.0 + step
+            sent = intended + rng.choice([0.0, 0.5])
+            answered = sent + rng.random()
+            book.record(REQUEST, name, intended=intended, sent=sent, answered=answered)
+            for records in model.values():
+                records.append((name, intended, sent, answered))
+        elif action < 0.85:
+            channel = rng.choice(sorted(model))
+            delta = book.take(channel)
+            records, model[channel] = model[channel], []
+            expected = LatencyBook()
+            expected.open_channel("x")
+            for name, intended, sent, answered in records:
+                expected.record(REQUEST, name, intended=intended, sent=sent, answered=answered)
+            assert delta.to_json() == expected.take("x").to_json(), (step, channel)
+        elif action < 0.93:
+            book.open_channel("gate")
+            model.setdefault("gate", [])
+        else:
+            book.close_channel("gate")
+            model.pop("gate", None)
