@@ -1,9 +1,13 @@
-"""Locust users that play simulated ConfigMgr clients through ``FastHttpUser``, TLS verified as a Windows client would.
+"""Locust users that play simulated ConfigMgr clients, TLS verified as a Windows client would.
 
 Each user plays ``--devices-per-user`` devices of the fleet (a real client holds no connection between policy polls,
 so a process plays far more devices than it opens connections). TLS verification is on: FastHttpUser skips it by
 default, which would hide every certificate fault. The contexts come from the process's shared :class:`TrustStore`
 — one per trust state, never one per user (docs/measurements.md: per-user contexts collapse Locust past ~1,000 users).
+
+The users are FastHttpUsers, but their devices send over :mod:`harness.load.wire`'s kept-alive connections (one pool
+per TLS context and server): the bytes FastHttpSession would write, and Locust's request event fired as it fires it,
+for a fraction of its CPU per request (its layers cost more than the HTTP exchange itself).
 """
 
 from __future__ import annotations
