@@ -9,6 +9,7 @@ import pytest
 
 from harness.latency.histograms import (
     CORRECTED,
+    HIGHEST_US,
     INTENDED,
     LATENESS,
     REQUEST,
@@ -181,30 +182,19 @@ def test_a_sparse_delta_gives_exactly_the_percentiles_of_a_full_histogram() -> N
     assert sparse_statistic_ms({}, 99.0) is None
 
 
-def test_the_bucket_memo_gives_what_hdrh_gives_and_stays_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A remembered bucket is the one HdrHistogram computes, for every value; a full memo is emptied, not grown."""
+def test_a_value_s_place_is_the_bucket_and_counter_hdrh_finds_for_it() -> None:
+    """Every value up to 300,000 µs, hdrh's bucket edges up to the hour, and random values across the whole range."""
     from harness.latency import histograms
 
-    monkeypatch.setattr(histograms, "BUCKET_MEMO_SIZE", 50)
-    histograms._BUCKET_MEMO.clear()
-    for value in [*range(1, 3000, 7), *range(1, 3000, 7), 3_600_000_000, 123_456_789]:
-        assert histograms._memo_bucket_us(value) == histograms.bucket_us(value)
-        assert len(histograms._BUCKET_MEMO) <= 50
-    histograms._BUCKET_MEMO.clear()
-    histograms._memo_bucket_us(2049)
-    assert histograms._BUCKET_MEMO == {2049: histograms.bucket_us(2049)}
-
-
-def test_the_place_memo_gives_hdrh_s_own_counter_index_and_stays_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
-    from harness.latency import histograms
-
-    monkeypatch.setattr(histograms, "BUCKET_MEMO_SIZE", 50)
-    histograms._PLACE_MEMO.clear()
     reference = new_histogram()
+    rng = random.Random(5)
     edges = [value + delta for value in (2 ** n for n in range(1, 32)) for delta in (-1, 0, 1)]
-    for value in [1, *range(1, 5000, 3), *range(1, 5000, 3), *edges, 3_600_000_000]:
-        assert histograms._place(value) == (histograms.bucket_us(value), reference._counts_index_for(value))
-        assert len(histograms._PLACE_MEMO) <= 50
+    randoms = [rng.randint(1, HIGHEST_US) for _ in range(20000)]
+    for value in [*range(1, 300_000), *edges, *randoms, HIGHEST_US]:
+        if value > HIGHEST_US:
+            continue
+        assert histograms._place(value) == (reference.get_lowest_equivalent_value(value),
+                                            reference._counts_index_for(value)), value
 
 
 def test_the_book_s_histograms_are_those_hdrh_s_record_value_builds() -> None:
