@@ -99,19 +99,35 @@ def bucket_us(value_us: int) -> int:
     return int(_LAYOUT.get_lowest_equivalent_value(value_us))
 
 
-#: Bucket of each value recently recorded: pure-Python hdrh takes several calls to find one, and a run's latencies
-#: repeat the same few thousand microsecond values. Bounded (emptied when full); a bucket never depends on the book.
-_BUCKET_MEMO: dict[int, int] = {}
-BUCKET_MEMO_SIZE = 16384  # about 1.6 MB when full
+#: The layout every histogram of a run shares (:func:`new_histogram`), as hdrh finds a value's counter from it.
+_SUB_BUCKET_MASK = _LAYOUT.sub_bucket_mask
+_UNIT_MAGNITUDE = _LAYOUT.unit_magnitude
+_HALF_COUNT_MAGNITUDE = _LAYOUT.sub_bucket_half_count_magnitude
+_HALF_COUNT = _LAYOUT.sub_bucket_half_count
 
 
-def _memo_bucket_us(value_us: int) -> int:
-    bucket = _BUCKET_MEMO.get(value_us)
-    if bucket is None:
-        if len(_BUCKET_MEMO) >= BUCKET_MEMO_SIZE:
-            _BUCKET_MEMO.clear()
-        bucket = _BUCKET_MEMO[value_us] = bucket_us(value_us)
-    return bucket
+def _place(value_us: int) -> tuple[int, int]:
+    """``value_us``'s HdrHistogram bucket (its lowest value, :func:`bucket_us`) and the index of its counter.
+
+    hdrh's own arithmetic (``_get_bucket_index``, ``_get_sub_bucket_index``, ``_counts_index``,
+    ``get_value_from_sub_bucket``) in one go: it takes eight Python calls for the two, and a book finds both three
+    times a request. ``bit_length`` is hdrh's ``64 - clz``.
+    """
+    shift = (value_us | _SUB_BUCKET_MASK).bit_length() - _HALF_COUNT_MAGNITUDE - 1  # bucket index + unit magnitude
+    sub_bucket = value_us >> shift
+    index = ((shift - _UNIT_MAGNITUDE + 1) << _HALF_COUNT_MAGNITUDE) + sub_bucket - _HALF_COUNT
+    return sub_bucket << shift, index
+
+
+def _record_at(histogram: HdrHistogram, value_us: int, index: int) -> None:
+    """``histogram.record_value(value_us)`` for a value in range whose counter index is known: what it does, less its
+    four calls to find the index again (the values a book records are clamped into the histograms' range)."""
+    histogram.counts[index] += 1
+    histogram.total_count += 1
+    if value_us < histogram.min_value:
+        histogram.min_value = value_us
+    if value_us > histogram.max_value:
+        histogram.max_value = value_us
 
 
 def bucket_top_us(value_us: int) -> int:
@@ -203,6 +219,10 @@ class ExportBuckets:
         return buckets, self.sum_us / 1_000_000
 
 
+#: One (kind, name)'s record targets: per measure (key, whole-run histogram, export buckets), then its two timeline keys.
+_Slots = tuple[tuple[tuple[_Key, HdrHistogram, ExportBuckets], ...], tuple[_Key, _Key]]
+
+
 class LatencyDelta:
     """What a book recorded over some span: the three measures by (kind, name, measure) as sparse histograms, late
     and unsent counts, and how many requests were sent and intended in each epoch second, by (kind, name).
@@ -226,13 +246,18 @@ class LatencyDelta:
 
     def record_bucket(self, kind: str, name: str, measure: str, bucket: int, count: int = 1) -> None:
         """Count ``count`` values in the bucket whose lowest value is ``bucket`` (as :func:`bucket_us` gives)."""
-        buckets = self.histograms.setdefault((kind, name, measure), {})
-        buckets[bucket] = buckets.get(bucket, 0) + count
+        self._add(self.histograms, (kind, name, measure), bucket, count)
 
     def count(self, kind: str, name: str, timeline: str, second: int, count: int = 1) -> None:
         """Count ``count`` requests of ``(kind, name)`` sent or intended (``timeline``) in the epoch ``second``."""
-        seconds = self.timelines.setdefault((kind, name, timeline), {})
-        seconds[second] = seconds.get(second, 0) + count
+        self._add(self.timelines, (kind, name, timeline), second, count)
+
+    @staticmethod
+    def _add(table: dict[_Key, dict[int, int]], key: _Key, value: int, count: int = 1) -> None:
+        counts = table.get(key)
+        if counts is None:
+            counts = table[key] = {}
+        counts[value] = counts.get(value, 0) + count
 
     def add(self, other: LatencyDelta) -> None:
         """Add everything ``other`` holds to this delta."""
@@ -294,6 +319,12 @@ class LatencyBook:
         #: The same values counted in Prometheus's fixed buckets as they arrive, so a scrape reads them for free.
         self._exported: dict[_Key, ExportBuckets] = {}
         self._channels: dict[str, LatencyDelta] = {REPORT: LatencyDelta()}
+        #: Records not yet handed to the channels: each record goes here once, and every open channel gets it when one
+        #: of them is taken or a new one opens (a request costs one delta's counting, not one per reader).
+        self._pending = LatencyDelta()
+        #: Per (kind, name): its three measures' keys, whole-run histograms and export buckets, then its timeline keys
+        #: (histograms are only ever added to ``_total``, never replaced, so these stay the ones it holds).
+        self._slots: dict[tuple[str, str], _Slots] = {}
         #: Requests and stages that started late (lateness above ``late_threshold_s``) and work never sent.
         self.late = 0
         self.unsent = 0
@@ -308,23 +339,35 @@ class LatencyBook:
         corrected = _micros(answered - intended, "corrected latency")
         late = kind == REQUEST and sent - intended > self.late_threshold_s
         sent_second, intended_second = math.floor(sent), math.floor(intended)
-        channels = self._channels.values()
-        for measure, value in ((SERVICE, service), (LATENESS, lateness), (CORRECTED, corrected)):
+        slots = self._slots.get((kind, name))
+        if slots is None:
+            slots = self._slots_of(kind, name)
+        measures, (sent_key, intended_key) = slots
+        pending = self._pending
+        add = LatencyDelta._add
+        for (key, histogram, exported), value in zip(measures, (service, lateness, corrected), strict=True):
+            bucket, index = _place(value)
+            _record_at(histogram, value, index)
+            exported.observe(bucket)
+            add(pending.histograms, key, bucket)
+        add(pending.timelines, sent_key, sent_second)
+        add(pending.timelines, intended_key, intended_second)
+        pending.late += late
+        self.late += late
+
+    def _slots_of(self, kind: str, name: str) -> _Slots:
+        """The keys, whole-run histograms and export buckets one (kind, name) records into, made once."""
+        measures = []
+        for measure in MEASURES:
             key = (kind, name, measure)
             histogram = self._total.get(key)
             if histogram is None:
                 histogram = self._total[key] = new_histogram()
                 self._exported[key] = ExportBuckets()
-            histogram.record_value(value)
-            bucket = _memo_bucket_us(value)
-            self._exported[key].observe(bucket)
-            for channel in channels:
-                channel.record_bucket(kind, name, measure, bucket)
-        for channel in self._channels.values():
-            channel.count(kind, name, SENT, sent_second)
-            channel.count(kind, name, INTENDED, intended_second)
-            channel.late += late
-        self.late += late
+            measures.append((key, histogram, self._exported[key]))
+        slots: _Slots = (tuple(measures), ((kind, name, SENT), (kind, name, INTENDED)))
+        self._slots[(kind, name)] = slots
+        return slots
 
     def record_unsent(self, count: int = 1) -> None:
         """Count work the run's end left undone (a device was due, its request never went)."""
@@ -337,7 +380,9 @@ class LatencyBook:
     # ------------------------------------------------------------------ channels: merging across Locust workers
     def open_channel(self, channel: str) -> None:
         """Start keeping a pending delta for ``channel`` from now on (no-op when it is open)."""
-        self._channels.setdefault(channel, LatencyDelta())
+        if channel not in self._channels:
+            self._hand_out()  # what came before belongs to the channels already open
+            self._channels[channel] = LatencyDelta()
 
     def close_channel(self, channel: str) -> None:
         """Stop keeping ``channel`` (the worker report's own stays)."""
@@ -348,8 +393,17 @@ class LatencyBook:
         """What was recorded since ``channel`` was last taken (or opened); LatencyError for a channel not open."""
         if channel not in self._channels:
             raise LatencyError(f"latency channel {channel!r} is not open")
+        self._hand_out()
         delta, self._channels[channel] = self._channels[channel], LatencyDelta()
         return delta
+
+    def _hand_out(self) -> None:
+        """Add the records not yet handed out to every open channel."""
+        pending = self._pending
+        if pending.histograms or pending.timelines or pending.late:
+            for delta in self._channels.values():
+                delta.add(pending)
+            self._pending = LatencyDelta()
 
     def drain(self, channel: str = REPORT) -> dict[str, Any]:
         """What was recorded since the last drain, JSON-safe (sparse histograms: bucket value in µs -> count)."""

@@ -9,6 +9,7 @@ here too: its device shares join the fleet mix, its timed faults are for the mas
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import itertools
 import math
 import socket
@@ -123,6 +124,12 @@ class CrlCache:
     def intern(self, crl: Crl) -> Crl:
         """The process's copy of ``crl``."""
         return self._by_digest.setdefault(crl.digest, crl)
+
+    def read(self, der: bytes) -> Crl:
+        """The process's copy of the CRL in ``der``, parsed only the first time these bytes are seen (every device
+        downloads the same CRL; its digest names the bytes, as :meth:`Crl.from_der` computes it)."""
+        crl = self._by_digest.get(hashlib.sha256(der).hexdigest())
+        return crl if crl is not None else self.intern(Crl.from_der(der))
 
     def __len__(self) -> int:
         return len(self._by_digest)

@@ -1,9 +1,13 @@
-"""Locust users that play simulated ConfigMgr clients through ``FastHttpUser``, TLS verified as a Windows client would.
+"""Locust users that play simulated ConfigMgr clients, TLS verified as a Windows client would.
 
 Each user plays ``--devices-per-user`` devices of the fleet (a real client holds no connection between policy polls,
 so a process plays far more devices than it opens connections). TLS verification is on: FastHttpUser skips it by
 default, which would hide every certificate fault. The contexts come from the process's shared :class:`TrustStore`
 — one per trust state, never one per user (docs/measurements.md: per-user contexts collapse Locust past ~1,000 users).
+
+The users are FastHttpUsers, but their devices send over :mod:`harness.load.wire`'s kept-alive connections (one pool
+per TLS context and server): the bytes FastHttpSession would write, and Locust's request event fired as it fires it,
+for a fraction of its CPU per request (its layers cost more than the HTTP exchange itself).
 """
 
 from __future__ import annotations
@@ -14,9 +18,10 @@ import time
 from typing import Any
 from urllib.parse import urlsplit
 
-from geventhttpclient.response import HTTPConnectionClosed  # type: ignore[import-untyped]
+from gevent.monkey import get_original
+from geventhttpclient.client import HTTPClient  # type: ignore[import-untyped]
 from locust import task
-from locust.contrib.fasthttp import FastHttpSession, FastHttpUser
+from locust.contrib.fasthttp import FastHttpUser, LocustBadStatusCode, LocustUserAgent
 
 from harness.client import outcome as oc
 from harness.client.device import DeviceProfile
@@ -29,6 +34,12 @@ from harness.fleet.seeded import SeededFleet
 from harness.fleet.tally import LIFECYCLE_REQUEST_TYPE
 from harness.load.context import RunContext
 from harness.load.listeners import plugin_of
+from harness.load.wire import Answer, ConnectionPool, Origin, request_head, split_url, transport_error
+
+#: The User-Agent geventhttpclient sends on a request that names none (Entra ID's token request): kept on the wire.
+GEVENTHTTPCLIENT_USER_AGENT = str(HTTPClient.DEFAULT_HEADERS["User-Agent"])
+#: The statuses FastHttpSession counts as a success (2xx and redirects); any other is a failure in Locust's stats.
+VALID_STATUSES = LocustUserAgent.valid_response_codes
 
 #: How long a user whose devices have all ended sleeps between looks (nothing is left for it to do).
 IDLE_WAIT = 60.0
@@ -36,14 +47,6 @@ IDLE_WAIT = 60.0
 
 class StageFailed(Exception):
     """A lifecycle stage whose last exchange failed (the reason code is the message)."""
-
-
-def _fixed_context(ctx: ssl.SSLContext) -> Any:
-    # geventhttpclient calls the factory with cafile=<certifi bundle> and, if the factory refuses keyword arguments,
-    # loads that bundle into the context it got back: accept and ignore it, so the shared context stays as built.
-    def factory(cafile: str | None = None, **_: Any) -> ssl.SSLContext:
-        return ctx
-    return factory
 
 
 class LifecycleUser(FastHttpUser):
@@ -69,7 +72,7 @@ class LifecycleUser(FastHttpUser):
                                              user_number=number, devices_per_user=ctx.options.devices_per_user)
         # One generator per user for message ids: a Random per device would cost ~5 KB each.
         self._rng = random.Random(f"{ctx.options.fleet_seed}/{self.device_indexes.start}")
-        self._sessions: dict[int, FastHttpSession] = {}
+        self._pools: dict[tuple[int, Origin], ConnectionPool] = {}  # by (id of the TLS context, origin)
         self.plugin = plugin
         self.driver = FleetDriver(clock=time.time, send=self._send, report_stage=self._report_stage,
                                   tally=ctx.tally, cmg_url=ctx.endpoints.cmg_url, judge=plugin.judge,
@@ -107,7 +110,8 @@ class LifecycleUser(FastHttpUser):
         self.driver.run_next()
 
     def ssl_context_factory(self, cafile: str | None = None, **_: Any) -> ssl.SSLContext:  # type: ignore[override]
-        """The default client's context: the site root CA, verified (used for nothing but CRL downloads)."""
+        """The context of ``self.client`` (the site root CA, verified): the devices send over their own connections;
+        it is left for locustfiles that send requests of their own."""
         return self.run_context.site_trust.context(root_ca_present=True)
 
     # ------------------------------------------------------------------------------------------ transport
@@ -121,20 +125,37 @@ class LifecycleUser(FastHttpUser):
         except OSError as exc:
             reason, detail = classify_exception(exc)
             return TransportError(reason, detail, ms=_ms(started))
-        payload: Any = request.body or None  # bytes go out as they are
-        # Without catch_response Locust hands back the response itself: a FastResponse, or an ErrorResponse.
-        response: Any = self._session(ctx).request(request.method, request.url, name=request.name, data=payload,
-                                                   headers=wire_headers(request), allow_redirects=False)
-        ms = _ms(started)
-        if not response.status_code:  # Locust's ErrorResponse: no HTTP answer at all
-            return _transport_error(response.error, ms)
-        headers: Any = response.headers or {}
-        status_text = str(headers.get("x-cmg-status-text") or getattr(response._response, "status_message", "") or "")
         try:
-            body = response.content or b""
-        except Exception:  # noqa: BLE001 - a body cut short is as good as no answer for the lifecycle
-            body = b""
-        return Response(response.status_code, body, status_text, str(headers.get("content-type", "") or ""), ms)
+            answer = self._http(request.method, request.url, request.name, wire_headers(request), request.body, ctx)
+        except Exception as exc:  # noqa: BLE001 - every failure to get an answer is the device's transport error
+            return transport_error(exc, _ms(started))
+        return Response(answer.status, answer.body, answer.headers.get("x-cmg-status-text") or answer.reason,
+                        answer.headers.get("content-type", ""), _ms(started))
+
+    def _http(self, method: str, url: str, name: str, headers: dict[str, str], body: bytes,
+              ctx: ssl.SSLContext | None) -> Answer:
+        """One exchange over this user's kept-alive connections, reported to Locust as FastHttpSession reported it
+        (without catch_response: a status outside 2xx and redirects is a failure); raises what the transport raised."""
+        start_time = time.time()
+        started = time.perf_counter()
+        try:
+            origin, target = split_url(url)
+            head = request_head(method, target, headers, len(body), host_header=origin.host_header,
+                                default_user_agent=GEVENTHTTPCLIENT_USER_AGENT)
+            answer = self._pool(ctx, origin).request(method, head, body)
+        except Exception as exc:
+            self._fire(method, name, url, start_time, _ms(started), 0, exc)
+            raise
+        status = answer.status
+        self._fire(method, name, url, start_time, _ms(started), len(answer.body),
+                   None if status in VALID_STATUSES else LocustBadStatusCode(url, code=status))
+        return answer
+
+    def _fire(self, method: str, name: str, url: str, start_time: float, ms: float, length: int,
+              exception: BaseException | None) -> None:
+        self.environment.events.request.fire(request_type=method, name=name, context=self.context(), response=None,
+                                             exception=exception, start_time=start_time, url=url,
+                                             response_length=length, response_time=ms)
 
     def _tls_context(self, device: DeviceRun, request: Request, profile: DeviceProfile) -> ssl.SSLContext:
         trust = self.run_context.trust
@@ -159,26 +180,28 @@ class LifecycleUser(FastHttpUser):
         now = time.time()
         if type(held) is tuple and held[0] == url and now < held[1].next_update:
             return held[1]
-        answer: Any = self.client.request("GET", url, name=urlsplit(url).path, allow_redirects=False)
-        if not answer.status_code:
-            raise CrlUnavailable(f"CRL distribution point {url} unreachable: {answer.error!r}")
-        if answer.status_code != 200:
-            raise CrlUnavailable(f"CRL distribution point {url} answered HTTP {answer.status_code}")
-        crl = self.run_context.crls.intern(Crl.from_der(answer.content or b""))
+        # Plain HTTP as a rule (a CRL is signed); an https point is verified against the site root CA.
+        ctx = self.run_context.site_trust.context(root_ca_present=True) if url.startswith("https:") else None
+        try:
+            answer = self._http("GET", url, urlsplit(url).path, {}, b"", ctx)
+        except Exception as exc:  # noqa: BLE001 - any failure to download it leaves the device without a CRL
+            raise CrlUnavailable(f"CRL distribution point {url} unreachable: {exc!r}") from None
+        if answer.status != 200:
+            raise CrlUnavailable(f"CRL distribution point {url} answered HTTP {answer.status}")
+        crl = self.run_context.crls.read(answer.body)
         # Kept until nextUpdate (as Windows does); a CRL already past it is used once, fails, and is not kept.
         device.tls = (url, crl) if now < crl.next_update else None
         return crl
 
-    def _session(self, ctx: ssl.SSLContext) -> FastHttpSession:
-        session = self._sessions.get(id(ctx))
-        if session is None:
-            session = FastHttpSession(
-                base_url=self.host, request_event=self.environment.events.request, user=self, insecure=False,
-                ssl_context_factory=_fixed_context(ctx), network_timeout=self.network_timeout,
-                connection_timeout=self.connection_timeout, max_redirects=0, max_retries=0,
-                concurrency=self.concurrency)
-            self._sessions[id(ctx)] = session
-        return session
+    def _pool(self, ctx: ssl.SSLContext | None, origin: Origin) -> ConnectionPool:
+        key = (id(ctx), origin)
+        pool = self._pools.get(key)
+        if pool is None:
+            # Contexts are shared and live as long as the process's trust store: the id stays theirs.
+            pool = ConnectionPool(origin, ctx, connect_timeout=self.connection_timeout,
+                                  network_timeout=self.network_timeout, size=self.concurrency, readable=_readable)
+            self._pools[key] = pool
+        return pool
 
     def _report_stage(self, name: str, ms: float, fail: str) -> None:
         self.environment.events.request.fire(request_type=LIFECYCLE_REQUEST_TYPE, name=name, response_time=ms,
@@ -186,17 +209,16 @@ class LifecycleUser(FastHttpUser):
                                              context={})
 
 
+#: select() as the OS has it: a look with no timeout never blocks, so it needs none of gevent's hub machinery.
+_SELECT = get_original("select", "select")
+
+
+def _readable(sock: Any) -> bool:
+    return bool(_SELECT([sock], [], [], 0.0)[0])
+
+
 def _ms(started: float) -> float:
     return (time.perf_counter() - started) * 1000.0
-
-
-def _transport_error(error: BaseException | None, ms: float) -> TransportError:
-    if isinstance(error, HTTPConnectionClosed):
-        return TransportError(oc.RESET, f"{type(error).__name__}: {error}", ms=ms)
-    if error is None:
-        return TransportError(oc.CONNECT, "no answer", ms=ms)
-    reason, detail = classify_exception(error)
-    return TransportError(reason, detail, ms=ms)
 
 
 class SteadyStateUser(LifecycleUser):

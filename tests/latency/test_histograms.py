@@ -9,6 +9,7 @@ import pytest
 
 from harness.latency.histograms import (
     CORRECTED,
+    HIGHEST_US,
     INTENDED,
     LATENESS,
     REQUEST,
@@ -18,6 +19,8 @@ from harness.latency.histograms import (
     LatencyBook,
     LatencyDelta,
     LatencyError,
+    _micros,
+    bucket_us,
     new_histogram,
     percentiles_ms,
     sparse_statistic_ms,
@@ -179,15 +182,81 @@ def test_a_sparse_delta_gives_exactly_the_percentiles_of_a_full_histogram() -> N
     assert sparse_statistic_ms({}, 99.0) is None
 
 
-def test_the_bucket_memo_gives_what_hdrh_gives_and_stays_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A remembered bucket is the one HdrHistogram computes, for every value; a full memo is emptied, not grown."""
+def test_a_value_s_place_is_the_bucket_and_counter_hdrh_finds_for_it() -> None:
+    """Every value up to 300,000 µs, hdrh's bucket edges up to the hour, and random values across the whole range."""
     from harness.latency import histograms
 
-    monkeypatch.setattr(histograms, "BUCKET_MEMO_SIZE", 50)
-    histograms._BUCKET_MEMO.clear()
-    for value in [*range(1, 3000, 7), *range(1, 3000, 7), 3_600_000_000, 123_456_789]:
-        assert histograms._memo_bucket_us(value) == histograms.bucket_us(value)
-        assert len(histograms._BUCKET_MEMO) <= 50
-    histograms._BUCKET_MEMO.clear()
-    histograms._memo_bucket_us(2049)
-    assert histograms._BUCKET_MEMO == {2049: histograms.bucket_us(2049)}
+    reference = new_histogram()
+    rng = random.Random(5)
+    edges = [value + delta for value in (2 ** n for n in range(1, 32)) for delta in (-1, 0, 1)]
+    randoms = [rng.randint(1, HIGHEST_US) for _ in range(20000)]
+    for value in [*range(1, 300_000), *edges, *randoms, HIGHEST_US]:
+        if value > HIGHEST_US:
+            continue
+        assert histograms._place(value) == (reference.get_lowest_equivalent_value(value),
+                                            reference._counts_index_for(value)), value
+
+
+def test_the_book_s_histograms_are_those_hdrh_s_record_value_builds() -> None:
+    """The book counts into its whole-run histograms directly (a remembered counter index): the same counters, total,
+    minimum and maximum as record_value, byte for byte in HdrHistogram's encoding; its deltas are unchanged too."""
+    rng = random.Random(7)
+    book = LatencyBook()
+    book.open_channel("gate")
+    expected = {measure: new_histogram() for measure in (SERVICE, LATENESS, CORRECTED)}
+    buckets: dict[str, dict[int, int]] = {measure: {} for measure in expected}
+    for _ in range(3000):
+        intended = 1_000.0 + rng.random() * 100
+        sent = intended + rng.choice([0.0, -0.001, rng.random() * 0.2, rng.random() * 5000.0])
+        answered = sent + rng.expovariate(1 / 0.05)
+        book.record(REQUEST, URI, intended=intended, sent=sent, answered=answered)
+        for measure, seconds in ((SERVICE, answered - sent), (LATENESS, sent - intended),
+                                 (CORRECTED, answered - intended)):
+            value = _micros(seconds, measure)
+            expected[measure].record_value(value)
+            buckets[measure][bucket_us(value)] = buckets[measure].get(bucket_us(value), 0) + 1
+    for measure, histogram in expected.items():
+        got = book.histogram(REQUEST, URI, measure)
+        assert (got.get_total_count(), got.get_min_value(), got.get_max_value()) == (
+            histogram.get_total_count(), histogram.get_min_value(), histogram.get_max_value())
+        assert got.encode() == histogram.encode()
+    for channel in ("gate", "report"):
+        delta = book.take(channel)
+        assert {key[2]: counts for key, counts in delta.histograms.items()} == buckets
+        assert sum(delta.timelines[(REQUEST, URI, SENT)].values()) == 3000
+    book.reset()  # a reset forgets the histograms: records after it go into new ones, not the forgotten ones
+    book.record(REQUEST, URI, intended=1.0, sent=1.0, answered=1.5)
+    assert book.histogram(REQUEST, URI, SERVICE).get_total_count() == 1
+
+
+def test_every_channel_gets_exactly_the_records_made_while_it_was_open() -> None:
+    """Records wait in one pending delta until a channel is taken or opened: whatever the order of records, takes,
+    opens and closes, each take holds exactly what was recorded since that channel's last take or opening."""
+    rng = random.Random(11)
+    book = LatencyBook()
+    model: dict[str, list[tuple[str, float, float, float]]] = {"report": []}
+    for step in range(600):
+        action = rng.random()
+        if action < 0.7:
+            name = rng.choice(["/a", "/b"])
+            intended = 100.0 + step
+            sent = intended + rng.choice([0.0, 0.5])
+            answered = sent + rng.random()
+            book.record(REQUEST, name, intended=intended, sent=sent, answered=answered)
+            for records in model.values():
+                records.append((name, intended, sent, answered))
+        elif action < 0.85:
+            channel = rng.choice(sorted(model))
+            delta = book.take(channel)
+            records, model[channel] = model[channel], []
+            expected = LatencyBook()
+            expected.open_channel("x")
+            for name, intended, sent, answered in records:
+                expected.record(REQUEST, name, intended=intended, sent=sent, answered=answered)
+            assert delta.to_json() == expected.take("x").to_json(), (step, channel)
+        elif action < 0.93:
+            book.open_channel("gate")
+            model.setdefault("gate", [])
+        else:
+            book.close_channel("gate")
+            model.pop("gate", None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import random
 import time
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from harness.client.device import FleetMix
-from harness.client.transport import Crl
+from harness.client.transport import Crl, CrlUnavailable
 from harness.fleet.seeded import SEED_CLIENTS_RNG_SEED, SeededFleet
 from harness.load.context import CrlCache, LoadOptionError, LoadOptions, RunContext, load_site_manifest
 from mock_site.db import SiteDatabase
@@ -157,6 +158,43 @@ def test_crl_cache_shares_one_copy_per_distinct_crl() -> None:
     first = cache.intern(Crl(digest="abc", pem=b"x", next_update=time.time() + 60))
     second = cache.intern(Crl(digest="abc", pem=b"x", next_update=time.time() + 60))
     assert second is first and len(cache) == 1
+
+
+def _crl_der(next_update: datetime.datetime) -> bytes:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.serialization import Encoding
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    issuer = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test CA")])
+    builder = x509.CertificateRevocationListBuilder().issuer_name(issuer).last_update(
+        next_update - datetime.timedelta(days=1)).next_update(next_update)
+    return builder.sign(key, hashes.SHA256()).public_bytes(Encoding.DER)
+
+
+def test_crl_cache_parses_each_distinct_download_once_and_never_mixes_two(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every device downloads the same CRL: the bytes seen before give the copy read then, without parsing again;
+    other bytes give their own CRL, exactly what Crl.from_der reads; bytes that are no CRL are refused."""
+    soon = datetime.datetime(2030, 1, 1, tzinfo=datetime.UTC)
+    first_der, second_der = _crl_der(soon), _crl_der(soon + datetime.timedelta(days=7))
+    parsed: list[bytes] = []
+    from_der = Crl.from_der
+
+    def counting(der: bytes) -> Crl:
+        parsed.append(der)
+        return from_der(der)
+
+    monkeypatch.setattr(Crl, "from_der", staticmethod(counting))
+    cache = CrlCache()
+    first = cache.read(first_der)
+    assert cache.read(bytes(first_der)) is first and parsed == [first_der]
+    second = cache.read(second_der)
+    assert second is not first and second == from_der(second_der) and first == from_der(first_der)
+    assert second.next_update == soon.timestamp() + 7 * 86400 and len(cache) == 2
+    with pytest.raises(CrlUnavailable, match="not a DER CRL"):
+        cache.read(b"no CRL")
 
 
 def test_seeded_fleet_replays_the_clients_the_site_database_seeded(tmp_path: Path) -> None:
