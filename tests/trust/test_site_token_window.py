@@ -8,19 +8,12 @@ import time
 
 import jwt
 import pytest
-from cryptography.hazmat.primitives.asymmetric import rsa
 
 from cmg_protocol import site_tokens as st
-from cmg_protocol.site_tokens import SiteKey
 from cmg_protocol.tokens import TokenRejected
 from mock_site.site_tokens import SiteTokenIssuer
+from tests.protocol.test_site_tokens import HIERARCHY, KEY, KEYS, NOW, SITE_KEY, TENANT
 
-HIERARCHY = "5e8b5a9b-2b58-4f6e-9d7a-3c1f0e2d4b6a"
-TENANT = "9aaf466a-3f40-4468-b3cd-f0010f21f05a"
-NOW = 1_750_000_000.0
-KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-SITE_KEY = SiteKey(key=KEY, kid="site-kid", x5t="dGh1bWJwcmludA")
-KEYS = {"site-kid": KEY.public_key()}
 LEEWAY = 30.0
 
 
