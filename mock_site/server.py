@@ -354,20 +354,15 @@ class Listener:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if reuse_port:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            try:
-                sock.bind((self.host, self.port))
-            except OSError:
+        try:
+            sock.bind((self.host, self.port))
+        except OSError:
+            if reuse_port or self.port == 0:  # a shared port must be this one; an OS-chosen one has no fallback
                 sock.close()
                 raise
-        else:
-            try:
-                sock.bind((self.host, self.port))
-            except OSError:
-                if self.port == 0:
-                    raise
-                # A remembered port is taken: fall back to one the OS picks rather than failing the start.
-                log.warning("port %s for %s is busy; letting the OS choose", self.port, self.name)
-                sock.bind((self.host, 0))
+            # A remembered port is taken: fall back to one the OS picks rather than failing the start.
+            log.warning("port %s for %s is busy; letting the OS choose", self.port, self.name)
+            sock.bind((self.host, 0))
         sock.listen(2048)
         sock.setblocking(False)
         self.socket = sock
