@@ -68,12 +68,12 @@ MESSAGING_ENDPOINTS = {"/ccm_system/request": "/ccm_system/request",
                        "/ccm_system_altauth/request": "/ccm_system_altauth/request"}
 
 #: The client package version the site hands out (the walk-through installs 5.00.8968.1000).
+CLIENT_PACKAGE_ID = "CS100001"
+
 #: A device sends the very same RequestAssignments body on every poll, so its parse is remembered (by the whole text,
 #: so another body is parsed afresh; a body that does not parse raises every time, since only returns are cached).
 #: Bounded, least recently used first out: ~1 KB a device, so a few MB for a fleet's worth.
 _request_assignments = functools.lru_cache(maxsize=8192)(messages.RequestAssignments.from_xml)
-
-CLIENT_PACKAGE_ID = "CS100001"
 
 
 @dataclass(frozen=True, slots=True)
