@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import sys
 import threading
@@ -18,6 +17,7 @@ from harness.cli import main
 from mock_site.db import SiteDatabase
 from mock_site.manifest import SiteManifest
 from mock_site.testing import SiteClient
+from tests.processes import stop
 
 MANIFEST_KEYS = ("cmg_url", "server_auth_prefix", "mutual_auth_prefix", "ca_file", "crl_url", "entra_url",
                  "tenant_id", "site_code", "faults_url", "faults_token", "metrics_urls", "log_dir", "db_path")
@@ -32,15 +32,6 @@ def _wait_for_manifest(state_dir: Path, process: subprocess.Popen[str], since: f
     return _wait_for_named(state_dir / "site.json", process, since)
 
 
-def _stop(process: subprocess.Popen[str], sig: int = signal.SIGTERM) -> int:
-    process.send_signal(sig)
-    try:
-        return process.wait(timeout=30)
-    finally:
-        if process.poll() is None:
-            process.kill()
-
-
 def test_up_writes_a_manifest_an_outside_script_can_use(tmp_path: Path) -> None:
     """site.json names every documented key and the site answers at the URLs it gives; SIGTERM stops it cleanly."""
     started = time.time() - 1
@@ -53,7 +44,7 @@ def test_up_writes_a_manifest_an_outside_script_can_use(tmp_path: Path) -> None:
             assert client.aad_auth_info().status_code == 200
             assert client.ccm_token()
     finally:
-        code = _stop(process)
+        code = stop(process)
     assert code == 0
     assert (manifest.log_dir / "CMGService.log").read_text().count("RequestUri:") >= 1
 
@@ -67,7 +58,7 @@ def test_the_hidden_unsafe_flag_runs_a_token_blind_cmg(tmp_path: Path) -> None:
         with SiteClient(manifest) as client:
             response = client.policy("not-a-jwt", "GUID:00000000-0000-0000-0000-000000000001")
     finally:
-        _stop(process)
+        stop(process)
     assert (response.status_code, response.reason_phrase) == (401, "MP_Invalid_Token")
 
 
@@ -76,13 +67,13 @@ def test_sigkill_mid_registration_loses_no_completed_registration(tmp_path: Path
     started = time.time() - 1
     process = _start(tmp_path, "--no-logs")
     confirmed: list[str] = []
-    stop = threading.Event()
+    stopping = threading.Event()
     try:
         manifest = _wait_for_manifest(tmp_path, process, started)
 
         def register_forever() -> None:
             with SiteClient(manifest) as client:
-                while not stop.is_set():
+                while not stopping.is_set():
                     try:
                         reply = client.register(client.entra_token(device_id=str(uuid.uuid4())))
                     except Exception:
@@ -97,7 +88,7 @@ def test_sigkill_mid_registration_loses_no_completed_registration(tmp_path: Path
             time.sleep(0.05)
         process.kill()  # SIGKILL while registrations are in flight
         process.wait(timeout=10)
-        stop.set()
+        stopping.set()
         worker.join(timeout=30)
     finally:
         if process.poll() is None:
@@ -115,7 +106,7 @@ def test_sigkill_mid_registration_loses_no_completed_registration(tmp_path: Path
         with SiteClient(manifest) as client:  # the same PKI: the old root CA still validates the restarted site
             assert client.aad_auth_info().status_code == 200
     finally:
-        assert _stop(restarted) == 0
+        assert stop(restarted) == 0
 
 
 def test_a_second_up_on_a_state_dir_in_use_is_refused_naming_the_pid(tmp_path: Path) -> None:
@@ -136,12 +127,12 @@ def test_a_second_up_on_a_state_dir_in_use_is_refused_naming_the_pid(tmp_path: P
         with SiteClient(manifest) as client:  # the first site serves on, undisturbed
             assert client.aad_auth_info().status_code == 200
     finally:
-        assert _stop(first) == 0
+        assert stop(first) == 0
     again = _start(tmp_path, "--no-logs")
     try:
         assert _wait_for_manifest(tmp_path, again, time.time() - 1).pid == again.pid
     finally:
-        assert _stop(again) == 0
+        assert stop(again) == 0
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -202,7 +193,7 @@ def test_roles_run_in_separate_processes_linked_by_url(tmp_path: Path) -> None:
     finally:
         for process in reversed(processes):
             if process.poll() is None:
-                _stop(process)
+                stop(process)
 
 
 def test_a_role_without_its_link_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

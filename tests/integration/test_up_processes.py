@@ -21,6 +21,7 @@ from mock_site.faults.state_file import PROPAGATION_BOUND_S
 from mock_site.manifest import SiteManifest
 from mock_site.testing import SiteClient
 from mock_site.workers import WORKER_HEADER
+from tests.processes import alive, stop
 
 HEADER = WORKER_HEADER.decode()
 
@@ -34,32 +35,11 @@ def _manifest(state_dir: Path, process: subprocess.Popen[str]) -> SiteManifest:
     return _named(state_dir / "site.json", process)
 
 
-def _stop(process: subprocess.Popen[str], sig: int = signal.SIGTERM) -> int:
-    process.send_signal(sig)
-    try:
-        return process.wait(timeout=60)
-    finally:
-        if process.poll() is None:
-            process.kill()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie is gone for our purpose (its parent, the test's child, reaps it); read its state.
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
-    except OSError:
-        return False
-
-
 def _gone(pids: tuple[int, ...], within: float = 10.0) -> bool:
     deadline = time.monotonic() + within
-    while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
+    while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
         time.sleep(0.05)
-    return not any(_alive(pid) for pid in pids)
+    return not any(alive(pid) for pid in pids)
 
 
 def _until_every_worker(manifest: SiteManifest, request: object, limit: int = 400) -> tuple[int, set[str]]:
@@ -82,7 +62,7 @@ def test_two_workers_count_exactly_once_in_metrics_and_cmgservice_log(tmp_path: 
     try:
         manifest = _manifest(tmp_path, process)
         assert manifest.processes == 2 and len(manifest.worker_pids or ()) == 2
-        assert all(_alive(pid) for pid in manifest.worker_pids or ())
+        assert all(alive(pid) for pid in manifest.worker_pids or ())
         sent, seen = _until_every_worker(manifest, lambda client: client.aad_auth_info())
         assert seen == {str(pid) for pid in manifest.worker_pids or ()}
         for _ in range(20):
@@ -96,7 +76,7 @@ def test_two_workers_count_exactly_once_in_metrics_and_cmgservice_log(tmp_path: 
                       if sample.name == "cmg_requests_total" and sample.labels["role"] == "cmg")
         assert counted == sent
     finally:
-        code = _stop(process)
+        code = stop(process)
     assert code == 0
     assert _gone(manifest.worker_pids or ())
     lines = [logformat.parse_cmgservice_text(logformat.parse_smstrace_line(line).text)
@@ -135,7 +115,7 @@ def test_a_fault_switched_through_the_api_reaches_every_worker_within_the_bound(
         _, healthy = _until_every_worker(manifest, lambda client: _ok(client.aad_auth_info()))
         assert healthy == before
     finally:
-        assert _stop(process) == 0
+        assert stop(process) == 0
 
 
 def _ok(response: httpx.Response) -> httpx.Response:
@@ -147,12 +127,12 @@ def test_sigkill_of_the_parent_loses_no_registration_and_leaves_no_worker(tmp_pa
     """Registrations confirmed by any worker survive a SIGKILL of `up`; the workers die with it; a restart finds them."""
     process = _start(tmp_path, "--processes", "2", "--no-logs")
     confirmed: list[str] = []
-    stop = threading.Event()
+    stopping = threading.Event()
     try:
         manifest = _manifest(tmp_path, process)
 
         def register_forever() -> None:
-            while not stop.is_set():
+            while not stopping.is_set():
                 try:
                     with SiteClient(manifest) as client:  # new connections: both workers register
                         reply = client.register(client.entra_token(device_id=str(uuid.uuid4())))
@@ -169,7 +149,7 @@ def test_sigkill_of_the_parent_loses_no_registration_and_leaves_no_worker(tmp_pa
             time.sleep(0.05)
         process.kill()
         process.wait(timeout=10)
-        stop.set()
+        stopping.set()
         for thread in threads:
             thread.join(timeout=30)
     finally:
@@ -194,7 +174,7 @@ def test_sigkill_of_the_parent_loses_no_registration_and_leaves_no_worker(tmp_pa
             answer = httpx.get(again.token_validation_url + query, headers={"Authorization": f"Bearer {token}"})
             assert answer.status_code == 204, answer.text
     finally:
-        assert _stop(restarted, signal.SIGINT) == 0
+        assert stop(restarted, signal.SIGINT) == 0
     assert _gone(again.worker_pids or ())
 
 
@@ -259,7 +239,7 @@ def test_split_roles_each_with_their_own_workers(tmp_path: Path) -> None:
     finally:
         for process in reversed(processes):
             if process.poll() is None:
-                assert _stop(process) == 0
+                assert stop(process) == 0
 
 
 def _named(path: Path, process: subprocess.Popen[str]) -> SiteManifest:
@@ -293,4 +273,4 @@ def test_every_worker_forwards_down_its_own_connection_point_channel(tmp_path: P
         _, seen = _until_every_worker(manifest, token_request, limit=200)
         assert seen == {str(pid) for pid in manifest.worker_pids or ()}
     finally:
-        assert _stop(process) == 0
+        assert stop(process) == 0

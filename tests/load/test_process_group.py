@@ -16,6 +16,7 @@ from harness.load import headless
 from harness.load.interruption import INTERRUPTED_EXIT_CODES, Interruption
 from harness.load.process_group import group_members, stop_group
 from harness.results.plan import RunPlan
+from tests.processes import alive
 
 # A "master" that forks a "worker" into its process group, tells us the worker's PID, and exits at once: the worker,
 # re-parented, would wait forever (what Locust's workers do when their master cannot bind its port).
@@ -28,13 +29,6 @@ ORPHANING = ("import os, sys, time\n"
              "sys.exit(3)\n")
 
 
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state not in ("Z", "X")
-
 
 def test_the_members_of_a_group_are_found_after_their_leader_died_and_stopped_by_pid() -> None:
     leader = subprocess.Popen([sys.executable, "-c", ORPHANING], stdout=subprocess.PIPE, text=True, process_group=0)
@@ -42,9 +36,9 @@ def test_the_members_of_a_group_are_found_after_their_leader_died_and_stopped_by
         assert leader.stdout is not None
         worker = int(leader.stdout.readline())
         assert leader.wait(30) == 3
-        assert group_members(leader.pid) == [worker] and _alive(worker)
+        assert group_members(leader.pid) == [worker] and alive(worker)
         assert stop_group(leader.pid, timeout=5) == [worker]
-        assert not _alive(worker) and group_members(leader.pid) == []
+        assert not alive(worker) and group_members(leader.pid) == []
     finally:
         for pid in group_members(leader.pid):
             os.kill(pid, signal.SIGKILL)
@@ -71,7 +65,7 @@ def test_workers_a_dead_locust_master_left_behind_are_stopped_when_the_run_ends(
     code = headless._run_locust(RunPlan(out=tmp_path, workers=1))
     assert code == 3
     worker = int((tmp_path / "locust.log").read_text().split()[0])
-    assert not _alive(worker)
+    assert not alive(worker)
 
 
 def test_a_signal_is_noted_not_raised_and_gives_the_shells_exit_code() -> None:

@@ -20,6 +20,7 @@ from harness.results.layout import ResultsDir
 from mock_site.db import SiteDatabase
 from mock_site.manifest import MANIFEST_NAME, SiteManifest
 from mock_site.testing import RunningSite, example_manifest
+from tests.processes import alive
 
 DEVICES = 12  # 4 users x 3 devices
 # 8 s CCM token (renewed after 7.2 s) and a 1 s policy cycle: a 12 s run sees polls and renewals.
@@ -132,7 +133,7 @@ def test_the_site_process_is_stopped_after_the_run(lifecycle_run: tuple[subproce
     """The embedded site does not outlive the run."""
     _, out = lifecycle_run
     pid = SiteManifest.read(out / "site" / MANIFEST_NAME).pid
-    assert not _alive(pid)
+    assert not alive(pid)
 
 
 @pytest.mark.slow
@@ -157,7 +158,7 @@ def test_the_site_is_stopped_even_when_locust_fails(tmp_path: Path) -> None:
     result = cmg_harness("run", "--duration", "5", "--locustfile", str(broken), "--out", str(out))
     assert result.returncode == 1
     assert "FAIL" in result.stdout
-    assert not _alive(SiteManifest.read(out / "site" / MANIFEST_NAME).pid)
+    assert not alive(SiteManifest.read(out / "site" / MANIFEST_NAME).pid)
 
 
 @pytest.mark.slow
@@ -262,17 +263,6 @@ def test_a_non_empty_results_dir_is_refused(tmp_path: Path, capsys: pytest.Captu
     assert main(["run", "--out", str(tmp_path)]) == 2
     assert str(tmp_path) in capsys.readouterr().err
 
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie still answers signal 0: it has exited, which is what matters here.
-    try:
-        return Path(f"/proc/{pid}/status").read_text().find("State:\tZ") < 0
-    except OSError:
-        return False
 
 
 def test_step_options_belong_to_a_step_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
