@@ -97,6 +97,8 @@ POST_LINE = b"POST "
 #: fault and an munmap, twice per request. One call returns at most one TLS record, whose plaintext is at most 16 KiB,
 #: so a 16 KiB read gets the same bytes in the same number of calls from the heap.
 TLS_READ_BYTES = 16 * 1024
+#: The most plaintext one TLS record carries: a response head and body that fit are written as one piece.
+TLS_RECORD_BYTES = 16 * 1024
 
 
 def bound_tls_reads(transport: asyncio.BaseTransport) -> None:
@@ -109,6 +111,58 @@ def bound_tls_reads(transport: asyncio.BaseTransport) -> None:
     size = getattr(protocol, "max_size", None)
     if isinstance(size, int) and size > TLS_READ_BYTES:
         protocol.max_size = TLS_READ_BYTES
+
+
+class ResponseWriter:
+    """What uvicorn's request cycle writes a response through: the head is held until the body, so the two leave in
+    one TLS record (or, for a body over one record, one socket write).
+
+    uvicorn writes the status line and headers, then each body part, each with its own ``transport.write``; over TLS
+    that is two records and two ``sendto`` calls per answer where one of each would do. The head is held back only
+    until the first body part, a close, or the next turn of the event loop, whichever comes first: a HEAD answer (no
+    body part follows) leaves on that turn, an app that sends its head and then waits (the ``bandwidth`` fault paces
+    the body) still has its head on the wire at once, and an interim ``100 Continue`` goes out when the app waits for
+    the request body.
+    """
+
+    __slots__ = ("transport", "_loop", "_held")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self.transport = transport
+        self._loop = loop
+        self._held: bytes | None = None
+
+    def write(self, data: bytes) -> None:
+        held = self._held
+        if held is not None:
+            self._held = None
+            if len(held) + len(data) <= TLS_RECORD_BYTES:
+                self.transport.write(held + data)  # one TLS record
+            else:
+                # No copy of a large body: asyncio's TLS transport encrypts both and sends them in one socket write.
+                self.transport.writelines((held, data))
+        elif data.startswith(b"HTTP/1.1 "):
+            self._held = data
+            self._loop.call_soon(self.flush)
+        else:
+            self.transport.write(data)
+
+    def flush(self) -> None:
+        """Send a held head now."""
+        held = self._held
+        if held is not None:
+            self._held = None
+            self.transport.write(held)
+
+    def close(self) -> None:
+        self.flush()
+        self.transport.close()
+
+    def is_closing(self) -> bool:
+        return self.transport.is_closing()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.transport, name)
 
 
 class TlsScopeProtocol(HttpToolsProtocol):
@@ -128,6 +182,7 @@ class TlsScopeProtocol(HttpToolsProtocol):
     limits: ConnectionLimits = ConnectionLimits()
     memory: MemoryReturner | None = None
     _tls_extension: dict[str, Any] | None = None
+    _writer: ResponseWriter
     _expect_request_line = True
     _ccm_post_pending = False
     _partial = b""
@@ -185,6 +240,7 @@ class TlsScopeProtocol(HttpToolsProtocol):
         ccm_post, self._ccm_post_pending = self._ccm_post_pending, False
         absolute_form = not self.url.startswith(b"/")
         super().on_headers_complete()
+        self.cycle.transport = self._writer  # type: ignore[assignment]
         if absolute_form:
             # uvicorn keeps only the path of "GET http://host/path"; the CMG must know a host was named, to refuse it.
             self.scope["extensions"]["cmg.absolute_form"] = True  # type: ignore[typeddict-item,assignment]
@@ -205,6 +261,7 @@ class TlsScopeProtocol(HttpToolsProtocol):
                                            "connections on this listener)"))
             return
         self._arm_header_timer()
+        self._writer = ResponseWriter(transport, self.loop)
         bound_tls_reads(transport)
         sock = transport.get_extra_info("socket")
         if sock is not None:
