@@ -111,6 +111,17 @@ def serving(tmp_path: Path, app: Callable[[Scope, Receive, Send], object]) -> It
         loop.close()
 
 
+@contextmanager
+def connected(tmp_path: Path, app: Callable[[Scope, Receive, Send], object]) -> Iterator[RecordCountingClient]:
+    """A record-counting client connected to ``app`` behind the site's server stack."""
+    with serving(tmp_path, app) as (port, context):
+        client = RecordCountingClient(port, context)
+        try:
+            yield client
+        finally:
+            client.close()
+
+
 async def small_app(scope: Scope, receive: Receive, send: Send) -> None:
     if scope["type"] != "http":
         return
@@ -121,58 +132,42 @@ async def small_app(scope: Scope, receive: Receive, send: Send) -> None:
 
 
 def test_a_small_answer_is_one_tls_record_with_head_and_body_and_the_connection_stays_usable(tmp_path: Path) -> None:
-    with serving(tmp_path, small_app) as (port, context):
-        client = RecordCountingClient(port, context)
-        try:
-            for _ in range(2):  # the second request on the same kept-alive connection
-                before = len(client.records)
-                client.send(b"GET /?2 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-                answer = client.answer()
-                assert answer.startswith(b"HTTP/1.1 200 OK\r\n") and answer.endswith(b"\r\n\r\nkk")
-                assert len(client.records) - before == 1, client.records
-        finally:
-            client.close()
+    with connected(tmp_path, small_app) as client:
+        for _ in range(2):  # the second request on the same kept-alive connection
+            before = len(client.records)
+            client.send(b"GET /?2 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            answer = client.answer()
+            assert answer.startswith(b"HTTP/1.1 200 OK\r\n") and answer.endswith(b"\r\n\r\nkk")
+            assert len(client.records) - before == 1, client.records
 
 
 def test_a_head_and_body_over_one_record_arrive_whole(tmp_path: Path) -> None:
     size = 40_000  # head plus body over one record: two pieces, one socket write
-    with serving(tmp_path, small_app) as (port, context):
-        client = RecordCountingClient(port, context)
-        try:
-            client.send(b"GET /?%d HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" % size)
-            answer = client.answer()
-            assert answer.endswith(b"\r\n\r\n" + b"k" * size)
-            assert sum(client.records) >= size
-        finally:
-            client.close()
+    with connected(tmp_path, small_app) as client:
+        client.send(b"GET /?%d HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" % size)
+        answer = client.answer()
+        assert answer.endswith(b"\r\n\r\n" + b"k" * size)
+        assert sum(client.records) >= size
 
 
 def test_a_head_answer_is_sent_although_no_body_part_follows(tmp_path: Path) -> None:
-    with serving(tmp_path, small_app) as (port, context):
-        client = RecordCountingClient(port, context)
-        try:
-            client.send(b"HEAD /?5 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-            head = client.answer(head_only=True)
-            assert head.startswith(b"HTTP/1.1 200 OK\r\n") and b"content-length: 5\r\n" in head
-            assert head.endswith(b"\r\n\r\n")  # no body bytes for HEAD
-            client.send(b"GET /?3 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")  # and the connection goes on
-            assert client.answer().endswith(b"\r\n\r\nkkk")
-        finally:
-            client.close()
+    with connected(tmp_path, small_app) as client:
+        client.send(b"HEAD /?5 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        head = client.answer(head_only=True)
+        assert head.startswith(b"HTTP/1.1 200 OK\r\n") and b"content-length: 5\r\n" in head
+        assert head.endswith(b"\r\n\r\n")  # no body bytes for HEAD
+        client.send(b"GET /?3 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")  # and the connection goes on
+        assert client.answer().endswith(b"\r\n\r\nkkk")
 
 
 @pytest.mark.parametrize(("method", "ending"), [(b"GET", b"\r\n\r\nkkkk"), (b"HEAD", b"\r\n\r\n")])
 def test_an_answer_that_closes_the_connection_is_written_before_the_close(tmp_path: Path, method: bytes,
                                                                           ending: bytes) -> None:
-    with serving(tmp_path, small_app) as (port, context):
-        client = RecordCountingClient(port, context)
-        try:
-            client.send(method + b" /close?4 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-            answer = client.answer(head_only=method == b"HEAD")
-            assert answer.startswith(b"HTTP/1.1 200 OK\r\n")
-            assert b"connection: close\r\n" in answer and answer.endswith(ending)
-        finally:
-            client.close()
+    with connected(tmp_path, small_app) as client:
+        client.send(method + b" /close?4 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        answer = client.answer(head_only=method == b"HEAD")
+        assert answer.startswith(b"HTTP/1.1 200 OK\r\n")
+        assert b"connection: close\r\n" in answer and answer.endswith(ending)
 
 
 def test_a_head_is_on_the_wire_while_the_app_waits_before_its_body(tmp_path: Path) -> None:
@@ -183,33 +178,25 @@ def test_a_head_is_on_the_wire_while_the_app_waits_before_its_body(tmp_path: Pat
         await asyncio.sleep(PAUSE_S)  # as the bandwidth fault paces a body
         await send({"type": "http.response.body", "body": b"late"})
 
-    with serving(tmp_path, slow_body) as (port, context):
-        client = RecordCountingClient(port, context)
-        try:
-            client.send(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-            answer = client.answer()
-            assert answer.endswith(b"\r\n\r\nlate")
-            (head_at, head), (body_at, body) = client.arrivals
-            assert head.endswith(b"\r\n\r\n") and body == b"late"
-            assert body_at - head_at >= PAUSE_S / 2  # the head did not wait for the body
-        finally:
-            client.close()
+    with connected(tmp_path, slow_body) as client:
+        client.send(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        answer = client.answer()
+        assert answer.endswith(b"\r\n\r\nlate")
+        (head_at, head), (body_at, body) = client.arrivals
+        assert head.endswith(b"\r\n\r\n") and body == b"late"
+        assert body_at - head_at >= PAUSE_S / 2  # the head did not wait for the body
 
 
 def test_an_interim_100_continue_is_sent_before_the_body_is_read(tmp_path: Path) -> None:
-    with serving(tmp_path, small_app) as (port, context):
-        client = RecordCountingClient(port, context)
-        try:
-            client.send(b"POST /?2 HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n")
-            interim = b""
-            while not interim.endswith(b"\r\n\r\n"):
-                try:
-                    interim += client.tls.read(65536)
-                except ssl.SSLWantReadError:
-                    client._feed()
-            assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"
-            client.send(b"abc")
-            assert client.answer().endswith(b"\r\n\r\nkk")
-        finally:
-            client.close()
+    with connected(tmp_path, small_app) as client:
+        client.send(b"POST /?2 HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n")
+        interim = b""
+        while not interim.endswith(b"\r\n\r\n"):
+            try:
+                interim += client.tls.read(65536)
+            except ssl.SSLWantReadError:
+                client._feed()
+        assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"
+        client.send(b"abc")
+        assert client.answer().endswith(b"\r\n\r\nkk")
 
