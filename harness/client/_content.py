@@ -1,13 +1,15 @@
 """Content download as a client of a content-enabled CMG does it: the content XML from the CMG, the bytes from storage.
 
 ``getcontentxmlsecure`` on the CMG answers with a small XML holding a short-lived signed URL on the CMG's storage; the
-client downloads from there with no token (the URL is the credential). When storage refuses the URL (``403``, an
+client downloads from there with no token (the URL is the credential) and checks the bytes against the size and
+SHA-256 hash the XML announced. When storage refuses the URL (``403``, an
 expired or bad signature) the client asks the CMG once for a new one. A CMG without a storage endpoint, or a proxy
 that forwards the request to the management point, answers with the bytes themselves: then that answer is the download.
 """
 
 from __future__ import annotations
 
+import hashlib
 from functools import partial
 from urllib.parse import urlsplit
 
@@ -60,6 +62,13 @@ class ContentSteps(TokenSteps):
                 if len(answer.body) != info.size:
                     self._fail_reply(STEP_CONTENT_DOWNLOAD, STAGE_INSTALL,
                                      f"storage sent {len(answer.body)} bytes, the content XML announced {info.size}")
+                # ccmsetup installs only content whose hash matches the one its content information announced: bytes
+                # changed on the way (by a proxy, a cache, storage) with their length kept must not pass as installed.
+                digest = hashlib.sha256(answer.body).hexdigest().upper()
+                if digest != info.sha256.upper():
+                    self._fail_reply(STEP_CONTENT_DOWNLOAD, STAGE_INSTALL,
+                                     f"content {info.package_id} has SHA-256 {digest}, the content XML announced "
+                                     f"{info.sha256}")
                 return
             if reason != oc.STORAGE_403 or attempt == URL_ATTEMPTS:
                 self._fail(reason, request, answer)

@@ -7,6 +7,7 @@ Tests (ours and users') and the benchmark use it: :func:`run_scripted` plays a w
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import random
 import uuid
@@ -26,6 +27,9 @@ from harness.client.outcome import Outcome
 ENTRA_TOKEN_CHARS = 1_050
 CCM_TOKEN_CHARS = 900
 POLICY_COUNT = 6
+#: What the scripted site serves for ccmsetup.cab and the client package, and the hash its content XML announces.
+SCRIPTED_CONTENT = b"MSCF" + bytes(60)
+SCRIPTED_CONTENT_SHA256 = hashlib.sha256(SCRIPTED_CONTENT).hexdigest().upper()
 
 
 def scripted_endpoints(*, policy_interval_s: float = 3600.0, time_scale: float = 1.0) -> SiteEndpoints:
@@ -102,12 +106,12 @@ class ScriptedSite:
                    "expires_at": now + self.ccm_lifetime}
             return Response(200, json.dumps(ccm).encode(), content_type="application/json", ms=ms)
         if step in (ev.STEP_CCMSETUP_CAB, ev.STEP_CONTENT_DOWNLOAD):
-            return Response(200, b"MSCF" + bytes(60), content_type="application/octet-stream", ms=ms)
+            return Response(200, SCRIPTED_CONTENT, content_type="application/octet-stream", ms=ms)
         if step == ev.STEP_CONTENT_XML:
             # A content-enabled CMG: the content is on its storage, behind a signed URL (the signature is not checked).
             url = ("https://storage.test:8444/content/CS100001/CS100001?tid=t&oid=o&iss=cmg&alg=HMACSHA256"
                    "&st=2020-06-24T15:00:00Z&se=2020-06-24T16:00:00Z&sig=c2ln")
-            content_info = ContentXml(package_id="CS100001", url=url, size=64, sha256="00" * 32)
+            content_info = ContentXml(package_id="CS100001", url=url, size=64, sha256=SCRIPTED_CONTENT_SHA256)
             return Response(200, content_info.to_xml().encode(), content_type="text/xml; charset=utf-8", ms=ms)
         if step == ev.STEP_POLICY_BODY:
             query = urlsplit(request.url).query

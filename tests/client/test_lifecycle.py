@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import random
 from urllib.parse import parse_qs
 
@@ -10,13 +11,14 @@ import pytest
 from cmg_protocol import envelope, messages, statuses
 from cmg_protocol.clock import FakeClock
 from cmg_protocol.registration import AAD_TOKEN_HEADER
+from cmg_protocol.storage_urls import ContentXml
 from harness.client import events as ev
 from harness.client import lifecycle as lc
 from harness.client import outcome as oc
 from harness.client.clientlogs import ADAL, CCM_MESSAGING, CCMSETUP, CLIENT_ID_MANAGER, MemoryLog
 from harness.client.device import WAM_DEVICE_FAILS_800703F0, WAM_DEVICE_FAILS_D0090016, WAM_USER_FAILS_TOO, Fleet
 from harness.client.events import Done, LifecycleError, Request, Response, TransportError, Wait
-from harness.client.testing import ScriptedSite, drive, scripted_endpoints
+from harness.client.testing import SCRIPTED_CONTENT, SCRIPTED_CONTENT_SHA256, ScriptedSite, drive, scripted_endpoints
 
 TENANT = "9aaf466a-3f40-4468-b3cd-f0010f21f05a"
 HOUR = 3600.0
@@ -439,6 +441,41 @@ def test_an_unreadable_reply_fails_the_step_as_malformed() -> None:
     result = drive(life, site)
     assert (result.step, result.reason) == (ev.STEP_SITE_INFO, oc.BAD_REPLY)
     assert result.trail[-1].result == oc.BAD_REPLY
+
+
+def _content_xml(sha256: str, size: int = len(SCRIPTED_CONTENT)) -> Response:
+    url = ("https://storage.test:8444/content/CS100001/CS100001?tid=t&oid=o&iss=cmg&alg=HMACSHA256"
+           "&st=2020-06-24T15:00:00Z&se=2020-06-24T16:00:00Z&sig=c2ln")
+    info = ContentXml(package_id="CS100001", url=url, size=size, sha256=sha256)
+    return Response(200, info.to_xml().encode(), content_type="text/xml; charset=utf-8")
+
+
+def test_content_changed_on_the_way_with_its_length_kept_fails_the_download_naming_both_hashes() -> None:
+    life, site, _ = make()
+    changed = SCRIPTED_CONTENT[:-1] + b"\x01"
+    site.script(ev.STEP_CONTENT_DOWNLOAD, Response(200, changed, content_type="application/octet-stream"))
+    result = drive(life, site)
+    assert (result.step, result.reason) == (ev.STEP_CONTENT_DOWNLOAD, oc.BAD_REPLY)
+    assert result.detail == (f"content CS100001 has SHA-256 {hashlib.sha256(changed).hexdigest().upper()}, the "
+                             f"content XML announced {SCRIPTED_CONTENT_SHA256}")
+    assert ev.STEP_REGISTRATION not in steps(site)  # not installed, so never registered
+
+
+def test_content_of_another_length_fails_the_download_naming_both_sizes() -> None:
+    life, site, _ = make()
+    site.script(ev.STEP_CONTENT_DOWNLOAD, Response(200, SCRIPTED_CONTENT + b"x",
+                                                   content_type="application/octet-stream"))
+    result = drive(life, site)
+    assert (result.step, result.reason) == (ev.STEP_CONTENT_DOWNLOAD, oc.BAD_REPLY)
+    assert result.detail == f"storage sent {len(SCRIPTED_CONTENT) + 1} bytes, the content XML announced " \
+                            f"{len(SCRIPTED_CONTENT)}"
+
+
+def test_the_announced_hash_is_compared_without_regard_to_case() -> None:
+    life, site, _ = make()
+    site.script(ev.STEP_CONTENT_XML, _content_xml(SCRIPTED_CONTENT_SHA256.lower()))
+    result = drive(life, site)
+    assert result.success, result
 
 
 def test_without_a_trail_the_outcome_lists_no_exchanges() -> None:
