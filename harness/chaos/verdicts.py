@@ -57,10 +57,11 @@ _FAULT_REASONS: Mapping[str, frozenset[str]] = {
     "policy_signature_mismatch": frozenset({oc.MP_SIGNATURE_INVALID}),
     "client_unknown": frozenset({oc.MP_NOT_REGISTERED}),
     # Content from the CMG's storage: a slow storage times out, a refused URL is storage.403 after one new URL, an
-    # unreachable storage resets the download.
+    # unreachable storage resets the download, changed content is not installed.
     "storage_slow": frozenset({oc.TIMEOUT}),
     "signed_url_expired": frozenset({oc.STORAGE_403}),
     "storage_unreachable": frozenset({oc.RESET, oc.CONNECT}),
+    "content_hash_mismatch": frozenset({oc.CONTENT_HASH_MISMATCH}),
     # Only devices that install with a bulk registration token hold one (see _BULK_TOKEN_FAULTS).
     "bulk_token_expired": frozenset({oc.CMG_401}),
     "bulk_token_revoked": frozenset({oc.CMG_401}),

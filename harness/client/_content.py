@@ -18,7 +18,7 @@ from cmg_protocol.xmlbase import MessageError
 from harness.client import outcome as oc
 from harness.client._exchange import Step
 from harness.client._tokens import TokenSteps
-from harness.client.clientlogs import CCMSETUP, WARNING
+from harness.client.clientlogs import CCMSETUP, ERROR, WARNING
 from harness.client.events import STAGE_INSTALL, STEP_CONTENT_DOWNLOAD, STEP_CONTENT_XML, Request, Response
 
 #: The request name of a storage download (one name for every package, for statistics).
@@ -66,9 +66,11 @@ class ContentSteps(TokenSteps):
                 # changed on the way (by a proxy, a cache, storage) with their length kept must not pass as installed.
                 digest = hashlib.sha256(answer.body).hexdigest().upper()
                 if digest != info.sha256.upper():
-                    self._fail_reply(STEP_CONTENT_DOWNLOAD, STAGE_INSTALL,
-                                     f"content {info.package_id} has SHA-256 {digest}, the content XML announced "
-                                     f"{info.sha256}")
+                    self._write(CCMSETUP, f"Content {info.package_id} has hash {digest}, expected {info.sha256}: "
+                                          f"0x{oc.CRYPT_E_HASH_VALUE:08x}", ERROR)  # synthetic wording
+                    self._fail_step(oc.CONTENT_HASH_MISMATCH, STEP_CONTENT_DOWNLOAD, STAGE_INSTALL,
+                                    f"content {info.package_id} has SHA-256 {digest}, the content XML announced "
+                                    f"{info.sha256}", error_code=oc.CRYPT_E_HASH_VALUE)
                 return
             if reason != oc.STORAGE_403 or attempt == URL_ATTEMPTS:
                 self._fail(reason, request, answer)

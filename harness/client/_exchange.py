@@ -201,9 +201,13 @@ class ExchangeBase:
 
     def _fail_reply(self, step: str, stage: str, detail: str) -> Any:
         """End the step because its (successful) reply could not be read."""
+        self._fail_step(oc.BAD_REPLY, step, stage, detail)
+
+    def _fail_step(self, reason: str, step: str, stage: str, detail: str, *, error_code: int | None = None) -> Any:
+        """End the step for ``reason`` found in its (successful) reply; its trail entry says so too."""
         if self._trail and self._trail[-1].step == step:
-            self._trail[-1] = self._trail[-1]._replace(result=oc.BAD_REPLY)
-        raise Failed(oc.failure(oc.BAD_REPLY, step=step, stage=stage, detail=detail))
+            self._trail[-1] = self._trail[-1]._replace(result=reason)
+        raise Failed(oc.failure(reason, step=step, stage=stage, detail=detail, error_code=error_code))
 
     def _write(self, file: str, text: str, type: int = 1) -> None:
         if self._log is not None:

@@ -34,12 +34,14 @@ CONNECT = "connect"
 RESET = "reset"
 #: A reply the client could not read (bad envelope, bad XML, bad JSON).
 BAD_REPLY = "reply.malformed"
+#: Downloaded content whose SHA-256 is not the hash its content information announced: not installed.
+CONTENT_HASH_MISMATCH = "content.hash_mismatch"
 
 #: Every fixed reason code; ``http.<status>`` codes come on top (see :func:`http_reason`).
 REASONS: frozenset[str] = frozenset({
     TLS_INVALID_CA, TLS_REVOCATION_OFFLINE, TLS_REVOKED, AAD_NO_WPJ, AAD_NO_TOKEN, AAD_TENANT_NOT_ONBOARDED, STS_401,
     STS_500, CMG_401, CMG_403, CMG_503, STORAGE_403, MP_401, REGISTRATION_REJECTED, TIMEOUT, CONNECT, RESET, BAD_REPLY,
-    MP_SIGNATURE_INVALID, MP_NOT_REGISTERED,
+    MP_SIGNATURE_INVALID, MP_NOT_REGISTERED, CONTENT_HASH_MISMATCH,
 })
 
 #: Failures worth trying again after a back-off (network trouble and a CMG that cannot forward right now).
@@ -60,6 +62,8 @@ E_CMG_CONNECTOR = 0x87D0027E
 #: WAM errors the walk-through and the support articles show for a failed Entra device token.
 E_WAM_D0090016 = 0xD0090016
 E_WAM_800703F0 = 0x800703F0
+#: CRYPT_E_HASH_VALUE, "The hash value is not correct": what ConfigMgr reports for content whose hash does not match.
+CRYPT_E_HASH_VALUE = 0x80091007
 
 _WINHTTP_TEXT = {
     ERROR_WINHTTP_SECURE_FAILURE: "ERROR_WINHTTP_SECURE_FAILURE",

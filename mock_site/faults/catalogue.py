@@ -403,6 +403,13 @@ _SPECS = (
         "Content downloads fail with a connection reset; the client retries with back-off and then fails the "
         "content download with reset. The CMG's own endpoints keep answering.",
     ),
+    FaultSpec(
+        "content_hash_mismatch", ("storage",), "storage",
+        "The content the CMG's storage serves is not the content the CMG announced: the same size, other bytes (as "
+        "after content changed without being distributed again, or was altered on its way).",
+        "The download completes, but the client finds its SHA-256 is not the announced hash and does not install it: "
+        "content.hash_mismatch at the content download, error 0x80091007. The CMG's own endpoints keep answering.",
+    ),
     # --- token-authenticated devices (bulk registration token) -------------------------------------------------------
     FaultSpec(
         "bulk_token_expired", ("cmg",), "cmg",

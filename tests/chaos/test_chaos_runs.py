@@ -67,6 +67,7 @@ faults:
   - {fault: storage_slow, start: 2, duration: 2, params: {latency_ms: 200}}
   - {fault: signed_url_expired, start: 11, duration: 2}
   - {fault: storage_unreachable, start: 17, duration: 2}
+  - {fault: content_hash_mismatch, start: 20, duration: 2}
   - {fault: bulk_token_expired, start: 1, duration: 3}
   - {fault: bulk_token_revoked, start: 8, duration: 3}
   - {fault: policy_signature_mismatch, start: 25, duration: 2}

@@ -450,14 +450,18 @@ def _content_xml(sha256: str, size: int = len(SCRIPTED_CONTENT)) -> Response:
     return Response(200, info.to_xml().encode(), content_type="text/xml; charset=utf-8")
 
 
-def test_content_changed_on_the_way_with_its_length_kept_fails_the_download_naming_both_hashes() -> None:
-    life, site, _ = make()
+def test_content_changed_on_the_way_with_its_length_kept_is_not_installed_and_names_both_hashes() -> None:
+    log = MemoryLog()
+    life, site, _ = make(log=log)
     changed = SCRIPTED_CONTENT[:-1] + b"\x01"
     site.script(ev.STEP_CONTENT_DOWNLOAD, Response(200, changed, content_type="application/octet-stream"))
     result = drive(life, site)
-    assert (result.step, result.reason) == (ev.STEP_CONTENT_DOWNLOAD, oc.BAD_REPLY)
-    assert result.detail == (f"content CS100001 has SHA-256 {hashlib.sha256(changed).hexdigest().upper()}, the "
-                             f"content XML announced {SCRIPTED_CONTENT_SHA256}")
+    digest = hashlib.sha256(changed).hexdigest().upper()
+    assert (result.step, result.stage, result.reason, result.error_code) == (
+        ev.STEP_CONTENT_DOWNLOAD, ev.STAGE_INSTALL, oc.CONTENT_HASH_MISMATCH, 0x80091007)
+    assert result.detail == f"content CS100001 has SHA-256 {digest}, the content XML announced {SCRIPTED_CONTENT_SHA256}"
+    assert result.trail[-1].result == oc.CONTENT_HASH_MISMATCH
+    assert f"Content CS100001 has hash {digest}, expected {SCRIPTED_CONTENT_SHA256}: 0x80091007" in log.texts(CCMSETUP)
     assert ev.STEP_REGISTRATION not in steps(site)  # not installed, so never registered
 
 

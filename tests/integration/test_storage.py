@@ -142,3 +142,22 @@ def test_a_client_whose_storage_is_unreachable_fails_the_download_with_reset(cle
     clean_site.set_fault("storage_unreachable", duration=60)
     outcome = run_client(clean_site.manifest, "", seed=303, polls=1)
     assert (outcome.reason, outcome.step) == (oc.RESET, ev.STEP_CONTENT_DOWNLOAD)
+
+
+def test_a_client_whose_content_changed_in_storage_does_not_install_it(clean_site: RunningSite) -> None:
+    clean_site.set_fault("content_hash_mismatch", duration=60)
+    started = time.time()
+    outcome = run_client(clean_site.manifest, "", seed=304, polls=1)
+    assert (outcome.reason, outcome.step, outcome.error_code) == (oc.CONTENT_HASH_MISMATCH,
+                                                                   ev.STEP_CONTENT_DOWNLOAD, 0x80091007)
+    assert outcome.detail.startswith("content ") and "the content XML announced" in outcome.detail
+    assert ev.STEP_REGISTRATION not in [entry.step for entry in outcome.trail]
+    profile = device_from_traits(clean_site.manifest, "", seed=304)
+    settings = VerdictSettings.from_manifest(clean_site.manifest)
+    window = FaultWindow("content_hash_mismatch", "storage", started - 1, time.time() + 1)
+    assert judge(profile, outcome.reason, life_start=started, life_end=time.time(), windows=[window],
+                 settings=settings).expected
+    assert not judge(profile, outcome.reason, life_start=started, life_end=time.time(), windows=[],
+                     settings=settings).expected
+    clean_site.clear_fault("content_hash_mismatch")
+    assert run_client(clean_site.manifest, "", seed=305, polls=1).success  # the announced content installs again

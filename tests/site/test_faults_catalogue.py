@@ -16,7 +16,8 @@ SERVER_FAULTS = {
     "sts_unavailable", "sts_error", "ccm_token_expired", "ccm_token_lifetime", "latency", "http_error", "reset",
     "cp_disconnected", "mp_slow", "mp_down", "bandwidth", "over_capacity",
     "policy_signature_mismatch", "client_unknown",
-    "storage_slow", "signed_url_expired", "storage_unreachable", "bulk_token_expired", "bulk_token_revoked",
+    "storage_slow", "signed_url_expired", "storage_unreachable", "content_hash_mismatch",
+    "bulk_token_expired", "bulk_token_revoked",
 }  # fmt: skip
 CLIENT_FAULTS = {"wpj_missing", "wam_device_token_error", "no_user_token", "root_ca_missing", "clock_skew"}
 

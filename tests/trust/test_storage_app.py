@@ -15,7 +15,7 @@ from cmg_protocol.storage_urls import UrlSigner
 from mock_site.faults.middleware import ConnectionResetFault
 from mock_site.faults.registry import FaultRegistry
 from mock_site.state_dir import SiteStateError
-from mock_site.storage import DOWNLOAD_NAME, StorageApp, load_or_create_url_key
+from mock_site.storage import DOWNLOAD_NAME, StorageApp, changed, load_or_create_url_key
 from tests.trust.asgi_calls import Answer, Metrics, Steps, call
 
 NOW = 1_750_000_000.0
@@ -145,6 +145,23 @@ def test_signed_url_expired_refuses_a_url_that_is_still_valid() -> None:
     storage = Storage()
     storage.faults.set("signed_url_expired")
     _assert_refused(storage, storage.get(), su.EXPIRED, "the URL counts as expired (fault signed_url_expired)")
+
+
+def test_content_hash_mismatch_serves_other_bytes_of_the_same_size_to_get_only() -> None:
+    storage = Storage()
+    storage.faults.set("content_hash_mismatch")
+    head = storage.get("HEAD")
+    assert (head.status, head.headers["content-length"]) == (200, str(len(BLOB)))
+    answer = storage.get()
+    assert answer.status == 200 and len(answer.body) == len(BLOB)
+    assert answer.body[:-1] == BLOB[:-1] and answer.body[-1] == BLOB[-1] ^ 0xFF
+    assert storage.egress.served_to == [("GUID:A", len(BLOB))]
+    assert storage.faults.injections()["content_hash_mismatch"] == 1  # the GET, not the HEAD
+
+
+def test_changed_content_keeps_its_size_and_empty_content_stays_empty() -> None:
+    assert changed(b"\x00\x01") == b"\x00\xfe"
+    assert changed(b"") == b""
 
 
 def test_a_websocket_or_lifespan_scope_is_left_alone() -> None:
