@@ -53,6 +53,8 @@ TARGETS: dict[str, tuple[str, ...]] = {
                                      "tests/trust/test_fault_registry_edges.py"),
     "harness/chaos/verdicts.py": ("tests/chaos/test_verdicts.py", "tests/trust/test_verdict_tenants.py",
                                   "tests/trust/test_verdict_rules.py"),
+    "harness/fleet/driver.py": ("tests/fleet/test_driver.py", "tests/latency/test_driver_timing.py",
+                                "tests/trust/test_driver_spans.py", "tests/trust/test_driver_renewals.py"),
     "harness/gates/_spec.py": ("tests/gates/test_spec.py", "tests/trust/test_gate_spec.py",
                                "tests/trust/test_gate_boundary.py", "tests/gates/test_evaluate.py"),
     "harness/gates/_evaluate.py": ("tests/gates/test_evaluate.py", "tests/trust/test_gate_boundary.py",

@@ -242,8 +242,11 @@ class FleetDriver:
         if device.renew_start is not None:
             self._close_renewal(device, now, outcome.reason if failed_entry == TOKEN_RENEWAL else None, final=True)
         if device.main:
-            self._close_main(device, now, outcome.reason if failed_entry == device.main else device.main_fail,
-                             final=True)
+            fail = device.main_fail
+            if failed_entry == device.main or (failed_entry == TOKEN_RENEWAL and not fail):
+                # A stage that could not go on without its CCM token failed with the renewal, as in _on_wait.
+                fail = outcome.reason
+            self._close_main(device, now, fail, final=True)
         self._tally.record_outcome(outcome.success, outcome.reason)
         if self._judge is not None:
             self._judge(device.lifecycle.profile, outcome.reason or None, start, now, trail)
