@@ -21,6 +21,7 @@ from harness.dashboards import (
     variable_values,
 )
 from mock_site.metrics import SiteMetrics
+from mock_site.metrics.storage_egress import StorageEgress
 
 DASHBOARDS = load_dashboards()
 NAMES = sorted(DASHBOARDS)
@@ -44,6 +45,9 @@ def _site_series() -> dict[str, set[str]]:
     metrics.registration("created")
     metrics.crl_fetch("ok")
     metrics.forward_error("cp", "timeout")
+    egress = StorageEgress(clock=lambda: 1.0)
+    egress.served("GUID:A", 10)
+    registry.register(egress)
     series: dict[str, set[str]] = {}
     for family in registry.collect():
         for sample in family.samples:
