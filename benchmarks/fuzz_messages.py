@@ -13,10 +13,8 @@ import random
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
-from cmg_protocol import messages
 from harness.message_fuzzer import FuzzTokens, MessageFuzzer, send_cases
 from mock_site.testing import SiteClient, running_site
 
@@ -33,9 +31,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--slow must be > 0, got {args.slow}")
     with tempfile.TemporaryDirectory(prefix="cmg-fuzz-") as state, \
             running_site(Path(state), time_scale=1, logs_enabled=False) as site, SiteClient(site.manifest) as client:
-        entra = client.entra_token(device_id=str(uuid.uuid4()))
-        smsid = messages.RegistrationResponse.from_xml(client.register(entra).reply.body_xml).smsid
-        tokens = FuzzTokens(ccm=client.ccm_token(entra), entra=entra, smsid=smsid)
+        device = client.register_device()
+        tokens = FuzzTokens(ccm=device.ccm_token, entra=device.entra_token, smsid=device.smsid)
         fuzzer = MessageFuzzer(random.Random(args.seed), site_code=site.manifest.site_code, tokens=tokens)
         started = time.perf_counter()
         report = send_cases(client.http, client.server_auth("ccm_system_tokenauth/request"),

@@ -115,9 +115,7 @@ def policy_request(manifest: Any, workdir: Path) -> tuple[str, str, dict[str, st
     from mock_site.testing import SiteClient, signing_identity_for_tests
 
     with SiteClient(manifest) as client:
-        entra = client.entra_token(device_id=str(uuid.uuid4()))
-        smsid = messages.RegistrationResponse.from_xml(client.register(entra).reply.body_xml).smsid
-        token = client.ccm_token(entra)
+        _, smsid, token = client.register_device()
         check = client.policy(token, smsid)
         assert check.status_code == 200, check.text
     request = messages.RequestAssignments(client_id=smsid, fqdn="bench.contoso.com", netbios_name="BENCH", sid="",

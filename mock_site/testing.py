@@ -10,7 +10,7 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from cmg_protocol.urlmap import Route
 from mock_site.asgi import HttpRequest
@@ -133,6 +133,14 @@ def running_site(state_dir: Path, **config: Any) -> Iterator[RunningSite]:
             loop.close()
 
 
+class RegisteredDevice(NamedTuple):
+    """A device :meth:`SiteClient.register_device` registered: its Entra token, SMSID and CCM token."""
+
+    entra_token: str
+    smsid: str
+    ccm_token: str
+
+
 class SiteClient:
     """A minimal, explicit client of the mock site for protocol-level tests (the full device lives in harness.client).
 
@@ -246,6 +254,20 @@ class SiteClient:
         request = replace(request, signature_hex=envelope.clientauth_signature(key, request.data_xml().encode("utf-16-le")))
         ccm = ccm_token if ccm_token is not None else self.ccm_token(entra_token)
         return self.message("MP_ClientRegistration", request.to_xml(), token=ccm, url=url, aad_token=entra_token)
+
+    def register_device(self, *, device_id: str | None = None) -> RegisteredDevice:
+        """Register a new device (a fresh Entra device id unless ``device_id`` is given) and get its CCM token after
+        registration; a refused registration raises, naming the status."""
+        import uuid as _uuid
+
+        from cmg_protocol import messages
+
+        entra = self.entra_token(device_id=device_id or str(_uuid.uuid4()))
+        reply = self.register(entra)
+        if reply.status_code != 200:
+            raise AssertionError(f"registration answered {reply.status_code} {reply.reason_phrase}: {reply.text[:200]}")
+        smsid = messages.RegistrationResponse.from_xml(reply.reply.body_xml).smsid
+        return RegisteredDevice(entra_token=entra, smsid=smsid, ccm_token=self.ccm_token(entra))
 
     def policy(self, token: str | None, client_id: str, *, url: str | None = None) -> Any:
         """Ask for policy assignments as ``client_id``, with the clientauth hook of :func:`signing_identity_for_tests`."""

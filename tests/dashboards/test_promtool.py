@@ -4,14 +4,12 @@ config is valid, and the site's live /metrics follows Prometheus' naming convent
 from __future__ import annotations
 
 import subprocess
-import uuid
 from pathlib import Path
 
 import httpx
 import pytest
 import yaml
 
-from cmg_protocol import messages
 from harness.dashboards import (
     DASHBOARDS_DIR,
     RULE_FILES,
@@ -107,9 +105,8 @@ def test_a_rendered_config_is_valid(tmp_path: Path, site: RunningSite) -> None:
 def test_the_live_site_metrics_follow_the_naming_conventions(site: RunningSite) -> None:
     """`promtool check metrics` finds nothing to lint in a scrape of the site after real traffic."""
     with SiteClient(site.manifest) as client:
-        entra = client.entra_token(device_id=str(uuid.uuid4()))
-        smsid = messages.RegistrationResponse.from_xml(client.register(entra).reply.body_xml).smsid
-        client.policy(client.ccm_token(entra), smsid)
+        device = client.register_device()
+        client.policy(device.ccm_token, device.smsid)
         client.ccm_sts("not-a-token")
     scrape = httpx.get(site.manifest.metrics_url("cmg"), timeout=10).text
     assert "cmg_requests_total{" in scrape and "cmg_tokens_rejected_total{" in scrape

@@ -6,9 +6,7 @@ The long run (100,000 by default) is ``benchmarks/fuzz_messages.py``; its figure
 from __future__ import annotations
 
 import random
-import uuid
 
-from cmg_protocol import messages
 from harness.message_fuzzer import FuzzTokens, MessageFuzzer, send_cases
 from mock_site.testing import RunningSite, SiteClient
 
@@ -17,9 +15,8 @@ COUNT = 2000
 
 
 def test_fuzzed_messages_get_4xx_or_2xx_and_answer_quickly(clean_site: RunningSite, site_client: SiteClient) -> None:
-    entra = site_client.entra_token(device_id=str(uuid.uuid4()))
-    smsid = messages.RegistrationResponse.from_xml(site_client.register(entra).reply.body_xml).smsid
-    tokens = FuzzTokens(ccm=site_client.ccm_token(entra), entra=entra, smsid=smsid)
+    device = site_client.register_device()
+    tokens = FuzzTokens(ccm=device.ccm_token, entra=device.entra_token, smsid=device.smsid)
     fuzzer = MessageFuzzer(random.Random(SEED), site_code=clean_site.manifest.site_code, tokens=tokens)
     report = send_cases(site_client.http, site_client.server_auth("ccm_system_tokenauth/request"),
                         fuzzer.cases(COUNT))

@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import uuid
-
-from cmg_protocol import messages
 from mock_site.testing import RunningSite, SiteClient
 
 
 def test_a_cached_policy_signature_is_refused_while_the_key_change_fault_is_on(clean_site: RunningSite,
                                                                                site_client: SiteClient) -> None:
-    entra = site_client.entra_token(device_id=str(uuid.uuid4()))
-    smsid = messages.RegistrationResponse.from_xml(site_client.register(entra).reply.body_xml).smsid
-    token = site_client.ccm_token(entra)
+    _, smsid, token = site_client.register_device()
     for _ in range(2):  # the second poll is answered from the cache
         assert site_client.policy(token, smsid).status_code == 200
     clean_site.set_fault("policy_signature_mismatch", duration=30)

@@ -20,12 +20,8 @@ POLICY_CLIENT = "GUID:00000000-0000-0000-0000-000000000001"
 
 def _registered(client: SiteClient) -> tuple[str, str]:
     """A freshly registered device: (CCM token, SMSID)."""
-    from cmg_protocol import messages
-
-    entra = client.entra_token(device_id=str(uuid.uuid4()))
-    reply = client.register(entra)
-    smsid = messages.RegistrationResponse.from_xml(reply.reply.body_xml).smsid
-    return client.ccm_token(entra), smsid
+    device = client.register_device()
+    return device.ccm_token, device.smsid
 
 
 def _timed(call):  # type: ignore[no-untyped-def]

@@ -185,11 +185,8 @@ def test_roles_run_in_separate_processes_linked_by_url(tmp_path: Path) -> None:
         processes.append(cmg)
         front = _wait_for_named(tmp_path / "site-cmg.json", cmg, started)
         with SiteClient(front) as client:
-            entra = client.entra_token(device_id=str(uuid.uuid4()))
-            reply = client.register(entra)
-            assert reply.status_code == 200
-            smsid = messages.RegistrationResponse.from_xml(reply.reply.body_xml).smsid
-            assert client.policy(client.ccm_token(entra), smsid).status_code == 200
+            device = client.register_device()
+            assert client.policy(device.ccm_token, device.smsid).status_code == 200
     finally:
         for process in reversed(processes):
             if process.poll() is None:

@@ -231,11 +231,8 @@ def test_split_roles_each_with_their_own_workers(tmp_path: Path) -> None:
         assert (tmp_path / "workers-crl-entra-mp").is_dir() and (tmp_path / "workers-cmg").is_dir()
         for _ in range(4):
             with SiteClient(front) as client:
-                entra = client.entra_token(device_id=str(uuid.uuid4()))
-                reply = client.register(entra)
-                assert reply.status_code == 200
-                smsid = messages.RegistrationResponse.from_xml(reply.reply.body_xml).smsid
-                assert client.policy(client.ccm_token(entra), smsid).status_code == 200
+                device = client.register_device()
+                assert client.policy(device.ccm_token, device.smsid).status_code == 200
     finally:
         for process in reversed(processes):
             if process.poll() is None:

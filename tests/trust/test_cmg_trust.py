@@ -11,7 +11,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from cmg_protocol import logformat, messages
+from cmg_protocol import logformat
 from cmg_protocol.statuses import INVALID_TOKEN
 from mock_site.testing import RunningSite, SiteClient, running_site
 
@@ -78,10 +78,8 @@ def test_request_size_is_the_bytes_the_clients_sent(tmp_path: Path) -> None:
         with SiteClient(site.manifest) as client:
             client.http.event_hooks["request"].append(record)
             for _ in range(2):
-                entra = client.entra_token(device_id=str(uuid.uuid4()))
-                smsid = messages.RegistrationResponse.from_xml(client.register(entra).reply.body_xml).smsid
-                token = client.ccm_token(entra)
-                assert client.policy(token, smsid).status_code == 200
+                device = client.register_device()
+                assert client.policy(device.ccm_token, device.smsid).status_code == 200
             # A refused request counts too: the CMG read its body before refusing it.
             client.http.post(client.server_auth("CCM_STS"), content=b"x" * 1234, headers={"Authorization": "Bearer no"})
             entra_path = [path for path in sent if "/oauth2/" in path]
@@ -104,9 +102,8 @@ def test_request_size_is_the_bytes_the_clients_sent(tmp_path: Path) -> None:
 
 def test_endpoint_labels_are_route_templates_on_every_roles_scrape(site: RunningSite, site_client: SiteClient) -> None:
     """No endpoint label names a concrete role id: cardinality stays bounded, on every role's /metrics."""
-    entra = site_client.entra_token(device_id=str(uuid.uuid4()))
-    smsid = messages.RegistrationResponse.from_xml(site_client.register(entra).reply.body_xml).smsid
-    assert site_client.policy(site_client.ccm_token(entra), smsid).status_code == 200
+    device = site_client.register_device()
+    assert site_client.policy(device.ccm_token, device.smsid).status_code == 200
     site_client.aad_auth_info()
     site_client.http.get(f"{site.manifest.cmg_url}/CCM_Proxy_MutualAuth/{site.manifest.role_id}/nowhere")
     role_ids = {site.manifest.role_id}
