@@ -121,6 +121,15 @@ def test_a_client_life_downloads_from_storage_and_not_through_the_cmg(clean_site
     assert lines and all(line.response_size / line.response_count < 1024 for line in lines)
 
 
+def _assert_expected_only_while_on(site: RunningSite, fault: str, reason: str, *, seed: int, started: float) -> None:
+    """The verdict on a life that ended with ``reason``: expected while ``fault`` was on, unexpected without it."""
+    profile = device_from_traits(site.manifest, "", seed=seed)
+    settings = VerdictSettings.from_manifest(site.manifest)
+    window = FaultWindow(fault, "storage", started - 1, time.time() + 1)
+    assert judge(profile, reason, life_start=started, life_end=time.time(), windows=[window], settings=settings).expected
+    assert not judge(profile, reason, life_start=started, life_end=time.time(), windows=[], settings=settings).expected
+
+
 def test_a_client_asks_once_more_for_a_url_then_fails_with_storage_403(clean_site: RunningSite) -> None:
     clean_site.set_fault("signed_url_expired", duration=60)
     started = time.time()
@@ -128,14 +137,7 @@ def test_a_client_asks_once_more_for_a_url_then_fails_with_storage_403(clean_sit
     assert (outcome.reason, outcome.step) == (oc.STORAGE_403, ev.STEP_CONTENT_DOWNLOAD)
     steps = [entry.step for entry in outcome.trail]
     assert steps.count(ev.STEP_CONTENT_XML) == 2 and steps.count(ev.STEP_CONTENT_DOWNLOAD) == 2
-    # The verdict: expected while the fault was on, unexpected without it.
-    profile = device_from_traits(clean_site.manifest, "", seed=302)
-    settings = VerdictSettings.from_manifest(clean_site.manifest)
-    window = FaultWindow("signed_url_expired", "storage", started - 1, time.time() + 1)
-    assert judge(profile, outcome.reason, life_start=started, life_end=time.time(), windows=[window],
-                 settings=settings).expected
-    assert not judge(profile, outcome.reason, life_start=started, life_end=time.time(), windows=[],
-                     settings=settings).expected
+    _assert_expected_only_while_on(clean_site, "signed_url_expired", outcome.reason, seed=302, started=started)
 
 
 def test_a_client_whose_storage_is_unreachable_fails_the_download_with_reset(clean_site: RunningSite) -> None:
@@ -152,12 +154,6 @@ def test_a_client_whose_content_changed_in_storage_does_not_install_it(clean_sit
                                                                    ev.STEP_CONTENT_DOWNLOAD, 0x80091007)
     assert outcome.detail.startswith("content ") and "the content XML announced" in outcome.detail
     assert ev.STEP_REGISTRATION not in [entry.step for entry in outcome.trail]
-    profile = device_from_traits(clean_site.manifest, "", seed=304)
-    settings = VerdictSettings.from_manifest(clean_site.manifest)
-    window = FaultWindow("content_hash_mismatch", "storage", started - 1, time.time() + 1)
-    assert judge(profile, outcome.reason, life_start=started, life_end=time.time(), windows=[window],
-                 settings=settings).expected
-    assert not judge(profile, outcome.reason, life_start=started, life_end=time.time(), windows=[],
-                     settings=settings).expected
+    _assert_expected_only_while_on(clean_site, "content_hash_mismatch", outcome.reason, seed=304, started=started)
     clean_site.clear_fault("content_hash_mismatch")
     assert run_client(clean_site.manifest, "", seed=305, polls=1).success  # the announced content installs again
