@@ -330,6 +330,7 @@ class SmsSigningIdentity:
         self.cert_hex = cert.public_bytes(serialization.Encoding.DER).hex().upper()
         self.public_key_blob = public_key_blob(self.key.public_key())
         self._hooks: dict[tuple[str, bytes, str], tuple[tuple[str, str], ...]] = {}
+        self._token_signatures: dict[str, str] = {}
 
     @classmethod
     def shared(cls) -> SmsSigningIdentity:
@@ -363,7 +364,15 @@ class SmsSigningIdentity:
     def client_token_headers(self, client_id: str, when: float) -> dict[str, str]:
         """``ClientToken`` and ``ClientTokenSignature`` for a policy body download."""
         token = client_token(client_id, when)
-        return {"ClientToken": token, "ClientTokenSignature": client_token_signature(self.key, token)}
+        # The token names its second, and the signature is deterministic: the policy bodies a device downloads within
+        # one second carry the very same signature, remembered rather than made again (bounded as the hooks are).
+        signature = self._token_signatures.get(token)
+        if signature is None:
+            signature = client_token_signature(self.key, token)
+            if len(self._token_signatures) >= HOOK_CACHE_SIZE:
+                self._token_signatures.clear()
+            self._token_signatures[token] = signature
+        return {"ClientToken": token, "ClientTokenSignature": signature}
 
     def decrypt(self, data: bytes) -> bytes:
         """Open a secret policy (CMS EnvelopedData addressed to this identity's certificate)."""

@@ -191,6 +191,29 @@ def test_a_changed_body_or_client_gets_a_new_hook_that_verifies() -> None:
     assert identity.clientauth(client, b"body two", "PC-2") != new  # the machine name is part of the hook
 
 
+def test_client_token_headers_within_one_second_are_signed_once_and_verify(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Policy bodies downloaded in the same second carry the same, valid signature, made once; the next second's
+    token is signed afresh."""
+    import harness.client.device as device_module
+    from cmg_protocol.clientauth import verify_client_token
+
+    identity = SmsSigningIdentity.shared()
+    identity._token_signatures.clear()
+    signed: list[str] = []
+    real = device_module.client_token_signature
+    monkeypatch.setattr(device_module, "client_token_signature", lambda key, token: signed.append(token) or real(key, token))
+    client = "GUID:11111111-2222-3333-4444-555555555555"
+    first = identity.client_token_headers(client, 1_750_000_000.2)
+    again = identity.client_token_headers(client, 1_750_000_000.9)
+    later = identity.client_token_headers(client, 1_750_000_001.0)
+    other = identity.client_token_headers("GUID:66666666-2222-3333-4444-555555555555", 1_750_000_000.2)
+    assert again == first and later["ClientToken"] != first["ClientToken"]
+    assert signed == [first["ClientToken"], later["ClientToken"], other["ClientToken"]]
+    for headers in (first, later, other):
+        verify_client_token(headers["ClientToken"], headers["ClientTokenSignature"], identity.key.public_key())
+    assert first["ClientTokenSignature"] == real(identity.key, first["ClientToken"])  # the same bytes as unremembered
+
+
 def test_the_clientauth_hook_cache_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     """A fleet larger than the cache does not make it grow: it is emptied when full."""
     import harness.client.device as device_module
@@ -198,6 +221,8 @@ def test_the_clientauth_hook_cache_is_bounded(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setattr(device_module, "HOOK_CACHE_SIZE", 3)
     identity = SmsSigningIdentity.shared()
     identity._hooks.clear()
+    identity._token_signatures.clear()
     for number in range(7):
         identity.clientauth("GUID:11111111-2222-3333-4444-555555555555", b"body %d" % number, "PC-1")
-        assert len(identity._hooks) <= 3
+        identity.client_token_headers("GUID:11111111-2222-3333-4444-555555555555", 1_750_000_000.0 + number)
+        assert len(identity._hooks) <= 3 and len(identity._token_signatures) <= 3
