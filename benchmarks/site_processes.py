@@ -6,6 +6,11 @@ would on a small machine. Process counts are measured in turns (1, 2, 1, 2, ...)
 is the median of the rounds. Printed: requests/s per process count, the speed-up over one process, and the scaling
 efficiency (speed-up / process count), and the median of the per-round ratios (each round's counts ran back to back).
 
+It also prints the CPU each request cost the site (all its processes, from /proc) and ``hey`` (its own CPU time), and
+from those the most a process count can give on these cores: the site and the load generator share them, so N
+processes serve at most cores / (site + hey CPU per request) requests a second, and one process at most 1 / (site CPU
+per request). A cheaper site lowers that ceiling on the speed-up, because the generator's share of the cores grows.
+
 By default the site and the load share every core this process may run on, and the counts are 1, 2, 4, ... up to
 that many cores (on a 2-core machine: 1 and 2), so a bigger machine reports the scaling per core count.
 
@@ -17,6 +22,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import resource
 import shutil
 import signal
 import statistics
@@ -24,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -61,28 +68,58 @@ def stop_site(process: subprocess.Popen[bytes]) -> None:
             process.kill()
 
 
-def load(url: str, seconds: float, connections: int, cores: str, body_file: str, headers: dict[str, str]) -> float:
-    """Requests/s from ``hey`` on ``cores`` (every answer must be a 200)."""
+@dataclass(frozen=True)
+class Load:
+    """One measurement: requests/s, and CPU seconds per request of the site (all its processes) and of ``hey``."""
+
+    rate: float
+    site_cpu: float
+    hey_cpu: float
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User plus system CPU seconds of the processes ``pids`` (all their threads) from /proc."""
+    total = 0.0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def load(url: str, seconds: float, connections: int, cores: str, body_file: str, headers: dict[str, str],
+         site_pids: list[int]) -> Load:
+    """Requests/s from ``hey`` on ``cores`` (every answer must be a 200), with the CPU per request of both sides."""
     command = ["taskset", "-c", cores, "hey", "-cpus", str(len(cores.split(","))), "-c", str(connections),
                "-z", f"{seconds:g}s", "-m", "CCM_POST", "-D", body_file]
     for name, value in headers.items():
         command += ["-H", f"{name}: {value}"]
+    site_before, hey_before = cpu_seconds(site_pids), children_cpu()
     finished = subprocess.run(command + [url], capture_output=True, text=True, check=False)
+    site_cpu, hey_cpu = cpu_seconds(site_pids) - site_before, children_cpu() - hey_before
     output = finished.stdout
     if finished.returncode != 0:
         raise SystemExit(f"hey failed on {url}: {output} {finished.stderr}")
-    bad = {code: count for code, count in re.findall(r"\[(\d{3})\]\s+(\d+) responses", output) if code != "200"}
+    statuses = re.findall(r"\[(\d{3})\]\s+(\d+) responses", output)
+    bad = {code: count for code, count in statuses if code != "200"}
     if bad or "Error distribution" in output:
         raise SystemExit(f"{url}: answers other than 200: {bad}\n{output}")
-    return float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
+    answered = max(1, sum(int(count) for _, count in statuses))
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
+    return Load(rate, site_cpu / answered, hey_cpu / answered)
 
 
-def measure(processes: int, args: argparse.Namespace, workdir: Path) -> float:
+def measure(processes: int, args: argparse.Namespace, workdir: Path) -> Load:
     process, manifest = start_site(workdir / f"state-{processes}", processes, args.cores)
     try:
+        site_pids = [process.pid, *(manifest.worker_pids or ())]  # type: ignore[attr-defined]
         url, body_file, headers = policy_request(manifest, workdir)
-        load(url, 2, args.connections, args.cores, body_file, headers)  # warm-up: token caches, connection pools
-        return load(url, args.seconds, args.connections, args.cores, body_file, headers)
+        load(url, 2, args.connections, args.cores, body_file, headers, site_pids)  # warm-up: caches, pools
+        return load(url, args.seconds, args.connections, args.cores, body_file, headers, site_pids)
     finally:
         stop_site(process)
 
@@ -111,15 +148,18 @@ def main() -> None:
         raise SystemExit("needs hey and taskset (apt-get install hey util-linux)")
     counts = [int(item) for item in args.counts.split(",")]
     workdir = Path(tempfile.mkdtemp(prefix="bench-processes-"))
-    results: dict[int, list[float]] = {count: [] for count in counts}
+    loads: dict[int, list[Load]] = {count: [] for count in counts}
     try:
         for round_number in range(args.rounds):
             for count in counts:
-                rate = measure(count, args, workdir)
-                results[count].append(rate)
-                print(f"round {round_number + 1}: --processes {count}: {rate:,.0f} policy req/s", flush=True)
+                measured = measure(count, args, workdir)
+                loads[count].append(measured)
+                print(f"round {round_number + 1}: --processes {count}: {measured.rate:,.0f} policy req/s  (CPU per "
+                      f"request: site {measured.site_cpu * 1e6:,.0f} us, hey {measured.hey_cpu * 1e6:,.0f} us)",
+                      flush=True)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+    results = {count: [measured.rate for measured in values] for count, values in loads.items()}
     base = statistics.median(results[counts[0]])
     print(f"\npolicy chain over real HTTPS hops, site and hey sharing cores {args.cores} "
           f"({os.cpu_count()} cores on this machine), medians of {args.rounds}:")
@@ -131,6 +171,18 @@ def main() -> None:
         paired = statistics.median(rate / first for rate, first in zip(results[count], results[counts[0]], strict=True))
         print(f"  --processes {count}: {median:8,.0f} req/s  {speedup:.2f}x of --processes {counts[0]}  "
               f"scaling efficiency {speedup / (count / counts[0]):.0%}  (per-round ratios' median {paired:.2f}x)")
+    # The ceiling: N processes on these cores serve at most min(N, cores) / site CPU per request on their own, and
+    # with hey on the same cores at most cores / (site + hey CPU per request).
+    shared = len(args.cores.split(","))
+    site_cpu = statistics.median(measured.site_cpu for measured in loads[counts[0]])
+    hey_cpu = statistics.median(measured.hey_cpu for values in loads.values() for measured in values)
+
+    def ceiling(count: int) -> float:
+        return min(min(count, shared) / site_cpu, shared / (site_cpu + hey_cpu))
+
+    print(f"CPU per request (medians): site {site_cpu * 1e6:,.0f} us with --processes {counts[0]}, hey "
+          f"{hey_cpu * 1e6:,.0f} us; the most each count can give on {shared} shared cores: " + ", ".join(
+              f"--processes {count} {ceiling(count) / ceiling(counts[0]):.2f}x" for count in counts))
     if len(counts) > 1:
         best = statistics.median(results[counts[-1]]) / base
         print(f"target: --processes {counts[-1]} at >= 1.3x of --processes {counts[0]}: "
