@@ -3,7 +3,8 @@
 A Locust user owns one :class:`FleetDriver`: the user sleeps until :meth:`FleetDriver.next_due`, then calls
 :meth:`FleetDriver.run_next`, which runs the earliest device until it waits again (the policy interval, a retry
 back-off) or its life ends. The driver also times each lifecycle stage as a whole — install and registration, a CCM
-token renewal, a policy cycle — counts milestones and outcomes into an :class:`OutcomeTally`, and hands each outcome
+token renewal, a policy cycle — from its first request to its last reply, retry back-offs included (a stage is judged
+once, by its final result), counts milestones and outcomes into an :class:`OutcomeTally`, and hands each outcome
 (a life's end, a failed stage, a finished install and registration) with its request trail to a ``judge`` callable,
 which weighs it against the faults that were on (``harness.chaos.verdictbook``).
 """
@@ -147,15 +148,18 @@ class FleetDriver:
         while True:
             action = life.next_request()
             kind = type(action)
-            if kind is Request:
-                self._exchange(device, action)  # type: ignore[arg-type]
-            elif kind is Wait:
-                self._on_wait(device)
-                self._scheduler.add(device, action.until)  # type: ignore[union-attr]
-                return
-            else:
+            if kind is Done:
                 self._on_done(device, action)  # type: ignore[arg-type]
                 return
+            if life.polls_done > device.polls_seen:
+                # A policy cycle ended: at its interval's wait, or — when it outran its interval and the lifecycle
+                # went on at once — at the next cycle's first request. Any other wait is a retry back-off, which
+                # belongs to the stage it interrupts (install, registration, a renewal): that span runs on through it.
+                self._end_cycle(device)
+            if kind is Wait:
+                self._scheduler.add(device, action.until)  # type: ignore[union-attr]
+                return
+            self._exchange(device, action)  # type: ignore[arg-type]
 
     # ------------------------------------------------------------------------------------------ one exchange
     def _exchange(self, device: DeviceRun, request: Request) -> None:
@@ -211,19 +215,18 @@ class FleetDriver:
             device.main, device.main_start, device.main_intended, device.main_fail = entry, now, intended, ""
 
     # ------------------------------------------------------------------------------------------ span ends
-    def _on_wait(self, device: DeviceRun) -> None:
+    def _end_cycle(self, device: DeviceRun) -> None:
+        """Close the policy cycle that just ended, and a renewal it could not get past (a failed one)."""
+        device.polls_seen = device.lifecycle.polls_done
         now = self._clock()
         renewal_failed = device.renew_fail if device.renew_start is not None else ""
         self._close_renewal(device, now)
-        polls = device.lifecycle.polls_done
-        if device.main == POLICY_CYCLE and polls > device.polls_seen:
-            device.polls_seen = polls
+        if device.main == POLICY_CYCLE:
             if renewal_failed and not device.main_fail:
                 # The cycle could not go on without a CCM token: it failed with the renewal, judged once (as that).
                 self._close_main(device, now, renewal_failed, judged=True)
             else:
                 self._close_main(device, now, device.main_fail)
-        # Other waits (retry back-offs during install and registration) belong to the stage: its span runs on.
 
     def _on_done(self, device: DeviceRun, done: Done) -> None:
         now = self._clock()
@@ -244,7 +247,7 @@ class FleetDriver:
         if device.main:
             fail = device.main_fail
             if failed_entry == device.main or (failed_entry == TOKEN_RENEWAL and not fail):
-                # A stage that could not go on without its CCM token failed with the renewal, as in _on_wait.
+                # A stage that could not go on without its CCM token failed with the renewal, as in _end_cycle.
                 fail = outcome.reason
             self._close_main(device, now, fail, final=True)
         self._tally.record_outcome(outcome.success, outcome.reason)

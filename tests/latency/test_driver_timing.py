@@ -8,11 +8,12 @@ import random
 import pytest
 
 from cmg_protocol.clock import FakeClock
+from harness.client import outcome as oc
 from harness.client.device import Fleet
-from harness.client.events import Request, Response, TransportError
+from harness.client.events import STEP_CCM_TOKEN, Request, Response, TransportError
 from harness.client.lifecycle import Lifecycle
 from harness.client.testing import ScriptedSite, scripted_endpoints
-from harness.fleet.driver import INSTALL_REGISTER, DeviceRun, FleetDriver
+from harness.fleet.driver import INSTALL_REGISTER, TOKEN_RENEWAL, DeviceRun, FleetDriver
 from harness.fleet.tally import OutcomeTally
 from harness.latency.histograms import CORRECTED, LATENESS, SERVICE, LatencyBook
 
@@ -23,9 +24,9 @@ SERVICE_S = 0.01
 class Timed:
     """A driver over a scripted site whose every exchange takes SERVICE_S of fake time."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, ccm_lifetime: float = 8 * 3600.0) -> None:
         self.clock = FakeClock()
-        self.site = ScriptedSite(self.clock)
+        self.site = ScriptedSite(self.clock, ccm_lifetime=ccm_lifetime)
         self.book = LatencyBook()
         self.endpoints = scripted_endpoints(policy_interval_s=30.0)
         self.driver = FleetDriver(clock=self.clock, send=self.send, report_stage=lambda *_: None,
@@ -35,9 +36,9 @@ class Timed:
         self.clock.advance(SERVICE_S)
         return dataclasses.replace(self.site.answer(request), ms=SERVICE_S * 1000.0)
 
-    def add(self, index: int, due: float) -> None:
+    def add(self, index: int, due: float, *, polls: int = 1) -> None:
         profile = Fleet(1, tenant_ids=[TENANT]).device(index)
-        life = Lifecycle(profile, self.endpoints, clock=self.clock, rng=random.Random(0), polls=1, trail=False)
+        life = Lifecycle(profile, self.endpoints, clock=self.clock, rng=random.Random(0), polls=polls, trail=False)
         self.driver.add(index, life, due=due)
 
 
@@ -88,3 +89,18 @@ def test_pop_due_hands_out_every_due_device_with_its_due_time_and_overdue_counts
     popped = timed.driver.pop_due()
     assert [due for due, _ in popped] == [now - 3, now - 2, now - 1]
     assert timed.driver.overdue(now) == 0 and len(timed.driver) == 1
+
+
+def test_a_renewal_retried_after_a_back_off_is_one_stage_timed_through_the_back_off() -> None:
+    """The second cycle's renewal is reset and renewed after its 60 s back-off: the book holds one token renewal,
+    served from the first attempt to the renewed reply, not two short ones."""
+    timed = Timed(ccm_lifetime=30.0)  # the second cycle renews first
+    timed.add(0, due=timed.clock(), polls=2)
+    timed.driver.run_next()
+    timed.site.script(STEP_CCM_TOKEN, TransportError(oc.RESET, ms=SERVICE_S * 1000.0))
+    while (due := timed.driver.next_due()) is not None:  # a life of two cycles: it ends
+        timed.clock.now = max(timed.clock.now, due)
+        timed.driver.run_next()
+    renewal = timed.book.summary()["stages"][TOKEN_RENEWAL][SERVICE]
+    assert renewal["count"] == 1
+    assert renewal["max"] == pytest.approx(60_000.0 + 2 * SERVICE_S * 1000.0, rel=1e-3)

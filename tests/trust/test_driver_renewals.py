@@ -199,3 +199,103 @@ def test_a_cycle_refused_then_failing_its_renewal_keeps_its_own_reason() -> None
     assert staged.failures() == [(TOKEN_RENEWAL, "sts.401"), (POLICY_CYCLE, "cmg.401")]
     assert staged.spans()[1:] == [("sts.401", round(cycle + STEP_S, 3), round(cycle + 2 * STEP_S, 3)),
                                   ("cmg.401", round(cycle, 3), round(cycle + 2 * STEP_S, 3))]
+
+
+# A renewal whose CCM token request fails transiently is retried after a back-off, as an install step is; the renewal
+# is one stage from its first request to its last reply, back-offs included, judged once by its final result.
+RESET = TransportError(oc.RESET, ms=STEP_MS)
+
+
+def test_a_renewal_reset_and_retried_after_its_back_off_is_one_successful_renewal() -> None:
+    """The second cycle's renewal is reset, and renewed after the back-off: one token renewal entry, not failed,
+    timed from the reset request to the renewed reply (the back-off included); nothing failed, nothing judged but the
+    install and the life's success, and the device counted as renewed once."""
+    staged = Staged(ccm_lifetime=INTERVAL)  # the second cycle renews first
+    start = staged.add_life(polls=2)
+    staged.driver.run_next()
+    staged.script_stage(STAGE_RENEWAL, STEP_CCM_TOKEN, RESET)
+    staged.run_until(2 * INTERVAL + 2 * BACKOFF_S)
+    second = start + INSTALL_EXCHANGES * STEP_S + INTERVAL
+    renewed = second + 2 * STEP_S + BACKOFF_S  # reset, back-off, renewed
+    renewals = [(round(ms), fail) for name, ms, fail in staged.reports if name == TOKEN_RENEWAL]
+    assert renewals == [(round((renewed - second) * 1000.0), "")]
+    assert staged.failures() == []
+    assert [outcome for outcome, _, _ in staged.spans()] == [None, None]
+    snapshot = staged.tally.snapshot()
+    assert snapshot["stage_failures"] == {}
+    assert (snapshot["devices"]["renewed"], snapshot["events"]["renewed"]) == (1, 1)
+    cycles = [round(ms) for name, ms, _ in staged.reports if name == POLICY_CYCLE]
+    assert cycles[1:] == [round((renewed + STEP_S - second) * 1000.0)]  # the renewal opened the cycle
+
+
+def test_a_renewal_reset_on_every_attempt_is_one_failed_renewal_judged_over_all_of_them() -> None:
+    """The second of three cycles cannot renew: reset, back-off, reset, longer back-off, reset. One token renewal entry
+    fails with the reason it finally failed with, spanning every attempt and both back-offs, judged once over that
+    span; the cycle fails with it (not judged again), and the third cycle renews and polls as usual."""
+    staged = Staged(ccm_lifetime=INTERVAL)
+    start = staged.add_life(polls=3)
+    staged.driver.run_next()
+    staged.script_stage(STAGE_RENEWAL, STEP_CCM_TOKEN, RESET, RESET, RESET)
+    staged.run_until(2 * INTERVAL + 4 * BACKOFF_S)
+    second = start + INSTALL_EXCHANGES * STEP_S + INTERVAL
+    gave_up = second + 3 * STEP_S + BACKOFF_S + 2 * BACKOFF_S
+    assert staged.failures() == [(TOKEN_RENEWAL, oc.RESET), (POLICY_CYCLE, oc.RESET)]
+    renewals = [(round(ms), fail) for name, ms, fail in staged.reports if name == TOKEN_RENEWAL]
+    assert renewals == [(round((gave_up - second) * 1000.0), oc.RESET), (round(STEP_MS), "")]
+    assert staged.spans()[1:-1] == [(oc.RESET, round(second, 3), round(gave_up, 3))]
+    snapshot = staged.tally.snapshot()
+    assert snapshot["stage_failures"] == {TOKEN_RENEWAL: 1, POLICY_CYCLE: 1}
+    assert snapshot["outcomes"] == {"success": 1}
+    assert snapshot["events"]["polled"] == 2
+
+
+def test_a_life_ended_by_a_renewal_reset_on_every_attempt_is_judged_over_the_whole_renewal() -> None:
+    """The last cycle's renewal is reset three times: the life ends with reset, judged once, over the renewal from
+    its first attempt to its last (back-offs included), and the renewal and its cycle each fail once."""
+    staged = Staged(ccm_lifetime=INTERVAL)
+    start = staged.add_life(polls=2)
+    staged.driver.run_next()
+    staged.script_stage(STAGE_RENEWAL, STEP_CCM_TOKEN, RESET, RESET, RESET)
+    staged.run_until(2 * INTERVAL + 4 * BACKOFF_S)
+    second = start + INSTALL_EXCHANGES * STEP_S + INTERVAL
+    gave_up = second + 3 * STEP_S + 3 * BACKOFF_S
+    assert staged.failures() == [(TOKEN_RENEWAL, oc.RESET), (POLICY_CYCLE, oc.RESET)]
+    assert staged.spans()[1:] == [(oc.RESET, round(second, 3), round(gave_up, 3))]
+    assert staged.reports[-2][1] == pytest.approx((gave_up - second) * 1000.0)
+    assert staged.tally.snapshot()["outcomes"] == {oc.RESET: 1}
+
+
+def test_a_renewal_before_a_registration_retry_runs_on_through_its_own_back_off() -> None:
+    """Registration answered 503; by its retry the CCM token is due, and the renewal is reset once and renewed after
+    a back-off. One successful renewal spanning its back-off, install+register succeeds (its span running on through
+    both back-offs), and only the successes are judged."""
+    staged = Staged(ccm_lifetime=INTERVAL)
+    staged.script_stage(STAGE_REGISTRATION, STEP_REGISTRATION, Response(503))
+    staged.script_stage(STAGE_RENEWAL, STEP_CCM_TOKEN, RESET)
+    start = staged.add_life(polls=1)
+    staged.run_until(3 * BACKOFF_S)
+    renewal = start + 10 * STEP_S + BACKOFF_S  # ten exchanges up to the refused registration, then the back-off
+    renewed = renewal + 2 * STEP_S + BACKOFF_S
+    installed = renewed + 2 * STEP_S  # registration, then its new CCM token
+    assert staged.failures() == []
+    assert staged.reports[0] == (TOKEN_RENEWAL, pytest.approx((renewed - renewal) * 1000.0), "")
+    assert staged.reports[1] == (INSTALL_REGISTER, pytest.approx((installed - start) * 1000.0), "")
+    assert [outcome for outcome, _, _ in staged.spans()] == [None, None]
+    assert staged.spans()[0] == (None, round(start, 3), round(installed, 3))
+
+
+def test_a_cycle_that_outruns_its_policy_interval_is_still_a_cycle_of_its_own() -> None:
+    """The first cycle's renewal waits out a 60 s back-off, longer than the 30 s interval, so the lifecycle goes on to
+    the second cycle without waiting. The driver still ends the first cycle there: two policy cycle entries, two polls
+    counted, the second timed from its own first request."""
+    staged = Staged()
+    staged.script_stage(STAGE_POLICY, STEP_POLICY_ASSIGNMENTS, Response(401, reason=INVALID_TOKEN))
+    staged.script_stage(STAGE_RENEWAL, STEP_CCM_TOKEN, RESET)
+    start = staged.add_life(polls=2)
+    staged.run_until(2 * BACKOFF_S)
+    cycle = start + INSTALL_EXCHANGES * STEP_S
+    first_end = cycle + 3 * STEP_S + BACKOFF_S + 7 * STEP_S  # 401, reset, back-off, renewed, the retried poll, 6 bodies
+    cycles = [round(ms) for name, ms, _ in staged.reports if name == POLICY_CYCLE]
+    assert cycles == [round((first_end - cycle) * 1000.0), round(STEP_MS)]
+    assert staged.tally.snapshot()["events"]["polled"] == 2
+    assert staged.failures() == []
