@@ -11,6 +11,7 @@ import base64
 import datetime as dt
 import hashlib
 import random
+import tracemalloc
 import uuid
 from dataclasses import replace
 from pathlib import Path
@@ -384,6 +385,21 @@ def test_the_default_content_store_serves_package_content(tmp_path: Path) -> Non
     answer, _ = call(app, "GET", "/downloadrestservice.svc/getcontentxmlsecure", query="pid=P&cid=C", cert=PKI_DEVICE)
     seed = hashlib.sha256(b"P/C").digest()
     assert (answer.status, answer.body) == (200, (seed * 4)[:100])
+
+
+def test_the_client_package_is_made_without_a_larger_buffer_first(tmp_path: Path) -> None:
+    """The MP holds the package from its start: made from just enough repeats of its seed, not a multiple of it."""
+    config = SiteConfig(state_dir=tmp_path)  # the default 256 KiB package
+    tracemalloc.start()
+    try:
+        app = MpApp(config=config, sts=None, ccm_verifier=None, entra_verifier=None,  # type: ignore[arg-type]
+                    db=None, faults=None, metrics=MpMetrics(), logs=None, clock=lambda: NOW, public_host=MP_HOST,
+                    cmg_host=CMG_HOST, content=Content())  # type: ignore[arg-type]
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(app.client_package) == config.client_content_bytes
+    assert peak < 4 * config.client_content_bytes
 
 
 def test_the_windows_auth_endpoint_is_refused_with_its_challenges(tmp_path: Path) -> None:
