@@ -172,11 +172,12 @@ class Mp:
         self.token_manager = TokenManager()
         self.ccm.claims["ccm"] = {"TenantId": TENANT.upper()}
         self.ccm.claims["bulk"] = {"token_type": TYPE_BULK, "TenantId": TENANT}
-        self.app = MpApp(config=self.config, sts=self.sts, ccm_verifier=self.ccm,  # type: ignore[arg-type]
-                         entra_verifier=self.entra, db=self.db, faults=self.faults,  # type: ignore[arg-type]
-                         metrics=self.metrics, logs=self.logs if logs else None, clock=lambda: NOW,
-                         public_host=MP_HOST, cmg_host=CMG_HOST, rng=random.Random(11), content=self.content,
-                         token_manager=self.token_manager if token_manager else None, **app)
+        stand_ins: dict[str, Any] = {"sts": self.sts, "ccm_verifier": self.ccm, "entra_verifier": self.entra,
+                                     "content": self.content}
+        self.app = MpApp(config=self.config, db=self.db, faults=self.faults, metrics=self.metrics,
+                         logs=self.logs if logs else None, clock=lambda: NOW, public_host=MP_HOST, cmg_host=CMG_HOST,
+                         rng=random.Random(11), token_manager=self.token_manager if token_manager else None,
+                         **stand_ins, **app)
         self.app.sms_aut._certificates = MpCertificates(b"\x01", b"\x02", b"\x03")
 
     def request(self, method: str, path: str, *, cert: bytes | None = CP, token: str | None = None,

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+from collections.abc import MutableMapping
 from typing import Any
 
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
-from defusedxml import ElementTree
 
 from cmg_protocol import messages
 from cmg_protocol.statuses import MP_BAD_MESSAGE
@@ -132,8 +132,8 @@ def test_the_certificates_are_made_once_self_signed_for_a_hundred_years_from_the
 def test_the_windows_auth_endpoint_is_refused_as_iis_does_with_both_challenges() -> None:
     sent: list[dict[str, Any]] = []
 
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
+    async def send(message: MutableMapping[str, Any]) -> None:
+        sent.append(dict(message))
     asyncio.run(refuse_windows_auth(send))
     start, body = sent
     assert (start["status"], start["reason"]) == (401, MP_WINDOWS_AUTH_REQUIRED)
