@@ -110,6 +110,8 @@ class CcmVerifier:
 class EntraVerifier:
     def __init__(self) -> None:
         self.claims: dict[str, dict[str, Any]] = {"entra": {"tid": TENANT, "deviceid": DEVICE, "oid": USER_OID}}
+        for n in range(2, 5):
+            self.claims[f"entra-{n}"] = {"tid": TENANT, "deviceid": str(uuid.UUID(int=n))}
 
     async def verify(self, token: str) -> dict[str, Any]:
         if token not in self.claims:
@@ -735,6 +737,24 @@ def test_a_new_registration_replaces_the_key_the_mp_checks_with(tmp_path: Path) 
     assert site.registered(body_xml=again) == smsid
     assert site.policy(smsid, key=ENCRYPTION_KEY).status == 200
     assert site.policy(smsid).status == 403
+
+
+def test_the_key_objects_are_shared_by_certificate_and_held_for_at_most_4096_certificate_pairs(
+        tmp_path: Path) -> None:
+    site = Mp(tmp_path)
+    first = site.registered()
+    second = site.registered(aad="entra-2")  # another device with the same certificates
+    assert site.app._keys(first) is site.app._keys(second)
+    held = site.app._keys_by_der
+    held.update({(bytes([i // 256, i % 256]), b""): held[next(iter(held))] for i in range(4094)})
+    third = site.registered(aad="entra-3", body_xml=registration_xml(signing_hex=ENCRYPTION_HEX,
+                                                                     encryption_hex=SIGNING_HEX, key=ENCRYPTION_KEY))
+    assert site.policy(third, key=ENCRYPTION_KEY).status == 200
+    assert len(held) == 4096  # full now: the next new pair empties it first
+    fourth = site.registered(aad="entra-4", body_xml=registration_xml(encryption_hex=SIGNING_HEX))
+    assert site.policy(fourth).status == 200
+    assert len(held) == 1
+    assert site.policy(first).status == 200
 
 
 def test_policy_signature_mismatch_refuses_every_signature_while_it_is_on(tmp_path: Path) -> None:
