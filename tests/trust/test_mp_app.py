@@ -920,3 +920,12 @@ def test_the_mp_faults_refuse_the_secret_policy(tmp_path: Path) -> None:
     site.faults.set("policy_signature_mismatch")
     refused(site.policy_body(query, token=f"ccm-{smsid}", client_token=token, signature=signature), 403,
             MP_SIGNATURE_INVALID, "ClientTokenSignature does not verify with the registered signing key")
+
+
+def test_the_request_assignments_parse_cache_holds_at_most_8192_bodies() -> None:
+    """A device's poll body is parsed once, but a fleet's worth of them is bounded: ~1 KB each, a few MB in all."""
+    template = messages.RequestAssignments(client_id="GUID:00000000-0000-4000-8000-{:012X}", fqdn="d.contoso.com",
+                                           netbios_name="D", sid="", site_code=SITE).to_xml()
+    for n in range(8193 + 1):
+        mp._request_assignments(template.replace("{:012X}", f"{n:012X}"))
+    assert mp._request_assignments.cache_info().currsize == 8192
