@@ -1,10 +1,10 @@
 """Content download as a client of a content-enabled CMG does it: the content XML from the CMG, the bytes from storage.
 
 ``getcontentxmlsecure`` on the CMG answers with a small XML holding a short-lived signed URL on the CMG's storage; the
-client downloads from there with no token (the URL is the credential) and checks the bytes against the size and
-SHA-256 hash the XML announced. When storage refuses the URL (``403``, an
-expired or bad signature) the client asks the CMG once for a new one. A CMG without a storage endpoint, or a proxy
-that forwards the request to the management point, answers with the bytes themselves: then that answer is the download.
+client downloads from there with no token (the URL is the credential) and checks the bytes against the size and the
+SHA-256 hash the XML announced. When storage refuses the URL (``403``, an expired or bad signature) the client asks the
+CMG once for a new one. A CMG without a storage endpoint, or a proxy that forwards the request to the management point,
+answers with the bytes themselves: then that answer is the download.
 """
 
 from __future__ import annotations
