@@ -1,7 +1,9 @@
 """Requests/s one Locust worker core sends: the full client protocol against a plain FastHttpUser baseline.
 
 Both run in one invocation against the same mock site (its own process, pinned to core 0, CMG → CP → MP in-process so
-the site is as fast as it gets); Locust runs pinned to core 1:
+the site is as fast as it gets); Locust runs pinned to core 1. On a machine with more cores, ``--site-cores`` and
+``--site-processes`` give the site more of them (``cmg-harness up --processes``) so that it no longer sets the pace, and
+``--worker-core`` names the core Locust runs on:
 
 - ``trivial``  FastHttpUser fetching AADAuthInfo with no wait (benchmarks/locustfiles/trivial.py);
 - ``protocol`` locustfiles/lifecycle.py: devices that install, register, renew CCM tokens and poll policy, with a time
@@ -19,7 +21,8 @@ With ``--before DIR`` (a checkout of an earlier commit) the protocol side also r
 site, alternating with this tree's for ``--rounds`` rounds: a before/after pair measured side by side, medians printed.
 
 Usage: python benchmarks/locust_worker.py [--seconds 30] [--users 50] [--devices-per-user 20] [--profile FILE]
-                                          [--before DIR] [--rounds 3]
+                                          [--before DIR] [--rounds 3] [--site-cores 0] [--site-processes 1]
+                                          [--worker-core 1]
 """
 
 from __future__ import annotations
@@ -43,11 +46,12 @@ from harness.client.stages import LIFECYCLE_REQUEST_TYPE
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def start_site(state: Path, time_scale: float) -> tuple[subprocess.Popen[bytes], Any]:
+def start_site(state: Path, time_scale: float, cores: str = "0", processes: int = 1) -> tuple[subprocess.Popen[bytes], Any]:
     from mock_site.manifest import MANIFEST_NAME, SiteManifest
 
-    process = subprocess.Popen(["taskset", "-c", "0", sys.executable, "-m", "harness.cli", "up", "--state-dir",
-                                str(state), "--time-scale", str(time_scale), "--inprocess-hops", "--no-logs"],
+    process = subprocess.Popen(["taskset", "-c", cores, sys.executable, "-m", "harness.cli", "up", "--state-dir",
+                                str(state), "--time-scale", str(time_scale), "--inprocess-hops", "--no-logs",
+                                "--processes", str(processes)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -81,7 +85,7 @@ class Run:
 
 
 def run_locust(locustfile: Path, manifest_path: Path, out: Path, seconds: int, users: int,
-               extra: list[str], profile: Path | None = None, tree: Path = ROOT) -> Run:
+               extra: list[str], profile: Path | None = None, tree: Path = ROOT, core: int = 1) -> Run:
     """The run's figures (:class:`Run`) over the second half of its Locust stats history.
 
     The second-half CPU is what the rate costs: the whole-life figure also holds Locust's start-up (imports) and, on
@@ -92,7 +96,7 @@ def run_locust(locustfile: Path, manifest_path: Path, out: Path, seconds: int, u
     spy = ["py-spy", "record", "--format", "raw", "--rate", "200", "--nolineno", "--output", str(profile), "--"]
     if profile is None:
         spy = []
-    command = ["taskset", "-c", "1", *spy, sys.executable, "-m", "locust", "-f", str(locustfile), "--headless",
+    command = ["taskset", "-c", str(core), *spy, sys.executable, "-m", "locust", "-f", str(locustfile), "--headless",
                "-u", str(users), "-r", str(users), "-t", f"{seconds}s", "--csv", str(out), "--csv-full-history",
                "--only-summary", "--stop-timeout", "5", *extra]
     started = time.monotonic()
@@ -169,6 +173,20 @@ def _cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def parse_cores(parser: argparse.ArgumentParser, text: str) -> set[int]:
+    """The cores of a taskset-style list ("0", "0,2", "0-5"), or a one-line error naming the bad value."""
+    cores: set[int] = set()
+    try:
+        for part in text.split(","):
+            first, _, last = part.partition("-")
+            cores.update(range(int(first), int(last or first) + 1))
+    except ValueError:
+        parser.error(f"--site-cores must be a core list such as 0 or 0-5 or 0,2, got {text!r}")
+    if not cores:
+        parser.error(f"--site-cores names no core: {text!r}")
+    return cores
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=30)
@@ -181,7 +199,19 @@ def main() -> None:
     parser.add_argument("--before", type=Path, default=None,
                         help="a checkout of an earlier commit: its protocol side runs too, alternating with this one")
     parser.add_argument("--rounds", type=int, default=1, help="rounds of every side (medians are printed)")
+    parser.add_argument("--site-cores", default="0", help="the cores the site runs on (taskset list, e.g. 0-5)")
+    parser.add_argument("--site-processes", type=int, default=1, help="cmg-harness up --processes for the site")
+    parser.add_argument("--worker-core", type=int, default=1, help="the one core Locust runs on")
     args = parser.parse_args()
+    site_cores = parse_cores(parser, args.site_cores)
+    allowed = os.sched_getaffinity(0)
+    if not site_cores <= allowed or args.worker_core not in allowed:
+        parser.error(f"--site-cores {args.site_cores} and --worker-core {args.worker_core} must be among this "
+                     f"process's cores {sorted(allowed)}")
+    if args.worker_core in site_cores:
+        parser.error(f"--worker-core {args.worker_core} is one of --site-cores {args.site_cores}: they must not share")
+    if not 1 <= args.site_processes <= len(site_cores):
+        parser.error(f"--site-processes must be 1..{len(site_cores)} (one per site core), got {args.site_processes}")
     if args.profile is not None and shutil.which("py-spy") is None:
         parser.error("--profile needs py-spy on PATH (pip install py-spy)")
     if args.before is not None and not (args.before / "locustfiles" / "lifecycle.py").is_file():
@@ -189,7 +219,7 @@ def main() -> None:
     if not 1 <= args.rounds <= 20:
         parser.error(f"--rounds must be 1..20, got {args.rounds}")
     work = Path(tempfile.mkdtemp(prefix="bench-locust-"))
-    site, manifest = start_site(work / "site", args.time_scale)
+    site, manifest = start_site(work / "site", args.time_scale, args.site_cores, args.site_processes)
     sides = {"trivial": (ROOT, ROOT / "benchmarks" / "locustfiles" / "trivial.py", False),
              "protocol": (ROOT, ROOT / "locustfiles" / "lifecycle.py", True)}
     if args.before is not None:
@@ -202,11 +232,11 @@ def main() -> None:
             for name, (tree, locustfile, protocol) in sides.items():
                 results[name].append(run_locust(locustfile, manifest_path, work / f"{name}{round_number}",
                                                 args.seconds, args.users, protocol_extra if protocol else [],
-                                                tree=tree))
+                                                tree=tree, core=args.worker_core))
         if args.profile is not None:
             raw = work / "profile.raw"
             run_locust(ROOT / "locustfiles" / "lifecycle.py", manifest_path, work / "profiled", args.seconds,
-                       args.users, protocol_extra, profile=raw)
+                       args.users, protocol_extra, profile=raw, core=args.worker_core)
             args.profile.write_text(profile_summary(raw))
     finally:
         site.send_signal(signal.SIGTERM)
