@@ -90,16 +90,23 @@ def test_a_renewal_that_fails_the_last_policy_cycle_fails_that_cycle_too() -> No
     assert staged.driver.finished == 1 and len(staged.driver) == 0
 
 
+def _renewal_before_a_registration_retry(renewal_reply: Response | TransportError, *,
+                                         run_s: float) -> tuple[Staged, float, float]:
+    """Registration answered 503 and retried after a back-off, by which time the CCM token is due: its renewal gets
+    ``renewal_reply``. Returns the run, the life's start and the renewal's first request."""
+    staged = Staged(ccm_lifetime=INTERVAL)
+    staged.script_stage(STAGE_REGISTRATION, STEP_REGISTRATION, Response(503))
+    staged.script_stage(STAGE_RENEWAL, STEP_CCM_TOKEN, renewal_reply)
+    start = staged.add_life(polls=1)
+    staged.run_until(run_s)
+    return staged, start, start + 10 * STEP_S + BACKOFF_S  # ten exchanges up to the refused registration, a back-off
+
+
 def test_a_life_ended_by_the_renewal_before_a_registration_retry_is_judged_over_that_renewal() -> None:
     """Registration answered 503 and retried after a back-off; by then the CCM token is due, and its renewal fails the
     life. The outcome is judged over the renewal alone (not the install), the install+register stage keeps its own
     reason, and the renewal, closed by the life's end, is judged once, as the outcome."""
-    staged = Staged(ccm_lifetime=INTERVAL)
-    staged.script_stage(STAGE_REGISTRATION, STEP_REGISTRATION, Response(503))
-    staged.script_stage(STAGE_RENEWAL, STEP_CCM_TOKEN, STS_REFUSED)
-    start = staged.add_life(polls=1)
-    staged.run_until(2 * BACKOFF_S)
-    renewal = start + 10 * STEP_S + BACKOFF_S  # ten exchanges up to the refused registration, then the back-off
+    staged, start, renewal = _renewal_before_a_registration_retry(STS_REFUSED, run_s=2 * BACKOFF_S)
     assert staged.failures() == [(TOKEN_RENEWAL, "sts.401"), (INSTALL_REGISTER, "cmg.503")]
     assert staged.spans() == [("sts.401", round(renewal, 3), round(renewal + STEP_S, 3))]
     assert staged.reports[1][1] == pytest.approx((renewal + STEP_S - start) * 1000.0)
@@ -269,12 +276,7 @@ def test_a_renewal_before_a_registration_retry_runs_on_through_its_own_back_off(
     """Registration answered 503; by its retry the CCM token is due, and the renewal is reset once and renewed after
     a back-off. One successful renewal spanning its back-off, install+register succeeds (its span running on through
     both back-offs), and only the successes are judged."""
-    staged = Staged(ccm_lifetime=INTERVAL)
-    staged.script_stage(STAGE_REGISTRATION, STEP_REGISTRATION, Response(503))
-    staged.script_stage(STAGE_RENEWAL, STEP_CCM_TOKEN, RESET)
-    start = staged.add_life(polls=1)
-    staged.run_until(3 * BACKOFF_S)
-    renewal = start + 10 * STEP_S + BACKOFF_S  # ten exchanges up to the refused registration, then the back-off
+    staged, start, renewal = _renewal_before_a_registration_retry(RESET, run_s=3 * BACKOFF_S)
     renewed = renewal + 2 * STEP_S + BACKOFF_S
     installed = renewed + 2 * STEP_S  # registration, then its new CCM token
     assert staged.failures() == []
