@@ -17,7 +17,7 @@ import pytest
 from cmg_protocol.clock import system_clock
 from mock_site.asgi import read_body, respond
 from mock_site.pki import SitePki
-from mock_site.server import Listener, Receive, Scope, Send, ServerGroup
+from mock_site.server import TLS_RECORD_BYTES, Listener, Receive, ResponseWriter, Scope, Send, ServerGroup
 
 APPLICATION_DATA = 23
 PAUSE_S = 0.6
@@ -200,3 +200,38 @@ def test_an_interim_100_continue_is_sent_before_the_body_is_read(tmp_path: Path)
         client.send(b"abc")
         assert client.answer().endswith(b"\r\n\r\nkk")
 
+
+
+class RecordingTransport:
+    """What a ResponseWriter hands its transport, call by call."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, tuple[bytes, ...]]] = []
+
+    def write(self, data: bytes) -> None:
+        self.calls.append(("write", (data,)))
+
+    def writelines(self, pieces: tuple[bytes, ...]) -> None:
+        self.calls.append(("writelines", tuple(pieces)))
+
+
+def test_a_head_is_joined_to_a_body_that_fits_one_record_and_handed_over_with_a_larger_one_uncopied() -> None:
+    loop = asyncio.new_event_loop()
+    try:
+        transport = RecordingTransport()
+        writer = ResponseWriter(transport, loop)  # type: ignore[arg-type]
+        head = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n"
+        writer.write(head)
+        assert transport.calls == []  # held for the body
+        writer.write(b"ok")
+        exact = b"x" * (TLS_RECORD_BYTES - len(head))  # together, exactly one record
+        writer.write(head)
+        writer.write(exact)
+        large = exact + b"x"  # one byte over
+        writer.write(head)
+        writer.write(large)
+        assert transport.calls[:2] == [("write", (head + b"ok",)), ("write", (head + exact,))]
+        kind, pieces = transport.calls[2]
+        assert kind == "writelines" and pieces[0] == head and pieces[1] is large
+    finally:
+        loop.close()
