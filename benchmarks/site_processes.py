@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from site_chain import policy_request  # noqa: E402  (a sibling benchmark: the same policy poll)
+from site_chain import cpu_seconds, policy_request  # noqa: E402  (a sibling benchmark: the same policy poll)
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -77,13 +77,9 @@ class Load:
     hey_cpu: float
 
 
-def cpu_seconds(pids: list[int]) -> float:
-    """User plus system CPU seconds of the processes ``pids`` (all their threads) from /proc."""
-    total = 0.0
-    for pid in pids:
-        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return total
+def site_cpu_seconds(pids: list[int]) -> float:
+    """User plus system CPU seconds of the site's processes ``pids`` (all their threads)."""
+    return sum(cpu_seconds(pid) for pid in pids)
 
 
 def children_cpu() -> float:
@@ -98,9 +94,9 @@ def load(url: str, seconds: float, connections: int, cores: str, body_file: str,
                "-z", f"{seconds:g}s", "-m", "CCM_POST", "-D", body_file]
     for name, value in headers.items():
         command += ["-H", f"{name}: {value}"]
-    site_before, hey_before = cpu_seconds(site_pids), children_cpu()
+    site_before, hey_before = site_cpu_seconds(site_pids), children_cpu()
     finished = subprocess.run(command + [url], capture_output=True, text=True, check=False)
-    site_cpu, hey_cpu = cpu_seconds(site_pids) - site_before, children_cpu() - hey_before
+    site_cpu, hey_cpu = site_cpu_seconds(site_pids) - site_before, children_cpu() - hey_before
     output = finished.stdout
     if finished.returncode != 0:
         raise SystemExit(f"hey failed on {url}: {output} {finished.stderr}")
