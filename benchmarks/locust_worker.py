@@ -31,7 +31,6 @@ import argparse
 import csv
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -39,30 +38,13 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from harness.client.stages import LIFECYCLE_REQUEST_TYPE
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from site_processes import start_site, stop_site  # noqa: E402  (a sibling benchmark: the same `cmg-harness up`)
+
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def start_site(state: Path, time_scale: float, cores: str = "0", processes: int = 1) -> tuple[subprocess.Popen[bytes], Any]:
-    from mock_site.manifest import MANIFEST_NAME, SiteManifest
-
-    process = subprocess.Popen(["taskset", "-c", cores, sys.executable, "-m", "harness.cli", "up", "--state-dir",
-                                str(state), "--time-scale", str(time_scale), "--inprocess-hops", "--no-logs",
-                                "--processes", str(processes)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        path = state / MANIFEST_NAME
-        if path.exists():
-            manifest = SiteManifest.read(path)  # written atomically: never half-written
-            if manifest.pid == process.pid:
-                return process, manifest
-        time.sleep(0.1)
-    process.kill()
-    raise SystemExit("the site did not start within 60 s")
 
 
 @dataclass(frozen=True)
@@ -219,7 +201,8 @@ def main() -> None:
     if not 1 <= args.rounds <= 20:
         parser.error(f"--rounds must be 1..20, got {args.rounds}")
     work = Path(tempfile.mkdtemp(prefix="bench-locust-"))
-    site, manifest = start_site(work / "site", args.time_scale, args.site_cores, args.site_processes)
+    site, manifest = start_site(work / "site", args.site_processes, args.site_cores, "--time-scale",
+                                str(args.time_scale), "--inprocess-hops")
     sides = {"trivial": (ROOT, ROOT / "benchmarks" / "locustfiles" / "trivial.py", False),
              "protocol": (ROOT, ROOT / "locustfiles" / "lifecycle.py", True)}
     if args.before is not None:
@@ -239,8 +222,7 @@ def main() -> None:
                        args.users, protocol_extra, profile=raw, core=args.worker_core)
             args.profile.write_text(profile_summary(raw))
     finally:
-        site.send_signal(signal.SIGTERM)
-        site.wait(30)
+        stop_site(site)
         shutil.rmtree(work, ignore_errors=True)
     devices = args.users * args.devices_per_user
     labels = {"trivial": f"trivial  FastHttpUser, AADAuthInfo, {args.users} users",

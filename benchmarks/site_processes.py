@@ -32,6 +32,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from site_chain import cpu_seconds, policy_request  # noqa: E402  (a sibling benchmark: the same policy poll)
@@ -39,11 +40,12 @@ from site_chain import cpu_seconds, policy_request  # noqa: E402  (a sibling ben
 REPO = Path(__file__).resolve().parent.parent
 
 
-def start_site(state_dir: Path, processes: int, cores: str) -> tuple[subprocess.Popen[bytes], object]:
+def start_site(state_dir: Path, processes: int, cores: str, *options: str) -> tuple[subprocess.Popen[bytes], Any]:
+    """``cmg-harness up --processes N --no-logs [options]`` pinned to ``cores``, once its site.json names it."""
     from mock_site.manifest import SiteManifest
 
     process = subprocess.Popen(["taskset", "-c", cores, sys.executable, "-m", "harness.cli", "up", "--state-dir",
-                                str(state_dir), "--processes", str(processes), "--no-logs"],
+                                str(state_dir), "--processes", str(processes), "--no-logs", *options],
                                cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     path = state_dir / "site.json"
     deadline = time.monotonic() + 60
@@ -112,7 +114,7 @@ def load(url: str, seconds: float, connections: int, cores: str, body_file: str,
 def measure(processes: int, args: argparse.Namespace, workdir: Path) -> Load:
     process, manifest = start_site(workdir / f"state-{processes}", processes, args.cores)
     try:
-        site_pids = [process.pid, *(manifest.worker_pids or ())]  # type: ignore[attr-defined]
+        site_pids = [process.pid, *(manifest.worker_pids or ())]
         url, body_file, headers = policy_request(manifest, workdir)
         load(url, 2, args.connections, args.cores, body_file, headers, site_pids)  # warm-up: caches, pools
         return load(url, args.seconds, args.connections, args.cores, body_file, headers, site_pids)
