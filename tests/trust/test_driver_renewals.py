@@ -235,17 +235,23 @@ def test_a_renewal_reset_and_retried_after_its_back_off_is_one_successful_renewa
     assert cycles[1:] == [round((renewed + STEP_S - second) * 1000.0)]  # the renewal opened the cycle
 
 
-def test_a_renewal_reset_on_every_attempt_is_one_failed_renewal_judged_over_all_of_them() -> None:
-    """The second of three cycles cannot renew: reset, back-off, reset, longer back-off, reset. One token renewal entry
-    fails with the reason it finally failed with, spanning every attempt and both back-offs, judged once over that
-    span; the cycle fails with it (not judged again), and the third cycle renews and polls as usual."""
+def _second_cycle_renewal_reset_three_times(*, polls: int) -> tuple[Staged, float, float]:
+    """A life of ``polls`` cycles whose second cycle's renewal is reset on all three attempts (back-offs of one and two
+    BACKOFF_S between them). Returns the run, the renewal's first request and the moment it gave up."""
     staged = Staged(ccm_lifetime=INTERVAL)
-    start = staged.add_life(polls=3)
+    start = staged.add_life(polls=polls)
     staged.driver.run_next()
     staged.script_stage(STAGE_RENEWAL, STEP_CCM_TOKEN, RESET, RESET, RESET)
     staged.run_until(2 * INTERVAL + 4 * BACKOFF_S)
     second = start + INSTALL_EXCHANGES * STEP_S + INTERVAL
-    gave_up = second + 3 * STEP_S + BACKOFF_S + 2 * BACKOFF_S
+    return staged, second, second + 3 * STEP_S + 3 * BACKOFF_S
+
+
+def test_a_renewal_reset_on_every_attempt_is_one_failed_renewal_judged_over_all_of_them() -> None:
+    """The second of three cycles cannot renew: reset, back-off, reset, longer back-off, reset. One token renewal entry
+    fails with the reason it finally failed with, spanning every attempt and both back-offs, judged once over that
+    span; the cycle fails with it (not judged again), and the third cycle renews and polls as usual."""
+    staged, second, gave_up = _second_cycle_renewal_reset_three_times(polls=3)
     assert staged.failures() == [(TOKEN_RENEWAL, oc.RESET), (POLICY_CYCLE, oc.RESET)]
     renewals = [(round(ms), fail) for name, ms, fail in staged.reports if name == TOKEN_RENEWAL]
     assert renewals == [(round((gave_up - second) * 1000.0), oc.RESET), (round(STEP_MS), "")]
@@ -259,13 +265,7 @@ def test_a_renewal_reset_on_every_attempt_is_one_failed_renewal_judged_over_all_
 def test_a_life_ended_by_a_renewal_reset_on_every_attempt_is_judged_over_the_whole_renewal() -> None:
     """The last cycle's renewal is reset three times: the life ends with reset, judged once, over the renewal from
     its first attempt to its last (back-offs included), and the renewal and its cycle each fail once."""
-    staged = Staged(ccm_lifetime=INTERVAL)
-    start = staged.add_life(polls=2)
-    staged.driver.run_next()
-    staged.script_stage(STAGE_RENEWAL, STEP_CCM_TOKEN, RESET, RESET, RESET)
-    staged.run_until(2 * INTERVAL + 4 * BACKOFF_S)
-    second = start + INSTALL_EXCHANGES * STEP_S + INTERVAL
-    gave_up = second + 3 * STEP_S + 3 * BACKOFF_S
+    staged, second, gave_up = _second_cycle_renewal_reset_three_times(polls=2)
     assert staged.failures() == [(TOKEN_RENEWAL, oc.RESET), (POLICY_CYCLE, oc.RESET)]
     assert staged.spans()[1:] == [(oc.RESET, round(second, 3), round(gave_up, 3))]
     assert staged.reports[-2][1] == pytest.approx((gave_up - second) * 1000.0)
