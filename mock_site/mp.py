@@ -66,6 +66,17 @@ SECRET_POLICY_CONTENT_TYPE = "application/octet-stream"  # synthetic: not the pu
 MESSAGING_ENDPOINTS = {"/ccm_system/request": "/ccm_system/request",
                        "/ccm_system_tokenauth/request": "/ccm_system_tokenauth/request",
                        "/ccm_system_altauth/request": "/ccm_system_altauth/request"}
+#: What a request is counted under in the metrics, by its lower-cased path: the name is known before the handler runs,
+#: so a request whose handler broke, or whose body was too large, is still counted under its endpoint. Any other path
+#: is counted under one name, so that made-up paths cannot grow the metrics without bound.
+UNMATCHED = "unmatched"
+ENDPOINT_NAMES = {**MESSAGING_ENDPOINTS,
+                  "/ccm_sts": "/CCM_STS",
+                  "/ccm_system_windowsauth/request": "/ccm_system_windowsauth/request",
+                  "/sms_mp/.sms_aut": "/SMS_MP/.sms_aut",
+                  "/sms_mp/.sms_pol": "/SMS_MP/.sms_pol",
+                  "/downloadrestservice.svc/getcontentxmlsecure": "/downloadrestservice.svc/getcontentxmlsecure",
+                  "/ccm_client/ccmsetup.cab": "/CCM_Client/ccmsetup.cab"}
 
 #: The client package version the site hands out (the walk-through installs 5.00.8968.1000).
 CLIENT_PACKAGE_ID = "CS100001"
@@ -294,7 +305,7 @@ class MpApp:
         request = HttpRequest.from_scope(scope)
         self.metrics.request_started()
         meter = Meter(send)
-        endpoint = "unmatched"
+        endpoint = ENDPOINT_NAMES.get(request.path.lower(), UNMATCHED)
         try:
             endpoint = await self._route(request, receive, meter)
         finally:
@@ -312,45 +323,46 @@ class MpApp:
                                 "identity headers are taken only from a connection point")
             return "unauthenticated"
         path = request.path.lower()
+        endpoint = ENDPOINT_NAMES.get(path, UNMATCHED)
         try:
             body = await read_body(receive, MAX_MESSAGE_BYTES)
         except BodyTooLarge as too_large:
             await respond_error(send, 413, MP_BAD_MESSAGE, f"body over {too_large.limit} bytes")
-            return path
+            return endpoint
         send.request_bytes = len(body)
         if path == "/ccm_sts":
             await self.sts.handle(request, send, body)
-            return "/CCM_STS"
+            return endpoint
         if path in MESSAGING_ENDPOINTS:
             # ccm_system_altauth is the token endpoint of an HTTPS MP reached directly, as tokenauth is through a CMG.
             await self._messaging(request, body, send, token_auth=path != "/ccm_system/request",
                                   cmg_host=self._public_cmg_host(request))
-            return MESSAGING_ENDPOINTS[path]
+            return endpoint
         if path == "/ccm_system_windowsauth/request":
             await refuse_windows_auth(send)
-            return "/ccm_system_windowsauth/request"
+            return endpoint
         if path == "/sms_mp/.sms_aut":
             if await self._caller(request, send) is not None:
                 await self.sms_aut.respond(request.query, send)
-            return "/SMS_MP/.sms_aut"
+            return endpoint
         if path == "/sms_mp/.sms_pol":
             policy_caller = await self._caller(request, send)
             if policy_caller is not None:
                 await self._policy_body(request, policy_caller, send)
-            return "/SMS_MP/.sms_pol"
+            return endpoint
         if path == "/downloadrestservice.svc/getcontentxmlsecure":
             # Content from the MP through the proxy (the walk-through's fallback when cloud storage lacks it).
             if await self._caller(request, send) is not None:
                 params = request.query_params()
                 await respond(send, 200, self.content.content(params.get("pid", ""), params.get("cid", "")),
                               content_type="application/octet-stream")
-            return "/downloadrestservice.svc/getcontentxmlsecure"
+            return endpoint
         if path == "/ccm_client/ccmsetup.cab":
             if await self._caller(request, send, allow_cert=False) is not None:
                 await respond(send, 200, self.client_package, content_type="application/vnd.ms-cab-compressed")
-            return "/CCM_Client/ccmsetup.cab"
+            return endpoint
         await respond_error(send, 404, MP_BAD_MESSAGE, f"no such MP endpoint: {request.path}")
-        return "unmatched"
+        return endpoint
 
     async def _caller(self, request: HttpRequest, send: Send, *, allow_cert: bool = True) -> Caller | None:
         """Who is calling: a client certificate (forwarded by the CP, or the device's own), or a valid CCM token."""

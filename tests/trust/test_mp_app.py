@@ -324,8 +324,8 @@ def test_a_request_that_breaks_the_app_is_counted_as_500_and_leaves_nothing_in_f
     site = Mp(tmp_path)
     with pytest.raises(RuntimeError, match="verifier broke"):
         site.request("GET", "/SMS_MP/.sms_aut", query="MPLIST", token="boom")
-    # The endpoint is named when its handler returns: a request that broke it is counted as unmatched.
-    assert site.observed() == [("unmatched", "GET", 500, 0, 0)]
+    # The endpoint is named before its handler runs: a request that broke it is counted under its own endpoint.
+    assert site.observed() == [("/SMS_MP/.sms_aut", "GET", 500, 0, 0)]
     assert site.metrics.in_flight == 0
 
 
@@ -429,6 +429,19 @@ def test_a_body_of_one_mib_is_read_and_one_byte_more_is_413(tmp_path: Path) -> N
     refused(over, 413, MP_BAD_MESSAGE, f"body over {limit} bytes")
     assert site.observed() == [("/ccm_system_tokenauth/request", "CCM_POST", 400, limit, len(whole.body)),
                                ("/ccm_system_tokenauth/request", "CCM_POST", 413, 0, len(over.body))]
+
+
+def test_a_body_too_large_is_counted_under_its_endpoint_name_and_a_made_up_path_under_unmatched(tmp_path: Path) -> None:
+    site = Mp(tmp_path)
+    big = [b"x" * (1024 * 1024), b"x"]
+    refused(site.request("CCM_POST", "/sms_mp/.SMS_AUT", token="ccm", chunks=big), 413, MP_BAD_MESSAGE,
+            "body over 1048576 bytes")
+    refused(site.request("CCM_POST", "/Made/Up/1", token="ccm", chunks=big), 413, MP_BAD_MESSAGE,
+            "body over 1048576 bytes")
+    # One name per endpoint whatever the path's case, and one for every path the MP does not serve: a client that
+    # makes up paths cannot add metric series.
+    assert [row[:3] for row in site.observed()] == [("/SMS_MP/.sms_aut", "CCM_POST", 413),
+                                                    ("unmatched", "CCM_POST", 413)]
 
 
 # --- messaging -------------------------------------------------------------------------------------------------------
