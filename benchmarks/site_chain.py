@@ -4,6 +4,9 @@ The site runs in one process pinned to core 0; hey (Debian package ``hey``) driv
 Each mode is measured in the same run:
 
 - ``trivial``      a raw ASGI endpoint answering 200 "ok" on the same TLS server stack (the ceiling of one core);
+- ``same-size``    a raw ASGI endpoint on that stack that takes the policy request's very bytes (headers, token, body)
+                   and answers with as many bytes as the policy reply: what moving a policy poll's bytes through one
+                   TLS server costs with no site logic at all, so the policy figure can be split into bytes and logic;
 - ``policy-inproc`` a RequestAssignments CCM_POST with a valid CCM token, CMG → CP → MP called in-process;
 - ``policy-https``  the same through real HTTPS hops (CMG → CP over TLS, CP → MP over mutual TLS), all on one core;
 - ``policy-channel`` the same with the CMG → CP hop down the channel the CP opened to the CMG (the site's default);
@@ -48,9 +51,23 @@ def serve(state_dir: str, inprocess: bool, metrics: bool, cp_hop: str, ready: mu
     from mock_site.server import Listener, ServerGroup
     from mock_site.site import Site
 
+    replies: dict[int, bytes] = {}
+
     async def trivial(scope, receive, send):  # type: ignore[no-untyped-def]
-        if scope["type"] == "http":
+        if scope["type"] != "http":
+            return
+        if scope["path"] != "/sized":
             await respond(send, 200, b"ok")
+            return
+        more = True
+        while more:  # take the whole request body, as the CMG does
+            message = await receive()
+            more = message.get("more_body", False)
+        size = int(scope["query_string"].decode().partition("=")[2])
+        reply = replies.get(size)
+        if reply is None:
+            reply = replies[size] = b"x" * size
+        await respond(send, 200, reply)
 
     async def main() -> None:
         site = Site(SiteConfig(state_dir=Path(state_dir), inprocess_hops=inprocess, metrics_enabled=metrics,
@@ -109,8 +126,9 @@ def load(url: str, seconds: int, connections: int, *, method: str = "GET", body_
     return float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
 
 
-def policy_request(manifest: Any, workdir: Path) -> tuple[str, str, dict[str, str]]:
-    """Register one device; return the URL, body file and headers of a policy poll with its CCM token."""
+def policy_request(manifest: Any, workdir: Path) -> tuple[str, str, dict[str, str], int]:
+    """Register one device; return the URL, body file and headers of a policy poll with its CCM token, and the size of
+    the policy reply's body."""
     from cmg_protocol import clientauth, envelope, messages, urlmap
     from mock_site.testing import SiteClient, signing_identity_for_tests
 
@@ -118,6 +136,7 @@ def policy_request(manifest: Any, workdir: Path) -> tuple[str, str, dict[str, st
         _, smsid, token = client.register_device()
         check = client.policy(token, smsid)
         assert check.status_code == 200, check.text
+        reply_bytes = len(check.content)
     request = messages.RequestAssignments(client_id=smsid, fqdn="bench.contoso.com", netbios_name="BENCH", sid="",
                                           site_code=manifest.site_code)
     # MP_PolicyManager takes signed requests only: the clientauth hook, with the key SiteClient registered.
@@ -129,7 +148,8 @@ def policy_request(manifest: Any, workdir: Path) -> tuple[str, str, dict[str, st
     body_file = workdir / "policy.body"
     body_file.write_bytes(envelope.encode_message(header, request.to_xml()))
     url = manifest.cmg_url + urlmap.server_auth_path(manifest.role_id, "ccm_system_tokenauth/request")
-    return url, str(body_file), {"Content-Type": envelope.CONTENT_TYPE, "Authorization": f"Bearer {token}"}
+    return (url, str(body_file), {"Content-Type": envelope.CONTENT_TYPE, "Authorization": f"Bearer {token}"},
+            reply_bytes)
 
 
 class SiteServer:
@@ -144,7 +164,7 @@ class SiteServer:
             target=serve, args=(str(self.workdir / "state"), inprocess, metrics, cp_hop, ready, self.stop_event))
         self.process.start()
         self.manifest, self.trivial_url = ready.get(timeout=60)
-        url, body_file, headers = policy_request(self.manifest, self.workdir)
+        url, body_file, headers, self.reply_bytes = policy_request(self.manifest, self.workdir)
         self.url = url
         self.poll = {"method": "CCM_POST", "body_file": body_file, "headers": headers}
         load(url, 2, connections, **self.poll)  # warm-up: token cache, connection pools
@@ -154,6 +174,10 @@ class SiteServer:
 
     def trivial(self, seconds: int) -> Measurement:
         return self._measured(lambda: load(self.trivial_url + "/", seconds, self.connections))
+
+    def same_size(self, seconds: int) -> Measurement:
+        url = f"{self.trivial_url}/sized?bytes={self.reply_bytes}"
+        return self._measured(lambda: load(url, seconds, self.connections, **self.poll))
 
     def _measured(self, run: Callable[[], float]) -> Measurement:
         assert self.process.pid is not None
@@ -186,13 +210,15 @@ def main() -> None:
         modes = {label: mode for label, mode in modes.items() if label in args.modes}
     servers = {label: SiteServer(inprocess, metrics, args.connections, cp_hop)
                for label, (inprocess, metrics, cp_hop) in modes.items()}
-    samples: dict[str, dict[str, list[Measurement]]] = {label: {"policy": [], "trivial": []} for label in modes}
+    samples: dict[str, dict[str, list[Measurement]]] = {label: {"policy": [], "trivial": [], "same-size": []}
+                                                           for label in modes}
     try:
         # Alternate the modes round by round, so drift on a shared machine hits all of them alike.
         for _ in range(args.rounds):
             for label, server in servers.items():
                 samples[label]["policy"].append(server.policy(args.seconds))
                 samples[label]["trivial"].append(server.trivial(args.seconds))
+                samples[label]["same-size"].append(server.same_size(args.seconds))
     finally:
         for server in servers.values():
             server.close()
@@ -210,6 +236,11 @@ def main() -> None:
     cpu_ratios = {label: statistics.median(policy.per_cpu_second / trivial.per_cpu_second for policy, trivial in
                                            zip(figures["policy"], figures["trivial"], strict=True))
                   for label, figures in samples.items()}
+    # The same against an endpoint that moves the policy poll's bytes and does nothing else: what is left below 100 %
+    # is the site's own logic (and, with real hops, the hops' extra TLS traffic).
+    same_size_ratios = {label: statistics.median(policy.per_cpu_second / sized.per_cpu_second for policy, sized in
+                                                 zip(figures["policy"], figures["same-size"], strict=True))
+                        for label, figures in samples.items()}
     for label, figures in results.items():
         print(f"{label:22s} trivial endpoint {figures['trivial']:9,.0f} req/s   policy CCM_POST through "
               f"CMG→CP→MP {figures['policy']:8,.0f} req/s   ratio {ratios[label]:5.1%}   (median of {args.rounds} "
@@ -217,6 +248,10 @@ def main() -> None:
         print(f"{'':22s} per site CPU second: trivial {per_cpu[label]['trivial']:9,.0f}   policy "
               f"{per_cpu[label]['policy']:8,.0f}   ratio {cpu_ratios[label]:5.1%}   (site CPU share: trivial "
               f"{cpu_share[label]['trivial']:.0%}, policy {cpu_share[label]['policy']:.0%})", flush=True)
+        server_reply = servers[label].reply_bytes
+        print(f"{'':22s} same-size endpoint (the poll's request bytes in, {server_reply:,} bytes out, no logic): "
+              f"{per_cpu[label]['same-size']:9,.0f} per site CPU second; policy is {same_size_ratios[label]:5.1%} "
+              f"of it", flush=True)
     if "in-process hops" in results and "in-process, no metrics" in results:
         with_metrics = results["in-process hops"]["policy"]
         without = results["in-process, no metrics"]["policy"]
@@ -224,7 +259,8 @@ def main() -> None:
               f"({with_metrics:,.0f} vs {without:,.0f} req/s)")
     print(json.dumps({"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "connections": args.connections,
                       "seconds": args.seconds, "rounds": args.rounds, "results": results, "ratios": ratios,
-                      "per_cpu_second": per_cpu, "cpu_ratios": cpu_ratios, "cpu_share": cpu_share,
+                      "per_cpu_second": per_cpu, "cpu_ratios": cpu_ratios, "same_size_ratios": same_size_ratios,
+                      "cpu_share": cpu_share,
                       "samples": {label: {kind: [[m.rate, m.cpu] for m in values] for kind, values in figures.items()}
                                   for label, figures in samples.items()}}))
 
