@@ -15,6 +15,7 @@ import pytest
 from cmg_protocol import envelope, statuses
 from cmg_protocol.clock import FakeClock
 from cmg_protocol.site_tokens import ClientTokenReply, ClientTokenRequest
+from cmg_protocol.sts_request import StsRequest
 from harness.client import events as ev
 from harness.client import lifecycle as lc
 from harness.client import outcome as oc
@@ -353,6 +354,19 @@ def test_the_ccm_token_request_carries_the_entra_token_as_bearer() -> None:
     request = until(life, site, at(ev.STEP_CCM_TOKEN))
     assert request.headers["Authorization"] == "Bearer " + site.entra_tokens[0]
     assert request.headers["Content-Type"] == "application/x-www-form-urlencoded"
+
+
+def test_the_ccm_token_request_asserts_the_entra_token_and_after_registration_the_client_id() -> None:
+    """CCM_STS is asked with the Entra token as assertion, the client version and host, and once registered the
+    assigned client id."""
+    p = device()
+    life, site = make(p)
+    assert drive(life, site).success
+    asked = [StsRequest.from_body(r.body) for r in site.requests if r.step == ev.STEP_CCM_TOKEN]
+    assert asked == [
+        StsRequest(assertion=site.entra_tokens[0], client_id="", agent_version="5.00.8968.1000", client_host=p.fq_name),
+        StsRequest(assertion=site.entra_tokens[1], client_id=life.smsid, agent_version="5.00.8968.1000",
+                   client_host=p.fq_name)]
 
 
 def test_an_entra_refusal_is_aad_no_token_and_nothing_more_is_sent() -> None:
