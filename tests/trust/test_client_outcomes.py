@@ -132,8 +132,8 @@ def test_http_reason_refuses_a_number_outside_100_to_599_naming_it(status: int) 
         oc.http_reason(status)
 
 
-@pytest.mark.parametrize("code", ["http.099", "http.600", "http.1000", "http.40", "http.", "HTTP.404", "https.404",
-                                  "http.4o4", "cmg.404", "http-404", "http.404.1"])
+@pytest.mark.parametrize("code", ["http.099", "http.0404", "http.600", "http.1000", "http.40", "http.", "HTTP.404",
+                                  "https.404", "http.4o4", "cmg.404", "http-404", "http.404.1"])
 def test_codes_that_only_look_like_http_reasons_are_not_reasons(code: str) -> None:
     assert not oc.is_reason(code)
 
