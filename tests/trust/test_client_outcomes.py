@@ -512,3 +512,12 @@ def test_a_refused_client_unique_token_request_fails_the_registration() -> None:
     result = drive(life, site)
     assert (result.step, result.stage, result.reason) == (ev.STEP_SITE_TOKEN, ev.STAGE_REGISTRATION, oc.CMG_403)
     assert steps(site)[-1] == ev.STEP_SITE_TOKEN
+
+
+@pytest.mark.parametrize("code", ["http.\u00b2\u00b3\u2074", "http.\u0664\u0660\u0664", "http.\uff14\uff10\uff14"])
+def test_http_codes_in_other_digits_are_not_reasons_and_are_refused_by_name(code: str) -> None:
+    """Superscript, Arabic-Indic or full-width digits are not an ``http.<status>`` code http_reason hands out: not a
+    reason (not a crash in int(), nor "404" read from them), and a failure carrying one is refused naming it."""
+    assert oc.is_reason(code) is False
+    with pytest.raises(OutcomeError, match="unknown reason code"):
+        Outcome(success=False, step="x", reason=code)
