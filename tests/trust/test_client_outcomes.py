@@ -521,3 +521,61 @@ def test_http_codes_in_other_digits_are_not_reasons_and_are_refused_by_name(code
     assert oc.is_reason(code) is False
     with pytest.raises(OutcomeError, match="unknown reason code"):
         Outcome(success=False, step="x", reason=code)
+
+
+# --- transient or final, and the back-off between tries ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("reply", "reason", "code", "tries"), [
+    (TransportError(oc.TIMEOUT, "timed out"), oc.TIMEOUT, 12002, 3),
+    (TransportError(oc.CONNECT, "refused"), oc.CONNECT, 12029, 3),
+    (TransportError(oc.RESET, "reset"), oc.RESET, 12030, 3),
+    (Response(503, reason=statuses.NO_CONNECTION_POINT), oc.CMG_503, None, 3),
+    (TransportError(oc.TLS_REVOKED, "revoked"), oc.TLS_REVOKED, 12175, 1),
+    (Response(403, reason="Forbidden"), oc.CMG_403, None, 1),
+    (Response(401, reason=statuses.MP_INVALID_TOKEN), oc.MP_401, None, 1),
+    (Response(500, reason="Internal Server Error"), "http.500", None, 1),
+    (Response(502, reason=statuses.CONNECTOR_BAD_REQUEST), "http.502", oc.E_CMG_CONNECTOR, 1),
+])
+def test_transient_reasons_are_tried_three_times_and_final_ones_once(
+        reply: Response | TransportError, reason: str, code: int | None, tries: int) -> None:
+    """The install's site-information request, answered the same way every time: a transient failure is sent three
+    times in all, a final one once; the life ends at that step with the reason and the error code a client logs."""
+    life, site = make(attempts=3)
+    site.script(ev.STEP_SITE_INFO, *[reply] * 3)
+    result = drive(life, site)
+    assert (result.step, result.stage, result.reason, result.error_code) == (
+        ev.STEP_SITE_INFO, ev.STAGE_INSTALL, reason, code)
+    assert steps(site).count(ev.STEP_SITE_INFO) == tries
+    assert [entry.result for entry in result.trail if entry.step == ev.STEP_SITE_INFO] == [reason] * tries
+
+
+@pytest.mark.parametrize(("time_scale", "waits"), [(1.0, [60.0, 120.0]), (60.0, [1.0, 2.0])])
+def test_a_renewal_backs_off_one_site_minute_then_two_and_gives_up_after_three_tries(
+        time_scale: float, waits: list[float]) -> None:
+    """A CCM token renewal that is reset every time: tried again after one site minute, then two (compressed by the
+    time scale), and after the third try the poll fails with reset and WinHTTP 12030."""
+    clock = FakeClock()
+    site = ScriptedSite(clock, ccm_lifetime=1000.0)
+    endpoints = dataclasses.replace(scripted_endpoints(policy_interval_s=3600.0), time_scale=time_scale)
+    life = lc.Lifecycle(device(), endpoints, clock=clock, rng=random.Random(7), polls=2, attempts=3)
+    until(life, site, at(ev.STEP_CCM_TOKEN, ev.STAGE_RENEWAL))
+    site.script(ev.STEP_CCM_TOKEN, *[TransportError(oc.RESET, "reset")] * 3)
+    tried: list[float] = []
+    seen: list[float] = []
+    for _ in range(20):
+        action = life.next_request()
+        if isinstance(action, Done):
+            break
+        if isinstance(action, Wait):
+            seen.append(action.until - clock.now)
+            clock.now = action.until
+            continue
+        tried.append(clock.now)
+        life.feed(site.answer(action))
+    assert seen == pytest.approx(waits)
+    assert [b - a for a, b in zip(tried, tried[1:], strict=False)] == pytest.approx(waits)
+    assert isinstance(action, Done)
+    result = action.outcome
+    assert (result.stage, result.step, result.reason, result.error_code) == (
+        ev.STAGE_RENEWAL, ev.STEP_CCM_TOKEN, oc.RESET, 12030)
