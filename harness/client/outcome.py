@@ -104,7 +104,8 @@ def is_reason(code: str) -> bool:
     if code in REASONS:
         return True
     prefix, _, status = code.partition(".")
-    return prefix == "http" and status.isdigit() and len(status) == 3 and 100 <= int(status) <= 599
+    # ASCII digits only: str.isdigit() also takes superscripts (which int() refuses) and other scripts' digits.
+    return prefix == "http" and status.isascii() and status.isdigit() and len(status) == 3 and 100 <= int(status) <= 599
 
 
 def winhttp_text(error_code: int) -> str:
