@@ -275,7 +275,7 @@ def test_a_state_file_without_a_crl_number_starts_at_one(state: Path, clock: Fak
 
 
 @pytest.mark.parametrize("text", ["not json", "[]", '{"revoked": []}', '{"revoked": {"x": 1}}',
-                                  '{"crl_number": "many"}'])
+                                  '{"crl_number": "many"}', '{"revoked": {"4": null}}', '{"crl_number": null}'])
 def test_an_unreadable_state_file_is_refused_with_its_name(state: Path, clock: FakeClock, text: str) -> None:
     state.parent.mkdir(parents=True)
     state.write_text(text)
