@@ -135,7 +135,7 @@ class RevocationList:
             state = json.loads(self.state_path.read_text(encoding="utf-8"))
             self._revoked = {int(serial): float(when) for serial, when in state.get("revoked", {}).items()}
             self._crl_number = int(state.get("crl_number", 0))
-        except (ValueError, AttributeError) as exc:
+        except (ValueError, AttributeError, TypeError) as exc:  # TypeError: a null where a number belongs
             raise PkiError(f"revocation state {str(self.state_path)!r} is unreadable: {exc}") from None
 
     def _save_state(self) -> None:
