@@ -150,7 +150,8 @@ def sparse_statistic_ms(counts: Mapping[int, int], percentile: float) -> float |
     total = sum(counts.values())
     if total == 0:
         return None
-    keys = sorted(counts)
+    # A bucket counted 0 times (a worker report may carry one) holds no value: it is never the maximum.
+    keys = sorted(key for key, count in counts.items() if count)
     if percentile >= 100.0:
         return round(bucket_top_us(keys[-1]) / 1000.0, 3)
     target = max(int(percentile * total / 100 + 0.5), 1)

@@ -218,6 +218,16 @@ def test_a_single_sample_s_sparse_statistic_is_its_bucket_s_top_and_no_sample_is
     assert sparse_statistic_ms({}, 100.0) is None
 
 
+def test_a_bucket_counted_zero_times_is_no_sample() -> None:
+    """A worker report may carry a count of 0 (it is accepted): that bucket holds no value, so it is neither the
+    maximum nor any percentile, as in HdrHistogram, where an unhit counter is never a value."""
+    assert sparse_statistic_ms({100: 0, 200: 2, 900: 0}, 100.0) == 0.2
+    assert sparse_statistic_ms({100: 0, 200: 2, 900: 0}, 0.1) == 0.2
+    assert sparse_statistic_ms({100: 0}, 50.0) is None
+    delta = LatencyDelta.from_json({"histograms": [[REQUEST, URI, SERVICE, {"200": 2, "900": 0}]]})
+    assert sparse_statistic_ms(delta.histograms[(REQUEST, URI, SERVICE)], 100.0) == 0.2
+
+
 # --- merging ----------------------------------------------------------------------------------------------------------
 
 
