@@ -81,6 +81,7 @@ TARGETS: dict[str, tuple[str, ...]] = {
     "harness/client/_tokens.py": ("tests/client/test_lifecycle.py", "tests/trust/test_client_outcomes.py"),
     "mock_site/pki/revocation.py": ("tests/trust/test_revocation_list.py",),
     "harness/report/recommend.py": ("tests/report/test_recommend.py", "tests/trust/test_recommendation_bounds.py"),
+    "harness/latency/histograms.py": ("tests/latency/test_histograms.py", "tests/trust/test_latency_book.py"),
 }
 #: The fixed CI sample: these modules, at most this many mutants each, chosen by a fixed seed.
 CI_MODULES = ("cmg_protocol/tokens.py", "cmg_protocol/urlmap.py", "cmg_protocol/clientauth.py", "harness/plans/arrivals.py")

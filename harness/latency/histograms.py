@@ -40,7 +40,7 @@ KINDS = (REQUEST, STAGE)
 PERCENTILES = (("p50", 50.0), ("p90", 90.0), ("p99", 99.0), ("p999", 99.9))
 
 LOWEST_US = 1
-HIGHEST_US = 3_600_000_000  # one hour: a longer wait is recorded as an hour (and counted in ``clamped``)
+HIGHEST_US = 3_600_000_000  # one hour: a longer wait is recorded as an hour
 SIGNIFICANT_DIGITS = 3
 #: A request sent more than this after its intended time counts as ``late`` (generator jitter stays well below it).
 LATE_AFTER_S = 0.1
@@ -150,7 +150,8 @@ def sparse_statistic_ms(counts: Mapping[int, int], percentile: float) -> float |
     total = sum(counts.values())
     if total == 0:
         return None
-    keys = sorted(counts)
+    # A bucket counted 0 times (a worker report may carry one) holds no value: it is never the maximum.
+    keys = sorted(key for key, count in counts.items() if count)
     if percentile >= 100.0:
         return round(bucket_top_us(keys[-1]) / 1000.0, 3)
     target = max(int(percentile * total / 100 + 0.5), 1)
