@@ -76,6 +76,8 @@ TARGETS: dict[str, tuple[str, ...]] = {
     "mock_site/site_tokens.py": ("tests/trust/test_site_token_verifier.py", "tests/trust/test_site_token_window.py"),
     "harness/gates/_latency.py": ("tests/gates/test_latency_metrics.py", "tests/trust/test_latency_gate_edges.py"),
     "harness/plans/arrivals.py": ("tests/plans/test_arrivals.py", "tests/trust/test_arrival_schedule.py"),
+    "cmg_protocol/envelope.py": ("tests/protocol/test_envelope.py", "tests/trust/test_envelope_bounds.py"),
+    "cmg_protocol/cms.py": ("tests/protocol/test_clientauth.py", "tests/trust/test_envelope_bounds.py"),
 }
 #: The fixed CI sample: these modules, at most this many mutants each, chosen by a fixed seed.
 CI_MODULES = ("cmg_protocol/tokens.py", "cmg_protocol/urlmap.py", "cmg_protocol/clientauth.py", "harness/plans/arrivals.py")
