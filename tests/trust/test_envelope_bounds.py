@@ -585,3 +585,24 @@ def test_the_fast_reader_agrees_with_elementtree_on_tricky_headers(text: str, fa
     assert (fast is not None) is fast_takes
     assert fast in (None, full)
     assert full == (dataclasses.replace(HEADER, **check), 0, 84)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("number", ["1_0", "\u0663", "\uff13", "\u0668\u0664", "0x10", "1e3", "", "+", "5 5"])
+@pytest.mark.parametrize(("old", "new", "name"), [
+    ("<Priority>5<", "<Priority>{}<", "Priority"),
+    ("<Timeout>70001<", "<Timeout>{}<", "Timeout"),
+    ('Length="84"', 'Length="{}"', "Body Length"),
+    ('Offset="0"', 'Offset="{}"', "Body Offset"),
+])
+def test_a_number_not_in_ascii_digits_is_refused_by_both_readers(number: str, old: str, new: str, name: str) -> None:
+    """Python's int() takes '1_0' and other scripts' digits; a header holding them is refused, not read as a number
+    (the fast reader leaves it to ElementTree, which names it)."""
+    text = _BUILT.replace(old, new.format(number))
+    assert envelope._parse_header_fast(text) is None
+    _refused(f"header {name} is not an integer: {number!r}", _message(text, zlib.compress(_raw())))
+
+
+@pytest.mark.parametrize(("number", "value"), [("+5", 5), (" 5 ", 5), ("\n05\t", 5), ("-0", 0)])
+def test_a_number_with_a_sign_or_spaces_is_read(number: str, value: int) -> None:
+    text = _BUILT.replace("<Priority>5<", f"<Priority>{number}<")
+    assert envelope._parse_header_xml(text)[0].priority == value
