@@ -295,6 +295,7 @@ def test_the_zlib_header_announces_level_6_and_the_smallest_window_from_1_to_32_
     ('multipart/mixed; boundary=""', "Content-Type boundary is not a valid multipart boundary: ''"),
     ('multipart/mixed; boundary="', "Content-Type boundary is not a valid multipart boundary: '\"'"),
     ('multipart/mixed; boundary="ab', "Content-Type boundary is not a valid multipart boundary: '\"ab'"),
+    ('multipart/mixed; boundary=ab"', "Content-Type boundary is not a valid multipart boundary: 'ab\"'"),
     ("multipart/mixed; boundary=ab ", None),  # trailing space of the parameter is not part of it: accepted below
     ("multipart/mixed; boundary=a" + "b" * 70, "Content-Type boundary is not a valid multipart boundary: 'a"
      + "b" * 70 + "'"),
