@@ -202,9 +202,9 @@ _FAST_HEADER = re.compile(
     rf"<ID>{_VALUE}</ID><SourceID>{_VALUE}</SourceID><SourceHost>{_VALUE}</SourceHost>"
     rf"<TargetAddress>{_VALUE}</TargetAddress><TargetEndpoint>{_VALUE}</TargetEndpoint>"
     rf"<TargetHost>{_VALUE}</TargetHost><ReplyTo>{_VALUE}</ReplyTo><ReplyMode>{_VALUE}</ReplyMode>"
-    rf"<Protocol>{_VALUE}</Protocol><Priority>(\d{{1,9}})</Priority><Timeout>(\d{{1,12}})</Timeout>"
+    rf"<Protocol>{_VALUE}</Protocol><Priority>([0-9]{{1,9}})</Priority><Timeout>([0-9]{{1,12}})</Timeout>"
     rf"<SentTime>{_VALUE}</SentTime><CorrelationID>{_VALUE}</CorrelationID>"
-    r'<Body Type="ByteRange" Offset="0" Length="(\d{1,12})"/><Payload Type="inline"/>'
+    r'<Body Type="ByteRange" Offset="0" Length="([0-9]{1,12})"/><Payload Type="inline"/>'
     rf'<Hooks>(<Hook2 Name="{CLIENTAUTH_HOOK}">((?:{_PROPERTY})*+)</Hook2>)?'
     rf"((?:{re.escape(_ZLIB_HOOK_XML)})?)</Hooks></Msg>"
 )
@@ -265,11 +265,15 @@ def _parse_header_fast(text: str) -> tuple[MessageHeader, int, int] | None:
     return header, 0, int(g[14])
 
 
+# ASCII digits (with the sign and spaces int() allows): int() alone also takes "1_0" and other scripts' digits ("٣"),
+# which no client writes, so such a header was read as a number where it must be refused.
+_INTEGER = re.compile(r"[ \t\r\n]*[+-]?[0-9]+[ \t\r\n]*")
+
+
 def _int_field(value: str | None, name: str) -> int:
-    try:
-        number = int(value or "")
-    except ValueError:
-        raise EnvelopeError(f"header {name} is not an integer: {value!r}") from None
+    if value is None or _INTEGER.fullmatch(value) is None:
+        raise EnvelopeError(f"header {name} is not an integer: {value!r}")
+    number = int(value)
     if number < 0:
         raise EnvelopeError(f"header {name} must be >= 0, got {number}")
     return number

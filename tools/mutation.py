@@ -82,6 +82,8 @@ TARGETS: dict[str, tuple[str, ...]] = {
     "mock_site/pki/revocation.py": ("tests/trust/test_revocation_list.py",),
     "harness/report/recommend.py": ("tests/report/test_recommend.py", "tests/trust/test_recommendation_bounds.py"),
     "harness/latency/histograms.py": ("tests/latency/test_histograms.py", "tests/trust/test_latency_book.py"),
+    "cmg_protocol/envelope.py": ("tests/protocol/test_envelope.py", "tests/trust/test_envelope_bounds.py"),
+    "cmg_protocol/cms.py": ("tests/protocol/test_clientauth.py", "tests/trust/test_envelope_bounds.py"),
 }
 #: The fixed CI sample: these modules, at most this many mutants each, chosen by a fixed seed.
 CI_MODULES = ("cmg_protocol/tokens.py", "cmg_protocol/urlmap.py", "cmg_protocol/clientauth.py", "harness/plans/arrivals.py")
