@@ -201,3 +201,24 @@ def test_counts_that_are_not_whole_numbers_are_refused_naming_them(bad: dict[str
     with pytest.raises(RecoveryError) as caught:
         SecondCounts.from_entries([{"name": "/x", "method": "GET", "num_fail_per_sec": bad}])
     assert str(caught.value) == f"per-second counts map whole seconds to counts, got {second!r}: {count!r}"
+
+
+def test_the_worst_second_is_one_of_the_faults_seconds_only() -> None:
+    """No failure recorded while the fault is on, all requests failing in the second after it: the worst is 1.0."""
+    row = measure(counts(steady(), {23: 10}))
+    assert row["worst_success_rate"] == 1.0
+
+
+def test_a_short_baseline_is_averaged_over_its_own_seconds_and_rounded() -> None:
+    """Traffic from 17: 31 requests and 1 token over three seconds (10.3 and 0.3 a second), 25 and 2 at the peak."""
+    requests = {17: 10, 18: 10, 19: 11} | dict.fromkeys(range(20, LAST + 1), 10) | {24: 25}
+    row = measure(counts(requests, tokens={18: 1, 24: 2}))
+    assert (row["baseline_rps"], row["storm_rps"]) == (10.3, 14.7)
+    assert (row["token_baseline_rps"], row["token_storm_rps"]) == (0.3, 1.7)
+
+
+def test_seconds_without_requests_add_nothing_to_a_storm_over_a_slow_baseline() -> None:
+    """Baseline 0.5 requests a second; after the fault only second 24 has any (3): 2.5 excess, rounded to 2."""
+    requests = dict.fromkeys(range(10, 20, 2), 1) | {24: 3}
+    row = measure(counts(requests))
+    assert (row["baseline_rps"], row["peak_rps_after"], row["storm_requests"]) == (0.5, 3, 2)
