@@ -85,6 +85,7 @@ TARGETS: dict[str, tuple[str, ...]] = {
     "cmg_protocol/envelope.py": ("tests/protocol/test_envelope.py", "tests/trust/test_envelope_bounds.py"),
     "cmg_protocol/cms.py": ("tests/protocol/test_clientauth.py", "tests/trust/test_envelope_bounds.py"),
     "harness/results/stats.py": ("tests/gates/test_history.py", "tests/trust/test_results_stats.py"),
+    "harness/chaos/recovery.py": ("tests/load/test_recovery.py", "tests/trust/test_recovery_edges.py"),
 }
 #: The fixed CI sample: these modules, at most this many mutants each, chosen by a fixed seed.
 CI_MODULES = ("cmg_protocol/tokens.py", "cmg_protocol/urlmap.py", "cmg_protocol/clientauth.py", "harness/plans/arrivals.py")
