@@ -305,64 +305,71 @@ class MpApp:
         request = HttpRequest.from_scope(scope)
         self.metrics.request_started()
         meter = Meter(send)
-        endpoint = ENDPOINT_NAMES.get(request.path.lower(), UNMATCHED)
+        path = request.path.lower()
+        endpoint = ENDPOINT_NAMES.get(path, UNMATCHED)
         try:
-            endpoint = await self._route(request, receive, meter)
+            if await self._refused_identity(request, meter):
+                endpoint = "unauthenticated"
+            else:
+                await self._route(request, path, receive, meter)
         finally:
             self.metrics.request_finished()
             self.metrics.observe_request(endpoint, request.method, meter.status or 500, meter.request_bytes,
                                          meter.response_bytes, time.perf_counter() - started)
 
-    async def _route(self, request: HttpRequest, receive: Receive, send: Meter) -> str:
+    async def _refused_identity(self, request: HttpRequest, send: Meter) -> bool:
+        """Refuse (403) a caller that is not the connection point where only it may call, or that sends identity
+        headers only the connection point may set; True when refused."""
         peer = client_cert_der(request.scope)
         if self.require_cp_certificate and peer is None:
             await respond_error(send, 403, MP_NO_CP_CERTIFICATE, "the MP only takes requests from a connection point")
-            return "unauthenticated"
+            return True
         if peer_role(peer) != PEER_CP and any(request.header(name) is not None for name in IDENTITY_HEADERS):
             await respond_error(send, 403, MP_IDENTITY_HEADER_REFUSED,
                                 "identity headers are taken only from a connection point")
-            return "unauthenticated"
-        path = request.path.lower()
-        endpoint = ENDPOINT_NAMES.get(path, UNMATCHED)
+            return True
+        return False
+
+    async def _route(self, request: HttpRequest, path: str, receive: Receive, send: Meter) -> None:
+        """Answer a request for ``path`` (lower-cased); it is counted under ``ENDPOINT_NAMES``' name for it."""
         try:
             body = await read_body(receive, MAX_MESSAGE_BYTES)
         except BodyTooLarge as too_large:
             await respond_error(send, 413, MP_BAD_MESSAGE, f"body over {too_large.limit} bytes")
-            return endpoint
+            return
         send.request_bytes = len(body)
         if path == "/ccm_sts":
             await self.sts.handle(request, send, body)
-            return endpoint
+            return
         if path in MESSAGING_ENDPOINTS:
             # ccm_system_altauth is the token endpoint of an HTTPS MP reached directly, as tokenauth is through a CMG.
             await self._messaging(request, body, send, token_auth=path != "/ccm_system/request",
                                   cmg_host=self._public_cmg_host(request))
-            return endpoint
+            return
         if path == "/ccm_system_windowsauth/request":
             await refuse_windows_auth(send)
-            return endpoint
+            return
         if path == "/sms_mp/.sms_aut":
             if await self._caller(request, send) is not None:
                 await self.sms_aut.respond(request.query, send)
-            return endpoint
+            return
         if path == "/sms_mp/.sms_pol":
             policy_caller = await self._caller(request, send)
             if policy_caller is not None:
                 await self._policy_body(request, policy_caller, send)
-            return endpoint
+            return
         if path == "/downloadrestservice.svc/getcontentxmlsecure":
             # Content from the MP through the proxy (the walk-through's fallback when cloud storage lacks it).
             if await self._caller(request, send) is not None:
                 params = request.query_params()
                 await respond(send, 200, self.content.content(params.get("pid", ""), params.get("cid", "")),
                               content_type="application/octet-stream")
-            return endpoint
+            return
         if path == "/ccm_client/ccmsetup.cab":
             if await self._caller(request, send, allow_cert=False) is not None:
                 await respond(send, 200, self.client_package, content_type="application/vnd.ms-cab-compressed")
-            return endpoint
+            return
         await respond_error(send, 404, MP_BAD_MESSAGE, f"no such MP endpoint: {request.path}")
-        return endpoint
 
     async def _caller(self, request: HttpRequest, send: Send, *, allow_cert: bool = True) -> Caller | None:
         """Who is calling: a client certificate (forwarded by the CP, or the device's own), or a valid CCM token."""
